@@ -1,0 +1,45 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// The targets mirror the architecture (docs/architecture.md):
+//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3) -> HAMMER2Format (structures, check codes, no I/O)
+//   -> HAMMER2Codecs (compression) -> HAMMER2Engine (devices, volumes, block reads, trees, namespace)
+//   -> HAMMER2FUSE (the FUSE adapter) and HAMMER2Tools (directive implementations) -> executables.
+let package = Package(
+    name: "hammer2-linux",
+    products: [
+        .executable(name: "hammer2", targets: ["hammer2"]),
+        .executable(name: "mount_hammer2", targets: ["mount_hammer2"]),
+        .executable(name: "fsck_hammer2", targets: ["fsck_hammer2"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        .target(name: "CFUSE3", linkerSettings: [.linkedLibrary("fuse3")]),
+        .target(
+            name: "HAMMER2Format",
+            dependencies: ["CXXHash", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(name: "HAMMER2Codecs", dependencies: ["CLZ4", "CZlib"]),
+        .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs"]),
+        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2Engine", "CFUSE3"]),
+        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine"]),
+        .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
+        .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
+        .executableTarget(name: "fsck_hammer2", dependencies: ["HAMMER2Tools"]),
+        .target(
+            name: "HAMMER2TestSupport",
+            dependencies: ["HAMMER2Engine", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/HAMMER2TestSupport"
+        ),
+        .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs"]),
+        .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2TestSupport"]),
+        .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
+        .testTarget(name: "HAMMER2MountTests", dependencies: ["HAMMER2TestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

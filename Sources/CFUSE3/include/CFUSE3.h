@@ -1,0 +1,1 @@
+int h2fuse_placeholder(void);

@@ -1,0 +1,67 @@
+// Storage is a parameter: the engine reads through `BlockDevice`, so tests can plug in
+// devices that inject faults, and a volume can be an image file or a block device.
+
+import Foundation
+import Glibc
+
+public protocol BlockDevice: Sendable {
+    /// A name for messages (the path).
+    var name: String { get }
+    /// Size in bytes.
+    var size: UInt64 { get }
+    /// Fills `buffer` from `offset`; throws on an I/O error or when the device ends first.
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+}
+
+extension BlockDevice {
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        try bytes.withUnsafeMutableBytes { try read(into: $0, at: offset) }
+        return bytes
+    }
+}
+
+/// An image file or block device opened read-only, read with pread(2).
+public final class FileBlockDevice: BlockDevice {
+    public let name: String
+    public let size: UInt64
+    private let fd: Int32
+
+    public init(path: String) throws {
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw EngineError.io(errno: Glibc.errno, what: "open \(path)") }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            let e = Glibc.errno
+            Glibc.close(fd)
+            throw EngineError.io(errno: e, what: "stat \(path)")
+        }
+        var size = UInt64(st.st_size)
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            var bytes: UInt64 = 0
+            // BLKGETSIZE64 = _IOR(0x12, 114, size_t)
+            if ioctl(fd, 0x8008_1272, &bytes) == 0 { size = bytes }
+        } else if (st.st_mode & S_IFMT) != S_IFREG {
+            Glibc.close(fd)
+            throw EngineError.invalidArgument("\(path): not a regular file or block device")
+        }
+        self.fd = fd
+        self.name = path
+        self.size = size
+    }
+
+    deinit { Glibc.close(fd) }
+
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw EngineError.io(errno: Glibc.errno, what: "read \(name) at offset \(offset + UInt64(done))")
+            }
+            if n == 0 { throw EngineError.shortRead(device: name, offset: offset, wanted: buffer.count, got: done) }
+            done += n
+        }
+    }
+}

@@ -1,0 +1,103 @@
+// Logical block I/O (the read half of hammer2_strategy.c and hammer2_chain_testcheck):
+// fetch a block's physical bytes through the volume set, verify its check code, and for
+// data blocks decompress it. Nothing leaves this file unverified: a block whose check code
+// fails, whose methods are unknown, or that does not decompress is an error, never bytes.
+
+import HAMMER2Codecs
+import HAMMER2Format
+
+public final class BlockReader: Sendable {
+    public let volumes: VolumeSet
+    public let cache: BlockCache
+
+    public init(volumes: VolumeSet, cacheBytes: Int = 64 << 20) {
+        self.volumes = volumes
+        self.cache = BlockCache(budgetBytes: cacheBytes)
+    }
+
+    /// The verified physical bytes of the block `bref` points to.
+    public func physical(_ bref: Blockref) throws -> [UInt8] {
+        let bytes = bref.physicalBytes
+        guard bref.physicalRadix == 0 || (HAMMER2.allocationMinRadix...HAMMER2.allocationMaxRadix).contains(bref.physicalRadix) else {
+            throw EngineError.corrupt("size radix \(bref.physicalRadix) out of range in \(describe(bref))")
+        }
+        guard bytes > 0 else { return [] }
+        // Blocks never straddle a 64 KiB physical buffer (hammer2_io works in 64 KiB units).
+        let offset = bref.mediaOffset
+        guard (offset & 0xFFFF) + UInt64(bytes) <= 0x10000 else {
+            throw EngineError.corrupt("block crosses a 64 KiB boundary in \(describe(bref))")
+        }
+        var data = [UInt8](repeating: 0, count: bytes)
+        try data.withUnsafeMutableBytes { try volumes.read(into: $0, at: offset) }
+        switch data.withUnsafeBytes({ CheckCode.verify(bref, $0) }) {
+        case .valid, .unchecked:
+            return data
+        case let .mismatch(expected, computed):
+            throw EngineError.checkFailed(bref: bref, expected: expected, computed: computed)
+        case let .unknownMethod(code):
+            throw EngineError.unknownMethod(bref: bref, what: "check method \(code)")
+        }
+    }
+
+    /// Physical bytes through the cache (metadata: inodes, indirect blocks, names, freemap).
+    public func cachedPhysical(_ bref: Blockref) throws -> [UInt8] {
+        let key = BlockCacheKey(bref)
+        if let hit = cache.lookup(key) { return hit }
+        let data = try physical(bref)
+        cache.insert(key, data)
+        return data
+    }
+
+    /// The logical content of a DATA block: decompressed if it was compressed. The result
+    /// may be shorter than the logical block; the remainder reads as zeros.
+    public func logicalData(_ bref: Blockref) throws -> [UInt8] {
+        let key = BlockCacheKey(bref)
+        if let hit = cache.lookup(key) { return hit }
+        let raw = try physical(bref)
+        let data: [UInt8]
+        do {
+            switch bref.compression {
+            case .none, .autozero:
+                data = raw
+            case .lz4:
+                data = try raw.withUnsafeBytes { try Decompressor.lz4($0) }
+            case .zlib:
+                data = try raw.withUnsafeBytes { try Decompressor.zlib($0) }
+            default:
+                throw EngineError.unknownMethod(bref: bref, what: "compression method \(bref.compression.rawValue)")
+            }
+        } catch let error as DecompressionError {
+            throw EngineError.decompressionFailed(bref: bref, reason: error.description)
+        }
+        cache.insert(key, data)
+        return data
+    }
+
+    /// The blockrefs inside an INDIRECT or FREEMAP_NODE block.
+    public func childBlockrefs(_ bref: Blockref) throws -> [Blockref] {
+        let raw = try cachedPhysical(bref)
+        guard raw.count >= HAMMER2.blockrefBytes, raw.count % HAMMER2.blockrefBytes == 0 else {
+            throw EngineError.corrupt("indirect block of \(raw.count) bytes in \(describe(bref))")
+        }
+        return try decodeBlockrefs(raw)
+    }
+
+    /// The inode an INODE blockref points to.
+    public func inode(_ bref: Blockref) throws -> InodeData {
+        guard bref.type == .inode else { throw EngineError.corrupt("expected an inode, found \(describe(bref))") }
+        let raw = try cachedPhysical(bref)
+        guard raw.count == HAMMER2.inodeBytes else {
+            throw EngineError.corrupt("inode block of \(raw.count) bytes in \(describe(bref))")
+        }
+        return try InodeData(decoding: raw)
+    }
+
+    /// Reads the root volume's super-root inode.
+    public func superRoot() throws -> (Blockref, InodeData) {
+        let bref = volumes.header.superRootBlockset[0]
+        guard bref.type == .inode else {
+            throw EngineError.corrupt("volume header's super-root blockref is \(bref.type), not an inode")
+        }
+        return (bref, try inode(bref))
+    }
+}

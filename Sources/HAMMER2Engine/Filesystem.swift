@@ -1,0 +1,66 @@
+// A HAMMER2 filesystem opened read-only: its volume set, block reader and super-root, from
+// which every PFS (each a separate root, mountable by label) is reached.
+
+import HAMMER2Format
+
+/// A PFS as listed under the super-root.
+public struct PFSEntry: Sendable {
+    public var name: String
+    public var bref: Blockref
+    public var inode: InodeData
+}
+
+public final class Filesystem: Sendable {
+    public let volumes: VolumeSet
+    public let reader: BlockReader
+    public let tree: BlockTree
+    public let superRootBref: Blockref
+    public let superRoot: InodeData
+
+    public init(volumes: VolumeSet, cacheBytes: Int = 64 << 20) throws {
+        self.volumes = volumes
+        self.reader = BlockReader(volumes: volumes, cacheBytes: cacheBytes)
+        self.tree = BlockTree(reader: reader)
+        (superRootBref, superRoot) = try reader.superRoot()
+        guard superRoot.meta.type == .directory else {
+            throw EngineError.corrupt("super-root inode is a \(superRoot.meta.type), not a directory")
+        }
+    }
+
+    /// Opens the filesystem on one device or several (a multi-volume set).
+    public convenience init(paths: [String], cacheBytes: Int = 64 << 20) throws {
+        try self.init(volumes: VolumeSet(paths: paths), cacheBytes: cacheBytes)
+    }
+
+    /// Every PFS under the super-root, in key (name hash) order.
+    public func pfsEntries() throws -> [PFSEntry] {
+        var result: [PFSEntry] = []
+        try tree.forEachLeaf(in: superRoot.blockset, from: 0, through: UInt64.max) { bref in
+            guard bref.type == .inode else { return true }
+            let inode = try reader.inode(bref)
+            result.append(PFSEntry(name: String(decoding: inode.filename, as: UTF8.self), bref: bref, inode: inode))
+            return true
+        }
+        return result
+    }
+
+    /// Opens the PFS labelled `label`.
+    public func openPFS(_ label: String) throws -> PFS {
+        let name = Array(label.utf8)
+        let hash = DirectoryHash.key(for: name)
+        var match: (Blockref, InodeData)?
+        try tree.forEachLeaf(in: superRoot.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
+            guard bref.type == .inode else { return true }
+            let inode = try reader.inode(bref)
+            if inode.filename == name { match = (bref, inode); return false }
+            return true
+        }
+        guard let (bref, inode) = match else {
+            throw EngineError.pfsNotFound(label: label, available: (try? pfsEntries().map(\.name)) ?? [])
+        }
+        guard inode.meta.type == .directory else {
+            throw EngineError.corrupt("PFS \(label) root is a \(inode.meta.type), not a directory")
+        }
+        return PFS(name: label, reader: reader, rootBref: bref, root: inode)
+    }
+}

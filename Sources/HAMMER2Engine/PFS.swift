@@ -1,0 +1,180 @@
+// One mounted PFS: its root inode, its inode index, directories, file data and symlinks.
+//
+// Layout (see docs/format.md): the PFS root inode's block tree holds both the inode index
+// (INODE blockrefs keyed by inode number, bit 63 clear) and the root directory's entries
+// (DIRENT blockrefs keyed by name hash, bit 63 set). Other directories hold only DIRENTs.
+// A DIRENT names an inode number; the inode itself is always found in the index, which is
+// how hard links work.
+
+import HAMMER2Format
+import Synchronization
+
+public struct DirectoryEntry: Hashable, Sendable {
+    public var name: [UInt8]
+    public var inum: UInt64
+    public var type: ObjectType
+    /// The entry's directory hash key (with bit 63 set).
+    public var key: UInt64
+
+    /// The readdir cookie that resumes after this entry.
+    public var nextCookie: UInt64 { (key & HAMMER2.dirhashUserMask) + 1 }
+}
+
+public final class PFS: Sendable {
+    public let name: String
+    public let reader: BlockReader
+    public let tree: BlockTree
+    /// The PFS root inode's blockref in the super-root.
+    public let rootBref: Blockref
+    public let root: InodeData
+    private let inodeCache = Mutex<(young: [UInt64: InodeData], old: [UInt64: InodeData])>(([:], [:]))
+    private static let inodeCacheGeneration = 16_384
+
+    /// The inode number of every PFS root directory.
+    public static let rootInodeNumber: UInt64 = 1
+
+    init(name: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
+        self.name = name
+        self.reader = reader
+        self.tree = BlockTree(reader: reader)
+        self.rootBref = rootBref
+        self.root = root
+    }
+
+    // MARK: Inodes
+
+    /// The inode numbered `inum` in this PFS.
+    public func inode(_ inum: UInt64) throws -> InodeData {
+        if inum == Self.rootInodeNumber { return root }
+        if let cached = inodeCache.withLock({ cache -> InodeData? in
+            if let hit = cache.young[inum] { return hit }
+            if let hit = cache.old[inum] { cache.young[inum] = hit; return hit }
+            return nil
+        }) {
+            return cached
+        }
+        guard let bref = try tree.find(in: root.blockset, key: inum, type: .inode) else {
+            throw EngineError.notFound
+        }
+        let inode = try reader.inode(bref)
+        guard inode.meta.inum == inum else {
+            throw EngineError.corrupt("inode index entry \(inum) holds inode \(inode.meta.inum)")
+        }
+        inodeCache.withLock { cache in
+            cache.young[inum] = inode
+            if cache.young.count >= Self.inodeCacheGeneration { cache.old = cache.young; cache.young = [:] }
+        }
+        return inode
+    }
+
+    // MARK: Directories
+
+    /// The name and target of a directory-tree leaf, or nil if it is not an entry.
+    func entry(for bref: Blockref) throws -> DirectoryEntry? {
+        switch bref.type {
+        case .dirent:
+            let length = bref.direntNameLength
+            guard length > 0, length <= HAMMER2.inodeMaxName else {
+                throw EngineError.corrupt("directory entry name length \(length) in \(describe(bref))")
+            }
+            let name: [UInt8]
+            if length <= 64 {
+                name = Array(bref.check.bytes[0..<length])
+            } else {
+                let block = try reader.cachedPhysical(bref)
+                guard block.count >= length else {
+                    throw EngineError.corrupt("directory entry name block shorter than its name in \(describe(bref))")
+                }
+                name = Array(block[0..<length])
+            }
+            return DirectoryEntry(name: name, inum: bref.direntInodeNumber, type: bref.direntType, key: bref.key)
+        case .inode:
+            // Entries that embed the inode (the super-root, and directories written by
+            // HAMMER2 before DIRENTs existed) carry the name in the inode.
+            let inode = try reader.inode(bref)
+            return DirectoryEntry(name: inode.filename, inum: inode.meta.inum, type: inode.meta.type, key: bref.key)
+        default:
+            return nil
+        }
+    }
+
+    /// Finds `name` in directory `dir` by its directory hash.
+    public func lookup(in dir: InodeData, name: [UInt8]) throws -> DirectoryEntry {
+        guard dir.meta.type == .directory else { throw EngineError.notDirectory }
+        guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { throw EngineError.notFound }
+        let hash = DirectoryHash.key(for: name)
+        var found: DirectoryEntry?
+        try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
+            if let entry = try entry(for: bref), entry.name == name {
+                found = entry
+                return false
+            }
+            return true
+        }
+        guard let found else { throw EngineError.notFound }
+        return found
+    }
+
+    /// Visits the entries of `dir` in hash order starting at readdir cookie `cookie`
+    /// (0 = from the start; otherwise a `nextCookie` returned earlier).
+    public func readDirectory(_ dir: InodeData, from cookie: UInt64, _ visit: (DirectoryEntry) throws -> Bool) throws {
+        guard dir.meta.type == .directory else { throw EngineError.notDirectory }
+        if case .embedded = dir.content { return }
+        let first = HAMMER2.dirhashVisible | max(cookie & HAMMER2.dirhashUserMask, 0)
+        try tree.forEachLeaf(in: dir.blockset, from: first, through: UInt64.max) { bref in
+            guard bref.key & HAMMER2.dirhashVisible != 0, let entry = try entry(for: bref) else { return true }
+            return try visit(entry)
+        }
+    }
+
+    // MARK: File data
+
+    /// Reads up to `count` bytes at `offset` of a file or symlink; holes read as zeros.
+    public func read(_ inode: InodeData, offset: UInt64, count: Int) throws -> [UInt8] {
+        let size = inode.meta.size
+        guard offset < size, count > 0 else { return [] }
+        let end = offset + min(UInt64(count), size - offset)
+        switch inode.content {
+        case let .embedded(bytes):
+            guard size <= UInt64(HAMMER2.embeddedBytes) else {
+                throw EngineError.corrupt("inode \(inode.meta.inum) has embedded data but size \(size)")
+            }
+            return Array(bytes[Int(offset)..<Int(end)])
+        case let .blockset(refs):
+            var out = [UInt8](repeating: 0, count: Int(end - offset))
+            try tree.forEachLeaf(in: refs, from: offset, through: end - 1) { bref in
+                guard bref.type == .data else {
+                    throw EngineError.corrupt("\(describe(bref)) in the data tree of inode \(inode.meta.inum)")
+                }
+                guard bref.keybits <= UInt8(HAMMER2.allocationMaxRadix) else {
+                    throw EngineError.corrupt("data block larger than 64 KiB: \(describe(bref))")
+                }
+                let data = try reader.logicalData(bref)
+                let logicalSize = UInt64(1) << UInt64(bref.keybits)
+                let blockStart = bref.key
+                let blockEnd = blockStart + min(UInt64(data.count), logicalSize)
+                let copyStart = max(blockStart, offset)
+                let copyEnd = min(blockEnd, end)
+                if copyStart < copyEnd {
+                    out.withUnsafeMutableBytes { dst in
+                        data.withUnsafeBytes { src in
+                            (dst.baseAddress! + Int(copyStart - offset)).copyMemory(
+                                from: src.baseAddress! + Int(copyStart - blockStart), byteCount: Int(copyEnd - copyStart))
+                        }
+                    }
+                }
+                return true
+            }
+            return out
+        }
+    }
+
+    /// The target of a symbolic link.
+    public func readLink(_ inode: InodeData) throws -> [UInt8] {
+        guard inode.meta.type == .softlink else { throw EngineError.notSymlink }
+        guard inode.meta.size <= 65_536 else {
+            throw EngineError.corrupt("symlink inode \(inode.meta.inum) has size \(inode.meta.size)")
+        }
+        return try read(inode, offset: 0, count: Int(inode.meta.size))
+    }
+}

@@ -1,0 +1,151 @@
+// The set of devices that make up one HAMMER2 filesystem, and the choice of volume header.
+//
+// A filesystem is one volume or up to 64 (hammer2_ondisk.c). Every volume carries its own
+// header copies; the root volume's (volu_id 0) best copy describes the filesystem:
+// volu_loff[i] is where volume i starts in the one logical address space that data_off
+// values use. Single-volume filesystems of version 1 leave volu_loff zeroed.
+
+import HAMMER2Format
+
+/// What was found in one header slot of one device.
+public struct VolumeHeaderCopy: Sendable {
+    public var index: Int
+    public var deviceOffset: UInt64
+    public var header: VolumeHeader?
+    public var problem: String?
+}
+
+public final class Volume: Sendable {
+    public let device: any BlockDevice
+    public let id: Int
+    /// Start of this volume in the logical address space (volu_loff[id]).
+    public let logicalOffset: UInt64
+    public let size: UInt64
+    public let header: VolumeHeader
+    public let headerIndex: Int
+    public let copies: [VolumeHeaderCopy]
+
+    init(device: any BlockDevice, id: Int, logicalOffset: UInt64, size: UInt64, header: VolumeHeader,
+         headerIndex: Int, copies: [VolumeHeaderCopy]) {
+        self.device = device; self.id = id; self.logicalOffset = logicalOffset; self.size = size
+        self.header = header; self.headerIndex = headerIndex; self.copies = copies
+    }
+}
+
+public final class VolumeSet: Sendable {
+    /// Volumes ordered by id; volumes[0] is the root volume.
+    public let volumes: [Volume]
+
+    /// The root volume's chosen header: the filesystem's current state.
+    public var header: VolumeHeader { volumes[0].header }
+
+    /// Reads every header copy of `device`, validated as DragonFly does.
+    public static func readHeaderCopies(_ device: any BlockDevice) -> [VolumeHeaderCopy] {
+        var copies: [VolumeHeaderCopy] = []
+        for (index, offset) in VolumeHeader.copyOffsets(deviceSize: device.size).enumerated() {
+            do {
+                let bytes = try device.read(at: offset, count: HAMMER2.volumeHeaderBytes)
+                if let problem = bytes.withUnsafeBytes({ VolumeHeader.validate($0) }) {
+                    copies.append(VolumeHeaderCopy(index: index, deviceOffset: offset, header: nil, problem: problem.description))
+                } else {
+                    copies.append(VolumeHeaderCopy(index: index, deviceOffset: offset, header: try VolumeHeader(decoding: bytes), problem: nil))
+                }
+            } catch {
+                copies.append(VolumeHeaderCopy(index: index, deviceOffset: offset, header: nil, problem: "\(error)"))
+            }
+        }
+        return copies
+    }
+
+    /// The valid copy with the highest mirror_tid (the first such copy on a tie).
+    static func bestCopy(_ copies: [VolumeHeaderCopy]) -> (Int, VolumeHeader)? {
+        var best: (Int, VolumeHeader)?
+        for copy in copies {
+            guard let header = copy.header else { continue }
+            if best == nil || best!.1.mirrorTID < header.mirrorTID { best = (copy.index, header) }
+        }
+        return best
+    }
+
+    public init(devices: [any BlockDevice]) throws {
+        guard !devices.isEmpty else { throw EngineError.invalidArgument("no volume given") }
+        var found: [(any BlockDevice, Int, VolumeHeader, [VolumeHeaderCopy])] = []
+        for device in devices {
+            guard device.size >= UInt64(HAMMER2.volumeHeaderBytes) else {
+                throw EngineError.noValidVolumeHeader(device: device.name, problems: ["device is only \(device.size) bytes"])
+            }
+            let copies = Self.readHeaderCopies(device)
+            guard let (index, header) = Self.bestCopy(copies) else {
+                throw EngineError.noValidVolumeHeader(
+                    device: device.name, problems: copies.map { "#\($0.index): \($0.problem ?? "?")" })
+            }
+            guard header.fstype.description == HAMMER2.fstypeUUIDString else {
+                throw EngineError.badVolumeSet("\(device.name): volume fstype uuid \(header.fstype) is not HAMMER2's")
+            }
+            found.append((device, index, header, copies))
+        }
+        found.sort { $0.2.volumeID < $1.2.volumeID }
+        let root = found[0].2
+        guard root.volumeID == 0 else {
+            throw EngineError.badVolumeSet("no root volume (volume id 0) among the given devices")
+        }
+        let multi = root.version >= HAMMER2.volumeVersionMultiVolumes && root.volumeCount > 1
+        if !multi {
+            guard found.count == 1 else {
+                throw EngineError.badVolumeSet("the volume header describes 1 volume but \(found.count) devices were given")
+            }
+            let (device, index, header, copies) = found[0]
+            guard header.volumeSize <= device.size else {
+                throw EngineError.badVolumeSet(
+                    "\(device.name): volume size \(header.volumeSize) exceeds device size \(device.size) (truncated image?)")
+            }
+            volumes = [Volume(device: device, id: 0, logicalOffset: 0, size: device.size, header: header,
+                              headerIndex: index, copies: copies)]
+            return
+        }
+        guard found.count == Int(root.volumeCount) else {
+            throw EngineError.badVolumeSet("volume header requires \(root.volumeCount) devices, \(found.count) specified")
+        }
+        var result: [Volume] = []
+        var expectedOffset: UInt64 = 0
+        for (position, (device, index, header, copies)) in found.enumerated() {
+            guard Int(header.volumeID) == position else {
+                throw EngineError.badVolumeSet("\(device.name) has inconsistent volume id \(header.volumeID)")
+            }
+            guard header.fsid == root.fsid else {
+                throw EngineError.badVolumeSet("\(device.name) belongs to another filesystem (fsid \(header.fsid))")
+            }
+            let offset = root.volumeOffsets[position]
+            guard offset == expectedOffset else {
+                throw EngineError.badVolumeSet("\(device.name) has inconsistent offset 0x\(String(offset, radix: 16))")
+            }
+            guard header.volumeSize <= device.size else {
+                throw EngineError.badVolumeSet("\(device.name)'s size \(header.volumeSize) exceeds device size \(device.size)")
+            }
+            result.append(Volume(device: device, id: position, logicalOffset: offset, size: header.volumeSize,
+                                 header: header, headerIndex: index, copies: copies))
+            expectedOffset = offset + header.volumeSize
+        }
+        volumes = result
+    }
+
+    public convenience init(paths: [String]) throws {
+        try self.init(devices: paths.map { try FileBlockDevice(path: $0) })
+    }
+
+    /// Total logical size of the filesystem.
+    public var totalSize: UInt64 { volumes.last.map { $0.logicalOffset + $0.size } ?? 0 }
+
+    /// Reads `count` bytes at logical media offset `offset` from the volume that holds it.
+    public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        for volume in volumes where offset >= volume.logicalOffset && offset - volume.logicalOffset < volume.size {
+            let local = offset - volume.logicalOffset
+            guard local + UInt64(buffer.count) <= volume.size else {
+                throw EngineError.corrupt("block at 0x\(String(offset, radix: 16)) (\(buffer.count) bytes) crosses the end of \(volume.device.name)")
+            }
+            try volume.device.read(into: buffer, at: local)
+            return
+        }
+        throw EngineError.corrupt("media offset 0x\(String(offset, radix: 16)) is beyond the end of the volume set")
+    }
+}
