@@ -20,6 +20,13 @@ public struct DirectoryEntry: Hashable, Sendable {
     public var nextCookie: UInt64 { (key & HAMMER2.dirhashUserMask) + 1 }
 }
 
+/// An inode with the blockref that points to it (whose statistics give its space use).
+public struct InodeRecord: Sendable {
+    public var bref: Blockref
+    public var data: InodeData
+    public var meta: InodeMeta { data.meta }
+}
+
 public final class PFS: Sendable {
     public let name: String
     public let reader: BlockReader
@@ -27,7 +34,7 @@ public final class PFS: Sendable {
     /// The PFS root inode's blockref in the super-root.
     public let rootBref: Blockref
     public let root: InodeData
-    private let inodeCache = Mutex<(young: [UInt64: InodeData], old: [UInt64: InodeData])>(([:], [:]))
+    private let inodeCache = Mutex<(young: [UInt64: InodeRecord], old: [UInt64: InodeRecord])>(([:], [:]))
     private static let inodeCacheGeneration = 16_384
 
     /// The inode number of every PFS root directory.
@@ -44,9 +51,12 @@ public final class PFS: Sendable {
     // MARK: Inodes
 
     /// The inode numbered `inum` in this PFS.
-    public func inode(_ inum: UInt64) throws -> InodeData {
-        if inum == Self.rootInodeNumber { return root }
-        if let cached = inodeCache.withLock({ cache -> InodeData? in
+    public func inode(_ inum: UInt64) throws -> InodeData { try record(inum).data }
+
+    /// The inode numbered `inum` and its blockref.
+    public func record(_ inum: UInt64) throws -> InodeRecord {
+        if inum == Self.rootInodeNumber { return InodeRecord(bref: rootBref, data: root) }
+        if let cached = inodeCache.withLock({ cache -> InodeRecord? in
             if let hit = cache.young[inum] { return hit }
             if let hit = cache.old[inum] { cache.young[inum] = hit; return hit }
             return nil
@@ -60,11 +70,12 @@ public final class PFS: Sendable {
         guard inode.meta.inum == inum else {
             throw EngineError.corrupt("inode index entry \(inum) holds inode \(inode.meta.inum)")
         }
+        let record = InodeRecord(bref: bref, data: inode)
         inodeCache.withLock { cache in
-            cache.young[inum] = inode
+            cache.young[inum] = record
             if cache.young.count >= Self.inodeCacheGeneration { cache.old = cache.young; cache.young = [:] }
         }
-        return inode
+        return record
     }
 
     // MARK: Directories

@@ -1,1 +1,129 @@
-print("todo")
+// mount_hammer2: mounts a PFS of a HAMMER2 volume through FUSE.
+//
+//   mount_hammer2 [-f] [-d] [-o options] special[@label] node
+
+import Foundation
+import Glibc
+import HAMMER2Engine
+import HAMMER2FUSE
+import HAMMER2Tools
+
+let usageText = """
+usage: mount_hammer2 [-f] [-d] [-o options] special[@label] node
+
+Mounts PFS <label> of the HAMMER2 filesystem on <special> (an image file or block
+device; dev1:dev2:... for a multi-volume filesystem) at directory <node>.
+Without @label the label follows DragonFly: partition 'a' -> BOOT, 'd' -> ROOT,
+anything else -> DATA. Unmount with: fusermount3 -u <node>
+
+  -f            stay in the foreground (log to stderr instead of syslog)
+  -d            FUSE debug output (implies -f)
+  -o options    comma-separated: ro (default), allow_other, cache=<MiB>,
+                threads=<n>, and any libfuse mount option; rw is not yet supported
+  -h, --help    this text
+
+Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed,
+2 bad command line.
+"""
+
+func main() -> Int32 {
+    let arguments = Array(CommandLine.arguments.dropFirst())
+    let parsed: GetOpt
+    do {
+        parsed = try GetOpt(arguments, spec: "fdo:u")
+    } catch {
+        printError("mount_hammer2", "\(error)")
+        FileHandle.standardError.write(Data((usageText + "\n").utf8))
+        return ExitCode.usage.rawValue
+    }
+    if parsed.wantsHelp {
+        print(usageText)
+        return ExitCode.success.rawValue
+    }
+    var foreground = false, debug = false
+    var cacheMiB = 64
+    var threads: UInt32 = 8
+    var allowOther = false
+    var extra: [String] = []
+    for (letter, value) in parsed.options {
+        switch letter {
+        case "f": foreground = true
+        case "d": debug = true; foreground = true
+        case "u":
+            printError("mount_hammer2", "-u (update to read-write) is not supported yet: mounts are read-only")
+            return ExitCode.usage.rawValue
+        case "o":
+            for option in (value ?? "").split(separator: ",").map(String.init) {
+                switch option {
+                case "ro", "local": break
+                case "rw":
+                    printError("mount_hammer2", "read-write mounts are not supported yet; mount with -o ro")
+                    return ExitCode.usage.rawValue
+                case "allow_other": allowOther = true
+                case "debug": debug = true; foreground = true
+                default:
+                    if option.hasPrefix("cache=") {
+                        guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
+                            printError("mount_hammer2", "cache=<MiB> wants a number from 1 to 65536")
+                            return ExitCode.usage.rawValue
+                        }
+                        cacheMiB = value
+                    } else if option.hasPrefix("threads=") {
+                        guard let value = UInt32(option.dropFirst(8)), value >= 1, value <= 256 else {
+                            printError("mount_hammer2", "threads=<n> wants a number from 1 to 256")
+                            return ExitCode.usage.rawValue
+                        }
+                        threads = value
+                    } else {
+                        extra.append(option)
+                    }
+                }
+            }
+        default: break
+        }
+    }
+    guard parsed.operands.count == 2 else {
+        printError("mount_hammer2", "missing parameter(s) (special[@label] node)")
+        FileHandle.standardError.write(Data((usageText + "\n").utf8))
+        return ExitCode.usage.rawValue
+    }
+    let specifier: VolumeSpecifier
+    do {
+        specifier = try VolumeSpecifier(parsed.operands[0])
+    } catch {
+        printError("mount_hammer2", "\(error)")
+        return ExitCode.usage.rawValue
+    }
+    let mountpoint = parsed.operands[1]
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: mountpoint, isDirectory: &isDirectory), isDirectory.boolValue else {
+        printError("mount_hammer2", "\(mountpoint): mount point is not a directory")
+        return ExitCode.failure.rawValue
+    }
+    let label = specifier.labelOrDefault
+    do {
+        let filesystem = try Filesystem(paths: specifier.devices, cacheBytes: cacheMiB << 20)
+        let pfs = try filesystem.openPFS(label)
+        var options = MountOptions(mountpoint: mountpoint, fsname: specifier.devices.joined(separator: ":") + "@" + label)
+        options.foreground = foreground
+        options.debug = debug
+        options.allowOther = allowOther
+        options.extraOptions = extra
+        options.maxThreads = threads
+        let logger: @Sendable (String) -> Void
+        if foreground {
+            logger = { message in FileHandle.standardError.write(Data("mount_hammer2: \(message)\n".utf8)) }
+        } else {
+            openlog("mount_hammer2", LOG_PID, LOG_DAEMON)
+            logger = { message in withVaList([message]) { vsyslog(LOG_ERR, "%s", $0) } }
+        }
+        let server = FUSEServer(filesystem: filesystem, pfs: pfs, options: options, logger: logger)
+        try server.serve()
+        return ExitCode.success.rawValue
+    } catch {
+        printError("mount_hammer2", "\(specifier.devices.joined(separator: ":"))@\(label): \(error)")
+        return ExitCode.failure.rawValue
+    }
+}
+
+exit(main())

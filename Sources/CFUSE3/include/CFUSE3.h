@@ -1,1 +1,24 @@
-int h2fuse_placeholder(void);
+// libfuse3's low-level API for Swift. Swift cannot call C macros or reach bitfields
+// reliably, so the few places libfuse uses them get a small function here.
+#ifndef CFUSE3_H
+#define CFUSE3_H
+
+#define FUSE_USE_VERSION 35
+#include <fuse3/fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+// fuse_session_loop_mt is a versioned macro (fuse_session_loop_mt_312 in libfuse 3.12+).
+int h2fuse_session_loop_mt(struct fuse_session *se, unsigned int max_threads);
+
+// fuse_file_info flags are bitfields.
+void h2fuse_set_keep_cache(struct fuse_file_info *fi);
+void h2fuse_set_cache_readdir(struct fuse_file_info *fi);
+
+// FUSE_ARGS_INIT is a macro.
+struct fuse_args h2fuse_args(int argc, char **argv);
+
+// Asks the kernel for large readahead, as much as it offers.
+void h2fuse_init_connection(struct fuse_conn_info *conn);
+
+#endif

@@ -1,1 +1,0 @@
-int h2fuse_placeholder(void){return 0;}

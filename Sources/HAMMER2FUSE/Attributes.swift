@@ -1,0 +1,64 @@
+// Conversion of HAMMER2 inode metadata to POSIX attributes, as DragonFly's
+// hammer2_vop_getattr reports them: times are stored in microseconds, uid/gid are UUIDs
+// whose last four bytes hold the unix id, st_blocks comes from the inode blockref's
+// data_count statistic (what the file occupies on media after compression), atime is mtime.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+enum Attributes {
+    static func fileTypeBits(_ type: ObjectType) -> mode_t {
+        switch type {
+        case .directory: return S_IFDIR
+        case .regularFile: return S_IFREG
+        case .softlink: return S_IFLNK
+        case .fifo: return S_IFIFO
+        case .socket: return S_IFSOCK
+        case .characterDevice: return S_IFCHR
+        case .blockDevice: return S_IFBLK
+        default: return S_IFREG
+        }
+    }
+
+    static func timespec(microseconds: UInt64) -> Glibc.timespec {
+        Glibc.timespec(tv_sec: Int(microseconds / 1_000_000), tv_nsec: Int(microseconds % 1_000_000) * 1000)
+    }
+
+    /// Linux's makedev: 12 bits of major and 20 of minor in the classic layout, split.
+    static func deviceNumber(major: UInt32, minor: UInt32) -> dev_t {
+        let major = UInt64(major), minor = UInt64(minor)
+        return dev_t(((major & 0xFFFF_F000) << 32) | ((major & 0xFFF) << 8) | ((minor & 0xFFFF_FF00) << 12) | (minor & 0xFF))
+    }
+
+    static func stat(for record: InodeRecord) -> Glibc.stat {
+        let meta = record.meta
+        var st = Glibc.stat()
+        st.st_ino = ino_t(meta.inum)
+        st.st_mode = fileTypeBits(meta.type) | mode_t(meta.mode & 0o7777)
+        st.st_nlink = nlink_t(max(meta.nlinks, 1))
+        st.st_uid = meta.uid.unixID
+        st.st_gid = meta.gid.unixID
+        st.st_size = off_t(clamping: meta.size)
+        st.st_blksize = blksize_t(HAMMER2.physicalBufferSize)
+        // As hammer2_vop_getattr: a directory counts one inode; anything else its data_count.
+        let bytes = meta.type == .directory ? UInt64(HAMMER2.inodeBytes) : record.bref.statsDataCount
+        st.st_blocks = blkcnt_t(clamping: (bytes + 511) / 512)
+        if meta.type == .characterDevice || meta.type == .blockDevice {
+            st.st_rdev = deviceNumber(major: meta.rmajor, minor: meta.rminor)
+        }
+        st.st_mtim = timespec(microseconds: meta.mtime)
+        st.st_ctim = timespec(microseconds: meta.ctime)
+        // HAMMER2 does not maintain atime; DragonFly reports mtime for it.
+        st.st_atim = timespec(microseconds: meta.mtime)
+        return st
+    }
+
+    /// The d_type-bearing stat readdir needs: inode number and type only.
+    static func direntStat(inum: UInt64, type: ObjectType) -> Glibc.stat {
+        var st = Glibc.stat()
+        st.st_ino = ino_t(inum)
+        st.st_mode = fileTypeBits(type)
+        return st
+    }
+}

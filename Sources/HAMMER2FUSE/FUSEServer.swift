@@ -1,0 +1,117 @@
+// The FUSE adapter: serves one PFS through libfuse3's low-level API. The engine below
+// knows nothing of FUSE; this layer maps requests to engine calls, engine errors to errno,
+// and logs media errors with the inode they hit. Per-mount state lives in the session's
+// user data (an unretained reference to this server), never in globals.
+
+import CFUSE3
+import Foundation
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+public struct MountOptions: Sendable {
+    public var mountpoint: String
+    public var fsname: String
+    public var foreground = false
+    public var debug = false
+    public var allowOther = false
+    /// Extra -o options passed to libfuse unchanged.
+    public var extraOptions: [String] = []
+    public var maxThreads: UInt32 = 8
+    /// Seconds the kernel may cache attributes and names (the volume cannot change).
+    public var cacheTimeout: Double = 60
+
+    public init(mountpoint: String, fsname: String) {
+        self.mountpoint = mountpoint
+        self.fsname = fsname
+    }
+}
+
+public final class FUSEServer: Sendable {
+    public let pfs: PFS
+    public let filesystem: Filesystem
+    public let options: MountOptions
+    let logger: @Sendable (String) -> Void
+
+    public init(filesystem: Filesystem, pfs: PFS, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
+        self.filesystem = filesystem
+        self.pfs = pfs
+        self.options = options
+        self.logger = logger
+    }
+
+    public enum ServeError: Error, CustomStringConvertible {
+        case session(String)
+        public var description: String {
+            switch self { case let .session(what): return what }
+        }
+    }
+
+    /// Mounts, serves until unmounted or signalled, then unmounts. In background mode the
+    /// process detaches (fuse_daemonize) once the mount is in place.
+    public func serve() throws {
+        var arguments = ["mount_hammer2"]
+        var mountOptions = ["ro", "fsname=\(options.fsname)", "subtype=hammer2", "default_permissions"]
+        if options.allowOther { mountOptions.append("allow_other") }
+        mountOptions += options.extraOptions
+        arguments += ["-o", mountOptions.joined(separator: ",")]
+        if options.debug { arguments.append("-d") }
+
+        var cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
+        defer { cArguments.forEach { free($0) } }
+        var operations = FUSEOperations.table()
+        let result: Int32 = cArguments.withUnsafeMutableBufferPointer { argv in
+            var args = h2fuse_args(Int32(arguments.count), argv.baseAddress)
+            defer { fuse_opt_free_args(&args) }
+            let userdata = Unmanaged.passUnretained(self).toOpaque()
+            guard let session = fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata) else {
+                return -1
+            }
+            defer { fuse_session_destroy(session) }
+            guard fuse_set_signal_handlers(session) == 0 else { return -2 }
+            defer { fuse_remove_signal_handlers(session) }
+            guard fuse_session_mount(session, options.mountpoint) == 0 else { return -3 }
+            defer { fuse_session_unmount(session) }
+            guard fuse_daemonize(options.foreground ? 1 : 0) == 0 else { return -4 }
+            return h2fuse_session_loop_mt(session, options.maxThreads)
+        }
+        switch result {
+        case 0: return
+        case -1: throw ServeError.session("cannot create the FUSE session (bad options?)")
+        case -2: throw ServeError.session("cannot install signal handlers")
+        case -3: throw ServeError.session("cannot mount on \(options.mountpoint) (is /dev/fuse available and the mount point a directory?)")
+        case -4: throw ServeError.session("cannot detach into the background")
+        default: throw ServeError.session("FUSE session ended with status \(result)")
+        }
+    }
+
+    /// Reports an engine failure for `what`; media errors are logged, lookups are not.
+    func fail(_ request: fuse_req_t?, _ error: any Error, _ what: @autoclosure () -> String) {
+        let code: Int32
+        if let engineError = error as? EngineError {
+            code = engineError.errno
+            if code == EIO { logger("\(what()) on \(options.fsname): \(engineError)") }
+        } else {
+            code = EIO
+            logger("\(what()) on \(options.fsname): \(error)")
+        }
+        fuse_reply_err(request, code)
+    }
+
+    func statfs() -> Glibc.statvfs {
+        let header = filesystem.volumes.header
+        let blockSize = UInt64(HAMMER2.physicalBufferSize)
+        var st = Glibc.statvfs()
+        st.f_bsize = UInt(blockSize)
+        st.f_frsize = UInt(blockSize)
+        st.f_blocks = fsblkcnt_t(header.allocatorSize / blockSize)
+        st.f_bfree = fsblkcnt_t(header.allocatorFree / blockSize)
+        st.f_bavail = st.f_bfree
+        st.f_files = fsfilcnt_t(pfs.rootBref.statsInodeCount)
+        st.f_ffree = 0
+        st.f_favail = 0
+        st.f_namemax = UInt(HAMMER2.inodeMaxName - 1)
+        st.f_flag = UInt(ST_RDONLY)
+        return st
+    }
+}
