@@ -6,34 +6,34 @@
 // FormatError when it is short.
 
 extension UnsafeRawBufferPointer {
-    @inlinable func u8(_ offset: Int) -> UInt8 {
+    @inlinable public func u8(_ offset: Int) -> UInt8 {
         precondition(offset >= 0 && offset < count, "u8 read past end of buffer")
         return load(fromByteOffset: offset, as: UInt8.self)
     }
 
-    @inlinable func le16(_ offset: Int) -> UInt16 {
+    @inlinable public func le16(_ offset: Int) -> UInt16 {
         precondition(offset >= 0 && offset + 2 <= count, "le16 read past end of buffer")
         return UInt16(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt16.self))
     }
 
-    @inlinable func le32(_ offset: Int) -> UInt32 {
+    @inlinable public func le32(_ offset: Int) -> UInt32 {
         precondition(offset >= 0 && offset + 4 <= count, "le32 read past end of buffer")
         return UInt32(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt32.self))
     }
 
-    @inlinable func le64(_ offset: Int) -> UInt64 {
+    @inlinable public func le64(_ offset: Int) -> UInt64 {
         precondition(offset >= 0 && offset + 8 <= count, "le64 read past end of buffer")
         return UInt64(littleEndian: loadUnaligned(fromByteOffset: offset, as: UInt64.self))
     }
 
     /// A copy of `length` bytes starting at `offset`.
-    @inlinable func bytes(_ offset: Int, _ length: Int) -> [UInt8] {
+    @inlinable public func bytes(_ offset: Int, _ length: Int) -> [UInt8] {
         precondition(offset >= 0 && length >= 0 && offset + length <= count, "byte range past end of buffer")
         return Array(self[offset..<(offset + length)])
     }
 
     /// A view of `length` bytes starting at `offset` (no copy).
-    @inlinable func slice(_ offset: Int, _ length: Int) -> UnsafeRawBufferPointer {
+    @inlinable public func slice(_ offset: Int, _ length: Int) -> UnsafeRawBufferPointer {
         precondition(offset >= 0 && length >= 0 && offset + length <= count, "slice past end of buffer")
         return UnsafeRawBufferPointer(rebasing: self[offset..<(offset + length)])
     }

@@ -1,0 +1,326 @@
+// The checks behind fsck_hammer2. Three passes over what the media holds:
+//
+//   1. Block trees (the volume topology from the super-root, and the freemap): every
+//      reachable blockref's type, size, key range inside its parent, media read, check
+//      code, and decodability (inodes decode, indirect blocks are whole blockrefs,
+//      compressed data decompresses, long dirent names are present).
+//   2. Namespace, per PFS: every directory entry names an inode that exists with the same
+//      type, no directory is reachable twice, non-directory link counts equal the number
+//      of entries naming them; unreachable inodes (orphans) are reported, not failed.
+//   3. Freemap agreement: every block the topology references is marked allocated; space
+//      marked allocated that nothing references is reported as a leak (bulkfree reclaims).
+//
+// It only reads. A block that fails its check is not descended into unless `force`.
+
+import HAMMER2Codecs
+import HAMMER2Format
+
+public struct VerifyCounts: Sendable {
+    public var total = 0, inode = 0, indirect = 0, data = 0, dirent = 0, empty = 0
+    public var freemapNode = 0, freemapLeaf = 0
+    public var bytes: UInt64 = 0
+}
+
+public struct VerifyProblem: Sendable, CustomStringConvertible {
+    public var bref: Blockref?
+    public var message: String
+
+    public var description: String {
+        guard let bref else { return message }
+        return "\(hex(bref.dataOffset, 16)) \(bref.type.description.padding(toLength: 12, withPad: " ", startingAt: 0)) "
+            + "\(hex(bref.key, 16))/\(String(bref.keybits).padding(toLength: 2, withPad: " ", startingAt: 0)) \(message)"
+    }
+}
+
+public struct NamespaceReport: Sendable {
+    public var pfs: String
+    public var directories = 0, files = 0, others = 0
+    public var orphans: [UInt64] = []
+    public var problems: [VerifyProblem] = []
+}
+
+public struct FreemapReport: Sendable {
+    public var referencedBytes: UInt64 = 0
+    public var leakedBytes: UInt64 = 0
+    public var problems: [VerifyProblem] = []
+}
+
+public final class Verifier {
+    public enum TreeKind { case topology, freemap }
+
+    public let volumes: VolumeSet
+    public var countEmpty = false
+    public var force = false
+    /// Called every 100 blockrefs with the running counts (progress display).
+    public var progress: ((VerifyCounts) -> Void)?
+
+    /// Physical ranges the topology references, collected by `verifyTree(.topology)`.
+    public private(set) var referencedRanges: [(offset: UInt64, bytes: Int)] = []
+    /// Freemap leaves found by `verifyTree(.freemap)`, by the 1 GiB base they describe.
+    public private(set) var freemapLeaves: [UInt64: [BitmapData]] = [:]
+    private var freemapBlockRanges: [(offset: UInt64, bytes: Int)] = []
+
+    public init(volumes: VolumeSet) { self.volumes = volumes }
+
+    // MARK: Pass 1: block trees
+
+    public func verifyTree(_ kind: TreeKind, header: VolumeHeader) -> (VerifyCounts, [VerifyProblem]) {
+        var counts = VerifyCounts()
+        var problems: [VerifyProblem] = []
+        let roots = kind == .topology ? header.superRootBlockset : header.freemapBlockset
+        for bref in roots {
+            visit(bref, kind, parent: 0...UInt64.max, depth: 0, &counts, &problems)
+        }
+        return (counts, problems)
+    }
+
+    private func visit(_ bref: Blockref, _ kind: TreeKind, parent: ClosedRange<UInt64>, depth: Int,
+                       _ counts: inout VerifyCounts, _ problems: inout [VerifyProblem]) {
+        if bref.type == .empty {
+            if countEmpty { counts.empty += 1; counts.total += 1 }
+            return
+        }
+        counts.total += 1
+        counts.bytes += UInt64(bref.physicalBytes)
+        if counts.total % 100 == 0 { progress?(counts) }
+        func problem(_ message: String) { problems.append(VerifyProblem(bref: bref, message: message)) }
+
+        switch (kind, bref.type) {
+        case (.topology, .inode): counts.inode += 1
+        case (.topology, .indirect): counts.indirect += 1
+        case (.topology, .data): counts.data += 1
+        case (.topology, .dirent): counts.dirent += 1
+        case (.freemap, .freemapNode): counts.freemapNode += 1
+        case (.freemap, .freemapLeaf): counts.freemapLeaf += 1
+        default:
+            return problem("Invalid blockref type \(bref.type.rawValue)")
+        }
+        guard depth <= BlockTree.maximumDepth else { return problem("Tree deeper than \(BlockTree.maximumDepth) levels") }
+        guard parent.contains(bref.key), parent.contains(bref.keyEnd) else {
+            return problem("Key range outside parent's \(hex(parent.lowerBound, 16))-\(hex(parent.upperBound, 16))")
+        }
+        let radix = bref.physicalRadix
+        if radix == 0 {
+            if bref.type != .dirent || bref.direntNameLength > 64 { problem("No media block") }
+            if bref.type == .dirent { checkDirentName(bref, nil, problem) }
+            return
+        }
+        guard (HAMMER2.allocationMinRadix...HAMMER2.allocationMaxRadix).contains(radix),
+              (bref.mediaOffset & 0xFFFF) + UInt64(bref.physicalBytes) <= 0x10000 else {
+            return problem("Bad I/O bytes (radix \(radix))")
+        }
+        var data = [UInt8](repeating: 0, count: bref.physicalBytes)
+        do {
+            try data.withUnsafeMutableBytes { try volumes.read(into: $0, at: bref.mediaOffset) }
+        } catch {
+            return problem("Failed to read media: \(error)")
+        }
+        if kind == .topology {
+            referencedRanges.append((bref.mediaOffset, bref.physicalBytes))
+        } else {
+            freemapBlockRanges.append((bref.mediaOffset, bref.physicalBytes))
+        }
+        var checkFailed = false
+        switch data.withUnsafeBytes({ CheckCode.verify(bref, $0) }) {
+        case .valid, .unchecked: break
+        case .mismatch:
+            checkFailed = true
+            problem("Bad HAMMER2_CHECK_\(checkName(bref.checkMethod))")
+        case let .unknownMethod(code):
+            checkFailed = true
+            problem("Unknown check method \(code)")
+        }
+        if checkFailed && !force { return }
+
+        var children: [Blockref] = []
+        switch bref.type {
+        case .inode:
+            guard data.count == HAMMER2.inodeBytes, let inode = try? InodeData(decoding: data) else {
+                return problem("Inode block of \(data.count) bytes does not decode")
+            }
+            if !inode.meta.hasDirectData { children = inode.blockset }
+        case .indirect, .freemapNode:
+            guard data.count % HAMMER2.blockrefBytes == 0, let refs = try? decodeBlockrefs(data) else {
+                return problem("Indirect block of \(data.count) bytes")
+            }
+            children = refs
+        case .data:
+            checkDecompression(bref, data, problem)
+        case .dirent:
+            checkDirentName(bref, data, problem)
+        case .freemapLeaf:
+            if let leaf = try? decodeFreemapLeaf(data) {
+                freemapLeaves[bref.key & ~((1 << UInt64(HAMMER2.freemapLevel1Radix)) - 1)] = leaf
+            } else {
+                problem("Freemap leaf of \(data.count) bytes")
+            }
+        default:
+            break
+        }
+        // An inode's blockset spans the whole key space; an indirect block spans its own range.
+        let range = bref.type == .inode ? 0...UInt64.max : bref.key...bref.keyEnd
+        for child in children {
+            visit(child, kind, parent: range, depth: depth + 1, &counts, &problems)
+        }
+    }
+
+    private func checkName(_ method: CheckMethod) -> String {
+        switch method {
+        case .iscsi32: return "ISCSI32"
+        case .xxhash64: return "XXHASH64"
+        case .sha192: return "SHA192"
+        case .freemap: return "FREEMAP"
+        default: return "\(method.rawValue)"
+        }
+    }
+
+    private func checkDecompression(_ bref: Blockref, _ data: [UInt8], _ problem: (String) -> Void) {
+        do {
+            switch bref.compression {
+            case .none, .autozero: return
+            case .lz4: _ = try data.withUnsafeBytes { try Decompressor.lz4($0) }
+            case .zlib: _ = try data.withUnsafeBytes { try Decompressor.zlib($0) }
+            default: problem("Unknown compression method \(bref.compression.rawValue)")
+            }
+        } catch {
+            problem("Data does not decompress: \(error)")
+        }
+    }
+
+    private func checkDirentName(_ bref: Blockref, _ data: [UInt8]?, _ problem: (String) -> Void) {
+        let length = bref.direntNameLength
+        if length == 0 || length > HAMMER2.inodeMaxName { return problem("Bad name length \(length)") }
+        if length > 64 && (data?.count ?? 0) < length { problem("Name block shorter than name length \(length)") }
+    }
+
+    // MARK: Pass 2: namespace
+
+    public func verifyNamespace(_ pfs: PFS) -> NamespaceReport {
+        var report = NamespaceReport(pfs: pfs.name)
+        var linksFound: [UInt64: Int] = [:]
+        var inodes: [UInt64: InodeData] = [:]
+        var visitedDirectories: Set<UInt64> = [PFS.rootInodeNumber]
+        var pending: [(UInt64, InodeData)] = [(PFS.rootInodeNumber, pfs.root)]
+        report.directories = 1
+        func problem(_ message: String) { report.problems.append(VerifyProblem(bref: nil, message: "PFS \(pfs.name): \(message)")) }
+        while let (dirInum, dir) = pending.popLast() {
+            var entries: [DirectoryEntry] = []
+            do {
+                try pfs.readDirectory(dir, from: 0) { entries.append($0); return true }
+            } catch {
+                problem("directory inode \(dirInum) cannot be listed: \(error)")
+                continue
+            }
+            for entry in entries {
+                let name = String(decoding: entry.name, as: UTF8.self)
+                if entry.name.contains(0) || entry.name.contains(UInt8(ascii: "/")) {
+                    problem("entry \"\(name)\" in directory \(dirInum) contains NUL or '/'")
+                }
+                let inode: InodeData
+                do {
+                    inode = try pfs.inode(entry.inum)
+                } catch {
+                    problem("entry \"\(name)\" in directory \(dirInum) names inode \(entry.inum): \(error)")
+                    continue
+                }
+                if inode.meta.type != entry.type {
+                    problem("entry \"\(name)\" in directory \(dirInum) says \(entry.type) but inode \(entry.inum) is \(inode.meta.type)")
+                }
+                if inode.meta.type == .directory {
+                    guard visitedDirectories.insert(entry.inum).inserted else {
+                        problem("directory inode \(entry.inum) is reachable more than once (\"\(name)\" in \(dirInum))")
+                        continue
+                    }
+                    report.directories += 1
+                    pending.append((entry.inum, inode))
+                } else {
+                    linksFound[entry.inum, default: 0] += 1
+                    inodes[entry.inum] = inode
+                    if inode.meta.type == .regularFile { report.files += 1 } else { report.others += 1 }
+                }
+            }
+        }
+        for (inum, count) in linksFound.sorted(by: { $0.key < $1.key }) {
+            let nlinks = inodes[inum]!.meta.nlinks
+            if nlinks != UInt64(count) { problem("inode \(inum) has nlinks \(nlinks) but \(count) directory entries") }
+        }
+        do {
+            try pfs.tree.forEachLeaf(in: pfs.root.blockset, from: 0, through: HAMMER2.dirhashVisible - 1) { bref in
+                if bref.type == .inode && !visitedDirectories.contains(bref.key) && linksFound[bref.key] == nil {
+                    report.orphans.append(bref.key)
+                }
+                return true
+            }
+        } catch {
+            problem("inode index cannot be walked: \(error)")
+        }
+        return report
+    }
+
+    // MARK: Pass 3: freemap agreement
+
+    /// Counts another zone's references as in use too: older volume-header copies still
+    /// point at their trees, whose blocks stay allocated until bulkfree runs.
+    public func addReferences(from other: Verifier) {
+        guard other !== self else { return }
+        referencedRanges += other.referencedRanges
+    }
+
+    /// Compares the references collected by the topology and freemap passes with the freemap.
+    public func verifyFreemapAgreement(header: VolumeHeader) -> FreemapReport {
+        var report = FreemapReport()
+        guard !freemapLeaves.isEmpty else {
+            report.problems.append(VerifyProblem(bref: nil, message: "freemap has no leaves"))
+            return report
+        }
+        let blockBytes = UInt64(1) << UInt64(HAMMER2.freemapBlockRadix)
+        func state(_ offset: UInt64) -> FreemapBlockState? {
+            let leafBase = offset & ~((UInt64(1) << UInt64(HAMMER2.freemapLevel1Radix)) - 1)
+            guard let leaf = freemapLeaves[leafBase] else { return nil }
+            let entry = Int((offset >> UInt64(HAMMER2.freemapLevel0Radix)) & 0xFF)
+            let block = Int((offset >> UInt64(HAMMER2.freemapBlockRadix)) & 0xFF)
+            return leaf[entry].state(ofBlock: block)
+        }
+        var referencedBlocks = Set<UInt64>()
+        for (offset, bytes) in referencedRanges {
+            report.referencedBytes += UInt64(bytes)
+            var block = offset & ~(blockBytes - 1)
+            while block < offset + UInt64(bytes) {
+                referencedBlocks.insert(block)
+                block += blockBytes
+            }
+        }
+        // DragonFly's bulkfree leaves the freemap alone below allocator_beg (rounded up to a
+        // 4 MiB segment): newfs's initial allocations there are not tracked by it.
+        let segmentMask = (UInt64(1) << UInt64(HAMMER2.freemapLevel0Radix)) - 1
+        let trackedFrom = (header.allocatorBegin + segmentMask) & ~segmentMask
+        var reported = 0
+        for block in referencedBlocks.sorted() where block >= header.allocatorBegin {
+            let s = state(block)
+            guard s != .allocated else { continue }
+            reported += 1
+            if reported <= 100 {
+                let what = s == nil ? "not covered by the freemap" : (s == .free ? "marked free" : "marked possibly free")
+                report.problems.append(VerifyProblem(bref: nil, message: "block \(hex(block, 16)) is in use but \(what) in the freemap"))
+            }
+        }
+        if reported > 100 {
+            report.problems.append(VerifyProblem(bref: nil, message: "... \(reported - 100) more blocks in use but not marked allocated"))
+        }
+        // Leaks: allocated 16 KiB blocks that nothing in the topology references, outside the
+        // reserved area of each 2 GiB zone (volume header, freemap rotations) and below the
+        // tracked start.
+        let zoneReserved = UInt64(4 << 20)
+        for (base, leaf) in freemapLeaves {
+            for (entryIndex, entry) in leaf.enumerated() {
+                let entryBase = base + UInt64(entryIndex) << UInt64(HAMMER2.freemapLevel0Radix)
+                if entryBase % HAMMER2.zoneBytes < zoneReserved || entryBase < trackedFrom { continue }
+                for b in 0..<BitmapData.blocksPerEntry where entry.state(ofBlock: b) == .allocated {
+                    let block = entryBase + UInt64(b) * blockBytes
+                    if !referencedBlocks.contains(block) { report.leakedBytes += blockBytes }
+                }
+            }
+        }
+        return report
+    }
+}

@@ -1,0 +1,235 @@
+// fsck_hammer2: verifies a HAMMER2 filesystem without changing it (see Verifier for what
+// is checked). Output follows DragonFly's fsck_hammer2: a "volume header" phase listing
+// each zone, a "freemap" and a "volume" phase with a summary line of blockref counts, and
+// errors on stderr, one per damaged blockref. Our additions (namespace and freemap
+// agreement) follow as their own phases.
+
+import Foundation
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+public enum FsckCommand {
+    public static let usage = """
+    usage: fsck_hammer2 [-f] [-v] [-q] [-e] [-b] [-p] [-P] [-l pfs_names] special[:special...]
+
+    Verifies every volume header, every reachable blockref's check code, the tree
+    shape and key ranges, each PFS's directories, inodes and link counts, and that
+    the freemap marks every block in use as allocated. Never writes to the image.
+
+      -f   keep going below blocks whose check code failed
+      -v   more detail      -q   no progress line
+      -e   count empty blockrefs
+      -b   check only the best (current) volume header's tree
+      -p   report per PFS   -P   only list the PFSes
+      -l   comma-separated PFS names for -p / -P
+
+    Exit status: 0 no damage found, 1 damage found, 2 bad command line or the
+    image could not be opened.
+    """
+
+    public static func main(_ arguments: [String]) -> Int32 {
+        let parsed: GetOpt
+        do { parsed = try GetOpt(arguments, spec: "fvqebpPl:c:d") } catch {
+            printError("fsck_hammer2", "\(error)")
+            FileHandle.standardError.write(Data((usage + "\n").utf8))
+            return ExitCode.usage.rawValue
+        }
+        if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
+        var verbose = 0, force = false, countEmpty = false, bestOnly = false, perPFS = false, listOnly = false
+        var pfsNames: [String] = []
+        for (letter, value) in parsed.options {
+            switch letter {
+            case "f": force = true
+            case "v": verbose += 1
+            case "q": verbose -= 1
+            case "e": countEmpty = true
+            case "b": bestOnly = true
+            case "p": perPFS = true
+            case "P": listOnly = true
+            case "l": pfsNames = (value ?? "").split(separator: ",").map(String.init)
+            default: break
+            }
+        }
+        guard parsed.operands.count >= 1 else {
+            printError("fsck_hammer2", "missing special (image file or device)")
+            FileHandle.standardError.write(Data((usage + "\n").utf8))
+            return ExitCode.usage.rawValue
+        }
+        var status = ExitCode.success
+        for (i, special) in parsed.operands.enumerated() {
+            if parsed.operands.count > 1 {
+                if i > 0 { print(String(repeating: "-", count: 80)) }
+                print(special)
+            }
+            let devices = special.split(separator: ":").map(String.init)
+            let volumes: VolumeSet
+            do {
+                volumes = try VolumeSet(paths: devices)
+            } catch let error as EngineError {
+                printError("fsck_hammer2", "\(special): \(error)")
+                if case .io = error { return ExitCode.usage.rawValue }
+                if case .invalidArgument = error { return ExitCode.usage.rawValue }
+                return ExitCode.failure.rawValue
+            } catch {
+                printError("fsck_hammer2", "\(special): \(error)")
+                return ExitCode.usage.rawValue
+            }
+            let run = FsckRun(volumes: volumes, verbose: verbose, force: force, countEmpty: countEmpty,
+                              bestOnly: bestOnly, perPFS: perPFS, listOnly: listOnly, pfsNames: pfsNames)
+            if !run.run() { status = .failure }
+        }
+        return status.rawValue
+    }
+}
+
+final class FsckRun {
+    let volumes: VolumeSet
+    let verbose: Int
+    let force, countEmpty, bestOnly, perPFS, listOnly: Bool
+    let pfsNames: [String]
+    let showProgress: Bool
+    var damaged = false
+
+    init(volumes: VolumeSet, verbose: Int, force: Bool, countEmpty: Bool, bestOnly: Bool, perPFS: Bool,
+         listOnly: Bool, pfsNames: [String]) {
+        self.volumes = volumes; self.verbose = verbose; self.force = force; self.countEmpty = countEmpty
+        self.bestOnly = bestOnly; self.perPFS = perPFS; self.listOnly = listOnly; self.pfsNames = pfsNames
+        self.showProgress = verbose >= 0 && standardOutputIsTerminal
+    }
+
+    func out(_ tab: Int, _ text: String) {
+        print(String(repeating: " ", count: tab * 8) + text)
+    }
+
+    func err(_ tab: Int, _ text: String) {
+        damaged = true
+        FileHandle.standardError.write(Data((String(repeating: " ", count: tab * 8) + text + "\n").utf8))
+    }
+
+    func zoneLine(_ copy: VolumeHeaderCopy, best: Int) -> String {
+        let marker = !bestOnly && copy.index == best ? " (best)" : ""
+        return "zone.\(copy.index) \(Text.hex(copy.deviceOffset | 16))\(marker)"
+    }
+
+    /// Runs all phases; returns false when damage was found.
+    func run() -> Bool {
+        if listOnly { return listPFS() }
+        let root = volumes.volumes[0]
+        print("volume header")
+        for volume in volumes.volumes {
+            if volumes.volumes.count > 1 { out(0, "volume \(volume.id) \(volume.device.name)") }
+            for copy in volume.copies where !bestOnly || copy.index == volume.headerIndex {
+                out(0, zoneLine(copy, best: volume.headerIndex))
+                if let problem = copy.problem { err(1, headerProblemText(problem)) }
+            }
+        }
+        let zones = root.copies.filter { $0.header != nil && (!bestOnly || $0.index == root.headerIndex) }
+        var bestVerifier: Verifier?
+        print("freemap")
+        for copy in zones {
+            out(0, zoneLine(copy, best: root.headerIndex))
+            let verifier = Verifier(volumes: volumes)
+            verifier.countEmpty = countEmpty
+            verifier.force = force
+            verifier.progress = progressPrinter(freemap: true)
+            let (counts, problems) = verifier.verifyTree(.freemap, header: copy.header!)
+            out(1, freemapStats(counts))
+            problems.forEach { err(1, $0.description) }
+            if copy.index == root.headerIndex { bestVerifier = verifier }
+        }
+        print("volume")
+        var zoneVerifiers: [Verifier] = []
+        for copy in zones {
+            out(0, zoneLine(copy, best: root.headerIndex))
+            let verifier = copy.index == root.headerIndex ? bestVerifier! : Verifier(volumes: volumes)
+            verifier.countEmpty = countEmpty
+            verifier.force = force
+            verifier.progress = progressPrinter(freemap: false)
+            let (counts, problems) = verifier.verifyTree(.topology, header: copy.header!)
+            zoneVerifiers.append(verifier)
+            out(1, volumeStats(counts))
+            problems.forEach { err(1, $0.description) }
+        }
+        namespacePhase()
+        if let bestVerifier {
+            zoneVerifiers.forEach { bestVerifier.addReferences(from: $0) }
+            print("freemap agreement")
+            let report = bestVerifier.verifyFreemapAgreement(header: root.header)
+            out(1, "\(Text.size(report.referencedBytes).trimmingCharacters(in: .whitespaces)) referenced, "
+                + "\(Text.size(report.leakedBytes).trimmingCharacters(in: .whitespaces)) allocated but unreferenced (reclaimable by bulkfree)")
+            report.problems.forEach { err(1, $0.description) }
+        }
+        return !damaged
+    }
+
+    func namespacePhase() {
+        print("namespace")
+        let filesystem: Filesystem
+        let entries: [PFSEntry]
+        do {
+            filesystem = try Filesystem(volumes: volumes)
+            entries = try filesystem.pfsEntries().sorted { $0.name < $1.name }
+        } catch {
+            err(1, "cannot read the super-root: \(error)")
+            return
+        }
+        let selected = entries.filter { pfsNames.isEmpty || pfsNames.contains($0.name) }
+        if !pfsNames.isEmpty && selected.isEmpty { err(1, "PFS not found") }
+        for entry in selected {
+            do {
+                let pfs = try filesystem.openPFS(entry.name)
+                let verifier = Verifier(volumes: volumes)
+                let report = verifier.verifyNamespace(pfs)
+                var line = "\(entry.name): \(report.directories) directories, \(report.files) files, \(report.others) other"
+                if !report.orphans.isEmpty { line += ", \(report.orphans.count) unreachable inodes (orphans)" }
+                out(1, line)
+                if verbose > 0 && !report.orphans.isEmpty {
+                    out(2, "orphans: " + report.orphans.map { String($0) }.joined(separator: " "))
+                }
+                report.problems.forEach { err(1, $0.description) }
+            } catch {
+                err(1, "PFS \(entry.name): \(error)")
+            }
+        }
+    }
+
+    func listPFS() -> Bool {
+        do {
+            let filesystem = try Filesystem(volumes: volumes)
+            for entry in try filesystem.pfsEntries().sorted(by: { $0.name < $1.name })
+            where pfsNames.isEmpty || pfsNames.contains(entry.name) {
+                out(1, "\(Text.pad(Text.pfsListType(entry.inode.meta), 11)) \(entry.inode.meta.pfsClusterID) \(entry.name)")
+            }
+        } catch {
+            err(1, "Failed to read PFS blockref: \(error)")
+        }
+        return !damaged
+    }
+
+    func headerProblemText(_ problem: String) -> String {
+        if problem.hasPrefix("bad magic") { return "Bad magic (\(problem))" }
+        if problem.contains("sect0") { return "Bad HAMMER2_VOL_ICRC_SECT0 CRC" }
+        if problem.contains("sect1") { return "Bad HAMMER2_VOL_ICRC_SECT1 CRC" }
+        if problem.contains("mismatch vh") { return "Bad volume header CRC" }
+        return problem
+    }
+
+    func volumeStats(_ c: VerifyCounts) -> String {
+        let empty = countEmpty ? ", \(c.empty) empty" : ""
+        return "\(c.total) blockref (\(c.inode) inode, \(c.indirect) indirect, \(c.data) data, \(c.dirent) dirent\(empty)), \(Text.size(c.bytes))"
+    }
+
+    func freemapStats(_ c: VerifyCounts) -> String {
+        let empty = countEmpty ? ", \(c.empty) empty" : ""
+        return "\(c.total) blockref (\(c.freemapNode) node, \(c.freemapLeaf) leaf\(empty)), \(Text.size(c.bytes))"
+    }
+
+    func progressPrinter(freemap: Bool) -> ((VerifyCounts) -> Void)? {
+        guard showProgress else { return nil }
+        return { [self] counts in
+            let line = "        " + (freemap ? freemapStats(counts) : volumeStats(counts))
+            FileHandle.standardOutput.write(Data((line + "\r").utf8))
+        }
+    }
+}

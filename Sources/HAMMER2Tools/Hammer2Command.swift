@@ -1,0 +1,168 @@
+// hammer2(8): DragonFly's management utility. Directives that read a filesystem work
+// offline on an image or device (`-f IMAGE`, or DragonFly's `show <devpath>`), and on a
+// mounted volume (`-s MOUNTPOINT`, or the current directory), which is resolved through
+// /proc/self/mountinfo to the image behind it: mounts are read-only, so reading the image
+// directly gives exactly what the mount serves.
+
+import Foundation
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+public enum Hammer2Command {
+    public static let usage = """
+    hammer2 [options] command [argument ...]
+        -s path            Select filesystem (a mount point of mount_hammer2)
+        -f image           Select an image file or device offline (dev1:dev2:... for several volumes)
+        -v                 More verbose (repeatable)
+        -q                 Quieter
+
+        hash [<filename>...]              Print directory hash (key) for name
+        dhash [<filename>...]             Print data hash for long directory entry
+        info [<devpath>...]               Info on all offline or online H2 partitions
+        pfs-list [<path>...]              List PFSs
+        pfs-clid <label>                  Print cluster id for specific PFS
+        pfs-fsid <label>                  Print private id for specific PFS
+        show <devpath>                    Raw hammer2 media dump for topology
+        freemap <devpath>                 Raw hammer2 media dump for freemap
+        volhdr <devpath>                  Raw hammer2 media dump for the volume header(s)
+
+    Environment for show/freemap/volhdr: HAMMER2_SHOW_TAB, HAMMER2_SHOW_DEPTH,
+    HAMMER2_SHOW_MIN_MIRROR_TID, HAMMER2_SHOW_MIN_MODIFY_TID, HAMMER2_SHOW_ALL_VOLUME_HEADERS.
+
+    Exit status: 0 success, 1 the directive failed, 2 bad command line.
+    """
+
+    struct Context {
+        var selectedPath: String?
+        var image: String?
+        var verbose = 0
+        var quiet = 0
+    }
+
+    public static func main(_ arguments: [String]) -> Int32 {
+        let parsed: GetOpt
+        do { parsed = try GetOpt(arguments, spec: "s:f:vqt:u:m:r") } catch {
+            printError("hammer2", "\(error)")
+            FileHandle.standardError.write(Data((usage + "\n").utf8))
+            return ExitCode.usage.rawValue
+        }
+        if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
+        var context = Context()
+        for (letter, value) in parsed.options {
+            switch letter {
+            case "s": context.selectedPath = value
+            case "f": context.image = value
+            case "v": if context.quiet > 0 { context.quiet -= 1 } else { context.verbose += 1 }
+            case "q": if context.verbose > 0 { context.verbose -= 1 } else { context.quiet += 1 }
+            default: break
+            }
+        }
+        guard let directive = parsed.operands.first else {
+            printError("hammer2", "Missing command")
+            FileHandle.standardError.write(Data((usage + "\n").utf8))
+            return ExitCode.usage.rawValue
+        }
+        let operands = Array(parsed.operands.dropFirst())
+        do {
+            switch directive {
+            case "show", "freemap", "volhdr":
+                let which: ShowWhich = directive == "show" ? .topology : directive == "freemap" ? .freemap : .volumeHeader
+                let device = try deviceFor(directive, operands, context)
+                var options = ShowOptions()
+                options.verbose = context.verbose
+                options.quiet = context.quiet
+                options.applyEnvironment(ProcessInfo.processInfo.environment)
+                ShowCommand(volumes: try VolumeSet(paths: device), options: options, out: TextOutput()).run(which)
+            case "hash":
+                for name in operands { print("\(Text.hex(DirectoryHash.key(for: name))) \(name)") }
+            case "dhash":
+                for name in operands {
+                    var buffer = [UInt8](repeating: 0, count: 1024)
+                    let bytes = Array(name.utf8.prefix(1024))
+                    buffer.replaceSubrange(0..<bytes.count, with: bytes)
+                    print("\(Text.hex(buffer.withUnsafeBytes { CheckCode.xxhash64($0) })) \(name)")
+                }
+            case "pfs-list":
+                let targets = try targetsFor(operands, context)
+                for (i, target) in targets.enumerated() {
+                    if i > 0 { print("") }
+                    try pfsList(target)
+                }
+            case "info":
+                let targets = operands.isEmpty ? try targetsFor([], context) : operands.map { Target(display: $0, devices: $0.split(separator: ":").map(String.init)) }
+                for target in targets {
+                    print("\(target.display):")
+                    let filesystem = try Filesystem(paths: target.devices)
+                    for entry in try filesystem.pfsEntries().sorted(by: { $0.name < $1.name }) {
+                        print("    \(entry.name)")
+                    }
+                }
+            case "pfs-clid", "pfs-fsid":
+                guard operands.count == 1 else { throw ToolError.usage("\(directive): requires name") }
+                let target = try targetsFor([], context)[0]
+                let filesystem = try Filesystem(paths: target.devices)
+                guard let entry = try filesystem.pfsEntries().first(where: { $0.name == operands[0] }) else {
+                    throw ToolError.failed("\(directive): PFS \(operands[0]) not found on \(target.display)")
+                }
+                print(directive == "pfs-clid" ? entry.inode.meta.pfsClusterID.description : entry.inode.meta.pfsFilesystemID.description)
+            default:
+                printError("hammer2", "Unrecognized command: \(directive)")
+                FileHandle.standardError.write(Data((usage + "\n").utf8))
+                return ExitCode.usage.rawValue
+            }
+        } catch let error as ToolError {
+            printError("hammer2", error.description)
+            if case .usage = error {
+                FileHandle.standardError.write(Data((usage + "\n").utf8))
+                return ExitCode.usage.rawValue
+            }
+            return ExitCode.failure.rawValue
+        } catch {
+            printError("hammer2", "\(error)")
+            return ExitCode.failure.rawValue
+        }
+        return ExitCode.success.rawValue
+    }
+
+    /// The device list for show/freemap/volhdr: DragonFly's <devpath> operand, else -f,
+    /// else the image behind the selected mount.
+    static func deviceFor(_ directive: String, _ operands: [String], _ context: Context) throws -> [String] {
+        if operands.count == 1 { return operands[0].split(separator: ":").map(String.init) }
+        guard operands.isEmpty else { throw ToolError.usage("\(directive): requires device path") }
+        if let image = context.image { return image.split(separator: ":").map(String.init) }
+        if context.selectedPath != nil { return try targetsFor([], context)[0].devices }
+        throw ToolError.usage("\(directive): requires device path")
+    }
+
+    struct Target {
+        var display: String
+        var devices: [String]
+        var label: String?
+    }
+
+    /// What pfs-list and friends operate on: -f image, the mounts named by -s or the
+    /// operands, or the mount holding the current directory.
+    static func targetsFor(_ operands: [String], _ context: Context) throws -> [Target] {
+        if let image = context.image {
+            return [Target(display: image, devices: image.split(separator: ":").map(String.init))]
+        }
+        let paths = context.selectedPath.map { [$0] } ?? (operands.isEmpty ? ["."] : operands)
+        return try paths.map { path in
+            guard let mount = mountedFilesystem(containing: path) else {
+                throw ToolError.failed("'\(path)' is not a hammer2 filesystem (use -f IMAGE for an unmounted image)")
+            }
+            let specifier = try VolumeSpecifier(mount.source)
+            return Target(display: mount.mountpoint, devices: specifier.devices, label: specifier.label)
+        }
+    }
+
+    static func pfsList(_ target: Target) throws {
+        let filesystem = try Filesystem(paths: target.devices)
+        let entries = try filesystem.pfsEntries().sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
+        print("Type        ClusterId (pfs_clid)                 Label on \(target.display)")
+        for entry in entries {
+            print("\(Text.pad(Text.pfsListType(entry.inode.meta), 11)) \(entry.inode.meta.pfsClusterID) \(entry.name)")
+        }
+    }
+}
