@@ -163,7 +163,9 @@ public final class PFS: Sendable {
                 let data = try reader.logicalData(bref)
                 let logicalSize = UInt64(1) << UInt64(bref.keybits)
                 let blockStart = bref.key
-                let blockEnd = blockStart + min(UInt64(data.count), logicalSize)
+                // Saturating: a corrupt key near 2^64 must not overflow.
+                let (sum, overflow) = blockStart.addingReportingOverflow(min(UInt64(data.count), logicalSize))
+                let blockEnd = overflow ? UInt64.max : sum
                 let copyStart = max(blockStart, offset)
                 let copyEnd = min(blockEnd, end)
                 if copyStart < copyEnd {
