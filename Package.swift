@@ -39,7 +39,10 @@ let package = Package(
         .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs"]),
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
-        .testTarget(name: "HAMMER2MountTests", dependencies: ["HAMMER2TestSupport"]),
+        .testTarget(
+            name: "HAMMER2MountTests",
+            dependencies: ["HAMMER2Engine", "HAMMER2TestSupport", .product(name: "Crypto", package: "swift-crypto")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,127 @@
+// Real FUSE mounts for tests: runs the built mount_hammer2 in the foreground as a child
+// process, waits until the mount is live, and unmounts with fusermount3 (the way a user
+// does), checking that the daemon then exits cleanly.
+
+import Foundation
+import Glibc
+
+public enum Binaries {
+    /// The directory holding the built executables (next to the test bundle).
+    public static func directory() throws -> URL {
+        var candidates: [URL] = []
+        if let override = ProcessInfo.processInfo.environment["HAMMER2_BIN_DIR"] {
+            candidates.append(URL(fileURLWithPath: override))
+        }
+        candidates.append(URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent())
+        candidates.append(Fixtures.packageRoot.appendingPathComponent(".build/debug"))
+        for candidate in candidates
+        where FileManager.default.isExecutableFile(atPath: candidate.appendingPathComponent("mount_hammer2").path) {
+            return candidate
+        }
+        throw MountError.binaryNotFound(candidates.map(\.path))
+    }
+
+    public static func path(_ name: String) throws -> String {
+        try directory().appendingPathComponent(name).path
+    }
+
+    /// Runs a tool to completion; returns its exit status, stdout and stderr.
+    public static func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try path(name))
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        // Read both pipes to the end before waiting, so a large output cannot block the child.
+        let group = DispatchGroup()
+        nonisolated(unsafe) var errData = Data()
+        group.enter()
+        DispatchQueue.global().async { errData = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        group.wait()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+    }
+}
+
+public enum MountError: Error, CustomStringConvertible {
+    case binaryNotFound([String])
+    case mountFailed(status: Int32, stderr: String)
+    case timeout(String)
+
+    public var description: String {
+        switch self {
+        case let .binaryNotFound(paths): return "mount_hammer2 not built; looked in " + paths.joined(separator: ", ")
+        case let .mountFailed(status, stderr): return "mount_hammer2 exited with \(status): \(stderr)"
+        case let .timeout(what): return "timed out: \(what)"
+        }
+    }
+}
+
+public final class MountedImage {
+    public let mountpoint: URL
+    let process: Process
+    let stderrFile: URL
+    private var unmounted = false
+    private var savedLog: String?
+
+    /// Mounts `spec` ("IMAGE@LABEL") at a fresh temporary directory.
+    public init(_ spec: String, options: [String] = []) throws {
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-mnt-\(getpid())-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        mountpoint = base
+        stderrFile = base.deletingLastPathComponent().appendingPathComponent(base.lastPathComponent + ".log")
+        FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: try Binaries.path("mount_hammer2"))
+        process.arguments = ["-f"] + options + [spec, base.path]
+        process.standardError = try FileHandle(forWritingTo: stderrFile)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(15)
+        while !Self.isMountpoint(base.path) {
+            if !process.isRunning {
+                throw MountError.mountFailed(status: process.terminationStatus, stderr: log)
+            }
+            guard Date() < deadline else {
+                process.terminate()
+                throw MountError.timeout("mount of \(spec) did not appear; log: \(log)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    deinit { try? unmount() }
+
+    /// What the daemon wrote to stderr.
+    public var log: String { savedLog ?? (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
+
+    public static func isMountpoint(_ path: String) -> Bool {
+        var own = stat(), parent = stat()
+        guard stat(path, &own) == 0, stat(path + "/..", &parent) == 0 else { return false }
+        return own.st_dev != parent.st_dev
+    }
+
+    /// Unmounts with fusermount3 -u and waits for the daemon; returns its exit status.
+    @discardableResult
+    public func unmount() throws -> Int32 {
+        guard !unmounted else { return process.terminationStatus }
+        unmounted = true
+        _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", mountpoint.path])
+        let deadline = Date().addingTimeInterval(15)
+        while process.isRunning {
+            guard Date() < deadline else {
+                process.interrupt()
+                throw MountError.timeout("mount_hammer2 did not exit after unmount")
+            }
+            usleep(20_000)
+        }
+        savedLog = log
+        try? FileManager.default.removeItem(at: mountpoint)
+        try? FileManager.default.removeItem(at: stderrFile)
+        return process.terminationStatus
+    }
+}
