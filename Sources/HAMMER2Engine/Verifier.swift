@@ -269,10 +269,8 @@ public final class Verifier {
     /// Compares the references collected by the topology and freemap passes with the freemap.
     public func verifyFreemapAgreement(header: VolumeHeader) -> FreemapReport {
         var report = FreemapReport()
-        guard !freemapLeaves.isEmpty else {
-            report.problems.append(VerifyProblem(bref: nil, message: "freemap has no leaves"))
-            return report
-        }
+        // An empty freemap is fine for a filesystem that allocated nothing dynamically;
+        // any block in use beyond allocator_beg is then reported as not covered.
         let blockBytes = UInt64(1) << UInt64(HAMMER2.freemapBlockRadix)
         func state(_ offset: UInt64) -> FreemapBlockState? {
             let leafBase = offset & ~((UInt64(1) << UInt64(HAMMER2.freemapLevel1Radix)) - 1)

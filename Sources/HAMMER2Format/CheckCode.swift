@@ -5,9 +5,9 @@ import CXXHash
 import Crypto
 
 public enum CheckCode {
-    /// XXH64 with XXH_HAMMER2_SEED.
-    public static func xxhash64(_ data: UnsafeRawBufferPointer) -> UInt64 {
-        XXH64(data.baseAddress, data.count, HAMMER2.xxhashSeed)
+    /// XXH64 with XXH_HAMMER2_SEED (or another seed, for test vectors).
+    public static func xxhash64(_ data: UnsafeRawBufferPointer, seed: UInt64 = HAMMER2.xxhashSeed) -> UInt64 {
+        XXH64(data.baseAddress, data.count, seed)
     }
 
     /// sha192: SHA-256 with its fourth 64-bit word XORed into the third, first 24 bytes kept.
