@@ -24,6 +24,8 @@ void h2fuse_init_connection(struct fuse_conn_info *conn) {
     // The kernel clamps this to what it supports; larger readahead means fewer, larger
     // read requests on sequential access.
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
+    // libfuse derives the kernel's max_pages from max_write; 1 MiB lets reads be 1 MiB too.
+    conn->max_write = 1u << 20;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
 }

@@ -7,25 +7,47 @@
 import HAMMER2Format
 import Synchronization
 
+/// What the cache holds for a block: its verified bytes, its decompressed data, or its
+/// decoded form (so hot indirect blocks and inodes are not decoded on every request).
+enum CachedBlock: Sendable {
+    case physical([UInt8])
+    case logicalData([UInt8])
+    case blockrefs([Blockref])
+    case inode(InodeData)
+
+    enum Kind: UInt8 { case physical, logicalData, blockrefs, inode }
+
+    /// Approximate memory held, for the budget.
+    var bytes: Int {
+        switch self {
+        case let .physical(b), let .logicalData(b): return b.count + 64
+        case let .blockrefs(refs): return refs.count * MemoryLayout<Blockref>.stride + 64
+        case .inode: return MemoryLayout<InodeData>.stride + 1024
+        }
+    }
+}
+
 struct BlockCacheKey: Hashable, Sendable {
     var dataOffset: UInt64
     var checkWord: UInt64
     var methods: UInt8
     var type: UInt8
+    var kind: UInt8
 
-    init(_ bref: Blockref) {
+    init(_ bref: Blockref, _ kind: CachedBlock.Kind) {
         dataOffset = bref.dataOffset
         checkWord = bref.check.words.0
         methods = bref.methods
         type = bref.type.rawValue
+        self.kind = kind.rawValue
     }
 }
 
 public final class BlockCache: Sendable {
     struct Generations {
-        var young: [BlockCacheKey: [UInt8]] = [:]
+        var young: [BlockCacheKey: CachedBlock] = [:]
         var youngBytes = 0
-        var old: [BlockCacheKey: [UInt8]] = [:]
+        var old: [BlockCacheKey: CachedBlock] = [:]
         var hits = 0
         var misses = 0
     }
@@ -37,7 +59,7 @@ public final class BlockCache: Sendable {
         self.budgetBytes = budgetBytes
     }
 
-    func lookup(_ key: BlockCacheKey) -> [UInt8]? {
+    func lookup(_ key: BlockCacheKey) -> CachedBlock? {
         state.withLock { s in
             if let bytes = s.young[key] { s.hits += 1; return bytes }
             if let bytes = s.old.removeValue(forKey: key) {
@@ -50,13 +72,13 @@ public final class BlockCache: Sendable {
         }
     }
 
-    func insert(_ key: BlockCacheKey, _ bytes: [UInt8]) {
-        guard bytes.count <= budgetBytes / 2 else { return }
-        state.withLock { insertLocked(&$0, key, bytes) }
+    func insert(_ key: BlockCacheKey, _ block: CachedBlock) {
+        guard block.bytes <= budgetBytes / 2 else { return }
+        state.withLock { insertLocked(&$0, key, block) }
     }
 
-    private func insertLocked(_ s: inout Generations, _ key: BlockCacheKey, _ bytes: [UInt8]) {
-        if s.young.updateValue(bytes, forKey: key) == nil { s.youngBytes += bytes.count }
+    private func insertLocked(_ s: inout Generations, _ key: BlockCacheKey, _ block: CachedBlock) {
+        if s.young.updateValue(block, forKey: key) == nil { s.youngBytes += block.bytes }
         if s.youngBytes >= budgetBytes / 2 {
             s.old = s.young
             s.young = [:]

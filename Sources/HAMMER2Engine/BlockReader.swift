@@ -41,18 +41,18 @@ public final class BlockReader: Sendable {
 
     /// Physical bytes through the cache (metadata: inodes, indirect blocks, names, freemap).
     public func cachedPhysical(_ bref: Blockref) throws -> [UInt8] {
-        let key = BlockCacheKey(bref)
-        if let hit = cache.lookup(key) { return hit }
+        let key = BlockCacheKey(bref, .physical)
+        if case let .physical(hit) = cache.lookup(key) { return hit }
         let data = try physical(bref)
-        cache.insert(key, data)
+        cache.insert(key, .physical(data))
         return data
     }
 
     /// The logical content of a DATA block: decompressed if it was compressed. The result
     /// may be shorter than the logical block; the remainder reads as zeros.
     public func logicalData(_ bref: Blockref) throws -> [UInt8] {
-        let key = BlockCacheKey(bref)
-        if let hit = cache.lookup(key) { return hit }
+        let key = BlockCacheKey(bref, .logicalData)
+        if case let .logicalData(hit) = cache.lookup(key) { return hit }
         let raw = try physical(bref)
         let data: [UInt8]
         do {
@@ -69,27 +69,35 @@ public final class BlockReader: Sendable {
         } catch let error as DecompressionError {
             throw EngineError.decompressionFailed(bref: bref, reason: error.description)
         }
-        cache.insert(key, data)
+        cache.insert(key, .logicalData(data))
         return data
     }
 
     /// The blockrefs inside an INDIRECT or FREEMAP_NODE block.
     public func childBlockrefs(_ bref: Blockref) throws -> [Blockref] {
-        let raw = try cachedPhysical(bref)
+        let key = BlockCacheKey(bref, .blockrefs)
+        if case let .blockrefs(hit) = cache.lookup(key) { return hit }
+        let raw = try physical(bref)
         guard raw.count >= HAMMER2.blockrefBytes, raw.count % HAMMER2.blockrefBytes == 0 else {
             throw EngineError.corrupt("indirect block of \(raw.count) bytes in \(describe(bref))")
         }
-        return try decodeBlockrefs(raw)
+        let refs = try decodeBlockrefs(raw)
+        cache.insert(key, .blockrefs(refs))
+        return refs
     }
 
     /// The inode an INODE blockref points to.
     public func inode(_ bref: Blockref) throws -> InodeData {
         guard bref.type == .inode else { throw EngineError.corrupt("expected an inode, found \(describe(bref))") }
-        let raw = try cachedPhysical(bref)
+        let key = BlockCacheKey(bref, .inode)
+        if case let .inode(hit) = cache.lookup(key) { return hit }
+        let raw = try physical(bref)
         guard raw.count == HAMMER2.inodeBytes else {
             throw EngineError.corrupt("inode block of \(raw.count) bytes in \(describe(bref))")
         }
-        return try InodeData(decoding: raw)
+        let inode = try InodeData(decoding: raw)
+        cache.insert(key, .inode(inode))
+        return inode
     }
 
     /// Reads the root volume's super-root inode.
