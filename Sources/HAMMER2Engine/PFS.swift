@@ -131,7 +131,7 @@ public final class PFS: Sendable {
     public func readDirectory(_ dir: InodeData, from cookie: UInt64, _ visit: (DirectoryEntry) throws -> Bool) throws {
         guard dir.meta.type == .directory else { throw EngineError.notDirectory }
         if case .embedded = dir.content { return }
-        let first = HAMMER2.dirhashVisible | max(cookie & HAMMER2.dirhashUserMask, 0)
+        let first = HAMMER2.dirhashVisible | (cookie & HAMMER2.dirhashUserMask)
         try tree.forEachLeaf(in: dir.blockset, from: first, through: UInt64.max) { bref in
             guard bref.key & HAMMER2.dirhashVisible != 0, let entry = try entry(for: bref) else { return true }
             return try visit(entry)

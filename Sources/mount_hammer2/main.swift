@@ -101,6 +101,7 @@ func main() -> Int32 {
         return ExitCode.failure.rawValue
     }
     let label = specifier.labelOrDefault
+    if !foreground { closeInheritedDescriptors() }
     do {
         let filesystem = try Filesystem(paths: specifier.devices, cacheBytes: cacheMiB << 20)
         let pfs = try filesystem.openPFS(label)
@@ -123,6 +124,15 @@ func main() -> Int32 {
     } catch {
         printError("mount_hammer2", "\(specifier.devices.joined(separator: ":"))@\(label): \(error)")
         return ExitCode.failure.rawValue
+    }
+}
+
+/// A daemon must not hold its parent's descriptors (a pipe the caller waits on, say)
+/// beyond standard input, output and error, which fuse_daemonize points at /dev/null.
+func closeInheritedDescriptors() {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+    for fd in names.compactMap({ Int32($0) }) where fd > 2 {
+        close(fd)
     }
 }
 

@@ -179,4 +179,20 @@ final class MountFixtureTests: XCTestCase {
         closedir(dir)
         try mount.unmount()
     }
+
+    func testBackgroundMountDetachesAndUnmountsCleanly() throws {
+        let image = try Fixtures.image("sizes").path
+        let mountpoint = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-bg-\(getpid())")
+        try FileManager.default.createDirectory(at: mountpoint, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: mountpoint) }
+        let result = try Binaries.runDetaching("mount_hammer2", [image + "@DATA", mountpoint.path])
+        XCTAssertEqual(result.status, 0, result.output)
+        XCTAssertTrue(MountedImage.isMountpoint(mountpoint.path), "mounted once the command returned")
+        let data = try Data(contentsOf: mountpoint.appendingPathComponent("sizes/64KiB"))
+        XCTAssertEqual(data.count, 65_536)
+        XCTAssertEqual(try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", mountpoint.path]), 0)
+        let deadline = Date().addingTimeInterval(10)
+        while MountedImage.isMountpoint(mountpoint.path) && Date() < deadline { usleep(20_000) }
+        XCTAssertFalse(MountedImage.isMountpoint(mountpoint.path))
+    }
 }
