@@ -36,7 +36,8 @@ let package = Package(
             dependencies: ["HAMMER2Engine", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/HAMMER2TestSupport"
         ),
-        .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs"]),
+        .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2TestSupport"]),
+        .executableTarget(name: "make-test-image", dependencies: ["HAMMER2TestSupport"], path: "Tests/make-test-image"),
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(

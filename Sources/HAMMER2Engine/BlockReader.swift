@@ -17,26 +17,41 @@ public final class BlockReader: Sendable {
 
     /// The verified physical bytes of the block `bref` points to.
     public func physical(_ bref: Blockref) throws -> [UInt8] {
-        let bytes = bref.physicalBytes
-        guard bref.physicalRadix == 0 || (HAMMER2.allocationMinRadix...HAMMER2.allocationMaxRadix).contains(bref.physicalRadix) else {
-            throw EngineError.corrupt("size radix \(bref.physicalRadix) out of range in \(describe(bref))")
-        }
+        let bytes = try checkedPhysicalSize(bref)
         guard bytes > 0 else { return [] }
-        // Blocks never straddle a 64 KiB physical buffer (hammer2_io works in 64 KiB units).
-        let offset = bref.mediaOffset
-        guard (offset & 0xFFFF) + UInt64(bytes) <= 0x10000 else {
-            throw EngineError.corrupt("block crosses a 64 KiB boundary in \(describe(bref))")
+        return try [UInt8](unsafeUninitializedCapacity: bytes) { buffer, count in
+            try readVerified(bref, into: UnsafeMutableRawBufferPointer(buffer))
+            count = bytes
         }
-        var data = [UInt8](repeating: 0, count: bytes)
-        try data.withUnsafeMutableBytes { try volumes.read(into: $0, at: offset) }
-        switch data.withUnsafeBytes({ CheckCode.verify(bref, $0) }) {
+    }
+
+    /// Reads the block `bref` points to into `buffer` (exactly its physical size) and
+    /// verifies it there, so uncompressed file data can land in a reply without a copy.
+    /// On a check failure the buffer holds unverified bytes: callers must discard it.
+    public func readVerified(_ bref: Blockref, into buffer: UnsafeMutableRawBufferPointer) throws {
+        precondition(buffer.count == bref.physicalBytes, "buffer must be the block's physical size")
+        try volumes.read(into: buffer, at: bref.mediaOffset)
+        switch CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
         case .valid, .unchecked:
-            return data
+            return
         case let .mismatch(expected, computed):
             throw EngineError.checkFailed(bref: bref, expected: expected, computed: computed)
         case let .unknownMethod(code):
             throw EngineError.unknownMethod(bref: bref, what: "check method \(code)")
         }
+    }
+
+    /// The physical size of `bref`'s block after checking it is one HAMMER2 can have:
+    /// 1 KiB to 64 KiB, inside one 64 KiB physical buffer (hammer2_io's unit); 0 for none.
+    public func checkedPhysicalSize(_ bref: Blockref) throws -> Int {
+        guard bref.physicalRadix == 0 || (HAMMER2.allocationMinRadix...HAMMER2.allocationMaxRadix).contains(bref.physicalRadix) else {
+            throw EngineError.corrupt("size radix \(bref.physicalRadix) out of range in \(describe(bref))")
+        }
+        let bytes = bref.physicalBytes
+        guard (bref.mediaOffset & 0xFFFF) + UInt64(bytes) <= 0x10000 else {
+            throw EngineError.corrupt("block crosses a 64 KiB boundary in \(describe(bref))")
+        }
+        return bytes
     }
 
     /// Physical bytes through the cache (metadata: inodes, indirect blocks, names, freemap).
@@ -49,8 +64,11 @@ public final class BlockReader: Sendable {
     }
 
     /// The logical content of a DATA block: decompressed if it was compressed. The result
-    /// may be shorter than the logical block; the remainder reads as zeros.
+    /// may be shorter than the logical block; the remainder reads as zeros. Decompressed
+    /// blocks are cached (a request may cover part of one); uncompressed ones are not: the
+    /// kernel's page cache already holds file data, and it would only evict metadata.
     public func logicalData(_ bref: Blockref) throws -> [UInt8] {
+        if bref.compression == .none || bref.compression == .autozero { return try physical(bref) }
         let key = BlockCacheKey(bref, .logicalData)
         if case let .logicalData(hit) = cache.lookup(key) { return hit }
         let raw = try physical(bref)

@@ -160,9 +160,26 @@ public final class PFS: Sendable {
                 guard bref.keybits <= UInt8(HAMMER2.allocationMaxRadix) else {
                     throw EngineError.corrupt("data block larger than 64 KiB: \(describe(bref))")
                 }
-                let data = try reader.logicalData(bref)
                 let logicalSize = UInt64(1) << UInt64(bref.keybits)
                 let blockStart = bref.key
+                // Fast path: an uncompressed block wholly inside the request is read and
+                // verified in place in the reply buffer.
+                let physicalSize = UInt64(try reader.checkedPhysicalSize(bref))
+                if bref.compression == .none || bref.compression == .autozero, physicalSize > 0,
+                   blockStart >= offset, physicalSize <= logicalSize,
+                   end - blockStart >= physicalSize {
+                    try out.withUnsafeMutableBytes { dst in
+                        let target = UnsafeMutableRawBufferPointer(rebasing: dst[Int(blockStart - offset)..<Int(blockStart - offset + physicalSize)])
+                        do {
+                            try reader.readVerified(bref, into: target)
+                        } catch {
+                            target.initializeMemory(as: UInt8.self, repeating: 0)  // never leave unverified bytes
+                            throw error
+                        }
+                    }
+                    return true
+                }
+                let data = try reader.logicalData(bref)
                 // Saturating: a corrupt key near 2^64 must not overflow.
                 let (sum, overflow) = blockStart.addingReportingOverflow(min(UInt64(data.count), logicalSize))
                 let blockEnd = overflow ? UInt64.max : sum

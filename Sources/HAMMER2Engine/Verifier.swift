@@ -280,8 +280,10 @@ public final class Verifier {
             return leaf[entry].state(ofBlock: block)
         }
         var referencedBlocks = Set<UInt64>()
+        var uniqueRanges = Set<UInt64>()
         for (offset, bytes) in referencedRanges {
-            report.referencedBytes += UInt64(bytes)
+            // Several header copies reference the same blocks: count each once.
+            if uniqueRanges.insert(offset | UInt64(bytes.trailingZeroBitCount)).inserted { report.referencedBytes += UInt64(bytes) }
             var block = offset & ~(blockBytes - 1)
             while block < offset + UInt64(bytes) {
                 referencedBlocks.insert(block)
@@ -306,13 +308,14 @@ public final class Verifier {
             report.problems.append(VerifyProblem(bref: nil, message: "... \(reported - 100) more blocks in use but not marked allocated"))
         }
         // Leaks: allocated 16 KiB blocks that nothing in the topology references, outside the
-        // reserved area of each 2 GiB zone (volume header, freemap rotations) and below the
-        // tracked start.
+        // reserved first 4 MiB of every 1 GiB (H2FMZONEBASE: volume header copies, freemap
+        // rotations) and below the tracked start.
         let zoneReserved = UInt64(4 << 20)
+        let reservedPeriod = UInt64(1) << UInt64(HAMMER2.freemapLevel1Radix)
         for (base, leaf) in freemapLeaves {
             for (entryIndex, entry) in leaf.enumerated() {
                 let entryBase = base + UInt64(entryIndex) << UInt64(HAMMER2.freemapLevel0Radix)
-                if entryBase % HAMMER2.zoneBytes < zoneReserved || entryBase < trackedFrom { continue }
+                if entryBase % reservedPeriod < zoneReserved || entryBase < trackedFrom { continue }
                 for b in 0..<BitmapData.blocksPerEntry where entry.state(ofBlock: b) == .allocated {
                     let block = entryBase + UInt64(b) * blockBytes
                     if !referencedBlocks.contains(block) { report.leakedBytes += blockBytes }

@@ -18,8 +18,10 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
 
   -f            stay in the foreground (log to stderr instead of syslog)
   -d            FUSE debug output (implies -f)
-  -o options    comma-separated: ro (default), allow_other, cache=<MiB>,
-                threads=<n>, and any libfuse mount option; rw is not yet supported
+  -o options    comma-separated: ro (default), allow_other, cache=<MiB> (block
+                cache, default 64), threads=<n> (default 8), readahead=<KiB>
+                (default 1024, 0 = kernel default; needs root), and any libfuse
+                mount option; rw is not yet supported
   -h, --help    this text
 
 Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed,
@@ -44,6 +46,7 @@ func main() -> Int32 {
     var cacheMiB = 64
     var threads: UInt32 = 8
     var allowOther = false
+    var readaheadKiB = 1024
     var extra: [String] = []
     for (letter, value) in parsed.options {
         switch letter {
@@ -68,6 +71,12 @@ func main() -> Int32 {
                             return ExitCode.usage.rawValue
                         }
                         cacheMiB = value
+                    } else if option.hasPrefix("readahead=") {
+                        guard let value = Int(option.dropFirst(10)), value >= 0, value <= 65_536 else {
+                            printError("mount_hammer2", "readahead=<KiB> wants a number from 0 to 65536")
+                            return ExitCode.usage.rawValue
+                        }
+                        readaheadKiB = value
                     } else if option.hasPrefix("threads=") {
                         guard let value = UInt32(option.dropFirst(8)), value >= 1, value <= 256 else {
                             printError("mount_hammer2", "threads=<n> wants a number from 1 to 256")
@@ -111,6 +120,7 @@ func main() -> Int32 {
         options.allowOther = allowOther
         options.extraOptions = extra
         options.maxThreads = threads
+        options.readaheadKiB = readaheadKiB
         let logger: @Sendable (String) -> Void
         if foreground {
             logger = { message in FileHandle.standardError.write(Data("mount_hammer2: \(message)\n".utf8)) }

@@ -3,7 +3,9 @@
 #ifndef CFUSE3_H
 #define CFUSE3_H
 
-#define FUSE_USE_VERSION 35
+// 3.12: fuse_session_loop_mt must take the 3.12 loop config (fuse_loop_cfg_*); under an older
+// API version it maps to an entry point that misreads it and ends each worker after one request.
+#define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>

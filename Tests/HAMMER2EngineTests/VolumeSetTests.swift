@@ -1,0 +1,64 @@
+// Multi-volume sets (HAMMER2_VOL_VERSION_MULTI_VOLUMES): logical offsets map to the right
+// device, device order on the command line does not matter, and incomplete or mixed sets
+// are refused with a reason.
+
+import HAMMER2Engine
+import HAMMER2Format
+import HAMMER2TestSupport
+import XCTest
+
+final class VolumeSetTests: XCTestCase {
+    static let volumeSize: UInt64 = 1 << 30  // volumes other than the last are 1 GiB aligned
+
+    /// Headers for an n-volume set derived from a DragonFly-made header.
+    func makeSet(count: Int, fsidOverride: [Int: HAMMER2UUID] = [:]) throws -> [MemoryDevice] {
+        let template = try VolumeSet(paths: [Fixtures.image("tiny").path]).header
+        var devices: [MemoryDevice] = []
+        for id in 0..<count {
+            var header = template
+            header.version = HAMMER2.volumeVersionMultiVolumes
+            header.volumeCount = UInt8(count)
+            header.volumeID = UInt8(id)
+            header.volumeSize = Self.volumeSize
+            header.totalSize = Self.volumeSize * UInt64(count)
+            header.volumeOffsets = (0..<HAMMER2.maxVolumes).map { $0 < count ? UInt64($0) * Self.volumeSize : UInt64.max }
+            if let fsid = fsidOverride[id] { header.fsid = fsid }
+            let device = MemoryDevice(name: "vol\(id)", size: Self.volumeSize)
+            device.write(header.encoded(), at: 0)
+            // A marker at the same device offset on every volume.
+            device.write(Array("volume \(id)".utf8), at: 5 << 20)
+            devices.append(device)
+        }
+        return devices
+    }
+
+    func testLogicalOffsetsMapToTheirVolume() throws {
+        let devices = try makeSet(count: 3)
+        let set = try VolumeSet(devices: [devices[2], devices[0], devices[1]])  // any order
+        XCTAssertEqual(set.volumes.map(\.id), [0, 1, 2])
+        XCTAssertEqual(set.totalSize, 3 * Self.volumeSize)
+        for id in 0..<3 {
+            var buffer = [UInt8](repeating: 0, count: 8)
+            try buffer.withUnsafeMutableBytes { try set.read(into: $0, at: UInt64(id) * Self.volumeSize + (5 << 20)) }
+            XCTAssertEqual(buffer, Array("volume \(id)".utf8))
+        }
+        var buffer = [UInt8](repeating: 0, count: 16)
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try set.read(into: $0, at: 3 * Self.volumeSize) })
+        XCTAssertThrowsError(try buffer.withUnsafeMutableBytes { try set.read(into: $0, at: Self.volumeSize - 8) },
+                             "a block may not straddle two volumes")
+    }
+
+    func testIncompleteOrMixedSetsAreRefused() throws {
+        let devices = try makeSet(count: 2)
+        XCTAssertThrowsError(try VolumeSet(devices: [devices[0]])) { error in
+            XCTAssertTrue("\(error)".contains("requires 2 devices, 1 specified"), "\(error)")
+        }
+        XCTAssertThrowsError(try VolumeSet(devices: [devices[1]])) { error in
+            XCTAssertTrue("\(error)".contains("no root volume"), "\(error)")
+        }
+        let foreign = try makeSet(count: 2, fsidOverride: [1: HAMMER2UUID(bytes: [UInt8](repeating: 7, count: 16))])
+        XCTAssertThrowsError(try VolumeSet(devices: [devices[0], foreign[1]])) { error in
+            XCTAssertTrue("\(error)".contains("belongs to another filesystem"), "\(error)")
+        }
+    }
+}
