@@ -58,6 +58,8 @@ func expectations(of pfs: PFSSpec, timestamp: UInt64) -> [[UInt8]: ExpectedEntry
                 result[childPath] = expected
             case let .fifo(a):
                 result[childPath] = attributes(a, .fifo, 0o644, size: 0)
+            case let .special(type, a, _, _):
+                result[childPath] = attributes(a, type, 0o644, size: 0)
             case let .hardLink(target):
                 links.append((childPath, target))
             }

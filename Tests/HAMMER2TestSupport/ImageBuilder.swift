@@ -97,6 +97,9 @@ struct PendingInode {
     var check: CheckMethod
     var iparent: UInt64
     var nlinks: UInt64 = 1
+    /// Device nodes: DragonFly's rmajor/rminor.
+    var rmajor: UInt32 = 0
+    var rminor: UInt32 = 0
     /// Files and symlinks.
     var content: FileContent?
     /// Directories: (name, inum) in creation order.

@@ -128,6 +128,16 @@ public struct EntrySpec {
         EntrySpec(name: Array(name.utf8), node: .fifo(attributes))
     }
 
+    /// A character (or block) device node with DragonFly's rmajor/rminor.
+    public static func device(_ name: String, block: Bool = false, major: UInt32, minor: UInt32,
+                              attributes: NodeAttributes = NodeAttributes()) -> EntrySpec {
+        EntrySpec(name: Array(name.utf8), node: .special(block ? .blockDevice : .characterDevice, attributes, major: major, minor: minor))
+    }
+
+    public static func socket(_ name: String, attributes: NodeAttributes = NodeAttributes()) -> EntrySpec {
+        EntrySpec(name: Array(name.utf8), node: .special(.socket, attributes, major: 0, minor: 0))
+    }
+
     /// Another name for the non-directory at absolute path `path` of the same PFS.
     public static func hardLink(_ name: String, to path: String) -> EntrySpec {
         EntrySpec(name: Array(name.utf8), node: .hardLink(to: Array(path.utf8)))
@@ -139,6 +149,8 @@ public indirect enum NodeSpec {
     case file(FileSpec)
     case symlink(SymlinkSpec)
     case fifo(NodeAttributes)
+    /// A device node or socket: no data, only an inode.
+    case special(ObjectType, NodeAttributes, major: UInt32, minor: UInt32)
     /// A hard link to the non-directory at this absolute path (bytes) in the same PFS.
     case hardLink(to: [UInt8])
 }

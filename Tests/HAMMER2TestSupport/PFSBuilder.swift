@@ -118,6 +118,11 @@ struct PFSBuilder {
             case let .fifo(attributes):
                 pending = PendingInode(inum: child, type: .fifo, attributes: attributes,
                                        compression: parent.compression, check: parent.check, iparent: inum)
+            case let .special(type, attributes, major, minor):
+                pending = PendingInode(inum: child, type: type, attributes: attributes,
+                                       compression: parent.compression, check: parent.check, iparent: inum)
+                pending.rmajor = major
+                pending.rminor = minor
             case .hardLink:
                 preconditionFailure("handled above")
             }
@@ -231,7 +236,8 @@ struct PFSBuilder {
         let attributes = inode.attributes
         let now = session.spec.timestamp
         return InodeMeta(
-            version: 1, ctime: attributes.ctime ?? now, mtime: attributes.mtime ?? now,
+            version: 1, rmajor: inode.rmajor, rminor: inode.rminor,
+            ctime: attributes.ctime ?? now, mtime: attributes.mtime ?? now,
             uid: .unixID(attributes.uid), gid: .unixID(attributes.gid),
             type: inode.type, mode: (attributes.mode ?? inode.defaultMode) & 0o7777,
             inum: inode.inum, nlinks: inode.type == .directory ? 1 : inode.nlinks, iparent: inode.iparent,
