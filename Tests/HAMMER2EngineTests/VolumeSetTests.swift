@@ -62,3 +62,37 @@ final class VolumeSetTests: XCTestCase {
         }
     }
 }
+
+/// Blocks whose check code is right but whose method codes this implementation does not
+/// know must not be returned (a future DragonFly, or our own encryption, may use them).
+final class UnknownMethodTests: XCTestCase {
+    func testUnknownCompressionAndCheckCodesAreErrorsNotBytes() throws {
+        let header = try VolumeSet(paths: [Fixtures.image("tiny").path]).header
+        let device = MemoryDevice(name: "unknown-methods", size: header.volumeSize)
+        device.write(header.encoded(), at: 0)
+        let payload = [UInt8](repeating: 0x5A, count: 1024)
+        let offset: UInt64 = 64 << 20
+        device.write(payload, at: offset)
+        let reader = BlockReader(volumes: try VolumeSet(devices: [device]))
+
+        var bref = Blockref.empty
+        bref.type = .data
+        bref.keybits = 16
+        bref.dataOffset = offset | 10
+        bref.methods = Blockref.methods(check: .xxhash64, compression: CompressionMethod(rawValue: 9))
+        bref.check = CheckArea.computed(.xxhash64, over: payload)
+        XCTAssertThrowsError(try reader.logicalData(bref)) { error in
+            guard case EngineError.unknownMethod = error else { return XCTFail("\(error)") }
+            XCTAssertEqual((error as? EngineError)?.errno, EIO)
+        }
+
+        bref.methods = (11 << 4) | CompressionMethod.none.rawValue
+        XCTAssertThrowsError(try reader.logicalData(bref)) { error in
+            guard case EngineError.unknownMethod = error else { return XCTFail("\(error)") }
+        }
+
+        // The same block with known methods reads back.
+        bref.methods = Blockref.methods(check: .xxhash64, compression: .none)
+        XCTAssertEqual(try reader.logicalData(bref), payload)
+    }
+}
