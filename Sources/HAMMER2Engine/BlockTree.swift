@@ -32,12 +32,8 @@ public struct BlockTree: Sendable {
         guard depth <= Self.maximumDepth else {
             throw EngineError.corrupt("block tree deeper than \(Self.maximumDepth) levels (loop?)")
         }
-        let overlapping = refs.filter { $0.type != .empty && $0.keyEnd >= first && $0.key <= last }
-            .sorted { $0.key < $1.key }
-        for bref in overlapping {
-            guard parentRange.contains(bref.key), parentRange.contains(bref.keyEnd) else {
-                throw EngineError.corrupt("\(describe(bref)) lies outside its parent's key range")
-            }
+        let sorted = try Self.orderedChildren(refs, parentRange: parentRange, insideIndirect: depth > 0)
+        for bref in sorted where bref.keyEnd >= first && bref.key <= last {
             if bref.type == .indirect || bref.type == .freemapNode {
                 let children = try reader.childBlockrefs(bref)
                 if try !walk(children, first, last, parentRange: bref.key...bref.keyEnd, depth: depth + 1, visit) {
@@ -48,6 +44,30 @@ public struct BlockTree: Sendable {
             }
         }
         return true
+    }
+
+    /// The non-empty blockrefs of an array in key order, after checking the invariants that
+    /// keep any traversal bounded by the size of the tree: every child lies inside its
+    /// parent's range, siblings do not overlap, and a child of an indirect block covers less
+    /// than its parent. Without them a damaged or hostile image whose blocks point at each
+    /// other could make a lookup visit an exponential number of paths.
+    public static func orderedChildren(_ refs: [Blockref], parentRange: ClosedRange<UInt64>, insideIndirect: Bool) throws -> [Blockref] {
+        let sorted = refs.filter { $0.type != .empty }.sorted { $0.key < $1.key }
+        var previous: Blockref?
+        for bref in sorted {
+            guard parentRange.contains(bref.key), parentRange.contains(bref.keyEnd) else {
+                throw EngineError.corrupt("\(describe(bref)) lies outside its parent's key range")
+            }
+            if insideIndirect && bref.key == parentRange.lowerBound && bref.keyEnd == parentRange.upperBound
+                && (bref.type == .indirect || bref.type == .freemapNode) {
+                throw EngineError.corrupt("\(describe(bref)) covers its whole parent's key range")
+            }
+            if let previous, bref.key <= previous.keyEnd {
+                throw EngineError.corrupt("\(describe(bref)) overlaps its sibling \(describe(previous))")
+            }
+            previous = bref
+        }
+        return sorted
     }
 
     /// The leaf with exactly `key` and `type`, if any.

@@ -159,6 +159,12 @@ public final class Verifier {
         }
         // An inode's blockset spans the whole key space; an indirect block spans its own range.
         let range = bref.type == .inode ? 0...UInt64.max : bref.key...bref.keyEnd
+        do {
+            _ = try BlockTree.orderedChildren(children, parentRange: range, insideIndirect: bref.type != .inode)
+        } catch {
+            // Overlapping or self-similar children: descending could take forever.
+            return problem("Bad child key ranges: \(error)")
+        }
         for child in children {
             visit(child, kind, parent: range, depth: depth + 1, &counts, &problems)
         }

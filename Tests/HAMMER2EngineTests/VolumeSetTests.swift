@@ -96,3 +96,45 @@ final class UnknownMethodTests: XCTestCase {
         XCTAssertEqual(try reader.logicalData(bref), payload)
     }
 }
+
+/// Hostile trees (blocks that point at themselves, siblings that overlap) must end in an
+/// error quickly instead of a traversal that never finishes.
+final class HostileTreeTests: XCTestCase {
+    func makeReader(indirectEntries: [Blockref], at offset: UInt64) throws -> BlockReader {
+        let header = try VolumeSet(paths: [Fixtures.image("tiny").path]).header
+        let device = MemoryDevice(name: "hostile", size: header.volumeSize)
+        device.write(header.encoded(), at: 0)
+        device.write(encodeBlockrefs(indirectEntries, bytes: 65_536), at: offset)
+        return BlockReader(volumes: try VolumeSet(devices: [device]))
+    }
+
+    func indirect(key: UInt64, keybits: UInt8, to offset: UInt64) -> Blockref {
+        var bref = Blockref.empty
+        bref.type = .indirect
+        bref.key = key
+        bref.keybits = keybits
+        bref.dataOffset = offset | 16  // 64 KiB, check none
+        return bref
+    }
+
+    func testSelfReferencesAndOverlapsAreCorruptNotEndless() throws {
+        let offset: UInt64 = 64 << 20
+        let root = [indirect(key: 0, keybits: 64, to: offset)]
+        let cases: [[Blockref]] = [
+            // 512 siblings, all the same block over the same range.
+            [Blockref](repeating: indirect(key: 0, keybits: 63, to: offset), count: 512),
+            // One child covering its whole parent, pointing back at itself.
+            [indirect(key: 0, keybits: 64, to: offset)],
+            // Two overlapping siblings.
+            [indirect(key: 0, keybits: 40, to: offset), indirect(key: 1 << 20, keybits: 20, to: offset)],
+        ]
+        for entries in cases {
+            let tree = BlockTree(reader: try makeReader(indirectEntries: entries, at: offset))
+            let started = Date()
+            XCTAssertThrowsError(try tree.forEachLeaf(in: root, from: 0, through: UInt64.max) { _ in true }) { error in
+                guard case EngineError.corrupt = error else { return XCTFail("\(error)") }
+            }
+            XCTAssertLessThan(Date().timeIntervalSince(started), 5)
+        }
+    }
+}
