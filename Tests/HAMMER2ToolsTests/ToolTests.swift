@@ -24,6 +24,13 @@ final class ToolTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("fsck_hammer2", []).status, 2)
         XCTAssertEqual(try Binaries.run("fsck_hammer2", ["/nonexistent.img"]).status, 2)
         XCTAssertEqual(try Binaries.run("mount_hammer2", ["-o", "rw", "x.img", "/tmp"]).status, 2)
+        for bad in ["cache=abc", "cache=0", "threads=0", "readahead=-1"] {
+            let result = try Binaries.run("mount_hammer2", ["-f", "-o", bad, "x.img", "/tmp"])
+            XCTAssertEqual(result.status, 2, "-o \(bad): \(result.stderr)")
+            XCTAssertTrue(result.stderr.contains("wants a number"), result.stderr)
+        }
+        XCTAssertEqual(try Binaries.run("mount_hammer2", ["-f", "x.img", "/nonexistent-dir"]).status, 1)
+        XCTAssertEqual(try Binaries.run("hammer2", ["pfs-clid"]).status, 2, "pfs-clid without a label")
     }
 
     func testHashPrintsDragonFlyKeys() throws {
