@@ -31,9 +31,7 @@ public enum FsckCommand {
     public static func main(_ arguments: [String]) -> Int32 {
         let parsed: GetOpt
         do { parsed = try GetOpt(arguments, spec: "fvqebpPl:c:d") } catch {
-            printError("fsck_hammer2", "\(error)")
-            FileHandle.standardError.write(Data((usage + "\n").utf8))
-            return ExitCode.usage.rawValue
+            return usageError("fsck_hammer2", "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
         var verbose = 0, force = false, countEmpty = false, bestOnly = false, perPFS = false, listOnly = false
@@ -52,9 +50,7 @@ public enum FsckCommand {
             }
         }
         guard parsed.operands.count >= 1 else {
-            printError("fsck_hammer2", "missing special (image file or device)")
-            FileHandle.standardError.write(Data((usage + "\n").utf8))
-            return ExitCode.usage.rawValue
+            return usageError("fsck_hammer2", "missing special (image file or device)", usage: usage)
         }
         var status = ExitCode.success
         for (i, special) in parsed.operands.enumerated() {

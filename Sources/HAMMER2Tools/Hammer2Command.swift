@@ -43,9 +43,7 @@ public enum Hammer2Command {
     public static func main(_ arguments: [String]) -> Int32 {
         let parsed: GetOpt
         do { parsed = try GetOpt(arguments, spec: "s:f:vqt:u:m:r") } catch {
-            printError("hammer2", "\(error)")
-            FileHandle.standardError.write(Data((usage + "\n").utf8))
-            return ExitCode.usage.rawValue
+            return usageError("hammer2", "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
         var context = Context()
@@ -59,9 +57,7 @@ public enum Hammer2Command {
             }
         }
         guard let directive = parsed.operands.first else {
-            printError("hammer2", "Missing command")
-            FileHandle.standardError.write(Data((usage + "\n").utf8))
-            return ExitCode.usage.rawValue
+            return usageError("hammer2", "Missing command", usage: usage)
         }
         let operands = Array(parsed.operands.dropFirst())
         do {
@@ -107,16 +103,11 @@ public enum Hammer2Command {
                 }
                 print(directive == "pfs-clid" ? entry.inode.meta.pfsClusterID.description : entry.inode.meta.pfsFilesystemID.description)
             default:
-                printError("hammer2", "Unrecognized command: \(directive)")
-                FileHandle.standardError.write(Data((usage + "\n").utf8))
-                return ExitCode.usage.rawValue
+                return usageError("hammer2", "Unrecognized command: \(directive)", usage: usage)
             }
         } catch let error as ToolError {
+            if case .usage = error { return usageError("hammer2", error.description, usage: usage) }
             printError("hammer2", error.description)
-            if case .usage = error {
-                FileHandle.standardError.write(Data((usage + "\n").utf8))
-                return ExitCode.usage.rawValue
-            }
             return ExitCode.failure.rawValue
         } catch {
             printError("hammer2", "\(error)")

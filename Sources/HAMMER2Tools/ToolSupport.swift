@@ -18,6 +18,14 @@ public func printError(_ tool: String, _ message: String) {
     FileHandle.standardError.write(Data("\(tool): \(message)\n".utf8))
 }
 
+/// A command-line mistake, reported as DragonFly's tools do: the message, then the usage
+/// text, on stderr. Returns the usage exit code.
+public func usageError(_ tool: String, _ message: String, usage: String) -> Int32 {
+    printError(tool, message)
+    FileHandle.standardError.write(Data((usage + "\n").utf8))
+    return ExitCode.usage.rawValue
+}
+
 /// "special[@label]": device paths and an optional PFS label.
 public struct VolumeSpecifier: Equatable, Sendable {
     public var devices: [String]

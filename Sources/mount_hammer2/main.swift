@@ -34,9 +34,7 @@ func main() -> Int32 {
     do {
         parsed = try GetOpt(arguments, spec: "fdo:u")
     } catch {
-        printError("mount_hammer2", "\(error)")
-        FileHandle.standardError.write(Data((usageText + "\n").utf8))
-        return ExitCode.usage.rawValue
+        return usageError("mount_hammer2", "\(error)", usage: usageText)
     }
     if parsed.wantsHelp {
         print(usageText)
@@ -92,9 +90,7 @@ func main() -> Int32 {
         }
     }
     guard parsed.operands.count == 2 else {
-        printError("mount_hammer2", "missing parameter(s) (special[@label] node)")
-        FileHandle.standardError.write(Data((usageText + "\n").utf8))
-        return ExitCode.usage.rawValue
+        return usageError("mount_hammer2", "missing parameter(s) (special[@label] node)", usage: usageText)
     }
     let specifier: VolumeSpecifier
     do {
