@@ -15,7 +15,7 @@ enum CachedBlock: Sendable {
     case blockrefs([Blockref])
     case inode(InodeData)
 
-    enum Kind: UInt8 { case physical, logicalData, blockrefs, inode }
+    enum Kind: UInt8 { case physical, logicalData, blockrefs, orderedBlockrefs, inode }
 
     /// Approximate memory held, for the budget.
     var bytes: Int {

@@ -104,6 +104,18 @@ public final class BlockReader: Sendable {
         return refs
     }
 
+    /// The non-empty children of an INDIRECT or FREEMAP_NODE block in key order, checked
+    /// against the tree invariants (BlockTree.orderedChildren) once and then cached, so
+    /// lookups that pass through a hot indirect block do not sort and check it again.
+    public func orderedChildBlockrefs(_ bref: Blockref) throws -> [Blockref] {
+        let key = BlockCacheKey(bref, .orderedBlockrefs)
+        if case let .blockrefs(hit) = cache.lookup(key) { return hit }
+        let ordered = try BlockTree.orderedChildren(
+            try childBlockrefs(bref), parentRange: bref.key...bref.keyEnd, insideIndirect: true)
+        cache.insert(key, .blockrefs(ordered))
+        return ordered
+    }
+
     /// The inode an INODE blockref points to.
     public func inode(_ bref: Blockref) throws -> InodeData {
         guard bref.type == .inode else { throw EngineError.corrupt("expected an inode, found \(describe(bref))") }

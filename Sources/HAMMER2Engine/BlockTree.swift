@@ -22,23 +22,29 @@ public struct BlockTree: Sendable {
         in refs: [Blockref], from first: UInt64, through last: UInt64,
         _ visit: (Blockref) throws -> Bool
     ) throws -> Bool {
-        try walk(refs, first, last, parentRange: 0...UInt64.max, depth: 0, visit)
+        // The top-level array (an inode's blockset) is small and checked here; arrays inside
+        // indirect blocks come ordered and checked from the reader's cache.
+        let ordered = try Self.orderedChildren(refs, parentRange: 0...UInt64.max, insideIndirect: false)
+        return try walkOrdered(ordered, first, last, depth: 0, visit)
     }
 
-    private func walk(
-        _ refs: [Blockref], _ first: UInt64, _ last: UInt64, parentRange: ClosedRange<UInt64>, depth: Int,
-        _ visit: (Blockref) throws -> Bool
+    private func walkOrdered(
+        _ ordered: [Blockref], _ first: UInt64, _ last: UInt64, depth: Int, _ visit: (Blockref) throws -> Bool
     ) throws -> Bool {
         guard depth <= Self.maximumDepth else {
             throw EngineError.corrupt("block tree deeper than \(Self.maximumDepth) levels (loop?)")
         }
-        let sorted = try Self.orderedChildren(refs, parentRange: parentRange, insideIndirect: depth > 0)
-        for bref in sorted where bref.keyEnd >= first && bref.key <= last {
+        // Siblings are disjoint and sorted: skip to the first that can overlap [first, last].
+        var low = 0, high = ordered.count
+        while low < high {
+            let mid = (low + high) / 2
+            if ordered[mid].keyEnd < first { low = mid + 1 } else { high = mid }
+        }
+        for bref in ordered[low...] {
+            if bref.key > last { break }
             if bref.type == .indirect || bref.type == .freemapNode {
-                let children = try reader.childBlockrefs(bref)
-                if try !walk(children, first, last, parentRange: bref.key...bref.keyEnd, depth: depth + 1, visit) {
-                    return false
-                }
+                let children = try reader.orderedChildBlockrefs(bref)
+                if try !walkOrdered(children, first, last, depth: depth + 1, visit) { return false }
             } else if try !visit(bref) {
                 return false
             }
