@@ -15,7 +15,7 @@ enum CachedBlock: Sendable {
     case blockrefs([Blockref])
     case inode(InodeData)
 
-    enum Kind: UInt8 { case physical, logicalData, blockrefs, orderedBlockrefs, inode }
+    enum Kind: UInt8 { case physical, logicalData, blockrefs, orderedBlockrefs, inode, mediaBuffer }
 
     /// Approximate memory held, for the budget.
     var bytes: Int {
@@ -40,6 +40,15 @@ struct BlockCacheKey: Hashable, Sendable {
         methods = bref.methods
         type = bref.type.rawValue
         self.kind = kind.rawValue
+    }
+
+    /// The raw, unverified 64 KiB media buffer at `base` (hammer2_io's unit).
+    init(mediaBufferAt base: UInt64) {
+        dataOffset = base
+        checkWord = 0
+        methods = 0
+        type = 0
+        kind = CachedBlock.Kind.mediaBuffer.rawValue
     }
 }
 

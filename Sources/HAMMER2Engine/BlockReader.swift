@@ -20,7 +20,7 @@ public final class BlockReader: Sendable {
         let bytes = try checkedPhysicalSize(bref)
         guard bytes > 0 else { return [] }
         return try [UInt8](unsafeUninitializedCapacity: bytes) { buffer, count in
-            try readVerified(bref, into: UnsafeMutableRawBufferPointer(buffer))
+            try readVerified(bref, into: UnsafeMutableRawBufferPointer(buffer), buffered: bytes < HAMMER2.physicalBufferSize)
             count = bytes
         }
     }
@@ -28,9 +28,19 @@ public final class BlockReader: Sendable {
     /// Reads the block `bref` points to into `buffer` (exactly its physical size) and
     /// verifies it there, so uncompressed file data can land in a reply without a copy.
     /// On a check failure the buffer holds unverified bytes: callers must discard it.
-    public func readVerified(_ bref: Blockref, into buffer: UnsafeMutableRawBufferPointer) throws {
+    ///
+    /// `buffered` reads small blocks through whole 64 KiB media buffers, as hammer2_io does:
+    /// inodes, names and small indirect blocks sit side by side, so one read serves many
+    /// (listing a 2000-entry directory reads 2000 inodes). The buffers hold raw bytes; every
+    /// block taken from one is still verified against its own blockref.
+    public func readVerified(_ bref: Blockref, into buffer: UnsafeMutableRawBufferPointer, buffered: Bool = false) throws {
         precondition(buffer.count == bref.physicalBytes, "buffer must be the block's physical size")
-        try volumes.read(into: buffer, at: bref.mediaOffset)
+        if buffered, let media = mediaBuffer(at: bref.mediaOffset & ~0xFFFF) {
+            let start = Int(bref.mediaOffset & 0xFFFF)
+            media.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[start..<(start + buffer.count)])) }
+        } else {
+            try volumes.read(into: buffer, at: bref.mediaOffset)
+        }
         switch CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
         case .valid, .unchecked:
             return
@@ -39,6 +49,20 @@ public final class BlockReader: Sendable {
         case let .unknownMethod(code):
             throw EngineError.unknownMethod(bref: bref, what: "check method \(code)")
         }
+    }
+
+    /// The raw 64 KiB media buffer at `base`, from the cache or the device; nil when it
+    /// cannot be read whole (the end of a volume), so the caller reads just its block.
+    private func mediaBuffer(at base: UInt64) -> [UInt8]? {
+        let key = BlockCacheKey(mediaBufferAt: base)
+        if case let .physical(hit) = cache.lookup(key) { return hit }
+        let size = HAMMER2.physicalBufferSize
+        guard let media = try? [UInt8](unsafeUninitializedCapacity: size, initializingWith: { buffer, count in
+            try volumes.read(into: UnsafeMutableRawBufferPointer(buffer), at: base)
+            count = size
+        }) else { return nil }
+        cache.insert(key, .physical(media))
+        return media
     }
 
     /// The physical size of `bref`'s block after checking it is one HAMMER2 can have:
