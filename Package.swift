@@ -4,6 +4,7 @@ import PackageDescription
 // The targets mirror the architecture (docs/architecture.md):
 //   C libraries (CLZ4, CZlib, CXXHash, CFUSE3) -> HAMMER2Format (structures, check codes, no I/O)
 //   -> HAMMER2Codecs (compression) -> HAMMER2Engine (devices, volumes, block reads, trees, namespace)
+//   -> HAMMER2CopyOnWrite (freemap allocation, in-memory changes, flush, newfs, bulkfree)
 //   -> HAMMER2FUSE (the FUSE adapter) and HAMMER2Tools (directive implementations) -> executables.
 let package = Package(
     name: "hammer2-linux",
@@ -11,6 +12,7 @@ let package = Package(
         .executable(name: "hammer2", targets: ["hammer2"]),
         .executable(name: "mount_hammer2", targets: ["mount_hammer2"]),
         .executable(name: "fsck_hammer2", targets: ["fsck_hammer2"]),
+        .executable(name: "newfs_hammer2", targets: ["newfs_hammer2"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -26,23 +28,26 @@ let package = Package(
         ),
         .target(name: "HAMMER2Codecs", dependencies: ["CLZ4", "CZlib"]),
         .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs"]),
-        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2Engine", "CFUSE3"]),
-        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine"]),
+        .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format"]),
+        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3"]),
+        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
         .executableTarget(name: "fsck_hammer2", dependencies: ["HAMMER2Tools"]),
+        .executableTarget(name: "newfs_hammer2", dependencies: ["HAMMER2Tools"]),
         .target(
             name: "HAMMER2TestSupport",
-            dependencies: ["HAMMER2Engine", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", .product(name: "Crypto", package: "swift-crypto")],
             path: "Tests/HAMMER2TestSupport"
         ),
         .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2TestSupport"]),
         .executableTarget(name: "make-test-image", dependencies: ["HAMMER2TestSupport"], path: "Tests/make-test-image"),
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2TestSupport"]),
+        .testTarget(name: "HAMMER2CopyOnWriteTests", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(
             name: "HAMMER2MountTests",
-            dependencies: ["HAMMER2Engine", "HAMMER2TestSupport", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2TestSupport", .product(name: "Crypto", package: "swift-crypto")]
         ),
     ],
     swiftLanguageModes: [.v6]

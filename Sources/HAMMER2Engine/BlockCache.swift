@@ -95,5 +95,32 @@ public final class BlockCache: Sendable {
         }
     }
 
+    /// Drops the raw media buffers covering [offset, offset + count): blocks written there
+    /// make them stale. Decoded blocks are keyed by offset and check code, so a rewrite
+    /// with different contents never matches them.
+    public func invalidateMedia(_ offset: UInt64, count: Int) {
+        guard count > 0 else { return }
+        let first = offset & ~0xFFFF
+        let last = (offset + UInt64(count) - 1) & ~0xFFFF
+        state.withLock { s in
+            var base = first
+            while base <= last {
+                let key = BlockCacheKey(mediaBufferAt: base)
+                if s.young.removeValue(forKey: key) != nil { s.youngBytes -= HAMMER2.physicalBufferSize + 64 }
+                s.old.removeValue(forKey: key)
+                base += 0x10000
+            }
+        }
+    }
+
+    /// Drops everything (after bulkfree, freed offsets can be reused with new contents).
+    public func removeAll() {
+        state.withLock { s in
+            s.young = [:]
+            s.old = [:]
+            s.youngBytes = 0
+        }
+    }
+
     public var statistics: (hits: Int, misses: Int) { state.withLock { ($0.hits, $0.misses) } }
 }

@@ -11,6 +11,18 @@ public protocol BlockDevice: Sendable {
     var size: UInt64 { get }
     /// Fills `buffer` from `offset`; throws on an I/O error or when the device ends first.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws
+    /// Writes `buffer` at `offset`; read-only devices throw EROFS.
+    func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
+    /// Makes every completed write durable (fsync): the flush barrier.
+    func synchronize() throws
+}
+
+extension BlockDevice {
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        throw EngineError.posix(EROFS, "\(name) is opened read-only")
+    }
+
+    public func synchronize() throws {}
 }
 
 extension BlockDevice {
@@ -21,14 +33,15 @@ extension BlockDevice {
     }
 }
 
-/// An image file or block device opened read-only, read with pread(2).
+/// An image file or block device, read with pread(2) and written with pwrite(2).
 public final class FileBlockDevice: BlockDevice {
     public let name: String
     public let size: UInt64
+    public let writable: Bool
     private let fd: Int32
 
-    public init(path: String) throws {
-        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+    public init(path: String, writable: Bool = false) throws {
+        let fd = Glibc.open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC)
         guard fd >= 0 else { throw EngineError.io(errno: Glibc.errno, what: "open \(path)") }
         var st = stat()
         guard fstat(fd, &st) == 0 else {
@@ -48,6 +61,7 @@ public final class FileBlockDevice: BlockDevice {
         self.fd = fd
         self.name = path
         self.size = size
+        self.writable = writable
     }
 
     deinit { Glibc.close(fd) }
@@ -63,5 +77,26 @@ public final class FileBlockDevice: BlockDevice {
             if n == 0 { throw EngineError.shortRead(device: name, offset: offset, wanted: buffer.count, got: done) }
             done += n
         }
+    }
+
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        guard writable else { throw EngineError.posix(EROFS, "\(name) is opened read-only") }
+        guard offset + UInt64(buffer.count) <= size else {
+            throw EngineError.posix(ENOSPC, "write of \(buffer.count) bytes at \(offset) past the end of \(name)")
+        }
+        var done = 0
+        while done < buffer.count {
+            let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            if n < 0 {
+                if Glibc.errno == EINTR { continue }
+                throw EngineError.io(errno: Glibc.errno, what: "write \(name) at offset \(offset + UInt64(done))")
+            }
+            done += n
+        }
+    }
+
+    public func synchronize() throws {
+        guard writable else { return }
+        guard fsync(fd) == 0 else { throw EngineError.io(errno: Glibc.errno, what: "fsync \(name)") }
     }
 }

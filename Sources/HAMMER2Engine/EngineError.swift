@@ -27,6 +27,8 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case isDirectory
     case notSymlink
     case invalidArgument(String)
+    /// A POSIX error for the caller (EEXIST, ENOTEMPTY, ENOSPC, EROFS, ...) with context.
+    case posix(Int32, String)
 
     public var description: String {
         switch self {
@@ -48,6 +50,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .isDirectory: return "is a directory"
         case .notSymlink: return "not a symbolic link"
         case let .invalidArgument(what): return what
+        case let .posix(code, what): return "\(what): \(String(cString: strerror(code)))"
         }
     }
 
@@ -58,6 +61,7 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .notDirectory: return ENOTDIR
         case .isDirectory: return EISDIR
         case .notSymlink, .invalidArgument: return EINVAL
+        case let .posix(code, _): return code
         case .io, .shortRead, .checkFailed, .unknownMethod, .decompressionFailed, .corrupt,
              .noValidVolumeHeader, .badVolumeSet:
             return EIO

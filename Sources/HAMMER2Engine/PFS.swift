@@ -16,6 +16,13 @@ public struct DirectoryEntry: Hashable, Sendable {
     /// The entry's directory hash key (with bit 63 set).
     public var key: UInt64
 
+    public init(name: [UInt8], inum: UInt64, type: ObjectType, key: UInt64) {
+        self.name = name
+        self.inum = inum
+        self.type = type
+        self.key = key
+    }
+
     /// The readdir cookie that resumes after this entry.
     public var nextCookie: UInt64 { (key & HAMMER2.dirhashUserMask) + 1 }
 }
@@ -40,7 +47,7 @@ public final class PFS: Sendable {
     /// The inode number of every PFS root directory.
     public static let rootInodeNumber: UInt64 = 1
 
-    init(name: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
+    public init(name: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
         self.name = name
         self.reader = reader
         self.tree = BlockTree(reader: reader)

@@ -5,6 +5,7 @@
 // volu_loff[i] is where volume i starts in the one logical address space that data_off
 // values use. Single-volume filesystems of version 1 leave volu_loff zeroed.
 
+import Glibc
 import HAMMER2Format
 
 /// What was found in one header slot of one device.
@@ -129,8 +130,8 @@ public final class VolumeSet: Sendable {
         volumes = result
     }
 
-    public convenience init(paths: [String]) throws {
-        try self.init(devices: paths.map { try FileBlockDevice(path: $0) })
+    public convenience init(paths: [String], writable: Bool = false) throws {
+        try self.init(devices: paths.map { try FileBlockDevice(path: $0, writable: writable) })
     }
 
     /// Total logical size of the filesystem.
@@ -147,5 +148,31 @@ public final class VolumeSet: Sendable {
             return
         }
         throw EngineError.corrupt("media offset 0x\(String(offset, radix: 16)) is beyond the end of the volume set")
+    }
+
+    /// Writes `buffer` at logical media offset `offset` (inside one volume).
+    public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        for volume in volumes where offset >= volume.logicalOffset && offset - volume.logicalOffset < volume.size {
+            let local = offset - volume.logicalOffset
+            guard local + UInt64(buffer.count) <= volume.size else {
+                throw EngineError.posix(ENOSPC, "write at 0x\(String(offset, radix: 16)) crosses the end of \(volume.device.name)")
+            }
+            try volume.device.write(buffer, at: local)
+            return
+        }
+        throw EngineError.posix(ENOSPC, "media offset 0x\(String(offset, radix: 16)) is beyond the end of the volume set")
+    }
+
+    /// Writes one encoded volume header into header slot `index` of the root volume.
+    public func writeHeader(_ bytes: [UInt8], slot index: Int) throws {
+        let device = volumes[0].device
+        let offsets = VolumeHeader.copyOffsets(deviceSize: volumes[0].size)
+        precondition(index < offsets.count, "header slot \(index) does not fit the volume")
+        try bytes.withUnsafeBytes { try device.write($0, at: offsets[index]) }
+    }
+
+    /// The flush barrier: every device's completed writes are durable.
+    public func synchronize() throws {
+        for volume in volumes { try volume.device.synchronize() }
     }
 }

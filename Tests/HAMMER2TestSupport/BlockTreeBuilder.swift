@@ -16,46 +16,6 @@
 
 import HAMMER2Format
 
-/// embed.stats and leaf_count of a parent, accumulated from its children exactly as
-/// hammer2_base_insert does.
-struct SubtreeStatistics {
-    var dataCount: UInt64 = 0
-    var inodeCount: UInt64 = 0
-    var leafCount = 0
-
-    /// HAMMER2_BLOCKREF_LEAF_MAX: leaf_count saturates here.
-    static let leafCountMaximum = 65_535
-
-    init(children: [Blockref]) {
-        for child in children { add(child) }
-    }
-
-    mutating func add(_ child: Blockref) {
-        dataCount += UInt64(child.physicalBytes)
-        switch child.type {
-        case .inode:
-            inodeCount += 1 + child.statsInodeCount
-            dataCount += child.statsDataCount
-            leafCount += 1
-        case .data, .dirent:
-            leafCount += 1
-        case .indirect:
-            dataCount += child.statsDataCount
-            inodeCount += child.statsInodeCount
-            leafCount += Int(child.leafCount)
-        default:
-            break
-        }
-    }
-
-    /// Stores the statistics into a parent blockref (INODE or INDIRECT).
-    func apply(to bref: inout Blockref) {
-        bref.embed0 = dataCount
-        bref.embed1 = inodeCount
-        bref.leafCount = UInt16(min(leafCount, Self.leafCountMaximum))
-    }
-}
-
 struct BlockTreeBuilder {
     /// Entries of a 64 KiB indirect block (HAMMER2_IND_COUNT_MAX).
     static let indirectCapacity = 512

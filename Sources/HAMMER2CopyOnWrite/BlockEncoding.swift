@@ -1,0 +1,81 @@
+// How one logical data block is stored (hammer2_write_file_core and
+// hammer2_compress_and_write), and the sink that allocates and writes new blocks.
+
+import Glibc
+import HAMMER2Codecs
+import HAMMER2Engine
+import HAMMER2Format
+
+enum DataBlockEncoding {
+    /// The stored form of a data block: nil for a hole (an all-zero block that the inode's
+    /// methods let become one), else the physical bytes and the methods byte.
+    static func encode(_ logical: UnsafeRawBufferPointer, compAlgo: UInt8, check: CheckMethod,
+                       heuristic: inout Int) -> (bytes: [UInt8], methods: UInt8)? {
+        let algorithm = CompressionMethod(rawValue: compAlgo & 0x0F)
+        let level = Int(compAlgo >> 4)
+        if algorithm != .none && check != .none && isAllZero(logical) { return nil }
+        if algorithm == .lz4 || algorithm == .zlib, heuristic < 8 || heuristic & 7 == 0 {
+            let compressed = algorithm == .lz4 ? Compressor.lz4(logical) : Compressor.zlib(logical, level: level)
+            if var stored = compressed {
+                heuristic = 0
+                var bytes = 1024
+                while bytes < stored.count { bytes *= 2 }
+                stored += [UInt8](repeating: 0, count: bytes - stored.count)
+                return (stored, Blockref.methods(check: check, compression: algorithm))
+            }
+            heuristic += 1
+            if heuristic > 128 { heuristic = 8 }
+        }
+        return (Array(logical), Blockref.methods(check: check, compression: .none))
+    }
+
+    private static let zeros = [UInt8](repeating: 0, count: HAMMER2.physicalBufferSize)
+
+    static func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        zeros.withUnsafeBytes { memcmp(bytes.baseAddress!, $0.baseAddress!, bytes.count) == 0 }
+    }
+
+    /// hammer2_calc_physical: bytes stored for the block at `offset` of a file of `size`.
+    static func physicalBytes(fileSize size: UInt64, blockOffset offset: UInt64) -> Int {
+        if offset + logicalBlockBytes <= size { return Int(logicalBlockBytes) }
+        var bytes = 1024
+        while UInt64(bytes) < size - offset { bytes *= 2 }
+        return bytes
+    }
+}
+
+/// Allocates new blocks from the freemap and writes them, merging neighbours into large
+/// writes (data blocks of one file are allocated one after the other).
+final class FlushSink: BlockSink {
+    let fs: MutableFilesystem
+    private var pendingOffset: UInt64 = 0
+    private var pending: [UInt8] = []
+    static let maximumWrite = 4 << 20
+
+    init(fs: MutableFilesystem) {
+        self.fs = fs
+        pending.reserveCapacity(Self.maximumWrite)
+    }
+
+    func writeNewBlock(_ bytes: [UInt8], type: BlockrefType) throws -> UInt64 {
+        let offset = try fs.allocator.allocate(bytes.count, type: type)
+        try write(bytes, at: offset)
+        return Blockref.dataOffset(offset, radix: bytes.count.trailingZeroBitCount)
+    }
+
+    func write(_ bytes: [UInt8], at offset: UInt64) throws {
+        if !pending.isEmpty && (pendingOffset + UInt64(pending.count) != offset || pending.count >= Self.maximumWrite) {
+            try drain()
+        }
+        if pending.isEmpty { pendingOffset = offset }
+        pending += bytes
+    }
+
+    /// Writes whatever is buffered.
+    func drain() throws {
+        guard !pending.isEmpty else { return }
+        fs.reader.cache.invalidateMedia(pendingOffset, count: pending.count)
+        try pending.withUnsafeBytes { try fs.volumes.write($0, at: pendingOffset) }
+        pending.removeAll(keepingCapacity: true)
+    }
+}

@@ -1,0 +1,95 @@
+// Directory entries in memory over the last flushed directory tree: lookup, listing in
+// hash order, and DragonFly's choice of a new entry's key (hammer2_xop_scanlhc).
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+extension MountedPFS {
+    /// The entry `name` in `dir`, from the changes since the last flush or from disk.
+    func findEntry(_ dir: Node, _ name: [UInt8]) throws -> DirectoryEntry? {
+        guard dir.isDirectory else { throw EngineError.notDirectory }
+        guard !name.isEmpty, name.count < HAMMER2.inodeMaxName else { return nil }
+        let hash = DirectoryHash.key(for: name)
+        for (key, change) in dir.entryChanges where key >= hash && key <= hash | HAMMER2.dirhashLowMask {
+            if let entry = change, entry.name == name { return entry }
+        }
+        guard dir.flushedBref != nil else { return nil }
+        do {
+            let found = try disk.lookup(in: dir.flushedInode, name: name)
+            if dir.entryChanges[found.key] != nil { return nil }  // removed or replaced since
+            return found
+        } catch EngineError.notFound {
+            return nil
+        }
+    }
+
+    /// Visits the entries of `dir` in key order from readdir cookie `cookie`.
+    func listEntries(_ dir: Node, from cookie: UInt64, _ visit: (DirectoryEntry) throws -> Bool) throws {
+        guard dir.isDirectory else { throw EngineError.notDirectory }
+        let first = HAMMER2.dirhashVisible | (cookie & HAMMER2.dirhashUserMask)
+        let added = dir.entryChanges.compactMap { $0.value }.filter { $0.key >= first }.sorted { $0.key < $1.key }
+        var next = 0
+        var stopped = false
+        if dir.flushedBref != nil {
+            try disk.readDirectory(dir.flushedInode, from: cookie) { entry in
+                while next < added.count && added[next].key < entry.key {
+                    guard try visit(added[next]) else { stopped = true; return false }
+                    next += 1
+                }
+                if dir.entryChanges[entry.key] != nil { return true }
+                guard try visit(entry) else { stopped = true; return false }
+                return true
+            }
+        }
+        guard !stopped else { return }
+        while next < added.count {
+            guard try visit(added[next]) else { return }
+            next += 1
+        }
+    }
+
+    func isEmptyDirectory(_ dir: Node) throws -> Bool {
+        var empty = true
+        try listEntries(dir, from: 0) { _ in empty = false; return false }
+        return empty
+    }
+
+    /// The key a new entry `name` gets: scanning the keys in use from the name's hash
+    /// upward, the first gap, or the key after a contiguous run (so a lone name gets
+    /// hash + 1), as hammer2_xop_scanlhc and hammer2_inode_create_normal choose it.
+    func newEntryKey(_ dir: Node, _ name: [UInt8]) throws -> UInt64 {
+        let hash = DirectoryHash.key(for: name)
+        let last = hash | HAMMER2.dirhashLowMask
+        var used = Set<UInt64>()
+        if dir.flushedBref != nil, case let .blockset(refs) = dir.flushedContent {
+            try BlockTree(reader: reader).forEachLeaf(in: refs, from: hash, through: last) { bref in
+                if bref.type == .dirent || bref.type == .inode { used.insert(bref.key) }
+                return true
+            }
+        }
+        for (key, change) in dir.entryChanges where key >= hash && key <= last {
+            if change == nil { used.remove(key) } else { used.insert(key) }
+        }
+        var key = hash
+        var foundGap = false
+        for existing in used.sorted() where existing >= hash {
+            if existing != key { foundGap = true; break }
+            key += 1
+        }
+        if !foundGap { key += 1 }
+        guard key <= last, !used.contains(key) else {
+            throw EngineError.posix(ENOSPC, "directory hash collision space for this name is exhausted")
+        }
+        return key
+    }
+
+    func addEntry(_ dir: Node, name: [UInt8], inum: UInt64, type: ObjectType) throws {
+        let key = try newEntryKey(dir, name)
+        dir.entryChanges[key] = .some(DirectoryEntry(name: name, inum: inum, type: type, key: key))
+    }
+
+    func removeEntry(_ dir: Node, _ entry: DirectoryEntry) {
+        dir.entryChanges.updateValue(nil, forKey: entry.key)
+    }
+}

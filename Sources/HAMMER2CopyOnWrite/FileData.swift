@@ -1,0 +1,126 @@
+// File data in memory: 64 KiB logical blocks (hammer2_calc_logical: always 64 KiB) changed
+// since the last flush, over the blocks the last flush left on disk. A truncation marks the
+// on-disk data past the new end dead until the flush removes it.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+let logicalBlockBytes = UInt64(HAMMER2.physicalBufferSize)
+
+/// What a read needs, gathered under the lock and executed without it.
+struct ReadPlan {
+    enum Piece {
+        case bytes([UInt8])
+        case disk(offset: UInt64, count: Int)
+        case zeros(Int)
+    }
+
+    var pieces: [Piece] = []
+    var inode: InodeData
+
+    func execute(pfs: MountedPFS) throws -> [UInt8] {
+        var out: [UInt8] = []
+        for piece in pieces {
+            switch piece {
+            case let .bytes(bytes): out += bytes
+            case let .zeros(count): out += [UInt8](repeating: 0, count: count)
+            case let .disk(offset, count):
+                var data = try pfs.disk.read(inode, offset: offset, count: count)
+                if data.count < count { data += [UInt8](repeating: 0, count: count - data.count) }
+                out += data
+            }
+        }
+        return out
+    }
+}
+
+extension MountedPFS {
+    func readPlan(_ node: Node, offset: UInt64, count: Int) throws -> ReadPlan {
+        guard !node.isDirectory else { throw EngineError.isDirectory }
+        var plan = ReadPlan(inode: node.flushedInode)
+        let size = node.meta.size
+        guard offset < size, count > 0 else { return plan }
+        let end = offset + min(UInt64(count), size - offset)
+        let diskEnd = min(node.flushedSize, node.diskLimit)
+        var position = offset
+        while position < end {
+            let index = position / logicalBlockBytes
+            let blockStart = index * logicalBlockBytes
+            let blockEnd = min(blockStart + logicalBlockBytes, end)
+            if let block = node.dirtyBlocks[index] {
+                plan.pieces.append(.bytes(Array(block[Int(position - blockStart)..<Int(blockEnd - blockStart)])))
+                position = blockEnd
+                continue
+            }
+            // A run of clean blocks: one disk read, then zeros past what the disk holds.
+            var runEnd = blockEnd
+            while runEnd < end, node.dirtyBlocks[runEnd / logicalBlockBytes] == nil {
+                runEnd = min(runEnd + logicalBlockBytes, end)
+            }
+            let diskPart = position < diskEnd ? min(runEnd, diskEnd) : position
+            if diskPart > position { plan.pieces.append(.disk(offset: position, count: Int(diskPart - position))) }
+            if runEnd > diskPart { plan.pieces.append(.zeros(Int(runEnd - diskPart))) }
+            position = runEnd
+        }
+        return plan
+    }
+
+    /// The current content of logical block `index`, 64 KiB, zero past the file's data.
+    func loadBlock(_ node: Node, _ index: UInt64) throws -> [UInt8] {
+        if let block = node.dirtyBlocks[index] { return block }
+        let start = index * logicalBlockBytes
+        let diskEnd = min(node.flushedSize, node.diskLimit)
+        var block = [UInt8](repeating: 0, count: Int(logicalBlockBytes))
+        if start < diskEnd {
+            let data = try disk.read(node.flushedInode, offset: start, count: Int(min(logicalBlockBytes, diskEnd - start)))
+            block.replaceSubrange(0..<data.count, with: data)
+        }
+        return block
+    }
+
+    func writeData(_ node: Node, at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
+        var position = offset
+        var source = 0
+        let end = offset + UInt64(bytes.count)
+        while position < end {
+            let index = position / logicalBlockBytes
+            let blockStart = index * logicalBlockBytes
+            let blockEnd = min(blockStart + logicalBlockBytes, end)
+            var block: [UInt8]
+            if position == blockStart && blockEnd - blockStart == logicalBlockBytes {
+                block = [UInt8](repeating: 0, count: Int(logicalBlockBytes))  // whole block: no read
+            } else {
+                block = try loadBlock(node, index)
+            }
+            let count = Int(blockEnd - position)
+            block.withUnsafeMutableBytes { dst in
+                (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: bytes.baseAddress! + source, byteCount: count)
+            }
+            node.dirtyBlocks[index] = block
+            source += count
+            position = blockEnd
+        }
+        if end > node.meta.size { node.meta.size = end }
+        node.dirty = true
+    }
+
+    /// hammer2_truncate_file / hammer2_extend_file.
+    func truncate(_ node: Node, to size: UInt64) throws {
+        if size < node.meta.size {
+            if size % logicalBlockBytes != 0 {
+                // The block holding the new end keeps its head; its tail reads as zeros.
+                let index = size / logicalBlockBytes
+                var block = try loadBlock(node, index)
+                let keep = Int(size % logicalBlockBytes)
+                block.withUnsafeMutableBytes { ($0.baseAddress! + keep).initializeMemory(as: UInt8.self, repeating: 0, count: $0.count - keep) }
+                node.dirtyBlocks[index] = block
+            }
+            let firstDead = (size + logicalBlockBytes - 1) / logicalBlockBytes
+            for index in node.dirtyBlocks.keys where index >= firstDead { node.dirtyBlocks.removeValue(forKey: index) }
+            node.diskLimit = min(node.diskLimit, size)
+        }
+        node.meta.size = size
+        node.dirty = true
+    }
+}

@@ -1,0 +1,285 @@
+// The flush (hammer2_flush.c): writes everything changed since the last flush to new
+// places, bottom-up — file data, directory entries, inodes into the PFS's inode index, the
+// PFS root, the super-root, the freemap — waits for it to be durable, then writes the next
+// volume header in rotation. Until that header is written the previous state is what a
+// mount sees; a crash at any point leaves it intact. In-memory state is committed only
+// after the header is written, so a failed flush can simply be retried.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+extension MutableFilesystem {
+    /// Flushes if anything changed (sync, fsync, unmount, the periodic timer).
+    public func flush() throws {
+        try withLock { try flushLocked() }
+    }
+
+    func flushLocked() throws {
+        guard !readOnly else { return }
+        guard superRoot.hasChanges || mounted.values.contains(where: { $0.hasChanges }) else { return }
+        let savedAllocator = allocator
+        do {
+            try flushAll()
+        } catch {
+            allocator = savedAllocator
+            throw error
+        }
+    }
+
+    private func flushAll() throws {
+        let tid = header.mirrorTID + 1
+        let sink = FlushSink(fs: self)
+        var commits: [() -> Void] = []
+        var superRootEdit = TreeEdit()
+        for pfs in mounted.values where pfs.hasChanges {
+            let rootBref = try flushPFS(pfs, tid: tid, sink: sink, commits: &commits)
+            superRootEdit.puts.append(rootBref)
+        }
+        // The super-root inode: its blockset holds the PFS roots.
+        let superMethods = superRootBref.methods
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: superMethods)
+        let superBlockset = try editor.apply(superRootEdit, to: superRoot.flushedContent.blockset)
+        let superInode = InodeData(meta: superRoot.meta, filename: superRoot.filename, content: .blockset(superBlockset))
+        var newSuperRootBref = try writeInode(superInode, key: 0, methods: superMethods, tid: tid, sink: sink)
+        newSuperRootBref.copyid = superRootBref.copyid
+        newSuperRootBref.vradix = superRootBref.vradix
+        newSuperRootBref.flags = superRootBref.flags
+
+        let freemap = try allocator.flush(tid: tid) { offset, bytes in try sink.write(bytes, at: offset) }
+        try sink.drain()
+        try volumes.synchronize()
+
+        var newHeader = header
+        newHeader.mirrorTID = tid
+        newHeader.freemapTID = tid
+        newHeader.allocatorFree = allocator.freeBytes
+        newHeader.superRootBlockset = padded([newSuperRootBref])
+        newHeader.freemapBlockset = padded(freemap)
+        let slot = nextHeaderSlot()
+        try volumes.writeHeader(newHeader.encoded(), slot: slot)
+        try volumes.synchronize()
+
+        header = newHeader
+        headerSlot = slot
+        superRootBref = newSuperRootBref
+        superRoot.flushedBref = newSuperRootBref
+        superRoot.flushedContent = .blockset(superBlockset)
+        superRoot.dirty = false
+        for commit in commits { commit() }
+        for pfs in mounted.values { pfs.dropCleanNodes() }
+        flushCount += 1
+    }
+
+    /// hammer2_flush's header choice: the next copy that lies inside the volume.
+    private func nextHeaderSlot() -> Int {
+        let copies = VolumeHeader.copyOffsets(deviceSize: volumes.volumes[0].size)
+        var next = headerSlot + 1
+        if next >= HAMMER2.volumeHeaderCount || next >= copies.count
+            || UInt64(next) * HAMMER2.zoneBytes + (4 << 20) > header.volumeSize {
+            next = 0
+        }
+        return next
+    }
+
+    private func padded(_ refs: [Blockref]) -> [Blockref] {
+        refs + [Blockref](repeating: .empty, count: max(0, HAMMER2.blocksetCount - refs.count))
+    }
+
+    /// Writes one PFS and returns its root inode's new blockref for the super-root.
+    private func flushPFS(_ pfs: MountedPFS, tid: UInt64, sink: FlushSink, commits: inout [() -> Void]) throws -> Blockref {
+        var indexEdit = TreeEdit()
+        for inum in pfs.nodes.keys.sorted() where inum != PFS.rootInodeNumber {
+            let node = pfs.nodes[inum]!
+            guard node.hasChanges else { continue }
+            if node.meta.nlinks == 0 {
+                // Unlinked: out of the index. An open file keeps reading its old blocks.
+                if node.flushedBref != nil { indexEdit.removals.append(inum...inum) }
+                commits.append { [unowned pfs] in
+                    node.flushedBref = nil
+                    node.dirty = false
+                    node.entryChanges = [:]
+                    if node.openCount == 0 { pfs.nodes.removeValue(forKey: inum) }
+                }
+                continue
+            }
+            let methods = Self.inodeMethods(node)
+            let (content, meta) = try flushContent(node, pfs: pfs, methods: methods, tid: tid, sink: sink, commits: &commits)
+            let bref = try writeInode(InodeData(meta: meta, filename: node.filename, content: content),
+                                      key: inum, methods: methods, tid: tid, sink: sink)
+            indexEdit.puts.append(bref)
+            commits.append { node.flushedBref = bref }
+        }
+        // The root: its own directory entries and the inode index share its tree.
+        let root = pfs.root
+        var rootEdit = try direntEdit(root, methods: pfs.rootBref.methods, tid: tid, sink: sink)
+        rootEdit.puts += indexEdit.puts
+        rootEdit.removals += indexEdit.removals
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: pfs.rootBref.methods)
+        let blockset = try editor.apply(rootEdit, to: root.flushedContent.blockset)
+        var meta = root.meta
+        meta.pfsInum = max(meta.pfsInum, pfs.nextInodeNumber)
+        let inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset))
+        var bref = try writeInode(inode, key: pfs.rootBref.key, methods: pfs.rootBref.methods, tid: tid, sink: sink)
+        bref.flags = pfs.rootBref.flags
+        bref.copyid = pfs.rootBref.copyid
+        bref.vradix = pfs.rootBref.vradix
+        let newRoot = bref
+        commits.append { [unowned pfs, reader] in
+            root.meta = meta
+            root.flushedContent = .blockset(blockset)
+            root.flushedBref = newRoot
+            root.dirty = false
+            root.entryChanges = [:]
+            pfs.rootBref = newRoot
+            pfs.disk = PFS(name: pfs.label, reader: reader, rootBref: newRoot, root: inode)
+        }
+        return bref
+    }
+
+    /// hammer2_xop_inode_create_det: an inode's blockref takes its (inherited) comp and
+    /// check algorithms; non-data blockrefs never go without a check code.
+    static func inodeMethods(_ node: Node) -> UInt8 {
+        let check = node.meta.checkAlgorithm == .none ? CheckMethod.xxhash64 : node.meta.checkAlgorithm
+        return Blockref.methods(check: check, compression: node.meta.compressionAlgorithm)
+    }
+
+    /// Writes a node's data blocks or directory entries and returns its new content and
+    /// the metadata to store with it.
+    private func flushContent(_ node: Node, pfs: MountedPFS, methods: UInt8, tid: UInt64, sink: FlushSink,
+                              commits: inout [() -> Void]) throws -> (InodeContent, InodeMeta) {
+        var meta = node.meta
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: methods)
+        switch node.type {
+        case .directory:
+            let edit = try direntEdit(node, methods: methods, tid: tid, sink: sink)
+            let blockset = try editor.apply(edit, to: node.flushedContent.blockset)
+            commits.append {
+                node.flushedContent = .blockset(blockset)
+                node.entryChanges = [:]
+                node.dirty = false
+            }
+            return (.blockset(blockset), meta)
+        case .regularFile, .softlink:
+            let size = meta.size
+            let content: InodeContent
+            if case .embedded = node.flushedContent, size <= UInt64(HAMMER2.embeddedBytes) {
+                // DIRECTDATA: up to 512 bytes live in the inode, uncompressed.
+                var bytes = [UInt8](repeating: 0, count: HAMMER2.embeddedBytes)
+                if size > 0 {
+                    let block = try pfs.loadBlock(node, 0)
+                    bytes.replaceSubrange(0..<Int(size), with: block[0..<Int(size)])
+                }
+                meta.opFlags |= InodeMeta.opFlagDirectData
+                content = .embedded(bytes)
+            } else {
+                meta.opFlags &= ~InodeMeta.opFlagDirectData
+                content = .blockset(try flushFileBlocks(node, pfs: pfs, editor: editor, tid: tid, sink: sink))
+            }
+            let heuristic = node.compressionHeuristic
+            commits.append {
+                node.flushedContent = content
+                node.flushedSize = size
+                node.diskLimit = .max
+                node.dirtyBlocks = [:]
+                node.dirty = false
+                node.compressionHeuristic = heuristic
+            }
+            return (content, meta)
+        default:
+            commits.append { node.dirty = false }
+            return (node.flushedContent, meta)
+        }
+    }
+
+    private func flushFileBlocks(_ node: Node, pfs: MountedPFS, editor: TreeEditor, tid: UInt64,
+                                 sink: FlushSink) throws -> [Blockref] {
+        let size = node.meta.size
+        var edit = TreeEdit()
+        var blocks = node.dirtyBlocks
+        var base: [Blockref] = []
+        switch node.flushedContent {
+        case .embedded:
+            // Leaving DIRECTDATA: the embedded bytes become block 0 (hammer2_extend_file).
+            if blocks[0] == nil, min(node.flushedSize, node.diskLimit) > 0 { blocks[0] = try pfs.loadBlock(node, 0) }
+        case let .blockset(refs):
+            base = refs
+        }
+        let diskEnd = min(node.flushedSize, node.diskLimit)
+        if node.diskLimit < node.flushedSize || size < node.flushedSize {
+            // Blocks past the (earlier) truncation point are dead.
+            let firstDead = (min(diskEnd, size) + logicalBlockBytes - 1) / logicalBlockBytes * logicalBlockBytes
+            edit.removals.append(firstDead...UInt64.max)
+        }
+        var heuristic = node.compressionHeuristic
+        let check = node.meta.checkAlgorithm
+        for index in blocks.keys.sorted() {
+            let offset = index * logicalBlockBytes
+            guard offset < size else { continue }
+            let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: offset)
+            let block = blocks[index]!
+            let encoded = block.withUnsafeBytes {
+                DataBlockEncoding.encode(UnsafeRawBufferPointer(rebasing: $0[0..<physical]), compAlgo: node.meta.compAlgo,
+                                         check: check, heuristic: &heuristic)
+            }
+            guard let (bytes, methods) = encoded else {
+                edit.removals.append(offset...(offset + logicalBlockBytes - 1))  // all zeros: a hole
+                continue
+            }
+            var bref = Blockref.empty
+            bref.type = .data
+            bref.methods = methods
+            bref.key = offset
+            bref.keybits = UInt8(HAMMER2.allocationMaxRadix)
+            bref.mirrorTID = tid
+            bref.modifyTID = tid
+            bref.dataOffset = try sink.writeNewBlock(bytes, type: .data)
+            if check != .none { bref.setCheck(over: bytes) }
+            edit.puts.append(bref)
+        }
+        node.compressionHeuristic = heuristic
+        return try editor.apply(edit, to: base)
+    }
+
+    /// The tree edit for a directory's entry changes (long names get a 1 KiB block).
+    private func direntEdit(_ dir: Node, methods: UInt8, tid: UInt64, sink: FlushSink) throws -> TreeEdit {
+            var edit = TreeEdit()
+            for (key, change) in dir.entryChanges.sorted(by: { $0.key < $1.key }) {
+                guard let entry = change else {
+                    edit.removals.append(key...key)
+                    continue
+                }
+                var bref = Blockref.empty
+                bref.type = .dirent
+                bref.methods = methods
+                bref.key = key
+                bref.mirrorTID = tid
+                bref.modifyTID = tid
+                (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: entry.inum, nameLength: entry.name.count, type: entry.type)
+                if entry.name.count <= 64 {
+                    bref.check = CheckArea(bytes: entry.name)
+                } else {
+                    let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
+                    bref.dataOffset = try sink.writeNewBlock(block, type: .dirent)
+                    bref.setCheck(over: block)
+                }
+                edit.puts.append(bref)
+            }
+            return edit
+    }
+
+    /// Writes one 1 KiB inode block and returns its blockref (statistics from its tree).
+    private func writeInode(_ inode: InodeData, key: UInt64, methods: UInt8, tid: UInt64, sink: FlushSink) throws -> Blockref {
+        let bytes = inode.encoded()
+        var bref = Blockref.empty
+        bref.type = .inode
+        bref.methods = methods
+        bref.key = key
+        bref.mirrorTID = tid
+        bref.modifyTID = tid
+        bref.dataOffset = try sink.writeNewBlock(bytes, type: .inode)
+        bref.setCheck(over: bytes)
+        if case let .blockset(refs) = inode.content { SubtreeStatistics(children: refs).apply(to: &bref) }
+        return bref
+    }
+}

@@ -1,0 +1,234 @@
+// A HAMMER2 filesystem opened for writing: the last flushed state on disk plus the changes
+// made in memory since, which the next flush writes copy-on-write.
+//
+// Every operation takes one lock (`withLock`). Reads of clean file data drop it before
+// touching the disk: blocks reachable from the last flush are never overwritten while the
+// filesystem is open (nothing is freed except by bulkfree, which holds the lock), and every
+// block read is verified against its check code anyway.
+
+import Glibc
+import Foundation
+import HAMMER2Engine
+import HAMMER2Format
+
+public final class MutableFilesystem: @unchecked Sendable {
+    public let volumes: VolumeSet
+    public let reader: BlockReader
+    public let readOnly: Bool
+    private let lock = NSRecursiveLock()
+
+    // Protected by `lock`.
+    var header: VolumeHeader
+    var headerSlot: Int
+    var allocator: FreemapAllocator
+    var superRoot: Node
+    var superRootBref: Blockref
+    var mounted: [String: MountedPFS] = [:]
+    /// Dirty file data held in memory; a flush starts when it passes `dirtyLimit`.
+    public var dirtyLimit = 256 << 20
+    /// Called with a description when a background flush fails (the FUSE adapter logs it).
+    public var flushFailureHandler: (@Sendable (String) -> Void)?
+    var flushCount = 0
+
+    /// Opens the filesystem on `paths` (one device, or the devices of a volume set).
+    public convenience init(paths: [String], writable: Bool, cacheBytes: Int = 64 << 20) throws {
+        let volumes = try VolumeSet(paths: paths, writable: writable)
+        if writable && volumes.volumes.count > 1 {
+            throw EngineError.posix(EOPNOTSUPP, "writing multi-volume HAMMER2 filesystems is not supported yet; mount read-only")
+        }
+        try self.init(volumes: volumes, readOnly: !writable, cacheBytes: cacheBytes)
+    }
+
+    public init(volumes: VolumeSet, readOnly: Bool, cacheBytes: Int = 64 << 20) throws {
+        self.volumes = volumes
+        self.readOnly = readOnly
+        self.reader = BlockReader(volumes: volumes, cacheBytes: cacheBytes)
+        self.header = volumes.header
+        self.headerSlot = volumes.volumes[0].headerIndex
+        self.allocator = try FreemapAllocator(header: volumes.header, volumeSize: volumes.totalSize, reader: reader)
+        let (bref, inode) = try reader.superRoot()
+        guard inode.meta.type == .directory else {
+            throw EngineError.corrupt("super-root inode is a \(inode.meta.type), not a directory")
+        }
+        superRootBref = bref
+        superRoot = Node(inum: 0, meta: inode.meta, filename: inode.filename, content: inode.content, bref: bref)
+        if !readOnly, let problem = Self.unsupportedForWriting(volumes.header) {
+            throw EngineError.posix(EROFS, problem)
+        }
+    }
+
+    /// Volumes this implementation must not write to (it would damage them).
+    static func unsupportedForWriting(_ header: VolumeHeader) -> String? {
+        if header.version > HAMMER2.volumeVersionWIP {
+            return "volume version \(header.version) is newer than this implementation writes"
+        }
+        return nil
+    }
+
+    /// Runs `body` with the filesystem lock held.
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
+    // MARK: PFSes
+
+    /// The PFS roots under the super-root, by label, as last flushed or changed since.
+    func pfsRootBrefs() throws -> [(label: String, bref: Blockref)] {
+        var result: [(String, Blockref)] = []
+        try BlockTree(reader: reader).forEachLeaf(in: superRoot.flushedContent.blockset, from: 0, through: .max) { bref in
+            guard bref.type == .inode else { return true }
+            let inode = try reader.inode(bref)
+            result.append((String(decoding: inode.filename, as: UTF8.self), bref))
+            return true
+        }
+        return result
+    }
+
+    /// Opens the PFS labelled `label` for use (mounting it).
+    public func openPFS(_ label: String) throws -> PFSHandle {
+        try withLock {
+            if let pfs = mounted[label] { return PFSHandle(fs: self, pfs: pfs) }
+            let name = Array(label.utf8)
+            let hash = DirectoryHash.key(for: name)
+            var match: (Blockref, InodeData)?
+            try BlockTree(reader: reader).forEachLeaf(
+                in: superRoot.flushedContent.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask
+            ) { bref in
+                guard bref.type == .inode else { return true }
+                let inode = try reader.inode(bref)
+                if inode.filename == name { match = (bref, inode); return false }
+                return true
+            }
+            guard let (bref, inode) = match else {
+                throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
+            }
+            guard inode.meta.type == .directory else {
+                throw EngineError.corrupt("PFS \(label) root is a \(inode.meta.type), not a directory")
+            }
+            let pfs = MountedPFS(label: label, reader: reader, rootBref: bref, root: inode)
+            mounted[label] = pfs
+            return PFSHandle(fs: self, pfs: pfs)
+        }
+    }
+
+    // MARK: Space
+
+    /// Bytes the next flush will need at most for what is dirty now (data uncompressed,
+    /// plus metadata), so a write that would not fit fails with ENOSPC up front.
+    var pendingBytes: UInt64 {
+        var bytes: UInt64 = 0
+        for pfs in mounted.values {
+            for node in pfs.nodes.values where node.hasChanges {
+                bytes += UInt64(node.dirtyBytes) + 4096
+            }
+            bytes += 4096
+        }
+        return bytes + bytes / 16
+    }
+
+    /// Space kept back for the metadata of a flush (indirect blocks, inodes, freemap).
+    var reserveBytes: UInt64 { 2 << 20 }
+
+    /// Whether `more` bytes of new data still fit; flushes first when it is close.
+    func ensureSpace(for more: UInt64) throws {
+        if allocator.freeBytes >= pendingBytes + more + reserveBytes { return }
+        try flushLocked()
+        guard allocator.freeBytes >= pendingBytes + more + reserveBytes else {
+            throw EngineError.posix(ENOSPC, "volume full")
+        }
+    }
+
+    public struct SpaceUsage: Sendable {
+        public var totalBytes: UInt64
+        public var freeBytes: UInt64
+    }
+
+    public func spaceUsage() -> SpaceUsage {
+        withLock {
+            let free = allocator.freeBytes > pendingBytes ? allocator.freeBytes - pendingBytes : 0
+            return SpaceUsage(totalBytes: header.allocatorSize, freeBytes: free)
+        }
+    }
+
+    /// Dirty file data in memory.
+    var dirtyDataBytes: Int {
+        mounted.values.reduce(0) { total, pfs in total + pfs.nodes.values.reduce(0) { $0 + $1.dirtyBytes } }
+    }
+
+    public var hasChanges: Bool {
+        withLock { superRoot.hasChanges || mounted.values.contains { $0.hasChanges } }
+    }
+}
+
+/// A PFS that is in use: its root directory (which also holds the inode index) and the
+/// inodes held in memory.
+final class MountedPFS {
+    let label: String
+    let reader: BlockReader
+    /// The read engine's view of the last flushed state.
+    var disk: PFS
+    var rootBref: Blockref
+    let root: Node
+    var nodes: [UInt64: Node] = [:]
+    /// The next inode number to hand out (pmp->inode_tid).
+    var nextInodeNumber: UInt64
+
+    init(label: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
+        self.label = label
+        self.reader = reader
+        self.rootBref = rootBref
+        self.disk = PFS(name: label, reader: reader, rootBref: rootBref, root: root)
+        self.root = Node(inum: PFS.rootInodeNumber, meta: root.meta, filename: root.filename,
+                         content: root.content, bref: rootBref)
+        nodes[PFS.rootInodeNumber] = self.root
+        nextInodeNumber = max(root.meta.pfsInum + 1, HAMMER2.inodeStart)
+    }
+
+    /// hammer2_trans_newinum; the PFS root records the next number at flush (pfs_inum).
+    func allocateInodeNumber() -> UInt64 {
+        let inum = nextInodeNumber
+        nextInodeNumber += 1
+        root.meta.pfsInum = nextInodeNumber
+        root.dirty = true
+        return inum
+    }
+
+    /// Drops clean nodes once many are held (a long listing loads every inode).
+    func dropCleanNodesIfMany() {
+        if nodes.count > 65_536 { dropCleanNodes() }
+    }
+
+    /// Removes directory entry `entry` (naming `target`) from `dir`.
+    func removeName(_ entry: DirectoryEntry, from dir: Node, target: Node) {
+        let now = currentTimeMicroseconds()
+        removeEntry(dir, entry)
+        dir.meta.mtime = now
+        dir.meta.ctime = now
+        dir.dirty = true
+        target.meta.nlinks = target.isDirectory ? 0 : max(target.meta.nlinks, 1) - 1
+        target.meta.ctime = now
+        target.dirty = true
+        if target.meta.nlinks == 0 { target.dirtyBlocks.removeAll() }
+    }
+
+    var hasChanges: Bool { nodes.values.contains { $0.hasChanges } }
+
+    /// The in-memory node for `inum`, loaded from the last flushed state if needed.
+    func node(_ inum: UInt64) throws -> Node {
+        if let node = nodes[inum] { return node }
+        let record = try disk.record(inum)
+        let node = Node(inum: inum, meta: record.meta, filename: record.data.filename,
+                        content: record.data.content, bref: record.bref)
+        nodes[inum] = node
+        return node
+    }
+
+    /// Forgets clean nodes nobody holds open, so memory does not grow with the file count.
+    func dropCleanNodes() {
+        for (inum, node) in nodes where inum != PFS.rootInodeNumber && !node.hasChanges && node.openCount == 0 {
+            nodes.removeValue(forKey: inum)
+        }
+    }
+}

@@ -1,0 +1,85 @@
+// An inode in memory: its last flushed form plus the changes made since (the role of
+// DragonFly's hammer2_inode_t and its modified chains). Nodes are only touched with the
+// filesystem lock held.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+final class Node {
+    let inum: UInt64
+    var meta: InodeMeta
+    var filename: [UInt8]
+
+    // What the last flush left on disk.
+    /// The inode's blockref in its parent tree; nil until the inode is first flushed.
+    var flushedBref: Blockref?
+    /// The embedded data or blockset the on-disk inode holds.
+    var flushedContent: InodeContent
+    /// The file size the on-disk tree was written for.
+    var flushedSize: UInt64
+
+    // Changes since the last flush.
+    /// The inode itself must be rewritten (metadata, content or both changed).
+    var dirty = false
+    /// File data: 64 KiB logical blocks by index, whole (zero-filled past what was written).
+    var dirtyBlocks: [UInt64: [UInt8]] = [:]
+    /// On-disk data at or past this offset is dead (a truncation since the last flush).
+    var diskLimit: UInt64 = .max
+    /// Directories: entries added (an entry) or removed (nil) since the last flush, by key.
+    var entryChanges: [UInt64: DirectoryEntry?] = [:]
+    /// Blocks written since compression last paid off (hammer2's comp_heuristic).
+    var compressionHeuristic = 0
+
+    /// Open file handles and kernel references (FUSE lookups); the node stays in memory
+    /// while either is non-zero or it is dirty.
+    var openCount = 0
+    var lookupCount: UInt64 = 0
+
+    init(inum: UInt64, meta: InodeMeta, filename: [UInt8], content: InodeContent, bref: Blockref?) {
+        self.inum = inum
+        self.meta = meta
+        self.filename = filename
+        self.flushedBref = bref
+        self.flushedContent = content
+        self.flushedSize = bref == nil ? 0 : meta.size
+    }
+
+    var type: ObjectType { meta.type }
+    var isDirectory: Bool { meta.type == .directory }
+
+    /// The on-disk inode as the read engine expects it, limited to the data still alive.
+    var flushedInode: InodeData {
+        var m = meta
+        m.size = min(flushedSize, diskLimit)
+        return InodeData(meta: m, filename: filename, content: flushedContent)
+    }
+
+    var hasChanges: Bool { dirty || !dirtyBlocks.isEmpty || !entryChanges.isEmpty }
+
+    /// Bytes held by dirty data blocks.
+    var dirtyBytes: Int { dirtyBlocks.count * HAMMER2.physicalBufferSize }
+}
+
+extension InodeMeta {
+    /// A new inode's metadata with everything else zero.
+    static func fresh(type: ObjectType, inum: UInt64, mode: UInt32, uid: UInt32, gid: UInt32, now: UInt64) -> InodeMeta {
+        InodeMeta(version: 1, ctime: now, mtime: now, atime: now, btime: now, uid: .unixID(uid), gid: .unixID(gid),
+                  type: type, mode: mode & 0o7777, inum: inum, nlinks: 1)
+    }
+}
+
+/// Microseconds since the epoch, as HAMMER2 stores times.
+public func currentTimeMicroseconds() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000 + UInt64(ts.tv_nsec / 1000)
+}
+
+extension InodeContent {
+    /// The blockset of a tree-holding inode; none for embedded data.
+    var blockset: [Blockref] {
+        if case let .blockset(refs) = self { return refs }
+        return []
+    }
+}

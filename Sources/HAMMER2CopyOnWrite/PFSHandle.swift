@@ -1,0 +1,346 @@
+// The POSIX face of one PFS: what the FUSE adapter calls. Every method takes the
+// filesystem lock; errors carry the errno a POSIX caller expects.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+/// An inode's attributes as stat reports them.
+public struct NodeStatus: Sendable {
+    public var meta: InodeMeta
+    /// Bytes the inode occupies on media (compressed), for st_blocks.
+    public var allocatedBytes: UInt64
+}
+
+/// Who asks: new inodes take these ids.
+public struct Caller: Sendable {
+    public var uid: UInt32
+    public var gid: UInt32
+
+    public init(uid: UInt32, gid: UInt32) {
+        self.uid = uid
+        self.gid = gid
+    }
+}
+
+/// Attribute changes (setattr); nil leaves a field alone.
+public struct AttributeChanges: Sendable {
+    public var mode: UInt32?
+    public var uid: UInt32?
+    public var gid: UInt32?
+    public var size: UInt64?
+    public var atime: UInt64?
+    public var mtime: UInt64?
+
+    public init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
+                atime: UInt64? = nil, mtime: UInt64? = nil) {
+        self.mode = mode; self.uid = uid; self.gid = gid; self.size = size; self.atime = atime; self.mtime = mtime
+    }
+}
+
+public final class PFSHandle: @unchecked Sendable {
+    public let fs: MutableFilesystem
+    let pfs: MountedPFS
+
+    init(fs: MutableFilesystem, pfs: MountedPFS) {
+        self.fs = fs
+        self.pfs = pfs
+    }
+
+    public var label: String { pfs.label }
+    public static let rootInodeNumber = PFS.rootInodeNumber
+
+    private func status(_ node: Node) -> NodeStatus {
+        var bytes = node.flushedBref?.statsDataCount ?? 0
+        if node.type == .directory {
+            bytes = UInt64(HAMMER2.inodeBytes)
+        } else if !node.dirtyBlocks.isEmpty {
+            bytes += UInt64(node.dirtyBytes)
+        }
+        return NodeStatus(meta: node.meta, allocatedBytes: bytes)
+    }
+
+    private func writable() throws {
+        if fs.readOnly { throw EngineError.posix(EROFS, "filesystem is mounted read-only") }
+    }
+
+    private static func checkName(_ name: [UInt8]) throws {
+        guard !name.isEmpty, !name.contains(0), !name.contains(UInt8(ascii: "/")) else {
+            throw EngineError.invalidArgument("bad file name")
+        }
+        guard name.count < HAMMER2.inodeMaxName else { throw EngineError.posix(ENAMETOOLONG, "name of \(name.count) bytes") }
+    }
+
+    // MARK: Reading the namespace
+
+    public func attributes(_ inum: UInt64) throws -> NodeStatus {
+        try fs.withLock { status(try pfs.node(inum)) }
+    }
+
+    public func lookup(_ parent: UInt64, _ name: [UInt8]) throws -> NodeStatus {
+        try fs.withLock {
+            let dir = try pfs.node(parent)
+            guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
+            return status(try pfs.node(entry.inum))
+        }
+    }
+
+    /// Lists `dir` from readdir cookie `cookie`; `withAttributes` also loads each inode.
+    public func readDirectory(_ inum: UInt64, from cookie: UInt64, withAttributes: Bool,
+                              _ visit: (DirectoryEntry, NodeStatus?) throws -> Bool) throws {
+        try fs.withLock {
+            let dir = try pfs.node(inum)
+            try pfs.listEntries(dir, from: cookie) { entry in
+                let attributes = withAttributes ? status(try pfs.node(entry.inum)) : nil
+                return try visit(entry, attributes)
+            }
+            pfs.dropCleanNodesIfMany()
+        }
+    }
+
+    public func parent(of inum: UInt64) throws -> UInt64 {
+        try fs.withLock {
+            let node = try pfs.node(inum)
+            return node.meta.iparent == 0 ? inum : node.meta.iparent
+        }
+    }
+
+    public func readLink(_ inum: UInt64) throws -> [UInt8] {
+        let node = try fs.withLock { try pfs.node(inum) }
+        guard try fs.withLock({ node.type }) == .softlink else { throw EngineError.notSymlink }
+        let size = try fs.withLock { node.meta.size }
+        return try read(inum, offset: 0, count: Int(size))
+    }
+
+    // MARK: Creating and removing names
+
+    /// Creates a file, directory, symlink, fifo, socket or device node named `name` in
+    /// `parent`; `target` is a symlink's target, `device` a device's (major, minor).
+    public func create(in parent: UInt64, name: [UInt8], type: ObjectType, mode: UInt32, caller: Caller,
+                       target: [UInt8]? = nil, device: (UInt32, UInt32) = (0, 0)) throws -> NodeStatus {
+        try writable()
+        try Self.checkName(name)
+        return try fs.withLock {
+            let dir = try pfs.node(parent)
+            guard dir.isDirectory else { throw EngineError.notDirectory }
+            guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
+            if try pfs.findEntry(dir, name) != nil { throw EngineError.posix(EEXIST, "file exists") }
+            try fs.ensureSpace(for: UInt64(HAMMER2.inodeBytes))
+            let now = currentTimeMicroseconds()
+            let inum = pfs.allocateInodeNumber()
+            var gid = caller.gid
+            var mode = mode & 0o7777
+            if dir.meta.mode & UInt32(S_ISGID) != 0 {
+                gid = dir.meta.gid.unixID  // BSD semantics under a setgid directory
+                if type == .directory { mode |= UInt32(S_ISGID) }
+            }
+            var meta = InodeMeta.fresh(type: type, inum: inum, mode: mode, uid: caller.uid, gid: gid, now: now)
+            meta.iparent = dir.inum
+            meta.atime = 0  // hammer2_inode_create_normal leaves atime and btime zero
+            meta.btime = 0
+            if type == .regularFile || type == .softlink { meta.opFlags = InodeMeta.opFlagDirectData }
+            meta.compAlgo = dir.meta.compAlgo
+            meta.checkAlgo = dir.meta.checkAlgo
+            meta.ncopies = dir.meta.ncopies
+            meta.nameKey = inum
+            meta.rmajor = device.0
+            meta.rminor = device.1
+            let filename = inodeIndexName(inum)
+            meta.nameLength = UInt16(filename.count)
+            let directData = type == .regularFile || type == .softlink
+            let node = Node(inum: inum, meta: meta, filename: filename,
+                            content: directData ? .embedded([UInt8](repeating: 0, count: HAMMER2.embeddedBytes)) : .blockset([]),
+                            bref: nil)
+            node.dirty = true
+            pfs.nodes[inum] = node
+            if let target {
+                try pfs.writeData(node, at: 0, UnsafeRawBufferPointer(start: target, count: target.count))
+                node.meta.mtime = now
+            }
+            try pfs.addEntry(dir, name: name, inum: inum, type: type)
+            dir.meta.mtime = now
+            dir.dirty = true
+            return status(node)
+        }
+    }
+
+    public func unlink(in parent: UInt64, name: [UInt8]) throws {
+        try writable()
+        try fs.withLock {
+            let dir = try pfs.node(parent)
+            guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
+            let node = try pfs.node(entry.inum)
+            guard !node.isDirectory else { throw EngineError.isDirectory }
+            pfs.removeName(entry, from: dir, target: node)
+        }
+    }
+
+    public func removeDirectory(in parent: UInt64, name: [UInt8]) throws {
+        try writable()
+        if name == Array(".".utf8) { throw EngineError.invalidArgument("cannot remove \".\"") }
+        if name == Array("..".utf8) { throw EngineError.posix(ENOTEMPTY, "cannot remove \"..\"") }
+        try fs.withLock {
+            let dir = try pfs.node(parent)
+            guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
+            let node = try pfs.node(entry.inum)
+            guard node.isDirectory else { throw EngineError.notDirectory }
+            guard try pfs.isEmptyDirectory(node) else { throw EngineError.posix(ENOTEMPTY, "directory not empty") }
+            pfs.removeName(entry, from: dir, target: node)
+        }
+    }
+
+    /// A new name for an existing non-directory inode (HAMMER2 hard links are directory
+    /// entries naming the same inode number).
+    public func link(_ inum: UInt64, into parent: UInt64, name: [UInt8]) throws -> NodeStatus {
+        try writable()
+        try Self.checkName(name)
+        return try fs.withLock {
+            let node = try pfs.node(inum)
+            guard !node.isDirectory else { throw EngineError.posix(EPERM, "hard links to directories are not allowed") }
+            guard node.meta.nlinks > 0 else { throw EngineError.notFound }
+            let dir = try pfs.node(parent)
+            guard dir.isDirectory else { throw EngineError.notDirectory }
+            if try pfs.findEntry(dir, name) != nil { throw EngineError.posix(EEXIST, "file exists") }
+            try fs.ensureSpace(for: 0)
+            try pfs.addEntry(dir, name: name, inum: inum, type: node.type)
+            let now = currentTimeMicroseconds()
+            node.meta.nlinks += 1
+            node.meta.ctime = now
+            node.dirty = true
+            dir.meta.mtime = now
+            dir.meta.ctime = now
+            dir.dirty = true
+            return status(node)
+        }
+    }
+
+    public static let renameNoReplace: UInt32 = 1  // RENAME_NOREPLACE
+    public static let renameExchange: UInt32 = 2  // RENAME_EXCHANGE
+
+    public func rename(from parent: UInt64, name: [UInt8], to newParent: UInt64, newName: [UInt8], flags: UInt32 = 0) throws {
+        try writable()
+        try Self.checkName(newName)
+        guard flags & ~Self.renameNoReplace == 0 else { throw EngineError.invalidArgument("unsupported rename flags") }
+        try fs.withLock {
+            let sourceDir = try pfs.node(parent)
+            let targetDir = try pfs.node(newParent)
+            guard targetDir.isDirectory else { throw EngineError.notDirectory }
+            guard let entry = try pfs.findEntry(sourceDir, name) else { throw EngineError.notFound }
+            let node = try pfs.node(entry.inum)
+            if node.isDirectory {
+                // Refuse moving a directory under itself: walk up from the target.
+                var up = targetDir.inum
+                while up != PFS.rootInodeNumber && up != 0 {
+                    if up == node.inum { throw EngineError.invalidArgument("cannot move a directory into itself") }
+                    up = try pfs.node(up).meta.iparent
+                }
+                if targetDir.inum == node.inum { throw EngineError.invalidArgument("cannot move a directory into itself") }
+            }
+            let existing = try pfs.findEntry(targetDir, newName)
+            if let existing {
+                if flags & Self.renameNoReplace != 0 { throw EngineError.posix(EEXIST, "file exists") }
+                if existing.inum == node.inum { return }  // both names are links to one inode
+                let victim = try pfs.node(existing.inum)
+                if victim.isDirectory {
+                    guard node.isDirectory else { throw EngineError.isDirectory }
+                    guard try pfs.isEmptyDirectory(victim) else { throw EngineError.posix(ENOTEMPTY, "directory not empty") }
+                } else if node.isDirectory {
+                    throw EngineError.notDirectory
+                }
+                try fs.ensureSpace(for: 0)
+                pfs.removeName(existing, from: targetDir, target: victim)
+            } else {
+                try fs.ensureSpace(for: 0)
+            }
+            let now = currentTimeMicroseconds()
+            pfs.removeEntry(sourceDir, entry)
+            try pfs.addEntry(targetDir, name: newName, inum: node.inum, type: node.type)
+            if node.isDirectory { node.meta.iparent = targetDir.inum }
+            node.meta.ctime = now
+            node.dirty = true
+            for dir in [sourceDir, targetDir] {
+                dir.meta.mtime = now
+                dir.meta.ctime = now
+                dir.dirty = true
+            }
+        }
+    }
+
+    // MARK: Attributes
+
+    public func setAttributes(_ inum: UInt64, _ changes: AttributeChanges) throws -> NodeStatus {
+        try writable()
+        return try fs.withLock {
+            let node = try pfs.node(inum)
+            let now = currentTimeMicroseconds()
+            if let size = changes.size {
+                guard !node.isDirectory else { throw EngineError.isDirectory }
+                guard node.type == .regularFile else { throw EngineError.invalidArgument("truncate of a non-file") }
+                if size > node.meta.size { try fs.ensureSpace(for: 0) }
+                try pfs.truncate(node, to: size)
+                node.meta.mtime = now
+            }
+            if let mode = changes.mode { node.meta.mode = mode & 0o7777 }
+            if let uid = changes.uid { node.meta.uid = .unixID(uid) }
+            if let gid = changes.gid { node.meta.gid = .unixID(gid) }
+            if let atime = changes.atime { node.meta.atime = atime }
+            if let mtime = changes.mtime { node.meta.mtime = mtime }
+            node.meta.ctime = now
+            node.dirty = true
+            return status(node)
+        }
+    }
+
+    // MARK: File data
+
+    public func open(_ inum: UInt64) throws {
+        try fs.withLock { try pfs.node(inum).openCount += 1 }
+    }
+
+    public func release(_ inum: UInt64) {
+        fs.withLock {
+            guard let node = pfs.nodes[inum] else { return }
+            node.openCount = max(0, node.openCount - 1)
+            if node.openCount == 0 && node.meta.nlinks == 0 && node.flushedBref == nil && !node.dirty {
+                pfs.nodes.removeValue(forKey: inum)  // unlinked and flushed away: gone
+            }
+        }
+    }
+
+    /// Reads up to `count` bytes at `offset`; holes and the space past a truncation read
+    /// as zeros, short at the end of the file.
+    public func read(_ inum: UInt64, offset: UInt64, count: Int) throws -> [UInt8] {
+        let plan = try fs.withLock { try pfs.readPlan(try pfs.node(inum), offset: offset, count: count) }
+        return try plan.execute(pfs: pfs)
+    }
+
+    public func write(_ inum: UInt64, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Int {
+        try writable()
+        return try fs.withLock {
+            let node = try pfs.node(inum)
+            guard node.type == .regularFile else {
+                throw node.isDirectory ? EngineError.isDirectory : EngineError.invalidArgument("write to a non-file")
+            }
+            let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
+            guard !overflow, end <= UInt64(Int64.max) else { throw EngineError.posix(EFBIG, "file too large") }
+            if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit { try fs.flushLocked() }
+            try fs.ensureSpace(for: UInt64(bytes.count) + UInt64(HAMMER2.physicalBufferSize))
+            try pfs.writeData(node, at: offset, bytes)
+            let now = currentTimeMicroseconds()
+            node.meta.mtime = now
+            node.meta.ctime = now
+            return bytes.count
+        }
+    }
+
+    // MARK: Durability
+
+    /// Writes everything changed so far and a new volume header (sync, fsync, unmount).
+    public func flush() throws { try fs.flush() }
+}
+
+/// "0x%016x": the filename DragonFly stores in an indexed inode (hammer2_xop_setname_inum).
+func inodeIndexName(_ inum: UInt64) -> [UInt8] {
+    let digits = String(inum, radix: 16)
+    return Array(("0x" + String(repeating: "0", count: max(0, 16 - digits.count)) + digits).utf8)
+}

@@ -1,0 +1,192 @@
+// Copy-on-write edits of a block tree (hammer2_chain_create/_delete/_create_indirect and
+// hammer2_chain_indirect_maintenance, done functionally at flush time).
+//
+// A tree is the blockset of an inode (or of the volume header) over INDIRECT blocks. An edit
+// removes leaves in key ranges and puts new leaves. Every indirect block on the path of a
+// change is rewritten to a new place (its old copy stays intact for the last flushed
+// state), unchanged subtrees are kept by reference. The rules follow DragonFly:
+// - A node that overflows (4 entries in a blockset, 512 in a 64 KiB indirect block) pushes
+//   entries down into new INDIRECT blocks whose key range is the smallest aligned power of
+//   two holding them, never spanning bit 63 (the inode index and the directory entries of a
+//   PFS root stay apart).
+// - An indirect block left empty is deleted; one that shrank so its children fit in the
+//   parent's free slots is collapsed into the parent.
+// - Indirect blocks take the owner's check method with no compression, and carry their
+//   subtree's statistics (embed.stats, leaf_count).
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+/// Where new metadata blocks go: allocates space for `bytes` and writes them.
+public protocol BlockSink: AnyObject {
+    /// Writes a new block and returns its data_off (media offset | size radix).
+    func writeNewBlock(_ bytes: [UInt8], type: BlockrefType) throws -> UInt64
+}
+
+/// One edit of a tree: leaves to remove (every leaf whose key range meets one of the
+/// ranges) and leaves to put (each also replaces whatever leaf its range covered).
+public struct TreeEdit {
+    public var removals: [ClosedRange<UInt64>] = []
+    public var puts: [Blockref] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { removals.isEmpty && puts.isEmpty }
+}
+
+struct TreeEditor {
+    let reader: BlockReader
+    let sink: any BlockSink
+    let tid: UInt64
+    /// The methods of the blockref that owns the tree; indirect blocks take its check method.
+    let ownerMethods: UInt8
+
+    /// HAMMER2_IND_COUNT_MAX: entries of a 64 KiB indirect block.
+    static let indirectCapacity = 512
+    /// HAMMER2_IND_BYTES_MIN: the smallest indirect block written.
+    static let indirectBytesMinimum = 4096
+
+    /// Applies `edit` to a tree whose top is `blockset` (at most 4 entries) and returns the
+    /// new top, empty slots removed.
+    func apply(_ edit: TreeEdit, to blockset: [Blockref]) throws -> [Blockref] {
+        guard !edit.isEmpty else { return blockset.filter { $0.type != .empty } }
+        let puts = edit.puts.sorted { $0.key < $1.key }
+        let removals = (edit.removals + puts.map { $0.key...$0.keyEnd }).sorted { $0.lowerBound < $1.lowerBound }
+        return try editNode(blockset.filter { $0.type != .empty }, removals: removals[...], puts: puts[...],
+                            capacity: HAMMER2.blocksetCount)
+    }
+
+    private func editNode(_ children: [Blockref], removals: ArraySlice<ClosedRange<UInt64>>,
+                          puts: ArraySlice<Blockref>, capacity: Int) throws -> [Blockref] {
+        var result: [Blockref] = []
+        var consumedPuts = Set<Int>()
+        var shrank = false
+        for child in children.sorted(by: { $0.key < $1.key }) {
+            let range = child.key...child.keyEnd
+            let childRemovals = removals.filter { $0.overlaps(range) }
+            if child.type == .indirect {
+                let childPuts = puts.indices.filter { range.contains(puts[$0].key) }
+                if childRemovals.isEmpty && childPuts.isEmpty {
+                    result.append(child)
+                    continue
+                }
+                consumedPuts.formUnion(childPuts)
+                let grandchildren = try reader.orderedChildBlockrefs(child)
+                let edited = try editNode(grandchildren, removals: childRemovals[...],
+                                          puts: ArraySlice(childPuts.map { puts[$0] }), capacity: Self.indirectCapacity)
+                if edited.isEmpty {
+                    shrank = true  // an empty indirect block is deleted
+                    continue
+                }
+                if edited.count < grandchildren.count { shrank = true }
+                result.append(contentsOf: [try indirect(key: child.key, keybits: Int(child.keybits), children: edited)])
+            } else if childRemovals.isEmpty {
+                result.append(child)
+            } else {
+                shrank = true
+            }
+        }
+        for index in puts.indices where !consumedPuts.contains(index) {
+            let put = puts[index]
+            if let covering = result.first(where: { $0.type == .indirect && ($0.key...$0.keyEnd).overlaps(put.key...put.keyEnd) }) {
+                throw EngineError.corrupt("new \(describe(put)) overlaps \(describe(covering)) without fitting inside it")
+            }
+            result.append(put)
+        }
+        result.sort { $0.key < $1.key }
+        if shrank { result = try collapse(result, capacity: capacity) }
+        return try fit(result, capacity: capacity)
+    }
+
+    /// hammer2_chain_indirect_maintenance: pulls the children of indirect blocks up into
+    /// this node while they fit in its free slots.
+    private func collapse(_ entries: [Blockref], capacity: Int) throws -> [Blockref] {
+        var entries = entries
+        var changed = true
+        while changed {
+            changed = false
+            for (position, entry) in entries.enumerated() where entry.type == .indirect {
+                let children = try reader.orderedChildBlockrefs(entry)
+                if entries.count - 1 + children.count <= capacity {
+                    entries.replaceSubrange(position...position, with: children)
+                    changed = true
+                    break
+                }
+            }
+        }
+        return entries
+    }
+
+    /// Pushes entries down into new indirect blocks until at most `capacity` remain.
+    private func fit(_ entries: [Blockref], capacity: Int) throws -> [Blockref] {
+        var level = entries
+        while level.count > capacity {
+            var next: [Blockref] = []
+            for group in Self.partition(level) {
+                if group.count == 1 {
+                    next.append(group.first!)
+                } else {
+                    let first = group.first!.key
+                    let last = group.last!.keyEnd
+                    let keybits = 64 - (first ^ last).leadingZeroBitCount
+                    let key = keybits >= 64 ? 0 : first & ~((UInt64(1) << UInt64(keybits)) - 1)
+                    next.append(try indirect(key: key, keybits: keybits, children: Array(group)))
+                }
+            }
+            if next.count >= level.count {
+                // Every group was a single entry: merge the whole level under one block.
+                let first = level.first!.key
+                let keybits = 64 - (first ^ level.last!.keyEnd).leadingZeroBitCount
+                guard keybits <= 63 else { throw EngineError.corrupt("cannot fit \(level.count) entries spanning bit 63") }
+                next = [try indirect(key: first & ~((UInt64(1) << UInt64(keybits)) - 1), keybits: keybits, children: level)]
+            }
+            level = next
+        }
+        return level
+    }
+
+    /// Splits a sorted level into the largest aligned key ranges holding at most 512
+    /// entries, never across bit 63.
+    static func partition(_ level: [Blockref]) -> [ArraySlice<Blockref>] {
+        let split = level.firstIndex { $0.key & HAMMER2.dirhashVisible != 0 } ?? level.count
+        var groups: [ArraySlice<Blockref>] = []
+        for half in [level[..<split], level[split...]] where !half.isEmpty {
+            partition(half, sharedAbove: 63, into: &groups)
+        }
+        return groups
+    }
+
+    private static func partition(_ entries: ArraySlice<Blockref>, sharedAbove bit: Int,
+                                  into groups: inout [ArraySlice<Blockref>]) {
+        if entries.count <= indirectCapacity || bit == 0 {
+            groups.append(entries)
+            return
+        }
+        let mask = UInt64(1) << UInt64(bit - 1)
+        let split = entries.firstIndex { $0.key & mask != 0 } ?? entries.endIndex
+        for half in [entries[..<split], entries[split...]] where !half.isEmpty {
+            partition(half, sharedAbove: bit - 1, into: &groups)
+        }
+    }
+
+    /// Writes an INDIRECT block holding `children` (nested further if they exceed 512).
+    private func indirect(key: UInt64, keybits: Int, children: [Blockref]) throws -> Blockref {
+        let placed = try fit(children, capacity: Self.indirectCapacity)
+        let check = CheckMethod(rawValue: ownerMethods >> 4) == .none ? CheckMethod.xxhash64 : CheckMethod(rawValue: ownerMethods >> 4)
+        var bytes = Self.indirectBytesMinimum
+        while bytes < placed.count * HAMMER2.blockrefBytes { bytes *= 2 }
+        let block = encodeBlockrefs(placed, bytes: bytes)
+        var bref = Blockref.empty
+        bref.type = .indirect
+        bref.methods = Blockref.methods(check: check, compression: .none)
+        bref.key = key
+        bref.keybits = UInt8(keybits)
+        bref.mirrorTID = tid
+        bref.modifyTID = tid
+        bref.dataOffset = try sink.writeNewBlock(block, type: .indirect)
+        bref.setCheck(over: block)
+        SubtreeStatistics(children: placed).apply(to: &bref)
+        return bref
+    }
+}

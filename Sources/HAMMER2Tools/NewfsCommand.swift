@@ -1,0 +1,128 @@
+// newfs_hammer2: creates a HAMMER2 filesystem with DragonFly's options and layout (see
+// Formatter). On an image path that does not exist yet, -s creates a sparse file.
+
+import Foundation
+import Glibc
+import HAMMER2CopyOnWrite
+import HAMMER2Engine
+import HAMMER2Format
+
+public enum NewfsCommand {
+    public static let usage = """
+    usage: newfs_hammer2 [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] special
+
+    Creates a HAMMER2 filesystem on an image file or block device: the LOCAL PFS and,
+    unless -L none, one PFS per -L label (default: BOOT if the device name ends in
+    'a', ROOT if in 'd', otherwise DATA). New PFSes use LZ4 compression and xxhash64
+    check codes.
+
+      -b bootsize   boot area size (8M..256M, a multiple of 8M)
+      -r auxsize    aux area size (8M..1G, a multiple of 8M)
+      -V version    volume version, 1 or 2 (default 2)
+      -L label      PFS label; repeatable, at most 3; "none" for LOCAL only
+      -s size       filesystem size (k, m, g, t suffixes); creates the image file
+                    if it does not exist
+
+    Exit status: 0 created, 1 the device could not be formatted, 2 bad command line.
+    """
+
+    /// "512m", "2g", "1048576": bytes.
+    static func parseSize(_ text: String) -> UInt64? {
+        let lower = text.lowercased()
+        let multipliers: [Character: UInt64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40]
+        var digits = Substring(lower)
+        var multiplier: UInt64 = 1
+        if let last = lower.last, let m = multipliers[last] {
+            multiplier = m
+            digits = digits.dropLast()
+        }
+        guard let value = UInt64(digits), value > 0 else { return nil }
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: multiplier)
+        return overflow ? nil : bytes
+    }
+
+    public static func main(_ arguments: [String]) -> Int32 {
+        let tool = "newfs_hammer2"
+        let parsed: GetOpt
+        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:d") } catch {
+            return usageError(tool, "\(error)", usage: usage)
+        }
+        if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
+        var labels: [String] = []
+        var noLabel = false
+        var options = FormatOptions(labels: [])
+        for (letter, value) in parsed.options {
+            let value = value ?? ""
+            switch letter {
+            case "b", "r":
+                guard let bytes = parseSize(value), bytes % (8 << 20) == 0,
+                      bytes >= 8 << 20, bytes <= (letter == "b" ? 256 << 20 : 1 << 30) else {
+                    return usageError(tool, "bad -\(letter) size \"\(value)\" (a multiple of 8M, at most \(letter == "b" ? "256M" : "1G"))", usage: usage)
+                }
+                if letter == "b" { options.bootAreaBytes = bytes } else { options.auxAreaBytes = bytes }
+            case "V":
+                guard let version = UInt32(value), version >= 1, version <= 2 else {
+                    return usageError(tool, "bad -V version \"\(value)\" (1 or 2)", usage: usage)
+                }
+                options.version = version
+            case "L":
+                if value.lowercased() == "none" { noLabel = true } else { labels.append(value) }
+            case "s":
+                guard let bytes = parseSize(value) else { return usageError(tool, "bad -s size \"\(value)\"", usage: usage) }
+                options.size = bytes
+            default:
+                break
+            }
+        }
+        guard parsed.operands.count == 1 else {
+            return usageError(tool, parsed.operands.isEmpty ? "missing special (image file or device)" : "one special at a time", usage: usage)
+        }
+        let special = parsed.operands[0]
+        guard labels.count <= 3 else { return usageError(tool, "at most 3 labels besides LOCAL", usage: usage) }
+        options.labels = noLabel ? [] : (labels.isEmpty ? [FormatOptions.defaultLabel(forDevice: special)] : labels)
+        if noLabel && !labels.isEmpty { return usageError(tool, "-L none cannot be combined with other labels", usage: usage) }
+
+        if !FileManager.default.fileExists(atPath: special) {
+            guard let size = options.size else {
+                printError(tool, "\(special): no such file (give -s SIZE to create an image file)")
+                return ExitCode.failure.rawValue
+            }
+            let fd = open(special, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            guard fd >= 0, ftruncate(fd, off_t(size)) == 0 else {
+                printError(tool, "\(special): cannot create: \(String(cString: strerror(errno)))")
+                return ExitCode.failure.rawValue
+            }
+            close(fd)
+        }
+        if let (mountpoint, _) = mountedFilesystem(containing: special).flatMap({ $0.source == special ? $0 : nil }) {
+            printError(tool, "\(special) is mounted on \(mountpoint)")
+            return ExitCode.failure.rawValue
+        }
+        do {
+            let device = try FileBlockDevice(path: special, writable: true)
+            let result = try Formatter.format(device: device, options: options)
+            print("Volume \(special) size \(formatSize(result.volumeSize))")
+            print("---------------------------------------------")
+            print("version:          \(options.version)")
+            print("total-size:       \(formatSize(result.volumeSize)) (\(result.volumeSize) bytes)")
+            print("boot-area-size:   \(formatSize(result.bootAreaBytes))")
+            print("aux-area-size:    \(formatSize(result.auxAreaBytes))")
+            print("topo-reserved:    \(formatSize(result.volumeSize - result.bootAreaBytes - result.auxAreaBytes - result.freeBytes))")
+            print("free-space:       \(formatSize(result.freeBytes))")
+            print("fsid:             \(result.fsid)")
+            for label in result.labels { print("PFS \"\(label)\"") }
+            return ExitCode.success.rawValue
+        } catch {
+            printError(tool, "\(special): \(error)")
+            return ExitCode.failure.rawValue
+        }
+    }
+
+    static func formatSize(_ bytes: UInt64) -> String {
+        let units: [(UInt64, String)] = [(1 << 40, "TB"), (1 << 30, "GB"), (1 << 20, "MB"), (1 << 10, "KB")]
+        for (unit, name) in units where bytes >= unit {
+            return String(format: "%6.2f%@", Double(bytes) / Double(unit), name)
+        }
+        return "\(bytes)B"
+    }
+}
