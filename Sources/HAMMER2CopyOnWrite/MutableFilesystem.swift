@@ -143,12 +143,15 @@ public final class MutableFilesystem: @unchecked Sendable {
     public struct SpaceUsage: Sendable {
         public var totalBytes: UInt64
         public var freeBytes: UInt64
+        /// Inodes in the mounted PFSes as of the last flush.
+        public var inodeCount: UInt64
     }
 
     public func spaceUsage() -> SpaceUsage {
         withLock {
             let free = allocator.freeBytes > pendingBytes ? allocator.freeBytes - pendingBytes : 0
-            return SpaceUsage(totalBytes: header.allocatorSize, freeBytes: free)
+            let inodes = mounted.values.reduce(UInt64(0)) { $0 + $1.rootBref.statsInodeCount }
+            return SpaceUsage(totalBytes: header.allocatorSize, freeBytes: free, inodeCount: inodes)
         }
     }
 

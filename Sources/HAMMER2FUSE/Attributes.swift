@@ -4,6 +4,7 @@
 // data_count statistic (what the file occupies on media after compression), atime is mtime.
 
 import Glibc
+import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -31,8 +32,8 @@ enum Attributes {
         return dev_t(((major & 0xFFFF_F000) << 32) | ((major & 0xFFF) << 8) | ((minor & 0xFFFF_FF00) << 12) | (minor & 0xFF))
     }
 
-    static func stat(for record: InodeRecord) -> Glibc.stat {
-        let meta = record.meta
+    static func stat(for status: NodeStatus) -> Glibc.stat {
+        let meta = status.meta
         var st = Glibc.stat()
         st.st_ino = ino_t(meta.inum)
         st.st_mode = fileTypeBits(meta.type) | mode_t(meta.mode & 0o7777)
@@ -42,15 +43,16 @@ enum Attributes {
         st.st_size = off_t(clamping: meta.size)
         st.st_blksize = blksize_t(HAMMER2.physicalBufferSize)
         // As hammer2_vop_getattr: a directory counts one inode; anything else its data_count.
-        let bytes = meta.type == .directory ? UInt64(HAMMER2.inodeBytes) : record.bref.statsDataCount
+        let bytes = status.allocatedBytes
         st.st_blocks = blkcnt_t(clamping: (bytes + 511) / 512)
         if meta.type == .characterDevice || meta.type == .blockDevice {
             st.st_rdev = deviceNumber(major: meta.rmajor, minor: meta.rminor)
         }
         st.st_mtim = timespec(microseconds: meta.mtime)
         st.st_ctim = timespec(microseconds: meta.ctime)
-        // HAMMER2 does not maintain atime; DragonFly reports mtime for it.
-        st.st_atim = timespec(microseconds: meta.mtime)
+        // HAMMER2 does not maintain atime (DragonFly reports mtime); one set explicitly
+        // (utimensat) is kept and shown.
+        st.st_atim = timespec(microseconds: meta.atime != 0 ? meta.atime : meta.mtime)
         return st
     }
 

@@ -1,8 +1,10 @@
 // The low-level operation table. Each callback recovers its FUSEServer from the request's
-// user data and replies exactly once on every path.
+// user data and replies exactly once on every path. FUSE inode numbers are HAMMER2 inode
+// numbers (the PFS root is 1, FUSE's root).
 
 import CFUSE3
 import Glibc
+import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -11,14 +13,28 @@ enum FUSEOperations {
         Unmanaged<FUSEServer>.fromOpaque(fuse_req_userdata(request)!).takeUnretainedValue()
     }
 
-    static func entry(_ server: FUSEServer, _ record: InodeRecord) -> fuse_entry_param {
+    static func entry(_ server: FUSEServer, _ status: NodeStatus) -> fuse_entry_param {
         var entry = fuse_entry_param()
-        entry.ino = fuse_ino_t(record.meta.inum)
+        entry.ino = fuse_ino_t(status.meta.inum)
         entry.generation = 0
-        entry.attr = Attributes.stat(for: record)
+        entry.attr = Attributes.stat(for: status)
         entry.attr_timeout = server.options.cacheTimeout
         entry.entry_timeout = server.options.cacheTimeout
         return entry
+    }
+
+    static func name(_ pointer: UnsafePointer<CChar>?) -> [UInt8] {
+        Array(UnsafeRawBufferPointer(start: pointer, count: strlen(pointer!)))
+    }
+
+    static func caller(_ request: fuse_req_t?) -> Caller {
+        let context = fuse_req_ctx(request)!.pointee
+        return Caller(uid: context.uid, gid: context.gid)
+    }
+
+    static func replyEntry(_ request: fuse_req_t?, _ server: FUSEServer, _ status: NodeStatus) {
+        var entry = FUSEOperations.entry(server, status)
+        fuse_reply_entry(request, &entry)
     }
 
     static func table() -> fuse_lowlevel_ops {
@@ -28,12 +44,9 @@ enum FUSEOperations {
         }
         ops.lookup = { request, parent, name in
             let server = FUSEOperations.server(request)
-            let nameBytes = Array(UnsafeRawBufferPointer(start: name, count: strlen(name!)))
+            let nameBytes = FUSEOperations.name(name)
             do {
-                let dir = try server.pfs.inode(UInt64(parent))
-                let found = try server.pfs.lookup(in: dir, name: nameBytes)
-                var entry = FUSEOperations.entry(server, try server.pfs.record(found.inum))
-                fuse_reply_entry(request, &entry)
+                FUSEOperations.replyEntry(request, server, try server.pfs.lookup(UInt64(parent), nameBytes))
             } catch {
                 server.fail(request, error, "lookup of \"\(String(decoding: nameBytes, as: UTF8.self))\" in inode \(parent)")
             }
@@ -41,16 +54,36 @@ enum FUSEOperations {
         ops.getattr = { request, ino, _ in
             let server = FUSEOperations.server(request)
             do {
-                var st = Attributes.stat(for: try server.pfs.record(UInt64(ino)))
+                var st = Attributes.stat(for: try server.pfs.attributes(UInt64(ino)))
                 fuse_reply_attr(request, &st, server.options.cacheTimeout)
             } catch {
                 server.fail(request, error, "getattr of inode \(ino)")
             }
         }
+        ops.setattr = { request, ino, attr, toSet, _ in
+            let server = FUSEOperations.server(request)
+            do {
+                let st = attr!.pointee
+                var changes = AttributeChanges()
+                let set = Int32(toSet)
+                let now = UInt64(time(nil)) * 1_000_000
+                func micro(_ ts: timespec) -> UInt64 { UInt64(max(ts.tv_sec, 0)) * 1_000_000 + UInt64(max(ts.tv_nsec, 0) / 1000) }
+                if set & FUSE_SET_ATTR_MODE != 0 { changes.mode = UInt32(st.st_mode) }
+                if set & FUSE_SET_ATTR_UID != 0 { changes.uid = st.st_uid }
+                if set & FUSE_SET_ATTR_GID != 0 { changes.gid = st.st_gid }
+                if set & FUSE_SET_ATTR_SIZE != 0 { changes.size = UInt64(max(st.st_size, 0)) }
+                if set & FUSE_SET_ATTR_ATIME_NOW != 0 { changes.atime = now } else if set & FUSE_SET_ATTR_ATIME != 0 { changes.atime = micro(st.st_atim) }
+                if set & FUSE_SET_ATTR_MTIME_NOW != 0 { changes.mtime = now } else if set & FUSE_SET_ATTR_MTIME != 0 { changes.mtime = micro(st.st_mtim) }
+                var result = Attributes.stat(for: try server.pfs.setAttributes(UInt64(ino), changes))
+                fuse_reply_attr(request, &result, server.options.cacheTimeout)
+            } catch {
+                server.fail(request, error, "setattr of inode \(ino)")
+            }
+        }
         ops.readlink = { request, ino in
             let server = FUSEOperations.server(request)
             do {
-                let target = try server.pfs.readLink(try server.pfs.inode(UInt64(ino)))
+                let target = try server.pfs.readLink(UInt64(ino))
                 guard !target.contains(0) else { throw EngineError.corrupt("symlink target of inode \(ino) contains NUL") }
                 let cString = target.map { CChar(bitPattern: $0) } + [0]
                 fuse_reply_readlink(request, cString)
@@ -58,17 +91,107 @@ enum FUSEOperations {
                 server.fail(request, error, "readlink of inode \(ino)")
             }
         }
+        ops.mknod = { request, parent, name, mode, rdev in
+            let server = FUSEOperations.server(request)
+            let nameBytes = FUSEOperations.name(name)
+            do {
+                let type: ObjectType
+                switch mode & S_IFMT {
+                case S_IFREG: type = .regularFile
+                case S_IFIFO: type = .fifo
+                case S_IFSOCK: type = .socket
+                case S_IFCHR: type = .characterDevice
+                case S_IFBLK: type = .blockDevice
+                default: throw EngineError.invalidArgument("mknod of an unsupported type")
+                }
+                let major = UInt32((rdev >> 8) & 0xFFF) | UInt32((rdev >> 32) & ~0xFFF)
+                let minor = UInt32(rdev & 0xFF) | UInt32((rdev >> 12) & ~0xFF)
+                FUSEOperations.replyEntry(request, server, try server.pfs.create(
+                    in: UInt64(parent), name: nameBytes, type: type, mode: UInt32(mode), caller: FUSEOperations.caller(request),
+                    device: (major, minor)))
+            } catch {
+                server.fail(request, error, "mknod of \"\(String(decoding: nameBytes, as: UTF8.self))\"")
+            }
+        }
+        ops.mkdir = { request, parent, name, mode in
+            let server = FUSEOperations.server(request)
+            do {
+                FUSEOperations.replyEntry(request, server, try server.pfs.create(
+                    in: UInt64(parent), name: FUSEOperations.name(name), type: .directory, mode: UInt32(mode), caller: FUSEOperations.caller(request)))
+            } catch {
+                server.fail(request, error, "mkdir in inode \(parent)")
+            }
+        }
+        ops.symlink = { request, target, parent, name in
+            let server = FUSEOperations.server(request)
+            do {
+                FUSEOperations.replyEntry(request, server, try server.pfs.create(
+                    in: UInt64(parent), name: FUSEOperations.name(name), type: .softlink, mode: 0o777, caller: FUSEOperations.caller(request),
+                    target: FUSEOperations.name(target)))
+            } catch {
+                server.fail(request, error, "symlink in inode \(parent)")
+            }
+        }
+        ops.unlink = { request, parent, name in
+            let server = FUSEOperations.server(request)
+            do {
+                try server.pfs.unlink(in: UInt64(parent), name: FUSEOperations.name(name))
+                fuse_reply_err(request, 0)
+            } catch {
+                server.fail(request, error, "unlink in inode \(parent)")
+            }
+        }
+        ops.rmdir = { request, parent, name in
+            let server = FUSEOperations.server(request)
+            do {
+                try server.pfs.removeDirectory(in: UInt64(parent), name: FUSEOperations.name(name))
+                fuse_reply_err(request, 0)
+            } catch {
+                server.fail(request, error, "rmdir in inode \(parent)")
+            }
+        }
+        ops.rename = { request, parent, name, newParent, newName, flags in
+            let server = FUSEOperations.server(request)
+            do {
+                try server.pfs.rename(from: UInt64(parent), name: FUSEOperations.name(name), to: UInt64(newParent),
+                                      newName: FUSEOperations.name(newName), flags: UInt32(flags))
+                fuse_reply_err(request, 0)
+            } catch {
+                server.fail(request, error, "rename in inode \(parent)")
+            }
+        }
+        ops.link = { request, ino, newParent, newName in
+            let server = FUSEOperations.server(request)
+            do {
+                FUSEOperations.replyEntry(request, server, try server.pfs.link(UInt64(ino), into: UInt64(newParent), name: FUSEOperations.name(newName)))
+            } catch {
+                server.fail(request, error, "link of inode \(ino)")
+            }
+        }
+        ops.create = { request, parent, name, mode, info in
+            let server = FUSEOperations.server(request)
+            do {
+                let status = try server.pfs.create(in: UInt64(parent), name: FUSEOperations.name(name), type: .regularFile,
+                                                   mode: UInt32(mode), caller: FUSEOperations.caller(request))
+                try server.pfs.open(status.meta.inum)
+                var entry = FUSEOperations.entry(server, status)
+                fuse_reply_create(request, &entry, info)
+            } catch {
+                server.fail(request, error, "create in inode \(parent)")
+            }
+        }
         ops.open = { request, ino, info in
             let server = FUSEOperations.server(request)
             do {
-                let inode = try server.pfs.inode(UInt64(ino))
-                guard inode.meta.type != .directory else { throw EngineError.isDirectory }
+                let status = try server.pfs.attributes(UInt64(ino))
+                guard status.meta.type != .directory else { throw EngineError.isDirectory }
                 guard let info else { throw EngineError.invalidArgument("no file info") }
-                if info.pointee.flags & O_ACCMODE != O_RDONLY || info.pointee.flags & O_TRUNC != 0 {
+                if server.pfs.fs.readOnly && (info.pointee.flags & O_ACCMODE != O_RDONLY || info.pointee.flags & O_TRUNC != 0) {
                     fuse_reply_err(request, EROFS)
                     return
                 }
-                // The volume is read-only: cached pages stay valid across opens.
+                try server.pfs.open(UInt64(ino))
+                // Every change goes through this mount, so cached pages stay valid across opens.
                 h2fuse_set_keep_cache(info)
                 fuse_reply_open(request, info)
             } catch {
@@ -78,21 +201,41 @@ enum FUSEOperations {
         ops.read = { request, ino, size, offset, _ in
             let server = FUSEOperations.server(request)
             do {
-                let inode = try server.pfs.inode(UInt64(ino))
-                guard inode.meta.type != .directory else { throw EngineError.isDirectory }
-                let bytes = try server.pfs.read(inode, offset: UInt64(max(offset, 0)), count: size)
+                let bytes = try server.pfs.read(UInt64(ino), offset: UInt64(max(offset, 0)), count: size)
                 bytes.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, $0.count) }
             } catch {
                 server.fail(request, error, "read of inode \(ino) at offset \(offset) (\(size) bytes)")
             }
         }
-        ops.release = { request, _, _ in fuse_reply_err(request, 0) }
+        ops.write = { request, ino, buffer, size, offset, _ in
+            let server = FUSEOperations.server(request)
+            do {
+                let written = try server.pfs.write(UInt64(ino), offset: UInt64(max(offset, 0)),
+                                                   UnsafeRawBufferPointer(start: buffer, count: size))
+                fuse_reply_write(request, written)
+            } catch {
+                server.fail(request, error, "write of inode \(ino) at offset \(offset) (\(size) bytes)")
+            }
+        }
+        ops.flush = { request, _, _ in fuse_reply_err(request, 0) }
+        ops.fsync = { request, ino, _, _ in
+            let server = FUSEOperations.server(request)
+            do {
+                try server.pfs.flush()
+                fuse_reply_err(request, 0)
+            } catch {
+                server.fail(request, error, "fsync of inode \(ino)")
+            }
+        }
+        ops.release = { request, ino, _ in
+            FUSEOperations.server(request).pfs.release(UInt64(ino))
+            fuse_reply_err(request, 0)
+        }
         ops.opendir = { request, ino, info in
             let server = FUSEOperations.server(request)
             do {
-                let inode = try server.pfs.inode(UInt64(ino))
-                guard inode.meta.type == .directory else { throw EngineError.notDirectory }
-                if let info { h2fuse_set_cache_readdir(info) }
+                let status = try server.pfs.attributes(UInt64(ino))
+                guard status.meta.type == .directory else { throw EngineError.notDirectory }
                 fuse_reply_open(request, info)
             } catch {
                 server.fail(request, error, "opendir of inode \(ino)")
@@ -105,6 +248,15 @@ enum FUSEOperations {
             FUSEOperations.readDirectory(request, ino, size, offset, plus: true)
         }
         ops.releasedir = { request, _, _ in fuse_reply_err(request, 0) }
+        ops.fsyncdir = { request, ino, _, _ in
+            let server = FUSEOperations.server(request)
+            do {
+                try server.pfs.flush()
+                fuse_reply_err(request, 0)
+            } catch {
+                server.fail(request, error, "fsyncdir of inode \(ino)")
+            }
+        }
         ops.statfs = { request, _ in
             var st = FUSEOperations.server(request).statfs()
             fuse_reply_statfs(request, &st)
@@ -119,17 +271,15 @@ enum FUSEOperations {
         let server = FUSEOperations.server(request)
         do {
             let pfs = server.pfs
-            let dir = try pfs.inode(UInt64(ino))
             var buffer = [CChar](repeating: 0, count: size)
             var used = 0
             // Appends one entry; false when the buffer is full.
-            func add(_ name: [UInt8], _ next: UInt64, _ stat: () throws -> (Glibc.stat, InodeRecord?)) throws -> Bool {
+            func add(_ name: [UInt8], _ next: UInt64, _ st: Glibc.stat, _ status: NodeStatus?) -> Bool {
                 let cName = name.map { CChar(bitPattern: $0) } + [0]
-                let (st, record) = try stat()
                 let needed: Int = buffer.withUnsafeMutableBufferPointer { buf in
                     if plus {
                         var entry = fuse_entry_param()
-                        if let record { entry = FUSEOperations.entry(server, record) } else { entry.attr = st }
+                        if let status { entry = FUSEOperations.entry(server, status) } else { entry.attr = st }
                         return fuse_add_direntry_plus(request, buf.baseAddress! + used, size - used, cName, &entry, off_t(next))
                     } else {
                         var st = st
@@ -142,26 +292,21 @@ enum FUSEOperations {
             }
             var cookie = UInt64(max(offset, 0))
             if cookie == 0 {
-                guard try add(Array(".".utf8), 1, { (Attributes.direntStat(inum: UInt64(ino), type: .directory), nil) }) else {
+                guard add(Array(".".utf8), 1, Attributes.direntStat(inum: UInt64(ino), type: .directory), nil) else {
                     return replyBuffer(request, buffer, used)
                 }
                 cookie = 1
             }
             if cookie == 1 {
-                let parent = dir.meta.iparent == 0 ? UInt64(ino) : dir.meta.iparent
-                guard try add(Array("..".utf8), 2, { (Attributes.direntStat(inum: parent, type: .directory), nil) }) else {
+                let parent = try pfs.parent(of: UInt64(ino))
+                guard add(Array("..".utf8), 2, Attributes.direntStat(inum: parent, type: .directory), nil) else {
                     return replyBuffer(request, buffer, used)
                 }
                 cookie = 2
             }
-            try pfs.readDirectory(dir, from: cookie <= 2 ? 0 : cookie) { entry in
-                try add(entry.name, entry.nextCookie) {
-                    if plus {
-                        let record = try pfs.record(entry.inum)
-                        return (Attributes.stat(for: record), record)
-                    }
-                    return (Attributes.direntStat(inum: entry.inum, type: entry.type), nil)
-                }
+            try pfs.readDirectory(UInt64(ino), from: cookie <= 2 ? 0 : cookie, withAttributes: plus) { entry, status in
+                let st = status.map { Attributes.stat(for: $0) } ?? Attributes.direntStat(inum: entry.inum, type: entry.type)
+                return add(entry.name, entry.nextCookie, st, status)
             }
             replyBuffer(request, buffer, used)
         } catch {

@@ -5,7 +5,9 @@
 
 import CFUSE3
 import Foundation
+import Synchronization
 import Glibc
+import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -18,10 +20,13 @@ public struct MountOptions: Sendable {
     /// Extra -o options passed to libfuse unchanged.
     public var extraOptions: [String] = []
     public var maxThreads: UInt32 = 8
-    /// Seconds the kernel may cache attributes and names (the volume cannot change).
+    /// Seconds the kernel may cache attributes and names (every change goes through this mount).
     public var cacheTimeout: Double = 60
     /// Kernel readahead for the mount in KiB (0: leave the kernel's default of 128).
     public var readaheadKiB = 1024
+    /// Seconds between background flushes of a read-write mount (DragonFly's syncer
+    /// flushes every 30 s by default).
+    public var flushInterval: Double = 30
 
     public init(mountpoint: String, fsname: String) {
         self.mountpoint = mountpoint
@@ -30,12 +35,13 @@ public struct MountOptions: Sendable {
 }
 
 public final class FUSEServer: Sendable {
-    public let pfs: PFS
-    public let filesystem: Filesystem
+    public let pfs: PFSHandle
+    public let filesystem: MutableFilesystem
     public let options: MountOptions
     let logger: @Sendable (String) -> Void
+    private let stopping = Mutex(false)
 
-    public init(filesystem: Filesystem, pfs: PFS, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
+    public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem
         self.pfs = pfs
         self.options = options
@@ -53,7 +59,7 @@ public final class FUSEServer: Sendable {
     /// process detaches (fuse_daemonize) once the mount is in place.
     public func serve() throws {
         var arguments = ["mount_hammer2"]
-        var mountOptions = ["ro", "fsname=\(options.fsname)", "subtype=hammer2", "default_permissions"]
+        var mountOptions = [filesystem.readOnly ? "ro" : "rw", "fsname=\(options.fsname)", "subtype=hammer2", "default_permissions"]
         if options.allowOther { mountOptions.append("allow_other") }
         mountOptions += options.extraOptions
         arguments += ["-o", mountOptions.joined(separator: ",")]
@@ -82,7 +88,14 @@ public final class FUSEServer: Sendable {
             defer { fuse_session_unmount(session) }
             if options.readaheadKiB > 0 { setReadahead(kib: options.readaheadKiB, mountpoint: resolvedMountpoint) }
             guard fuse_daemonize(options.foreground ? 1 : 0) == 0 else { return -4 }
-            return h2fuse_session_loop_mt(session, options.maxThreads)
+            if !filesystem.readOnly { startFlushTimer() }
+            let status = h2fuse_session_loop_mt(session, options.maxThreads)
+            stopping.withLock { $0 = true }
+            return status
+        }
+        // Unmounted (or signalled): write what is left.
+        if !filesystem.readOnly {
+            do { try filesystem.flush() } catch { logger("final flush of \(options.fsname) failed: \(error)") }
         }
         switch result {
         case 0: return
@@ -92,6 +105,18 @@ public final class FUSEServer: Sendable {
         case -4: throw ServeError.session("cannot detach into the background")
         default: throw ServeError.session("FUSE session ended with status \(result)")
         }
+    }
+
+    /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does.
+    private func startFlushTimer() {
+        let thread = Thread { [self] in
+            while true {
+                Thread.sleep(forTimeInterval: options.flushInterval)
+                if stopping.withLock({ $0 }) { return }
+                do { try filesystem.flush() } catch { logger("periodic flush of \(options.fsname) failed: \(error)") }
+            }
+        }
+        thread.start()
     }
 
     /// The kernel caps a FUSE mount's readahead at its backing-device default (128 KiB),
@@ -130,19 +155,20 @@ public final class FUSEServer: Sendable {
     }
 
     func statfs() -> Glibc.statvfs {
-        let header = filesystem.volumes.header
+        let usage = filesystem.spaceUsage()
         let blockSize = UInt64(HAMMER2.physicalBufferSize)
         var st = Glibc.statvfs()
         st.f_bsize = UInt(blockSize)
         st.f_frsize = UInt(blockSize)
-        st.f_blocks = fsblkcnt_t(header.allocatorSize / blockSize)
-        st.f_bfree = fsblkcnt_t(header.allocatorFree / blockSize)
+        st.f_blocks = fsblkcnt_t(usage.totalBytes / blockSize)
+        st.f_bfree = fsblkcnt_t(usage.freeBytes / blockSize)
         st.f_bavail = st.f_bfree
-        st.f_files = fsfilcnt_t(pfs.rootBref.statsInodeCount)
-        st.f_ffree = 0
-        st.f_favail = 0
+        // Inodes are allocated like any block: as many as 1 KiB pieces of free space.
+        st.f_ffree = fsfilcnt_t(usage.freeBytes / UInt64(HAMMER2.inodeBytes))
+        st.f_files = st.f_ffree + fsfilcnt_t(usage.inodeCount)
+        st.f_favail = st.f_ffree
         st.f_namemax = UInt(HAMMER2.inodeMaxName - 1)
-        st.f_flag = UInt(ST_RDONLY)
+        st.f_flag = filesystem.readOnly ? UInt(ST_RDONLY) : 0
         return st
     }
 }

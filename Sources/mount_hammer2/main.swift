@@ -4,6 +4,7 @@
 
 import Foundation
 import Glibc
+import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2FUSE
 import HAMMER2Tools
@@ -18,10 +19,11 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
 
   -f            stay in the foreground (log to stderr instead of syslog)
   -d            FUSE debug output (implies -f)
-  -o options    comma-separated: ro (default), allow_other, cache=<MiB> (block
-                cache, default 64), threads=<n> (default 8), readahead=<KiB>
-                (default 1024, 0 = kernel default; needs root), and any libfuse
-                mount option; rw is not yet supported
+  -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
+                (block cache, default 64), threads=<n> (default 8),
+                readahead=<KiB> (default 1024, 0 = kernel default; needs root),
+                flush=<seconds> (background flush interval, default 30), and
+                any libfuse mount option
   -h, --help    this text
 
 Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed,
@@ -45,21 +47,22 @@ func main() -> Int32 {
     var threads: UInt32 = 8
     var allowOther = false
     var readaheadKiB = 1024
+    var readOnly = false
+    var flushInterval = 30.0
     var extra: [String] = []
     for (letter, value) in parsed.options {
         switch letter {
         case "f": foreground = true
         case "d": debug = true; foreground = true
         case "u":
-            printError("mount_hammer2", "-u (update to read-write) is not supported yet: mounts are read-only")
+            printError("mount_hammer2", "-u (changing a mounted filesystem's options) is not supported; unmount and mount again")
             return ExitCode.usage.rawValue
         case "o":
             for option in (value ?? "").split(separator: ",").map(String.init) {
                 switch option {
-                case "ro", "local": break
-                case "rw":
-                    printError("mount_hammer2", "read-write mounts are not supported yet; mount with -o ro")
-                    return ExitCode.usage.rawValue
+                case "local": break
+                case "ro", "rdonly": readOnly = true
+                case "rw": readOnly = false
                 case "allow_other": allowOther = true
                 case "debug": debug = true; foreground = true
                 default:
@@ -75,6 +78,12 @@ func main() -> Int32 {
                             return ExitCode.usage.rawValue
                         }
                         readaheadKiB = value
+                    } else if option.hasPrefix("flush=") {
+                        guard let value = Double(option.dropFirst(6)), value >= 1, value <= 3600 else {
+                            printError("mount_hammer2", "flush=<seconds> wants a number from 1 to 3600")
+                            return ExitCode.usage.rawValue
+                        }
+                        flushInterval = value
                     } else if option.hasPrefix("threads=") {
                         guard let value = UInt32(option.dropFirst(8)), value >= 1, value <= 256 else {
                             printError("mount_hammer2", "threads=<n> wants a number from 1 to 256")
@@ -108,7 +117,7 @@ func main() -> Int32 {
     let label = specifier.labelOrDefault
     if !foreground { closeInheritedDescriptors() }
     do {
-        let filesystem = try Filesystem(paths: specifier.devices, cacheBytes: cacheMiB << 20)
+        let filesystem = try MutableFilesystem(paths: specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20)
         let pfs = try filesystem.openPFS(label)
         var options = MountOptions(mountpoint: mountpoint, fsname: specifier.devices.joined(separator: ":") + "@" + label)
         options.foreground = foreground
@@ -117,6 +126,7 @@ func main() -> Int32 {
         options.extraOptions = extra
         options.maxThreads = threads
         options.readaheadKiB = readaheadKiB
+        options.flushInterval = flushInterval
         let logger: @Sendable (String) -> Void
         if foreground {
             logger = { message in FileHandle.standardError.write(Data("mount_hammer2: \(message)\n".utf8)) }
