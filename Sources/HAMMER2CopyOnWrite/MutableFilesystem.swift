@@ -213,7 +213,7 @@ final class MountedPFS {
         target.meta.nlinks = target.isDirectory ? 0 : max(target.meta.nlinks, 1) - 1
         target.meta.ctime = now
         target.dirty = true
-        if target.meta.nlinks == 0 { target.dirtyBlocks.removeAll() }
+        if target.meta.nlinks == 0 && target.openCount == 0 { target.dirtyBlocks.removeAll() }
     }
 
     var hasChanges: Bool { nodes.values.contains { $0.hasChanges } }

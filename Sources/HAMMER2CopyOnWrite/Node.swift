@@ -55,7 +55,9 @@ final class Node {
         return InodeData(meta: m, filename: filename, content: flushedContent)
     }
 
-    var hasChanges: Bool { dirty || !dirtyBlocks.isEmpty || !entryChanges.isEmpty }
+    /// Whether the next flush has work here. The data of an unlinked file is never written:
+    /// it lives in memory until the last close.
+    var hasChanges: Bool { dirty || (meta.nlinks > 0 && !dirtyBlocks.isEmpty) || !entryChanges.isEmpty }
 
     /// Bytes held by dirty data blocks.
     var dirtyBytes: Int { dirtyBlocks.count * HAMMER2.physicalBufferSize }

@@ -301,8 +301,9 @@ public final class PFSHandle: @unchecked Sendable {
         fs.withLock {
             guard let node = pfs.nodes[inum] else { return }
             node.openCount = max(0, node.openCount - 1)
-            if node.openCount == 0 && node.meta.nlinks == 0 && node.flushedBref == nil && !node.dirty {
-                pfs.nodes.removeValue(forKey: inum)  // unlinked and flushed away: gone
+            if node.openCount == 0 && node.meta.nlinks == 0 {
+                node.dirtyBlocks.removeAll()  // the last close of an unlinked file: its data is gone
+                if node.flushedBref == nil && !node.dirty { pfs.nodes.removeValue(forKey: inum) }
             }
         }
     }

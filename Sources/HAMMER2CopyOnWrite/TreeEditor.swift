@@ -60,8 +60,10 @@ struct TreeEditor {
     private func editNode(_ children: [Blockref], removals: ArraySlice<ClosedRange<UInt64>>,
                           puts: ArraySlice<Blockref>, capacity: Int) throws -> [Blockref] {
         var result: [Blockref] = []
+        // Rewritten indirect children, written only once it is known they are not collapsed
+        // (a block written by this flush is not on the media yet, so it cannot be read back).
+        var rewritten: [(key: UInt64, keybits: Int, children: [Blockref], shrank: Bool)] = []
         var consumedPuts = Set<Int>()
-        var shrank = false
         for child in children.sorted(by: { $0.key < $1.key }) {
             let range = child.key...child.keyEnd
             let childRemovals = removals.filter { $0.overlaps(range) }
@@ -75,16 +77,10 @@ struct TreeEditor {
                 let grandchildren = try reader.orderedChildBlockrefs(child)
                 let edited = try editNode(grandchildren, removals: childRemovals[...],
                                           puts: ArraySlice(childPuts.map { puts[$0] }), capacity: Self.indirectCapacity)
-                if edited.isEmpty {
-                    shrank = true  // an empty indirect block is deleted
-                    continue
-                }
-                if edited.count < grandchildren.count { shrank = true }
-                result.append(contentsOf: [try indirect(key: child.key, keybits: Int(child.keybits), children: edited)])
+                if edited.isEmpty { continue }  // an empty indirect block is deleted
+                rewritten.append((child.key, Int(child.keybits), edited, edited.count < grandchildren.count))
             } else if childRemovals.isEmpty {
                 result.append(child)
-            } else {
-                shrank = true
             }
         }
         for index in puts.indices where !consumedPuts.contains(index) {
@@ -94,28 +90,20 @@ struct TreeEditor {
             }
             result.append(put)
         }
-        result.sort { $0.key < $1.key }
-        if shrank { result = try collapse(result, capacity: capacity) }
-        return try fit(result, capacity: capacity)
-    }
-
-    /// hammer2_chain_indirect_maintenance: pulls the children of indirect blocks up into
-    /// this node while they fit in its free slots.
-    private func collapse(_ entries: [Blockref], capacity: Int) throws -> [Blockref] {
-        var entries = entries
-        var changed = true
-        while changed {
-            changed = false
-            for (position, entry) in entries.enumerated() where entry.type == .indirect {
-                let children = try reader.orderedChildBlockrefs(entry)
-                if entries.count - 1 + children.count <= capacity {
-                    entries.replaceSubrange(position...position, with: children)
-                    changed = true
-                    break
-                }
+        // hammer2_chain_indirect_maintenance: an indirect block that shrank is dissolved
+        // into this node when its children fit in the free slots.
+        for entry in rewritten.sorted(by: { $0.children.count < $1.children.count }) {
+            let slotsUsed = result.count + rewritten.count - 1
+            if entry.shrank, slotsUsed + entry.children.count <= capacity {
+                result += entry.children
+                rewritten.removeAll { $0.key == entry.key && $0.keybits == entry.keybits }
             }
         }
-        return entries
+        for entry in rewritten {
+            result.append(try indirect(key: entry.key, keybits: entry.keybits, children: entry.children))
+        }
+        result.sort { $0.key < $1.key }
+        return try fit(result, capacity: capacity)
     }
 
     /// Pushes entries down into new indirect blocks until at most `capacity` remain.

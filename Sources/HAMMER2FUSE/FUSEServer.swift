@@ -24,9 +24,9 @@ public struct MountOptions: Sendable {
     public var cacheTimeout: Double = 60
     /// Kernel readahead for the mount in KiB (0: leave the kernel's default of 128).
     public var readaheadKiB = 1024
-    /// Seconds between background flushes of a read-write mount (DragonFly's syncer
-    /// flushes every 30 s by default).
-    public var flushInterval: Double = 30
+    /// Seconds between background flushes of a read-write mount. Shorter than DragonFly's
+    /// 30 s syncer because sync(2) cannot reach a libfuse 3.14 daemon (no FUSE_SYNCFS).
+    public var flushInterval: Double = 5
 
     public init(mountpoint: String, fsname: String) {
         self.mountpoint = mountpoint

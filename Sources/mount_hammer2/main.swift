@@ -22,7 +22,7 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
                 (block cache, default 64), threads=<n> (default 8),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
-                flush=<seconds> (background flush interval, default 30), and
+                flush=<seconds> (background flush interval, default 5), and
                 any libfuse mount option
   -h, --help    this text
 
@@ -48,7 +48,7 @@ func main() -> Int32 {
     var allowOther = false
     var readaheadKiB = 1024
     var readOnly = false
-    var flushInterval = 30.0
+    var flushInterval = 5.0
     var extra: [String] = []
     for (letter, value) in parsed.options {
         switch letter {

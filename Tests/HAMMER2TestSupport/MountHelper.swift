@@ -87,8 +87,9 @@ public final class MountedImage {
     private var unmounted = false
     private var savedLog: String?
 
-    /// Mounts `spec` ("IMAGE@LABEL") at a fresh temporary directory.
-    public init(_ spec: String, options: [String] = []) throws {
+    /// Mounts `spec` ("IMAGE@LABEL") at a fresh temporary directory: read-only unless
+    /// `options` say otherwise (fixture images are shared and must not change).
+    public init(_ spec: String, options: [String] = ["-o", "ro"]) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-mnt-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         mountpoint = base
@@ -127,7 +128,7 @@ public final class MountedImage {
     /// Unmounts with fusermount3 -u and waits for the daemon; returns its exit status.
     @discardableResult
     public func unmount() throws -> Int32 {
-        guard !unmounted else { return process.terminationStatus }
+        guard !unmounted else { return process.isRunning ? -1 : process.terminationStatus }
         unmounted = true
         _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", mountpoint.path])
         let deadline = Date().addingTimeInterval(15)

@@ -16,3 +16,20 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
 
     public mutating func byte() -> UInt8 { UInt8(truncatingIfNeeded: next()) }
 }
+
+extension SplitMix64 {
+    /// `count` pseudo-random bytes.
+    public mutating func bytes(_ count: Int) -> [UInt8] {
+        var out = [UInt8](repeating: 0, count: count)
+        var i = 0
+        while i < count {
+            var word = next()
+            for _ in 0..<min(8, count - i) {
+                out[i] = UInt8(truncatingIfNeeded: word)
+                word >>= 8
+                i += 1
+            }
+        }
+        return out
+    }
+}

@@ -10,7 +10,7 @@ import XCTest
 
 final class ToolTests: XCTestCase {
     func testHelpAndUsageErrors() throws {
-        for tool in ["hammer2", "mount_hammer2", "fsck_hammer2"] {
+        for tool in ["hammer2", "mount_hammer2", "fsck_hammer2", "newfs_hammer2"] {
             let help = try Binaries.run(tool, ["--help"])
             XCTAssertEqual(help.status, 0, tool)
             XCTAssertTrue(help.stdout.contains("usage") || help.stdout.contains("hammer2 [options]"), "\(tool): \(help.stdout)")
@@ -23,7 +23,12 @@ final class ToolTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("hammer2", ["show"]).status, 2, "show without a device")
         XCTAssertEqual(try Binaries.run("fsck_hammer2", []).status, 2)
         XCTAssertEqual(try Binaries.run("fsck_hammer2", ["/nonexistent.img"]).status, 2)
-        XCTAssertEqual(try Binaries.run("mount_hammer2", ["-o", "rw", "x.img", "/tmp"]).status, 2)
+        XCTAssertEqual(try Binaries.run("mount_hammer2", ["-u", "x.img", "/tmp"]).status, 2)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", []).status, 2)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-V", "7", "x.img"]).status, 2)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-b", "5m", "x.img"]).status, 2)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-L", "none", "-L", "A", "x.img"]).status, 2)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["/nonexistent/dir/x.img"]).status, 1)
         for bad in ["cache=abc", "cache=0", "threads=0", "readahead=-1"] {
             let result = try Binaries.run("mount_hammer2", ["-f", "-o", bad, "x.img", "/tmp"])
             XCTAssertEqual(result.status, 2, "-o \(bad): \(result.stderr)")

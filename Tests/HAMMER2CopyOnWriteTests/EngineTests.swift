@@ -1,0 +1,95 @@
+// The copy-on-write engine without FUSE: newfs, changes, flushes, reopening.
+
+import Foundation
+import HAMMER2CopyOnWrite
+import HAMMER2Engine
+import HAMMER2Format
+import HAMMER2TestSupport
+import XCTest
+
+final class EngineTests: XCTestCase {
+    var imagePath = ""
+
+    override func setUpWithError() throws {
+        imagePath = FileManager.default.temporaryDirectory.appendingPathComponent("h2-engine-\(UUID().uuidString.prefix(8)).img").path
+        FileManager.default.createFile(atPath: imagePath, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: imagePath))
+        try handle.truncate(atOffset: 1 << 30)
+        try handle.close()
+        _ = try Formatter.format(device: FileBlockDevice(path: imagePath, writable: true), options: FormatOptions(labels: ["DATA"]))
+    }
+
+    override func tearDownWithError() throws {
+        try? FileManager.default.removeItem(atPath: imagePath)
+    }
+
+    func open() throws -> PFSHandle {
+        try MutableFilesystem(paths: [imagePath], writable: true).openPFS("DATA")
+    }
+
+    let caller = Caller(uid: 0, gid: 0)
+
+    func testTextIsStoredCompressedAndRandomDataIsNot() throws {
+        let fs = try MutableFilesystem(paths: [imagePath], writable: true)
+        let pfs = try fs.openPFS("DATA")
+        let text = Array((0..<100_000).map { "line \($0)\n" }.joined().utf8)
+        var random = SplitMix64(seed: 2)
+        let noise = random.bytes(1 << 20)
+        for (name, bytes) in [("text", text), ("noise", noise)] {
+            let file = try pfs.create(in: 1, name: Array(name.utf8), type: .regularFile, mode: 0o644, caller: caller)
+            // In 128 KiB pieces at odd boundaries, as cat(1) through FUSE writes.
+            var offset = 0
+            while offset < bytes.count {
+                let end = min(offset + 131_072 + 100, bytes.count)
+                _ = try bytes[offset..<end].withUnsafeBytes { try pfs.write(file.meta.inum, offset: UInt64(offset), $0) }
+                offset = end
+            }
+        }
+        try pfs.flush()
+        let reopened = try Filesystem(paths: [imagePath]).openPFS("DATA")
+        for (name, compressed) in [("text", true), ("noise", false)] {
+            let entry = try reopened.lookup(in: reopened.root, name: Array(name.utf8))
+            var methods = Set<CompressionMethod>()
+            try BlockTree(reader: reopened.reader).forEachLeaf(in: try reopened.inode(entry.inum).blockset, from: 0, through: .max) {
+                methods.insert($0.compression)
+                return true
+            }
+            XCTAssertEqual(methods, compressed ? [.lz4] : [.none], name)
+        }
+    }
+
+    func testTruncateAcrossFlushes() throws {
+        let pfs = try open()
+        var random = SplitMix64(seed: 5)
+        let data = random.bytes(300_000)
+        let file = try pfs.create(in: 1, name: Array("cut".utf8), type: .regularFile, mode: 0o644, caller: caller)
+        _ = try data.withUnsafeBytes { try pfs.write(file.meta.inum, offset: 0, $0) }
+        try pfs.flush()
+        _ = try pfs.setAttributes(file.meta.inum, AttributeChanges(size: 1000))
+        try pfs.flush()
+        _ = try pfs.setAttributes(file.meta.inum, AttributeChanges(size: 150_000))
+        try pfs.flush()
+        let expected = Array(data[0..<1000]) + [UInt8](repeating: 0, count: 149_000)
+        XCTAssertEqual(sha256Hex(try pfs.read(file.meta.inum, offset: 0, count: 200_000)), sha256Hex(expected))
+        let reopened = try open()
+        XCTAssertEqual(sha256Hex(try reopened.read(file.meta.inum, offset: 0, count: 200_000)), sha256Hex(expected))
+    }
+
+    func testUnlinkedOpenFileReadsItsFlushedBlocks() throws {
+        let pfs = try open()
+        var random = SplitMix64(seed: 1)
+        let data = random.bytes(200_000)
+        let file = try pfs.create(in: 1, name: Array("doomed".utf8), type: .regularFile, mode: 0o644, caller: caller)
+        _ = try data.withUnsafeBytes { try pfs.write(file.meta.inum, offset: 0, $0) }
+        try pfs.flush()
+        try pfs.open(file.meta.inum)
+        try pfs.unlink(in: 1, name: Array("doomed".utf8))
+        XCTAssertEqual(sha256Hex(try pfs.read(file.meta.inum, offset: 0, count: data.count)), sha256Hex(data))
+        XCTAssertEqual(try pfs.read(file.meta.inum, offset: 70_000, count: 100), Array(data[70_000..<70_100]))
+        try pfs.flush()
+        XCTAssertEqual(sha256Hex(try pfs.read(file.meta.inum, offset: 0, count: data.count)), sha256Hex(data))
+        XCTAssertEqual(try pfs.read(file.meta.inum, offset: 140_000, count: 100), Array(data[140_000..<140_100]))
+        pfs.release(file.meta.inum)
+        XCTAssertThrowsError(try pfs.lookup(1, Array("doomed".utf8)))
+    }
+}
