@@ -15,19 +15,22 @@ extension MutableFilesystem {
         try withLock { try flushLocked() }
     }
 
-    func flushLocked() throws {
+    /// `allHeaderCopies` writes the new header to every copy instead of the next one in
+    /// rotation (after bulkfree, no older header may point at freed space).
+    func flushLocked(allHeaderCopies: Bool = false) throws {
         guard !readOnly else { return }
-        guard superRoot.hasChanges || mounted.values.contains(where: { $0.hasChanges }) else { return }
+        guard allHeaderCopies || allocator.hasChanges || superRoot.hasChanges
+                || mounted.values.contains(where: { $0.hasChanges }) else { return }
         let savedAllocator = allocator
         do {
-            try flushAll()
+            try flushAll(allHeaderCopies: allHeaderCopies)
         } catch {
             allocator = savedAllocator
             throw error
         }
     }
 
-    private func flushAll() throws {
+    private func flushAll(allHeaderCopies: Bool) throws {
         let tid = header.mirrorTID + 1
         let sink = FlushSink(fs: self)
         var commits: [() -> Void] = []
@@ -56,12 +59,7 @@ extension MutableFilesystem {
         newHeader.allocatorFree = allocator.freeBytes
         newHeader.superRootBlockset = padded([newSuperRootBref])
         newHeader.freemapBlockset = padded(freemap)
-        let slot = nextHeaderSlot()
-        try volumes.writeHeader(newHeader.encoded(), slot: slot)
-        try volumes.synchronize()
-
-        header = newHeader
-        headerSlot = slot
+        try writeHeader(newHeader, allCopies: allHeaderCopies)
         superRootBref = newSuperRootBref
         superRoot.flushedBref = newSuperRootBref
         superRoot.flushedContent = .blockset(superBlockset)
@@ -69,6 +67,46 @@ extension MutableFilesystem {
         for commit in commits { commit() }
         for pfs in mounted.values { pfs.dropCleanNodes() }
         flushCount += 1
+    }
+
+    /// Writes the changed freemap and a new header around the same trees (after bulkfree,
+    /// which must work even when dirty data cannot be flushed for lack of space).
+    func commitFreemapLocked(allHeaderCopies: Bool) throws {
+        let tid = header.mirrorTID + 1
+        let sink = FlushSink(fs: self)
+        let savedAllocator = allocator
+        do {
+            let freemap = try allocator.flush(tid: tid) { offset, bytes in try sink.write(bytes, at: offset) }
+            try sink.drain()
+            try volumes.synchronize()
+            var newHeader = header
+            newHeader.mirrorTID = tid
+            newHeader.freemapTID = tid
+            newHeader.allocatorFree = allocator.freeBytes
+            newHeader.freemapBlockset = padded(freemap)
+            try writeHeader(newHeader, allCopies: allHeaderCopies)
+        } catch {
+            allocator = savedAllocator
+            throw error
+        }
+    }
+
+    /// Writes `newHeader` to the next slot in rotation (or to every slot) and makes it the
+    /// current header.
+    private func writeHeader(_ newHeader: VolumeHeader, allCopies: Bool) throws {
+        let slot = nextHeaderSlot()
+        let encoded = newHeader.encoded()
+        try volumes.writeHeader(encoded, slot: slot)
+        try volumes.synchronize()
+        if allCopies {
+            for other in VolumeHeader.copyOffsets(deviceSize: volumes.volumes[0].size).indices
+            where other != slot && UInt64(other) * HAMMER2.zoneBytes + (4 << 20) <= header.volumeSize {
+                try volumes.writeHeader(encoded, slot: other)
+            }
+            try volumes.synchronize()
+        }
+        header = newHeader
+        headerSlot = slot
     }
 
     /// hammer2_flush's header choice: the next copy that lies inside the volume.

@@ -47,7 +47,7 @@ public struct FreemapAllocator {
     /// Where each allocation class last succeeded, as a segment index.
     private var cursors: [UInt16: UInt64] = [:]
     /// allocator_free: bytes of 16 KiB blocks not allocated.
-    public private(set) var freeBytes: UInt64
+    public internal(set) var freeBytes: UInt64
 
     /// A freemap with nothing allocated yet (newfs).
     public init(volumeSize: UInt64, allocatorBegin: UInt64, freeBytes: UInt64) {

@@ -58,6 +58,12 @@ public final class FileBlockDevice: BlockDevice {
             Glibc.close(fd)
             throw EngineError.invalidArgument("\(path): not a regular file or block device")
         }
+        // One writer at a time: a second daemon or an offline tool writing the same image
+        // would overwrite each other's blocks.
+        if writable && flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            Glibc.close(fd)
+            throw EngineError.posix(EBUSY, "\(path) is in use by another writer (mounted read-write?)")
+        }
         self.fd = fd
         self.name = path
         self.size = size

@@ -257,6 +257,25 @@ enum FUSEOperations {
                 server.fail(request, error, "fsyncdir of inode \(ino)")
             }
         }
+        ops.ioctl = { request, ino, command, _, _, flags, _, _, outSize in
+            let server = FUSEOperations.server(request)
+            guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, command == ControlRequest.bulkfree,
+                  outSize >= ControlRequest.argumentBytes else {
+                fuse_reply_err(request, ENOTTY)
+                return
+            }
+            guard FUSEOperations.caller(request).uid == 0 else {
+                fuse_reply_err(request, EPERM)  // DragonFly requires root for bulkfree too
+                return
+            }
+            do {
+                let result = try server.filesystem.bulkfree()
+                let reply = ControlRequest.encode(result)
+                reply.withUnsafeBytes { _ = fuse_reply_ioctl(request, 0, $0.baseAddress, $0.count) }
+            } catch {
+                server.fail(request, error, "bulkfree via inode \(ino)")
+            }
+        }
         ops.statfs = { request, _ in
             var st = FUSEOperations.server(request).statfs()
             fuse_reply_statfs(request, &st)

@@ -1,11 +1,13 @@
 // hammer2(8): DragonFly's management utility. Directives that read a filesystem work
 // offline on an image or device (`-f IMAGE`, or DragonFly's `show <devpath>`), and on a
 // mounted volume (`-s MOUNTPOINT`, or the current directory), which is resolved through
-// /proc/self/mountinfo to the image behind it: mounts are read-only, so reading the image
-// directly gives exactly what the mount serves.
+// /proc/self/mountinfo to the image behind it (reading the image directly gives the state
+// of the last flush). Directives that change a mounted filesystem (bulkfree) are sent to
+// the mount_hammer2 daemon as ioctls on a file of the mount.
 
 import Foundation
 import Glibc
+import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -23,6 +25,8 @@ public enum Hammer2Command {
         pfs-list [<path>...]              List PFSs
         pfs-clid <label>                  Print cluster id for specific PFS
         pfs-fsid <label>                  Print private id for specific PFS
+        bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
+                                          online on a mount, or offline with -f image)
         show <devpath>                    Raw hammer2 media dump for topology
         freemap <devpath>                 Raw hammer2 media dump for freemap
         volhdr <devpath>                  Raw hammer2 media dump for the volume header(s)
@@ -94,6 +98,8 @@ public enum Hammer2Command {
                         print("    \(entry.name)")
                     }
                 }
+            case "bulkfree":
+                try BulkfreeDirective.run(operands, image: context.image, selected: context.selectedPath, quiet: context.quiet > 0)
             case "pfs-clid", "pfs-fsid":
                 guard operands.count == 1 else { throw ToolError.usage("\(directive): requires name") }
                 let target = try targetsFor([], context)[0]

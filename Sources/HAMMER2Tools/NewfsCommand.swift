@@ -94,7 +94,7 @@ public enum NewfsCommand {
             }
             close(fd)
         }
-        if let (mountpoint, _) = mountedFilesystem(containing: special).flatMap({ $0.source == special ? $0 : nil }) {
+        if let mountpoint = mountedFilesystem(source: special) {
             printError(tool, "\(special) is mounted on \(mountpoint)")
             return ExitCode.failure.rawValue
         }

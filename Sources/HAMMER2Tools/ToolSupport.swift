@@ -111,3 +111,21 @@ func unescapeMountinfo(_ s: String) -> String {
     }
     return String(decoding: out, as: UTF8.self)
 }
+
+/// The mount point of a hammer2 mount whose source names the image or device `path`.
+public func mountedFilesystem(source path: String) -> String? {
+    guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
+    let resolved = URL(fileURLWithPath: path).resolvingSymlinksInPath().path
+    for line in info.split(separator: "\n") {
+        let halves = line.components(separatedBy: " - ")
+        guard halves.count == 2 else { continue }
+        let left = halves[0].split(separator: " ")
+        let right = halves[1].split(separator: " ")
+        guard left.count >= 5, right.count >= 2, right[0] == "fuse.hammer2",
+              let specifier = try? VolumeSpecifier(unescapeMountinfo(String(right[1]))) else { continue }
+        if specifier.devices.contains(where: { URL(fileURLWithPath: $0).resolvingSymlinksInPath().path == resolved }) {
+            return unescapeMountinfo(String(left[4]))
+        }
+    }
+    return nil
+}

@@ -119,7 +119,9 @@ func main() -> Int32 {
     do {
         let filesystem = try MutableFilesystem(paths: specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20)
         let pfs = try filesystem.openPFS(label)
-        var options = MountOptions(mountpoint: mountpoint, fsname: specifier.devices.joined(separator: ":") + "@" + label)
+        // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
+        let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+        var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)
         options.foreground = foreground
         options.debug = debug
         options.allowOther = allowOther

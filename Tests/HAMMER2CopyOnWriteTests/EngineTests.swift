@@ -59,7 +59,7 @@ final class EngineTests: XCTestCase {
     }
 
     func testTruncateAcrossFlushes() throws {
-        let pfs = try open()
+        var pfs: PFSHandle! = try open()
         var random = SplitMix64(seed: 5)
         let data = random.bytes(300_000)
         let file = try pfs.create(in: 1, name: Array("cut".utf8), type: .regularFile, mode: 0o644, caller: caller)
@@ -71,8 +71,10 @@ final class EngineTests: XCTestCase {
         try pfs.flush()
         let expected = Array(data[0..<1000]) + [UInt8](repeating: 0, count: 149_000)
         XCTAssertEqual(sha256Hex(try pfs.read(file.meta.inum, offset: 0, count: 200_000)), sha256Hex(expected))
+        pfs = nil  // one writer at a time: the image is locked while open for writing
         let reopened = try open()
         XCTAssertEqual(sha256Hex(try reopened.read(file.meta.inum, offset: 0, count: 200_000)), sha256Hex(expected))
+        XCTAssertThrowsError(try open(), "a second writer on the same image")
     }
 
     func testUnlinkedOpenFileReadsItsFlushedBlocks() throws {

@@ -129,8 +129,11 @@ public enum Fixtures {
         let lock = open(cacheFolder.appendingPathComponent(".lock").path, O_CREAT | O_RDWR, 0o644)
         if lock >= 0 { flock(lock, LOCK_EX) }
         defer { if lock >= 0 { flock(lock, LOCK_UN); close(lock) } }
-        if let attributes = try? FileManager.default.attributesOfItem(atPath: target.path),
-           (attributes[.size] as? NSNumber)?.uint64Value == manifest.image_size {
+        // The stamp records the image's size and modification time when it was
+        // decompressed: an image some test or tool wrote to since is decompressed again.
+        let stampPath = target.path + ".stamp"
+        if let stamp = try? String(contentsOfFile: stampPath, encoding: .utf8), stamp == Self.stamp(target.path),
+           Self.stamp(target.path).hasPrefix("\(manifest.image_size) ") {
             return target
         }
         let partial = target.path + ".partial"
@@ -139,7 +142,15 @@ public enum Fixtures {
         guard rename(partial, target.path) == 0 else {
             throw FixtureError.decompressionFailed(name + " (rename: errno \(errno))", -1)
         }
+        try Self.stamp(target.path).write(toFile: stampPath, atomically: true, encoding: .utf8)
         return target
+    }
+
+    /// "SIZE MTIME_SEC.MTIME_NSEC" of a file, or "" if it does not exist.
+    static func stamp(_ path: String) -> String {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return "" }
+        return "\(st.st_size) \(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)"
     }
 
     /// Runs a program and waits for it; returns its exit status.

@@ -125,12 +125,22 @@ public final class MountedImage {
         return own.st_dev != parent.st_dev
     }
 
+    /// SIGKILLs the daemon (a crash); the mount then needs a lazy unmount.
+    public func kill() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+    }
+
+    public var isStopped: Bool { !process.isRunning }
+
+    public var daemonPID: pid_t { process.processIdentifier }
+
     /// Unmounts with fusermount3 -u and waits for the daemon; returns its exit status.
     @discardableResult
     public func unmount() throws -> Int32 {
         guard !unmounted else { return process.isRunning ? -1 : process.terminationStatus }
         unmounted = true
-        _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", mountpoint.path])
+        // A killed daemon leaves a dead mount that only a lazy unmount removes.
+        _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-u"] + (process.isRunning ? [] : ["-z"]) + [mountpoint.path])
         let deadline = Date().addingTimeInterval(15)
         while process.isRunning {
             guard Date() < deadline else {

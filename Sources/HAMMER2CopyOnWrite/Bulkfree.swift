@@ -1,0 +1,147 @@
+// bulkfree (hammer2_bulkfree.c): the only way space comes back. Deleting or rewriting
+// data never touches the freemap; bulkfree walks every PFS and snapshot from the
+// super-root, and every 16 KiB block the freemap marks allocated that no blockref reaches
+// is freed.
+//
+// DragonFly frees in two passes (11 -> 10 -> 00) because its front end keeps allocating
+// while the scan runs. Here the scan holds the filesystem lock after a flush, so nothing
+// is allocated behind its back and one pass frees directly. Older volume header copies
+// still point at older trees whose blocks this frees, so the flush that follows writes
+// the new header to every copy: no header is left pointing at space that may be reused.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+public struct BulkfreeResult: Sendable {
+    /// Blockrefs visited and distinct bytes they reference.
+    public var blockrefsScanned = 0
+    public var referencedBytes: UInt64 = 0
+    /// Bytes returned to the freemap.
+    public var freedBytes: UInt64 = 0
+    /// 16 KiB blocks in use that the freemap had marked free (repaired to allocated).
+    public var repairedBlocks = 0
+
+    public init(blockrefsScanned: Int = 0, referencedBytes: UInt64 = 0, freedBytes: UInt64 = 0, repairedBlocks: Int = 0) {
+        self.blockrefsScanned = blockrefsScanned
+        self.referencedBytes = referencedBytes
+        self.freedBytes = freedBytes
+        self.repairedBlocks = repairedBlocks
+    }
+}
+
+extension MutableFilesystem {
+    /// Runs bulkfree; `progress` is told the blockrefs scanned so far now and then.
+    public func bulkfree(progress: ((Int) -> Void)? = nil) throws -> BulkfreeResult {
+        guard !readOnly else { throw EngineError.posix(EROFS, "bulkfree needs a read-write filesystem") }
+        return try withLock {
+            // Flush first when possible; a full volume may not take its dirty data, and the
+            // scan is of the last flushed state either way (unflushed data owns no blocks).
+            do { try flushLocked() } catch let error as EngineError where error.errno == ENOSPC {}
+            var result = BulkfreeResult()
+            var referenced = Set<UInt64>()  // 16 KiB block numbers in use
+            var linearEnds: [UInt64: UInt64] = [:]  // segment -> end of its highest sub-16 KiB block
+            var visitedNodes = Set<UInt64>()  // shared subtrees (snapshots) are walked once
+            let begin = header.allocatorBegin
+            func mark(_ bref: Blockref) {
+                let bytes = UInt64(bref.physicalBytes)
+                guard bytes > 0, bref.mediaOffset >= begin else { return }
+                var block = bref.mediaOffset / FreemapAllocator.blockBytes
+                let last = (bref.mediaOffset + bytes - 1) / FreemapAllocator.blockBytes
+                while block <= last {
+                    if referenced.insert(block).inserted { result.referencedBytes += FreemapAllocator.blockBytes }
+                    block += 1
+                }
+                if bytes < FreemapAllocator.blockBytes {
+                    let segment = bref.mediaOffset / FreemapAllocator.segmentBytes
+                    linearEnds[segment] = max(linearEnds[segment] ?? 0, bref.mediaOffset + bytes - segment * FreemapAllocator.segmentBytes)
+                }
+            }
+            func walk(_ refs: [Blockref]) throws {
+                for bref in refs where bref.type != .empty {
+                    result.blockrefsScanned += 1
+                    if result.blockrefsScanned % 65_536 == 0 { progress?(result.blockrefsScanned) }
+                    mark(bref)
+                    switch bref.type {
+                    case .inode:
+                        guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
+                        let inode = try reader.inode(bref)
+                        if case let .blockset(children) = inode.content { try walk(children) }
+                    case .indirect:
+                        guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
+                        try walk(reader.childBlockrefs(bref))
+                    default:
+                        break
+                    }
+                }
+            }
+            try walk(header.superRootBlockset)
+            // Open files already unlinked are out of the index but still read their blocks.
+            for pfs in mounted.values {
+                for node in pfs.nodes.values where node.meta.nlinks == 0 && node.openCount > 0 {
+                    try walk(node.flushedContent.blockset)
+                }
+            }
+            progress?(result.blockrefsScanned)
+            let before = allocator.freeBytes
+            result.repairedBlocks = allocator.rebuild(referenced: referenced, linearEnds: linearEnds)
+            result.freedBytes = allocator.freeBytes > before ? allocator.freeBytes - before : 0
+            reader.cache.removeAll()  // freed offsets will hold new blocks
+            try commitFreemapLocked(allHeaderCopies: true)
+            return result
+        }
+    }
+}
+
+extension FreemapAllocator {
+    /// Sets every 16 KiB block at or above allocator_beg to allocated if `referenced`
+    /// holds it and free otherwise (the reserved areas and space past the end stay
+    /// allocated). Returns how many referenced blocks were marked free before.
+    mutating func rebuild(referenced: Set<UInt64>, linearEnds: [UInt64: UInt64]) -> Int {
+        var repaired = 0
+        let entriesPerLeaf = UInt64(BitmapData.entriesPerLeaf)
+        for leafIndex in leaves.keys.sorted() {
+            var leaf = leaves[leafIndex]!
+            let pristine = newLeafEntries(leafIndex)
+            for entryIndex in 0..<BitmapData.entriesPerLeaf {
+                let segment = leafIndex * entriesPerLeaf + UInt64(entryIndex)
+                guard pristine[entryIndex].avail > 0 else { continue }  // reserved or outside
+                var entry = leaf.entries[entryIndex]
+                let old = entry
+                var used = 0
+                var highest = -1
+                for block in 0..<BitmapData.blocksPerEntry {
+                    let number = segment * UInt64(BitmapData.blocksPerEntry) + UInt64(block)
+                    if referenced.contains(number) {
+                        if entry.state(ofBlock: block) == .free { repaired += 1 }
+                        entry.setState(.allocated, ofBlock: block)
+                        used += 1
+                        highest = block
+                    } else {
+                        entry.setState(.free, ofBlock: block)
+                    }
+                }
+                entry.avail = UInt32(Self.segmentBytes - UInt64(used) * Self.blockBytes)
+                freeBytes = UInt64(Int64(freeBytes) + Int64(entry.avail) - Int64(old.avail))
+                if used == 0 {
+                    entry.allocationClass = 0
+                    entry.linear = 0
+                } else {
+                    // Past the last block in use, or inside it after its last small block.
+                    let end = UInt64(highest + 1) * Self.blockBytes
+                    if let small = linearEnds[segment], small > end - Self.blockBytes, small < end {
+                        entry.linear = Int32(small)
+                    } else {
+                        entry.linear = Int32(end)
+                    }
+                }
+                if entry != old {
+                    leaf.entries[entryIndex] = entry
+                    leaf.dirty = true
+                }
+            }
+            leaves[leafIndex] = leaf
+        }
+        return repaired
+    }
+}

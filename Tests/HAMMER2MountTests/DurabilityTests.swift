@@ -1,0 +1,166 @@
+// What a read-write mount promises about space and crashes: bulkfree gives back the space
+// of deleted files (online and offline), a full volume says ENOSPC and stays consistent,
+// and a daemon killed at any moment leaves every fsynced file intact.
+
+import Foundation
+import HAMMER2TestSupport
+import XCTest
+
+final class DurabilityTests: XCTestCase {
+    func writeFile(_ path: String, _ bytes: [UInt8], sync: Bool) -> Int32 {
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, min($0.count, 1 << 20)) }
+            if n < 0 { return errno }
+            done += n
+        }
+        if sync && fsync(fd) != 0 { return errno }
+        return 0
+    }
+
+    func freeBytes(_ path: String) -> UInt64 {
+        var st = statvfs()
+        XCTAssertEqual(statvfs(path, &st), 0)
+        return UInt64(st.f_bfree) * UInt64(st.f_frsize)
+    }
+
+    func flush(_ root: String) {
+        let fd = open(root, O_RDONLY | O_DIRECTORY)
+        XCTAssertEqual(fsync(fd), 0)
+        close(fd)
+    }
+
+    func testBulkfreeReturnsTheSpaceOfDeletedFilesOnline() throws {
+        let volume = try ScratchVolume()
+        var random = SplitMix64(seed: 21)
+        let keep = random.bytes(3 << 20)
+        XCTAssertEqual(writeFile(volume.path("keep"), keep, sync: false), 0)
+        XCTAssertEqual(writeFile(volume.path("big"), random.bytes(24 << 20), sync: true), 0)
+        let full = freeBytes(volume.root)
+        XCTAssertEqual(unlink(volume.path("big")), 0)
+        flush(volume.root)
+        // Deleting frees nothing by itself: HAMMER2 leaves that to bulkfree.
+        XCTAssertLessThanOrEqual(freeBytes(volume.root), full + (1 << 20))
+        let run = try Binaries.run("hammer2", ["-s", volume.root, "bulkfree"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("freed"), run.stdout)
+        XCTAssertGreaterThanOrEqual(freeBytes(volume.root), full + (23 << 20), "df after bulkfree")
+        // The space is reused and nothing still referenced was freed.
+        XCTAssertEqual(writeFile(volume.path("again"), random.bytes(20 << 20), sync: true), 0)
+        XCTAssertEqual(sha256Hex(try Data(contentsOf: URL(fileURLWithPath: volume.path("keep")))), sha256Hex(keep))
+        try volume.verifyAfterRemount()
+        let fsck = try Binaries.run("fsck_hammer2", [volume.image.path])
+        XCTAssertEqual(fsck.status, 0)
+    }
+
+    func testBulkfreeOfflineOnAnImageAndItsErrors() throws {
+        let volume = try ScratchVolume()
+        var random = SplitMix64(seed: 22)
+        XCTAssertEqual(writeFile(volume.path("gone"), random.bytes(16 << 20), sync: true), 0)
+        XCTAssertEqual(writeFile(volume.path("stays"), random.bytes(1 << 20), sync: true), 0)
+        XCTAssertEqual(unlink(volume.path("gone")), 0)
+        let busy = try Binaries.run("hammer2", ["-f", volume.image.path, "bulkfree"])
+        XCTAssertEqual(busy.status, 1, "bulkfree offline on a mounted image must refuse")
+        XCTAssertTrue(busy.stderr.contains("mounted"), busy.stderr)
+        let expected = try TreeSnapshot.take(volume.root)
+        try volume.unmount()
+        let before = try Binaries.run("fsck_hammer2", [volume.image.path])
+        XCTAssertTrue(before.stdout.contains("allocated but unreferenced"), before.stdout)
+        XCTAssertFalse(before.stdout.contains(" 0.00B allocated but unreferenced"), before.stdout)
+        let run = try Binaries.run("hammer2", ["-f", volume.image.path, "bulkfree"])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("freed"), run.stdout)
+        let after = try Binaries.run("fsck_hammer2", [volume.image.path])
+        XCTAssertEqual(after.status, 0, after.stdout + after.stderr)
+        XCTAssertTrue(after.stdout.contains(" 0.00B allocated but unreferenced"), after.stdout)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", volume.image.path, "bulkfree", "extra"]).status, 2)
+        try volume.remount(readOnly: true)
+        XCTAssertEqual(try TreeSnapshot.take(volume.root), expected)
+    }
+
+    func testFullVolumeSaysENOSPCAndKeepsWhatWasSynced() throws {
+        let volume = try ScratchVolume(size: "96m")
+        var random = SplitMix64(seed: 23)
+        var synced: [String: String] = [:]
+        var sawENOSPC = false
+        var failed = ""
+        for i in 0..<200 {
+            let data = random.bytes(2 << 20)
+            let status = writeFile(volume.path("f\(i)"), data, sync: true)
+            if status == 0 {
+                synced["f\(i)"] = sha256Hex(data)
+                continue
+            }
+            failed = "f\(i)"
+            XCTAssertTrue(status == ENOSPC || status == EIO, "write failed with \(String(cString: strerror(status)))")
+            sawENOSPC = status == ENOSPC
+            break
+        }
+        XCTAssertTrue(sawENOSPC, "a 96 MiB volume must fill up")
+        XCTAssertGreaterThan(synced.count, 20)
+        // Still usable: removing files and a bulkfree make room again.
+        for name in [failed, "f0", "f1"] {
+            XCTAssertEqual(unlink(volume.path(name)), 0, name)
+            synced[name] = nil
+        }
+        let bulkfree = try Binaries.run("hammer2", ["-s", volume.root, "bulkfree"])
+        XCTAssertEqual(bulkfree.status, 0, bulkfree.stderr)
+        XCTAssertEqual(writeFile(volume.path("after"), random.bytes(1 << 20), sync: true), 0)
+        try volume.remount(readOnly: true)
+        for (name, digest) in synced {
+            XCTAssertEqual(sha256Hex(try Data(contentsOf: URL(fileURLWithPath: volume.path(name)))), digest, name)
+        }
+    }
+
+    /// SIGKILL the daemon at random moments of a workload; each time the image must pass
+    /// fsck and hold every file whose fsync returned before the kill.
+    func testKilledDaemonLeavesEveryFsyncedFileIntact() throws {
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-crash-\(getpid()).img")
+        defer { try? FileManager.default.removeItem(at: image) }
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", image.path]).status, 0)
+        var random = SplitMix64(seed: 24)
+        var durable: [String: String] = [:]  // path -> sha256 of what was fsynced
+        for round in 0..<6 {
+            let mount = try MountedImage("\(image.path)@DATA", options: ["-o", "rw,flush=1"])
+            let root = mount.mountpoint.path
+            let killAfter = Double(random.next() % 1500) / 1000 + 0.2
+            let pid = mount.daemonPID
+            let killer = Thread {
+                Thread.sleep(forTimeInterval: killAfter)
+                Glibc.kill(pid, SIGKILL)
+            }
+            killer.start()
+            var i = 0
+            workload: while true {
+                let name = "r\(round)-\(i)"
+                i += 1
+                let size = Int(random.next() % (300 << 10)) + 1
+                let data = random.bytes(size)
+                let sync = random.next() % 3 == 0
+                if i % 7 == 0 { mkdir(root + "/d\(round)-\(i)", 0o755) }
+                if i % 5 == 0, let victim = durable.keys.sorted().first(where: { $0.hasPrefix("r\(round)-") }) {
+                    // Renames and unlinks of durable files are not durable until the next
+                    // fsync; only files untouched since their fsync are checked.
+                    durable[victim] = nil
+                    if unlink(root + "/" + victim) != 0 { break workload }
+                }
+                if writeFile(root + "/" + name, data, sync: sync) != 0 { break workload }
+                if sync { durable[name] = sha256Hex(data) }
+            }
+            while !mount.isStopped { usleep(10_000) }
+            try mount.unmount()
+            let fsck = try Binaries.run("fsck_hammer2", [image.path])
+            XCTAssertEqual(fsck.status, 0, "round \(round): fsck after kill:\n\(fsck.stdout)\n\(fsck.stderr)")
+            let check = try MountedImage("\(image.path)@DATA")
+            for (name, digest) in durable {
+                let data = FileManager.default.contents(atPath: check.mountpoint.path + "/" + name)
+                XCTAssertEqual(data.map { sha256Hex($0) }, digest, "round \(round): \(name) fsynced before the kill")
+            }
+            try check.unmount()
+        }
+        XCTAssertGreaterThan(durable.count, 5)
+    }
+}
