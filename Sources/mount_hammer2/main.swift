@@ -117,7 +117,7 @@ func main() -> Int32 {
     let label = specifier.labelOrDefault
     if !foreground { closeInheritedDescriptors() }
     do {
-        let filesystem = try MutableFilesystem(paths: specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20)
+        let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20)
         let pfs = try filesystem.openPFS(label)
         // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
         let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
@@ -142,6 +142,22 @@ func main() -> Int32 {
     } catch {
         printError("mount_hammer2", "\(specifier.devices.joined(separator: ":"))@\(label): \(error)")
         return ExitCode.failure.rawValue
+    }
+}
+
+/// Opens the filesystem. A daemon that was just unmounted may still be writing its final
+/// flush (fusermount3 returns before it ends), holding the image's writer lock: when the
+/// image is not mounted anywhere, wait up to 30 s for that lock instead of failing.
+func openWaitingForPreviousWriter(_ devices: [String], writable: Bool, cacheBytes: Int) throws -> MutableFilesystem {
+    let deadline = Date().addingTimeInterval(30)
+    while true {
+        do {
+            return try MutableFilesystem(paths: devices, writable: writable, cacheBytes: cacheBytes)
+        } catch let error as EngineError where error.errno == EBUSY {
+            let mounted = devices.contains { mountedFilesystem(source: $0) != nil }
+            if mounted || Date() >= deadline { throw error }
+            usleep(100_000)
+        }
     }
 }
 
