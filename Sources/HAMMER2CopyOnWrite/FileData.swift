@@ -87,13 +87,15 @@ extension MountedPFS {
             let index = position / logicalBlockBytes
             let blockStart = index * logicalBlockBytes
             let blockEnd = min(blockStart + logicalBlockBytes, end)
-            var block: [UInt8]
-            if position == blockStart && blockEnd - blockStart == logicalBlockBytes {
-                block = [UInt8](repeating: 0, count: Int(logicalBlockBytes))  // whole block: no read
-            } else {
-                block = try loadBlock(node, index)
-            }
             let count = Int(blockEnd - position)
+            if position == blockStart && count == Int(logicalBlockBytes) {
+                // A whole block: taken from the request as it is, nothing read or zeroed.
+                node.dirtyBlocks[index] = Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)]))
+                source += count
+                position = blockEnd
+                continue
+            }
+            var block = try loadBlock(node, index)
             block.withUnsafeMutableBytes { dst in
                 (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: bytes.baseAddress! + source, byteCount: count)
             }

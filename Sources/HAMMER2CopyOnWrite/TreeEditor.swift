@@ -14,6 +14,7 @@
 // - Indirect blocks take the owner's check method with no compression, and carry their
 //   subtree's statistics (embed.stats, leaf_count).
 
+import Foundation
 import Glibc
 import HAMMER2Engine
 import HAMMER2Format
@@ -35,6 +36,41 @@ public struct TreeEdit {
     public var isEmpty: Bool { removals.isEmpty && puts.isEmpty }
 }
 
+/// Key ranges to remove, queried per child: narrow ranges (single blocks, entries) by
+/// binary search, the few wide ones (truncations) by a scan, so a flush of a large file
+/// does not compare every child with every range.
+struct Removals {
+    static let narrowWidth: UInt64 = 1 << 20
+    private var narrow: [ClosedRange<UInt64>] = []  // sorted by lower bound
+    private var wide: [ClosedRange<UInt64>] = []
+
+    init(_ ranges: [ClosedRange<UInt64>]) {
+        for range in ranges {
+            if range.upperBound - range.lowerBound < Self.narrowWidth { narrow.append(range) } else { wide.append(range) }
+        }
+        narrow.sort { $0.lowerBound < $1.lowerBound }
+    }
+
+    var isEmpty: Bool { narrow.isEmpty && wide.isEmpty }
+
+    func overlapping(_ range: ClosedRange<UInt64>) -> [ClosedRange<UInt64>] {
+        var result = wide.filter { $0.overlaps(range) }
+        // A narrow range meeting `range` starts at most narrowWidth before it.
+        let from = range.lowerBound >= Self.narrowWidth ? range.lowerBound - Self.narrowWidth : 0
+        var low = 0, high = narrow.count
+        while low < high {
+            let mid = (low + high) / 2
+            if narrow[mid].lowerBound >= from { high = mid } else { low = mid + 1 }
+        }
+        var i = low
+        while i < narrow.count && narrow[i].lowerBound <= range.upperBound {
+            if narrow[i].overlaps(range) { result.append(narrow[i]) }
+            i += 1
+        }
+        return result
+    }
+}
+
 struct TreeEditor {
     let reader: BlockReader
     let sink: any BlockSink
@@ -53,30 +89,30 @@ struct TreeEditor {
         guard !edit.isEmpty else { return blockset.filter { $0.type != .empty } }
         let puts = edit.puts.sorted { $0.key < $1.key }
         let removals = (edit.removals + puts.map { $0.key...$0.keyEnd }).sorted { $0.lowerBound < $1.lowerBound }
-        return try editNode(blockset.filter { $0.type != .empty }, removals: removals[...], puts: puts[...],
+        return try editNode(blockset.filter { $0.type != .empty }, removals: Removals(removals), puts: puts[...],
                             capacity: HAMMER2.blocksetCount)
     }
 
-    private func editNode(_ children: [Blockref], removals: ArraySlice<ClosedRange<UInt64>>,
+    private func editNode(_ children: [Blockref], removals: Removals,
                           puts: ArraySlice<Blockref>, capacity: Int) throws -> [Blockref] {
         var result: [Blockref] = []
         // Rewritten indirect children, written only once it is known they are not collapsed
         // (a block written by this flush is not on the media yet, so it cannot be read back).
         var rewritten: [(key: UInt64, keybits: Int, children: [Blockref], shrank: Bool)] = []
-        var consumedPuts = Set<Int>()
+        var consumedPuts = IndexSet()
         for child in children.sorted(by: { $0.key < $1.key }) {
             let range = child.key...child.keyEnd
-            let childRemovals = removals.filter { $0.overlaps(range) }
+            let childRemovals = removals.overlapping(range)
             if child.type == .indirect {
-                let childPuts = puts.indices.filter { range.contains(puts[$0].key) }
+                let childPuts = Self.indices(of: puts, in: range)
                 if childRemovals.isEmpty && childPuts.isEmpty {
                     result.append(child)
                     continue
                 }
-                consumedPuts.formUnion(childPuts)
+                consumedPuts.insert(integersIn: childPuts)
                 let grandchildren = try reader.orderedChildBlockrefs(child)
-                let edited = try editNode(grandchildren, removals: childRemovals[...],
-                                          puts: ArraySlice(childPuts.map { puts[$0] }), capacity: Self.indirectCapacity)
+                let edited = try editNode(grandchildren, removals: Removals(childRemovals),
+                                          puts: puts[childPuts], capacity: Self.indirectCapacity)
                 if edited.isEmpty { continue }  // an empty indirect block is deleted
                 rewritten.append((child.key, Int(child.keybits), edited, edited.count < grandchildren.count))
             } else if childRemovals.isEmpty {
@@ -104,6 +140,21 @@ struct TreeEditor {
         }
         result.sort { $0.key < $1.key }
         return try fit(result, capacity: capacity)
+    }
+
+    /// The positions of `puts` (sorted by key) whose keys lie in `range`.
+    static func indices(of puts: ArraySlice<Blockref>, in range: ClosedRange<UInt64>) -> Range<Int> {
+        func firstIndex(where isAfter: (UInt64) -> Bool) -> Int {
+            var low = puts.startIndex, high = puts.endIndex
+            while low < high {
+                let mid = (low + high) / 2
+                if isAfter(puts[mid].key) { high = mid } else { low = mid + 1 }
+            }
+            return low
+        }
+        let start = firstIndex { $0 >= range.lowerBound }
+        let end = firstIndex { $0 > range.upperBound }
+        return start..<max(start, end)
     }
 
     /// Pushes entries down into new indirect blocks until at most `capacity` remain.
