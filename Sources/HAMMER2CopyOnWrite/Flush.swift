@@ -49,17 +49,7 @@ extension MutableFilesystem {
         newSuperRootBref.vradix = superRootBref.vradix
         newSuperRootBref.flags = superRootBref.flags
 
-        let freemap = try allocator.flush(tid: tid) { offset, bytes in try sink.write(bytes, at: offset) }
-        try sink.drain()
-        try volumes.synchronize()
-
-        var newHeader = header
-        newHeader.mirrorTID = tid
-        newHeader.freemapTID = tid
-        newHeader.allocatorFree = allocator.freeBytes
-        newHeader.superRootBlockset = padded([newSuperRootBref])
-        newHeader.freemapBlockset = padded(freemap)
-        try writeHeader(newHeader, allCopies: allHeaderCopies)
+        try writeFreemapAndHeader(tid: tid, sink: sink, superRoot: newSuperRootBref, allCopies: allHeaderCopies)
         superRootBref = newSuperRootBref
         superRoot.flushedBref = newSuperRootBref
         superRoot.flushedContent = .blockset(superBlockset)
@@ -76,19 +66,26 @@ extension MutableFilesystem {
         let sink = FlushSink(fs: self)
         let savedAllocator = allocator
         do {
-            let freemap = try allocator.flush(tid: tid) { offset, bytes in try sink.write(bytes, at: offset) }
-            try sink.drain()
-            try volumes.synchronize()
-            var newHeader = header
-            newHeader.mirrorTID = tid
-            newHeader.freemapTID = tid
-            newHeader.allocatorFree = allocator.freeBytes
-            newHeader.freemapBlockset = padded(freemap)
-            try writeHeader(newHeader, allCopies: allHeaderCopies)
+            try writeFreemapAndHeader(tid: tid, sink: sink, superRoot: nil, allCopies: allHeaderCopies)
         } catch {
             allocator = savedAllocator
             throw error
         }
+    }
+
+    /// The end of every flush: the changed freemap, the flush barrier, then the header
+    /// (with the new super-root, or the old one when only the freemap changed).
+    private func writeFreemapAndHeader(tid: UInt64, sink: FlushSink, superRoot: Blockref?, allCopies: Bool) throws {
+        let freemap = try allocator.flush(tid: tid) { offset, bytes in try sink.write(bytes, at: offset) }
+        try sink.drain()
+        try volumes.synchronize()
+        var newHeader = header
+        newHeader.mirrorTID = tid
+        newHeader.freemapTID = tid
+        newHeader.allocatorFree = allocator.freeBytes
+        if let superRoot { newHeader.superRootBlockset = padded([superRoot]) }
+        newHeader.freemapBlockset = padded(freemap)
+        try writeHeader(newHeader, allCopies: allCopies)
     }
 
     /// Writes `newHeader` to the next slot in rotation (or to every slot) and makes it the

@@ -90,22 +90,8 @@ public final class MutableFilesystem: @unchecked Sendable {
     public func openPFS(_ label: String) throws -> PFSHandle {
         try withLock {
             if let pfs = mounted[label] { return PFSHandle(fs: self, pfs: pfs) }
-            let name = Array(label.utf8)
-            let hash = DirectoryHash.key(for: name)
-            var match: (Blockref, InodeData)?
-            try BlockTree(reader: reader).forEachLeaf(
-                in: superRoot.flushedContent.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask
-            ) { bref in
-                guard bref.type == .inode else { return true }
-                let inode = try reader.inode(bref)
-                if inode.filename == name { match = (bref, inode); return false }
-                return true
-            }
-            guard let (bref, inode) = match else {
+            guard let (bref, inode) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
                 throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
-            }
-            guard inode.meta.type == .directory else {
-                throw EngineError.corrupt("PFS \(label) root is a \(inode.meta.type), not a directory")
             }
             let pfs = MountedPFS(label: label, reader: reader, rootBref: bref, root: inode)
             mounted[label] = pfs

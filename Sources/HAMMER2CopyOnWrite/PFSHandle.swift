@@ -341,7 +341,7 @@ public final class PFSHandle: @unchecked Sendable {
 }
 
 /// "0x%016x": the filename DragonFly stores in an indexed inode (hammer2_xop_setname_inum).
-func inodeIndexName(_ inum: UInt64) -> [UInt8] {
+public func inodeIndexName(_ inum: UInt64) -> [UInt8] {
     let digits = String(inum, radix: 16)
     return Array(("0x" + String(repeating: "0", count: max(0, 16 - digits.count)) + digits).utf8)
 }

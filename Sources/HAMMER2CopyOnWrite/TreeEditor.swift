@@ -79,7 +79,7 @@ struct TreeEditor {
     let ownerMethods: UInt8
 
     /// HAMMER2_IND_COUNT_MAX: entries of a 64 KiB indirect block.
-    static let indirectCapacity = 512
+    static let indirectCapacity = IndirectPartition.capacity
     /// HAMMER2_IND_BYTES_MIN: the smallest indirect block written.
     static let indirectBytesMinimum = 4096
 
@@ -162,7 +162,7 @@ struct TreeEditor {
         var level = entries
         while level.count > capacity {
             var next: [Blockref] = []
-            for group in Self.partition(level) {
+            for group in IndirectPartition.partition(level) {
                 if group.count == 1 {
                     next.append(group.first!)
                 } else {
@@ -185,30 +185,6 @@ struct TreeEditor {
         return level
     }
 
-    /// Splits a sorted level into the largest aligned key ranges holding at most 512
-    /// entries, never across bit 63.
-    static func partition(_ level: [Blockref]) -> [ArraySlice<Blockref>] {
-        let split = level.firstIndex { $0.key & HAMMER2.dirhashVisible != 0 } ?? level.count
-        var groups: [ArraySlice<Blockref>] = []
-        for half in [level[..<split], level[split...]] where !half.isEmpty {
-            partition(half, sharedAbove: 63, into: &groups)
-        }
-        return groups
-    }
-
-    private static func partition(_ entries: ArraySlice<Blockref>, sharedAbove bit: Int,
-                                  into groups: inout [ArraySlice<Blockref>]) {
-        if entries.count <= indirectCapacity || bit == 0 {
-            groups.append(entries)
-            return
-        }
-        let mask = UInt64(1) << UInt64(bit - 1)
-        let split = entries.firstIndex { $0.key & mask != 0 } ?? entries.endIndex
-        for half in [entries[..<split], entries[split...]] where !half.isEmpty {
-            partition(half, sharedAbove: bit - 1, into: &groups)
-        }
-    }
-
     /// Writes an INDIRECT block holding `children` (nested further if they exceed 512).
     private func indirect(key: UInt64, keybits: Int, children: [Blockref]) throws -> Blockref {
         let placed = try fit(children, capacity: Self.indirectCapacity)
@@ -227,5 +203,37 @@ struct TreeEditor {
         bref.setCheck(over: block)
         SubtreeStatistics(children: placed).apply(to: &bref)
         return bref
+    }
+}
+
+/// How a sorted level of blockrefs is grouped under indirect blocks: the largest aligned
+/// key ranges holding at most 512 entries (a 64 KiB indirect block), never across bit 63,
+/// so the inode index and directory entries of a PFS root stay apart.
+public enum IndirectPartition {
+    /// HAMMER2_IND_COUNT_MAX
+    public static let capacity = 512
+
+    /// Splits a sorted level into the largest aligned key ranges holding at most 512
+    /// entries, never across bit 63.
+    public static func partition(_ level: [Blockref]) -> [ArraySlice<Blockref>] {
+        let split = level.firstIndex { $0.key & HAMMER2.dirhashVisible != 0 } ?? level.count
+        var groups: [ArraySlice<Blockref>] = []
+        for half in [level[..<split], level[split...]] where !half.isEmpty {
+            partition(half, sharedAbove: 63, into: &groups)
+        }
+        return groups
+    }
+
+    private static func partition(_ entries: ArraySlice<Blockref>, sharedAbove bit: Int,
+                                  into groups: inout [ArraySlice<Blockref>]) {
+        if entries.count <= capacity || bit == 0 {
+            groups.append(entries)
+            return
+        }
+        let mask = UInt64(1) << UInt64(bit - 1)
+        let split = entries.firstIndex { $0.key & mask != 0 } ?? entries.endIndex
+        for half in [entries[..<split], entries[split...]] where !half.isEmpty {
+            partition(half, sharedAbove: bit - 1, into: &groups)
+        }
     }
 }

@@ -46,21 +46,27 @@ public final class Filesystem: Sendable {
 
     /// Opens the PFS labelled `label`.
     public func openPFS(_ label: String) throws -> PFS {
+        guard let (bref, inode) = try Self.findPFS(label, in: superRoot.blockset, reader: reader) else {
+            throw EngineError.pfsNotFound(label: label, available: (try? pfsEntries().map(\.name)) ?? [])
+        }
+        return PFS(name: label, reader: reader, rootBref: bref, root: inode)
+    }
+
+    /// The root inode of PFS `label` among the super-root's children `blockset`, found by
+    /// the directory hash of the label; nil if there is none.
+    public static func findPFS(_ label: String, in blockset: [Blockref], reader: BlockReader) throws -> (Blockref, InodeData)? {
         let name = Array(label.utf8)
         let hash = DirectoryHash.key(for: name)
         var match: (Blockref, InodeData)?
-        try tree.forEachLeaf(in: superRoot.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
+        try BlockTree(reader: reader).forEachLeaf(in: blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
             guard bref.type == .inode else { return true }
             let inode = try reader.inode(bref)
             if inode.filename == name { match = (bref, inode); return false }
             return true
         }
-        guard let (bref, inode) = match else {
-            throw EngineError.pfsNotFound(label: label, available: (try? pfsEntries().map(\.name)) ?? [])
-        }
-        guard inode.meta.type == .directory else {
+        if let (_, inode) = match, inode.meta.type != .directory {
             throw EngineError.corrupt("PFS \(label) root is a \(inode.meta.type), not a directory")
         }
-        return PFS(name: label, reader: reader, rootBref: bref, root: inode)
+        return match
     }
 }

@@ -14,6 +14,7 @@
 // Children are stored sorted by key with empty slots at the end, as hammer2_base_insert
 // keeps them.
 
+import HAMMER2CopyOnWrite
 import HAMMER2Format
 
 struct BlockTreeBuilder {
@@ -39,38 +40,13 @@ struct BlockTreeBuilder {
         }
         while level.count > HAMMER2.blocksetCount {
             var next: [Blockref] = []
-            for group in Self.partition(level) {
+            for group in IndirectPartition.partition(level) {
                 next.append(group.count == 1 ? group.first! : try indirect(Array(group)))
             }
             precondition(next.count < level.count, "an indirect pass must merge entries")
             level = next
         }
         return level
-    }
-
-    /// Splits a sorted level into the largest aligned key ranges of at most 512 entries.
-    static func partition(_ level: [Blockref]) -> [ArraySlice<Blockref>] {
-        let split = level.firstIndex { $0.key & HAMMER2.dirhashVisible != 0 } ?? level.count
-        var groups: [ArraySlice<Blockref>] = []
-        for half in [level[..<split], level[split...]] where !half.isEmpty {
-            partition(half, sharedAbove: 63, into: &groups)
-        }
-        return groups
-    }
-
-    /// `entries` share every key bit at and above `bit`.
-    private static func partition(_ entries: ArraySlice<Blockref>, sharedAbove bit: Int,
-                                  into groups: inout [ArraySlice<Blockref>]) {
-        if entries.count <= indirectCapacity {
-            groups.append(entries)
-            return
-        }
-        precondition(bit > 0, "more than 512 entries with identical keys")
-        let mask = UInt64(1) << UInt64(bit - 1)
-        let split = entries.firstIndex { $0.key & mask != 0 } ?? entries.endIndex
-        for half in [entries[..<split], entries[split...]] where !half.isEmpty {
-            partition(half, sharedAbove: bit - 1, into: &groups)
-        }
     }
 
     /// Writes an INDIRECT block holding `children` and returns its blockref.

@@ -5,6 +5,7 @@
 // HAMMER2_INODE_START (1024) up, in creation (depth-first, entry) order. Hard links are
 // extra directory entries naming the same inum; the inode's nlinks counts them.
 
+import HAMMER2CopyOnWrite
 import HAMMER2Format
 
 struct PFSBuilder {
