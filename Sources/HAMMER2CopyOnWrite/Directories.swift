@@ -11,9 +11,7 @@ extension MountedPFS {
         guard dir.isDirectory else { throw EngineError.notDirectory }
         guard !name.isEmpty, name.count < HAMMER2.inodeMaxName else { return nil }
         let hash = DirectoryHash.key(for: name)
-        for (key, change) in dir.entryChanges where key >= hash && key <= hash | HAMMER2.dirhashLowMask {
-            if let entry = change, entry.name == name { return entry }
-        }
+        if let key = dir.addedNames[name], let entry = dir.entryChanges[key] ?? nil { return entry }
         guard dir.flushedBref != nil else { return nil }
         do {
             let found = try disk.lookup(in: dir.flushedInode, name: name)
@@ -68,8 +66,8 @@ extension MountedPFS {
                 return true
             }
         }
-        for (key, change) in dir.entryChanges where key >= hash && key <= last {
-            if change == nil { used.remove(key) } else { used.insert(key) }
+        for key in dir.changedKeysByBucket[hash >> 15] ?? [] where key >= hash && key <= last {
+            if dir.entryChanges[key]! == nil { used.remove(key) } else { used.insert(key) }
         }
         var key = hash
         var foundGap = false
@@ -86,10 +84,10 @@ extension MountedPFS {
 
     func addEntry(_ dir: Node, name: [UInt8], inum: UInt64, type: ObjectType) throws {
         let key = try newEntryKey(dir, name)
-        dir.entryChanges[key] = .some(DirectoryEntry(name: name, inum: inum, type: type, key: key))
+        dir.setEntryChange(key, DirectoryEntry(name: name, inum: inum, type: type, key: key))
     }
 
     func removeEntry(_ dir: Node, _ entry: DirectoryEntry) {
-        dir.entryChanges.updateValue(nil, forKey: entry.key)
+        dir.setEntryChange(entry.key, nil)
     }
 }

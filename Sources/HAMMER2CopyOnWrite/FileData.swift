@@ -90,7 +90,7 @@ extension MountedPFS {
             let count = Int(blockEnd - position)
             if position == blockStart && count == Int(logicalBlockBytes) {
                 // A whole block: taken from the request as it is, nothing read or zeroed.
-                node.dirtyBlocks[index] = Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)]))
+                node.setDirtyBlock(index, Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)])))
                 source += count
                 position = blockEnd
                 continue
@@ -99,7 +99,7 @@ extension MountedPFS {
             block.withUnsafeMutableBytes { dst in
                 (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: bytes.baseAddress! + source, byteCount: count)
             }
-            node.dirtyBlocks[index] = block
+            node.setDirtyBlock(index, block)
             source += count
             position = blockEnd
         }
@@ -116,10 +116,10 @@ extension MountedPFS {
                 var block = try loadBlock(node, index)
                 let keep = Int(size % logicalBlockBytes)
                 block.withUnsafeMutableBytes { ($0.baseAddress! + keep).initializeMemory(as: UInt8.self, repeating: 0, count: $0.count - keep) }
-                node.dirtyBlocks[index] = block
+                node.setDirtyBlock(index, block)
             }
             let firstDead = (size + logicalBlockBytes - 1) / logicalBlockBytes
-            for index in node.dirtyBlocks.keys where index >= firstDead { node.dirtyBlocks.removeValue(forKey: index) }
+            node.removeDirtyBlocks(from: firstDead)
             node.diskLimit = min(node.diskLimit, size)
         }
         node.meta.size = size

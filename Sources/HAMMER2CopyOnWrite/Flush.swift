@@ -133,7 +133,7 @@ extension MutableFilesystem {
                 commits.append { [unowned pfs] in
                     node.flushedBref = nil
                     node.dirty = false
-                    node.entryChanges = [:]
+                    node.clearEntryChanges()
                     if node.openCount == 0 { pfs.nodes.removeValue(forKey: inum) }
                 }
                 continue
@@ -165,7 +165,7 @@ extension MutableFilesystem {
             root.flushedContent = .blockset(blockset)
             root.flushedBref = newRoot
             root.dirty = false
-            root.entryChanges = [:]
+            root.clearEntryChanges()
             pfs.rootBref = newRoot
             pfs.disk = PFS(name: pfs.label, reader: reader, rootBref: newRoot, root: inode)
         }
@@ -191,7 +191,7 @@ extension MutableFilesystem {
             let blockset = try editor.apply(edit, to: node.flushedContent.blockset)
             commits.append {
                 node.flushedContent = .blockset(blockset)
-                node.entryChanges = [:]
+                node.clearEntryChanges()
                 node.dirty = false
             }
             return (.blockset(blockset), meta)
@@ -216,7 +216,7 @@ extension MutableFilesystem {
                 node.flushedContent = content
                 node.flushedSize = size
                 node.diskLimit = .max
-                node.dirtyBlocks = [:]
+                node.clearDirtyBlocks()
                 node.dirty = false
                 node.compressionHeuristic = heuristic
             }

@@ -51,7 +51,7 @@ public final class MutableFilesystem: @unchecked Sendable {
             throw EngineError.corrupt("super-root inode is a \(inode.meta.type), not a directory")
         }
         superRootBref = bref
-        superRoot = Node(inum: 0, meta: inode.meta, filename: inode.filename, content: inode.content, bref: bref)
+        superRoot = Node(inum: 0, meta: inode.meta, filename: inode.filename, content: inode.content, bref: bref, owner: nil)
         if !readOnly, let problem = Self.unsupportedForWriting(volumes.header) {
             throw EngineError.posix(EROFS, problem)
         }
@@ -106,10 +106,7 @@ public final class MutableFilesystem: @unchecked Sendable {
     var pendingBytes: UInt64 {
         var bytes: UInt64 = 0
         for pfs in mounted.values {
-            for node in pfs.nodes.values where node.hasChanges {
-                bytes += UInt64(node.dirtyBytes) + 4096
-            }
-            bytes += 4096
+            bytes += UInt64(pfs.dirtyBlockCount) * UInt64(HAMMER2.physicalBufferSize) + UInt64(pfs.changedNodes + 1) * 4096
         }
         return bytes + bytes / 16
     }
@@ -143,7 +140,7 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Dirty file data in memory.
     var dirtyDataBytes: Int {
-        mounted.values.reduce(0) { total, pfs in total + pfs.nodes.values.reduce(0) { $0 + $1.dirtyBytes } }
+        mounted.values.reduce(0) { $0 + $1.dirtyBlockCount * HAMMER2.physicalBufferSize }
     }
 
     public var hasChanges: Bool {
@@ -161,6 +158,9 @@ final class MountedPFS {
     var rootBref: Blockref
     let root: Node
     var nodes: [UInt64: Node] = [:]
+    /// Nodes with changes to flush, and dirty 64 KiB data blocks, kept by the nodes.
+    var changedNodes = 0
+    var dirtyBlockCount = 0
     /// The next inode number to hand out (pmp->inode_tid).
     var nextInodeNumber: UInt64
 
@@ -170,9 +170,10 @@ final class MountedPFS {
         self.rootBref = rootBref
         self.disk = PFS(name: label, reader: reader, rootBref: rootBref, root: root)
         self.root = Node(inum: PFS.rootInodeNumber, meta: root.meta, filename: root.filename,
-                         content: root.content, bref: rootBref)
-        nodes[PFS.rootInodeNumber] = self.root
+                         content: root.content, bref: rootBref, owner: nil)
         nextInodeNumber = max(root.meta.pfsInum + 1, HAMMER2.inodeStart)
+        self.root.owner = self
+        nodes[PFS.rootInodeNumber] = self.root
     }
 
     /// hammer2_trans_newinum; the PFS root records the next number at flush (pfs_inum).
@@ -199,17 +200,17 @@ final class MountedPFS {
         target.meta.nlinks = target.isDirectory ? 0 : max(target.meta.nlinks, 1) - 1
         target.meta.ctime = now
         target.dirty = true
-        if target.meta.nlinks == 0 && target.openCount == 0 { target.dirtyBlocks.removeAll() }
+        if target.meta.nlinks == 0 && target.openCount == 0 { target.clearDirtyBlocks() }
     }
 
-    var hasChanges: Bool { nodes.values.contains { $0.hasChanges } }
+    var hasChanges: Bool { changedNodes > 0 || nodes.values.contains { $0.hasChanges } }
 
     /// The in-memory node for `inum`, loaded from the last flushed state if needed.
     func node(_ inum: UInt64) throws -> Node {
         if let node = nodes[inum] { return node }
         let record = try disk.record(inum)
         let node = Node(inum: inum, meta: record.meta, filename: record.data.filename,
-                        content: record.data.content, bref: record.bref)
+                        content: record.data.content, bref: record.bref, owner: self)
         nodes[inum] = node
         return node
     }

@@ -19,15 +19,25 @@ final class Node {
     /// The file size the on-disk tree was written for.
     var flushedSize: UInt64
 
-    // Changes since the last flush.
+    // Changes since the last flush. The PFS keeps counts of changed nodes and dirty blocks
+    // (for space checks on every write without visiting every node), so the collections
+    // change only through the methods below.
+    /// The PFS whose counters this node feeds (nil for the super-root).
+    weak var owner: MountedPFS?
     /// The inode itself must be rewritten (metadata, content or both changed).
-    var dirty = false
+    var dirty = false {
+        didSet { if dirty != oldValue { owner?.changedNodes += dirty ? 1 : -1 } }
+    }
     /// File data: 64 KiB logical blocks by index, whole (zero-filled past what was written).
-    var dirtyBlocks: [UInt64: [UInt8]] = [:]
+    private(set) var dirtyBlocks: [UInt64: [UInt8]] = [:]
     /// On-disk data at or past this offset is dead (a truncation since the last flush).
     var diskLimit: UInt64 = .max
     /// Directories: entries added (an entry) or removed (nil) since the last flush, by key.
-    var entryChanges: [UInt64: DirectoryEntry?] = [:]
+    private(set) var entryChanges: [UInt64: DirectoryEntry?] = [:]
+    /// Names of the entries added, and the changed keys per hash bucket (key >> 15: the
+    /// keys a name can take share them), so lookups do not scan every change.
+    private(set) var addedNames: [[UInt8]: UInt64] = [:]
+    private(set) var changedKeysByBucket: [UInt64: Set<UInt64>] = [:]
     /// Blocks written since compression last paid off (hammer2's comp_heuristic).
     var compressionHeuristic = 0
 
@@ -36,7 +46,8 @@ final class Node {
     var openCount = 0
     var lookupCount: UInt64 = 0
 
-    init(inum: UInt64, meta: InodeMeta, filename: [UInt8], content: InodeContent, bref: Blockref?) {
+    init(inum: UInt64, meta: InodeMeta, filename: [UInt8], content: InodeContent, bref: Blockref?, owner: MountedPFS?) {
+        self.owner = owner
         self.inum = inum
         self.meta = meta
         self.filename = filename
@@ -57,6 +68,36 @@ final class Node {
 
     /// Whether the next flush has work here. The data of an unlinked file is never written:
     /// it lives in memory until the last close.
+    func setDirtyBlock(_ index: UInt64, _ block: [UInt8]) {
+        if dirtyBlocks.updateValue(block, forKey: index) == nil { owner?.dirtyBlockCount += 1 }
+    }
+
+    func removeDirtyBlocks(from first: UInt64) {
+        for index in dirtyBlocks.keys where index >= first {
+            dirtyBlocks.removeValue(forKey: index)
+            owner?.dirtyBlockCount -= 1
+        }
+    }
+
+    func clearDirtyBlocks() {
+        owner?.dirtyBlockCount -= dirtyBlocks.count
+        dirtyBlocks = [:]
+    }
+
+    /// Records entry `key` as added (`entry`) or removed (nil).
+    func setEntryChange(_ key: UInt64, _ entry: DirectoryEntry?) {
+        if let old = entryChanges[key] ?? nil { addedNames.removeValue(forKey: old.name) }
+        entryChanges.updateValue(entry, forKey: key)
+        if let entry { addedNames[entry.name] = key }
+        changedKeysByBucket[key >> 15, default: []].insert(key)
+    }
+
+    func clearEntryChanges() {
+        entryChanges = [:]
+        addedNames = [:]
+        changedKeysByBucket = [:]
+    }
+
     var hasChanges: Bool { dirty || (meta.nlinks > 0 && !dirtyBlocks.isEmpty) || !entryChanges.isEmpty }
 
     /// Bytes held by dirty data blocks.

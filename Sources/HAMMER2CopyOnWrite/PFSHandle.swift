@@ -150,7 +150,7 @@ public final class PFSHandle: @unchecked Sendable {
             let directData = type == .regularFile || type == .softlink
             let node = Node(inum: inum, meta: meta, filename: filename,
                             content: directData ? .embedded([UInt8](repeating: 0, count: HAMMER2.embeddedBytes)) : .blockset([]),
-                            bref: nil)
+                            bref: nil, owner: pfs)
             node.dirty = true
             pfs.nodes[inum] = node
             if let target {
@@ -302,7 +302,7 @@ public final class PFSHandle: @unchecked Sendable {
             guard let node = pfs.nodes[inum] else { return }
             node.openCount = max(0, node.openCount - 1)
             if node.openCount == 0 && node.meta.nlinks == 0 {
-                node.dirtyBlocks.removeAll()  // the last close of an unlinked file: its data is gone
+                node.clearDirtyBlocks()  // the last close of an unlinked file: its data is gone
                 if node.flushedBref == nil && !node.dirty { pfs.nodes.removeValue(forKey: inum) }
             }
         }
