@@ -217,7 +217,6 @@ enum FUSEOperations {
                 server.fail(request, error, "write of inode \(ino) at offset \(offset) (\(size) bytes)")
             }
         }
-        ops.flush = { request, _, _ in fuse_reply_err(request, 0) }
         ops.fsync = { request, ino, _, _ in
             let server = FUSEOperations.server(request)
             do {

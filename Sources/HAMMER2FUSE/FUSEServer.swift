@@ -19,7 +19,7 @@ public struct MountOptions: Sendable {
     public var allowOther = false
     /// Extra -o options passed to libfuse unchanged.
     public var extraOptions: [String] = []
-    public var maxThreads: UInt32 = 8
+    public var maxThreads = UInt32(max(2, ProcessInfo.processInfo.activeProcessorCount))
     /// Seconds the kernel may cache attributes and names (every change goes through this mount).
     public var cacheTimeout: Double = 60
     /// Kernel readahead for the mount in KiB (0: leave the kernel's default of 128).

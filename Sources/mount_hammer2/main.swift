@@ -20,7 +20,7 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -f            stay in the foreground (log to stderr instead of syslog)
   -d            FUSE debug output (implies -f)
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
-                (block cache, default 64), threads=<n> (default 8),
+                (block cache, default 64), threads=<n> (default: one per CPU, at least 2),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
                 flush=<seconds> (background flush interval, default 5), and
                 any libfuse mount option
@@ -44,7 +44,8 @@ func main() -> Int32 {
     }
     var foreground = false, debug = false
     var cacheMiB = 64
-    var threads: UInt32 = 8
+    // One FUSE worker per CPU: more only switch contexts around the filesystem lock.
+    var threads = UInt32(max(2, ProcessInfo.processInfo.activeProcessorCount))
     var allowOther = false
     var readaheadKiB = 1024
     var readOnly = false
