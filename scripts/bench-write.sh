@@ -86,6 +86,11 @@ write_setup() {
     read -r w_corpus_bytes w_corpus_files w_corpus_links w_corpus_share w_corpus_lib w_corpus_random < "$w_corpus.info"
 }
 
+w_retry() {  # w_retry COMMAND...: zfs-fuse may call a dataset busy for a moment after a write
+    for _ in $(seq 50); do "$@" 2>/dev/null && return 0; sleep 0.2; done
+    "$@"
+}
+
 # Unmounts the filesystem FS was using in the previous run and gives it a fresh, empty one,
 # mounted; then drops the page cache so every run starts alike.
 w_fresh() {
@@ -106,7 +111,7 @@ w_fresh() {
             mkfs.btrfs -q -f "$w_btrfs_loop" >/dev/null
             mount -o noatime,compress=zstd "$w_btrfs_loop" "$m" ;;
         zfs)
-            if zfs list "$w_pool/w" >/dev/null 2>&1; then zfs destroy -r "$w_pool/w"; fi
+            if zfs list "$w_pool/w" >/dev/null 2>&1; then w_retry zfs destroy -r "$w_pool/w"; fi
             zfs create -o compression=lzjb -o mountpoint="$m" "$w_pool/w" ;;
     esac
     drop_caches
@@ -125,7 +130,7 @@ w_cold() {  # make the next access to FS's files cold (see prepare in scripts/be
     case "$1" in
         hammer2) unmount_h2; drop_caches; mount_h2 "$w_h2_image" "$(w_mount_point hammer2)" ;;
         ext4|btrfs) drop_caches ;;
-        zfs) zpool export "$w_pool"; drop_caches; zpool import -d "$workdir" "$w_pool" ;;
+        zfs) w_retry zpool export "$w_pool"; drop_caches; zpool import -d "$workdir" "$w_pool" ;;
     esac
 }
 

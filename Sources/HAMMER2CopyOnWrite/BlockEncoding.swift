@@ -1,6 +1,7 @@
 // How one logical data block is stored (hammer2_write_file_core and
 // hammer2_compress_and_write), and the sink that allocates and writes new blocks.
 
+import Dispatch
 import Glibc
 import HAMMER2Codecs
 import HAMMER2Engine
@@ -9,13 +10,39 @@ import HAMMER2Format
 enum DataBlockEncoding {
     /// The stored form of a data block: nil for a hole (an all-zero block that the inode's
     /// methods let become one), else the physical bytes and the methods byte.
-    static func encode(_ logical: UnsafeRawBufferPointer, compAlgo: UInt8, check: CheckMethod,
-                       heuristic: inout Int) -> (bytes: [UInt8], methods: UInt8)? {
+    typealias Stored = (bytes: [UInt8], methods: UInt8)?
+
+    /// Encodes `blocks` (logical contents, each already cut to its physical size) in order,
+    /// as encoding them one after the other with `encode` would, `heuristic` included. The
+    /// compression attempts run on every core: while the heuristic still tries every block
+    /// (fewer than 8 failures in a row) all blocks are compressed speculatively in parallel
+    /// and the sequential pass keeps exactly the results it would have computed.
+    static func encodeAll(_ blocks: [ArraySlice<UInt8>], compAlgo: UInt8, check: CheckMethod,
+                          heuristic: inout Int) -> [Stored] {
         let algorithm = CompressionMethod(rawValue: compAlgo & 0x0F)
-        let level = Int(compAlgo >> 4)
+        guard algorithm == .lz4 || algorithm == .zlib, heuristic < 8, blocks.count > 1 else {
+            return blocks.map { block in block.withUnsafeBytes { encode($0, compAlgo: compAlgo, check: check, heuristic: &heuristic) } }
+        }
+        let candidates = ConcurrentResults<[UInt8]?>(count: blocks.count)
+        DispatchQueue.concurrentPerform(iterations: blocks.count) { i in
+            blocks[i].withUnsafeBytes { raw in
+                if check != .none && isAllZero(raw) { return }
+                candidates[i] = compress(raw, algorithm: algorithm, level: Int(compAlgo >> 4))
+            }
+        }
+        return blocks.indices.map { i in
+            blocks[i].withUnsafeBytes { raw in
+                encode(raw, compAlgo: compAlgo, check: check, heuristic: &heuristic, precomputed: candidates[i])
+            }
+        }
+    }
+
+    static func encode(_ logical: UnsafeRawBufferPointer, compAlgo: UInt8, check: CheckMethod,
+                       heuristic: inout Int, precomputed: [UInt8]?? = nil) -> Stored {
+        let algorithm = CompressionMethod(rawValue: compAlgo & 0x0F)
         if algorithm != .none && check != .none && isAllZero(logical) { return nil }
         if algorithm == .lz4 || algorithm == .zlib, heuristic < 8 || heuristic & 7 == 0 {
-            let compressed = algorithm == .lz4 ? Compressor.lz4(logical) : Compressor.zlib(logical, level: level)
+            let compressed = precomputed ?? compress(logical, algorithm: algorithm, level: Int(compAlgo >> 4))
             if var stored = compressed {
                 heuristic = 0
                 var bytes = 1024
@@ -27,6 +54,10 @@ enum DataBlockEncoding {
             if heuristic > 128 { heuristic = 8 }
         }
         return (Array(logical), Blockref.methods(check: check, compression: .none))
+    }
+
+    static func compress(_ logical: UnsafeRawBufferPointer, algorithm: CompressionMethod, level: Int) -> [UInt8]? {
+        algorithm == .lz4 ? Compressor.lz4(logical) : Compressor.zlib(logical, level: level)
     }
 
     private static let zeros = [UInt8](repeating: 0, count: HAMMER2.physicalBufferSize)
@@ -41,6 +72,30 @@ enum DataBlockEncoding {
         var bytes = 1024
         while UInt64(bytes) < size - offset { bytes *= 2 }
         return bytes
+    }
+}
+
+/// Slots written by concurrent workers, each slot by one worker only, read after they end.
+final class ConcurrentResults<T>: @unchecked Sendable {
+    // Raw storage: workers write distinct slots, which an Array property would turn into
+    // overlapping accesses to the whole array.
+    private let slots: UnsafeMutablePointer<T?>
+    private let count: Int
+
+    init(count: Int) {
+        self.count = count
+        slots = .allocate(capacity: count)
+        slots.initialize(repeating: nil, count: count)
+    }
+
+    deinit {
+        slots.deinitialize(count: count)
+        slots.deallocate()
+    }
+
+    subscript(index: Int) -> T? {
+        get { slots[index] }
+        set { slots[index] = newValue }
     }
 }
 

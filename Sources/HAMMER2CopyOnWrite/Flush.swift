@@ -248,15 +248,13 @@ extension MutableFilesystem {
         }
         var heuristic = node.compressionHeuristic
         let check = node.meta.checkAlgorithm
-        for index in blocks.keys.sorted() {
+        let indices = blocks.keys.sorted().filter { $0 * logicalBlockBytes < size }
+        let logical = indices.map { index -> ArraySlice<UInt8> in
+            blocks[index]![0..<DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)]
+        }
+        let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
+        for (index, encoded) in zip(indices, stored) {
             let offset = index * logicalBlockBytes
-            guard offset < size else { continue }
-            let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: offset)
-            let block = blocks[index]!
-            let encoded = block.withUnsafeBytes {
-                DataBlockEncoding.encode(UnsafeRawBufferPointer(rebasing: $0[0..<physical]), compAlgo: node.meta.compAlgo,
-                                         check: check, heuristic: &heuristic)
-            }
             guard let (bytes, methods) = encoded else {
                 edit.removals.append(offset...(offset + logicalBlockBytes - 1))  // all zeros: a hole
                 continue
