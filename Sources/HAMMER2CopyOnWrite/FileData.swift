@@ -49,7 +49,9 @@ extension MountedPFS {
             let blockStart = index * logicalBlockBytes
             let blockEnd = min(blockStart + logicalBlockBytes, end)
             if let block = node.dirtyBlocks[index] {
-                plan.pieces.append(.bytes(Array(block[Int(position - blockStart)..<Int(blockEnd - blockStart)])))
+                let low = min(Int(position - blockStart), block.count), high = min(Int(blockEnd - blockStart), block.count)
+                plan.pieces.append(.bytes(Array(block[low..<high])))
+                if Int(blockEnd - position) > high - low { plan.pieces.append(.zeros(Int(blockEnd - position) - (high - low))) }
                 position = blockEnd
                 continue
             }
@@ -66,17 +68,14 @@ extension MountedPFS {
         return plan
     }
 
-    /// The current content of logical block `index`, 64 KiB, zero past the file's data.
+    /// The current content of logical block `index`, up to 64 KiB; past its end the
+    /// block reads as zeros.
     func loadBlock(_ node: Node, _ index: UInt64) throws -> [UInt8] {
         if let block = node.dirtyBlocks[index] { return block }
         let start = index * logicalBlockBytes
         let diskEnd = min(node.flushedSize, node.diskLimit)
-        var block = [UInt8](repeating: 0, count: Int(logicalBlockBytes))
-        if start < diskEnd {
-            let data = try disk.read(node.flushedInode, offset: start, count: Int(min(logicalBlockBytes, diskEnd - start)))
-            block.replaceSubrange(0..<data.count, with: data)
-        }
-        return block
+        guard start < diskEnd else { return [] }
+        return try disk.read(node.flushedInode, offset: start, count: Int(min(logicalBlockBytes, diskEnd - start)))
     }
 
     func writeData(_ node: Node, at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
@@ -96,6 +95,8 @@ extension MountedPFS {
                 continue
             }
             var block = try loadBlock(node, index)
+            let needed = Int(blockEnd - blockStart)
+            if block.count < needed { block += [UInt8](repeating: 0, count: needed - block.count) }
             block.withUnsafeMutableBytes { dst in
                 (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: bytes.baseAddress! + source, byteCount: count)
             }
@@ -113,10 +114,7 @@ extension MountedPFS {
             if size % logicalBlockBytes != 0 {
                 // The block holding the new end keeps its head; its tail reads as zeros.
                 let index = size / logicalBlockBytes
-                var block = try loadBlock(node, index)
-                let keep = Int(size % logicalBlockBytes)
-                block.withUnsafeMutableBytes { ($0.baseAddress! + keep).initializeMemory(as: UInt8.self, repeating: 0, count: $0.count - keep) }
-                node.setDirtyBlock(index, block)
+                node.setDirtyBlock(index, Array(try loadBlock(node, index).prefix(Int(size % logicalBlockBytes))))
             }
             let firstDead = (size + logicalBlockBytes - 1) / logicalBlockBytes
             node.removeDirtyBlocks(from: firstDead)

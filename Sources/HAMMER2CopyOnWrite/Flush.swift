@@ -202,8 +202,8 @@ extension MutableFilesystem {
                 // DIRECTDATA: up to 512 bytes live in the inode, uncompressed.
                 var bytes = [UInt8](repeating: 0, count: HAMMER2.embeddedBytes)
                 if size > 0 {
-                    let block = try pfs.loadBlock(node, 0)
-                    bytes.replaceSubrange(0..<Int(size), with: block[0..<Int(size)])
+                    let block = try pfs.loadBlock(node, 0).prefix(Int(size))
+                    bytes.replaceSubrange(0..<block.count, with: block)
                 }
                 meta.opFlags |= InodeMeta.opFlagDirectData
                 content = .embedded(bytes)
@@ -250,7 +250,9 @@ extension MutableFilesystem {
         let check = node.meta.checkAlgorithm
         let indices = blocks.keys.sorted().filter { $0 * logicalBlockBytes < size }
         let logical = indices.map { index -> ArraySlice<UInt8> in
-            blocks[index]![0..<DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)]
+            let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
+            let block = blocks[index]!
+            return block.count >= physical ? block[0..<physical] : (block + [UInt8](repeating: 0, count: physical - block.count))[...]
         }
         let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
         for (index, encoded) in zip(indices, stored) {

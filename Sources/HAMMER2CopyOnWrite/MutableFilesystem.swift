@@ -106,7 +106,8 @@ public final class MutableFilesystem: @unchecked Sendable {
     var pendingBytes: UInt64 {
         var bytes: UInt64 = 0
         for pfs in mounted.values {
-            bytes += UInt64(pfs.dirtyBlockCount) * UInt64(HAMMER2.physicalBufferSize) + UInt64(pfs.changedNodes + 1) * 4096
+            // Blocks are stored at most as large as they are in memory, rounded up to 1 KiB.
+            bytes += UInt64(pfs.dirtyByteCount) + UInt64(pfs.dirtyBlockCount) * 1024 + UInt64(pfs.changedNodes + 1) * 4096
         }
         return bytes + bytes / 16
     }
@@ -140,7 +141,7 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Dirty file data in memory.
     var dirtyDataBytes: Int {
-        mounted.values.reduce(0) { $0 + $1.dirtyBlockCount * HAMMER2.physicalBufferSize }
+        mounted.values.reduce(0) { $0 + $1.dirtyByteCount }
     }
 
     public var hasChanges: Bool {
@@ -161,6 +162,7 @@ final class MountedPFS {
     /// Nodes with changes to flush, and dirty 64 KiB data blocks, kept by the nodes.
     var changedNodes = 0
     var dirtyBlockCount = 0
+    var dirtyByteCount = 0
     /// The next inode number to hand out (pmp->inode_tid).
     var nextInodeNumber: UInt64
 

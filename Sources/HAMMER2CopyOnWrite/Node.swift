@@ -68,19 +68,30 @@ final class Node {
 
     /// Whether the next flush has work here. The data of an unlinked file is never written:
     /// it lives in memory until the last close.
+    /// Stores the content of logical block `index`. A block may be shorter than 64 KiB:
+    /// past its end it reads as zeros (a small file costs its size, not 64 KiB).
     func setDirtyBlock(_ index: UInt64, _ block: [UInt8]) {
-        if dirtyBlocks.updateValue(block, forKey: index) == nil { owner?.dirtyBlockCount += 1 }
+        precondition(block.count <= HAMMER2.physicalBufferSize)
+        let old = dirtyBlocks.updateValue(block, forKey: index)
+        if old == nil { owner?.dirtyBlockCount += 1 }
+        let delta = block.count - (old?.count ?? 0)
+        dirtyBytes += delta
+        owner?.dirtyByteCount += delta
     }
 
     func removeDirtyBlocks(from first: UInt64) {
         for index in dirtyBlocks.keys where index >= first {
-            dirtyBlocks.removeValue(forKey: index)
+            let old = dirtyBlocks.removeValue(forKey: index)!
             owner?.dirtyBlockCount -= 1
+            dirtyBytes -= old.count
+            owner?.dirtyByteCount -= old.count
         }
     }
 
     func clearDirtyBlocks() {
         owner?.dirtyBlockCount -= dirtyBlocks.count
+        owner?.dirtyByteCount -= dirtyBytes
+        dirtyBytes = 0
         dirtyBlocks = [:]
     }
 
@@ -101,7 +112,7 @@ final class Node {
     var hasChanges: Bool { dirty || (meta.nlinks > 0 && !dirtyBlocks.isEmpty) || !entryChanges.isEmpty }
 
     /// Bytes held by dirty data blocks.
-    var dirtyBytes: Int { dirtyBlocks.count * HAMMER2.physicalBufferSize }
+    private(set) var dirtyBytes = 0
 }
 
 extension InodeMeta {
