@@ -19,7 +19,7 @@ extension MutableFilesystem {
     /// rotation (after bulkfree, no older header may point at freed space).
     func flushLocked(allHeaderCopies: Bool = false) throws {
         guard !readOnly else { return }
-        guard allHeaderCopies || allocator.hasChanges || superRoot.hasChanges
+        guard allHeaderCopies || allocator.hasChanges || superRootChanged
                 || mounted.values.contains(where: { $0.hasChanges }) else { return }
         let savedAllocator = allocator
         do {
@@ -41,6 +41,13 @@ extension MutableFilesystem {
         }
         // The super-root inode: its blockset holds the PFS roots.
         let superMethods = superRootBref.methods
+        for pending in pendingRoots {
+            // hammer2_inode_create_pfs: the root inode's blockref takes the super-root's methods.
+            var bref = try writeInode(pending.inode, key: pending.key, methods: superMethods, tid: tid, sink: sink)
+            bref.flags = Blockref.flagPFSRoot
+            superRootEdit.puts.append(bref)
+        }
+        superRootEdit.removals += pendingRootRemovals.map { $0...$0 }
         let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: superMethods)
         let superBlockset = try editor.apply(superRootEdit, to: superRoot.flushedContent.blockset)
         let superInode = InodeData(meta: superRoot.meta, filename: superRoot.filename, content: .blockset(superBlockset))
@@ -54,6 +61,8 @@ extension MutableFilesystem {
         superRoot.flushedBref = newSuperRootBref
         superRoot.flushedContent = .blockset(superBlockset)
         superRoot.dirty = false
+        pendingRoots = []
+        pendingRootRemovals = []
         for commit in commits { commit() }
         for pfs in mounted.values { pfs.dropCleanNodes() }
         flushCount += 1

@@ -24,6 +24,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     var superRoot: Node
     var superRootBref: Blockref
     var mounted: [String: MountedPFS] = [:]
+    /// PFS roots to add to, and keys to remove from, the super-root at the next flush.
+    var pendingRoots: [PendingPFSRoot] = []
+    var pendingRootRemovals = Set<UInt64>()
     /// Dirty file data held in memory; a flush starts when it passes `dirtyLimit`.
     public var dirtyLimit = 256 << 20
     /// Called with a description when a background flush fails (the FUSE adapter logs it).
@@ -56,6 +59,9 @@ public final class MutableFilesystem: @unchecked Sendable {
             throw EngineError.posix(EROFS, problem)
         }
     }
+
+    /// The super-root itself has changes (PFSes created, deleted or snapshotted).
+    var superRootChanged: Bool { superRoot.hasChanges || !pendingRoots.isEmpty || !pendingRootRemovals.isEmpty }
 
     /// Volumes this implementation must not write to (it would damage them).
     static func unsupportedForWriting(_ header: VolumeHeader) -> String? {
@@ -145,7 +151,7 @@ public final class MutableFilesystem: @unchecked Sendable {
     }
 
     public var hasChanges: Bool {
-        withLock { superRoot.hasChanges || mounted.values.contains { $0.hasChanges } }
+        withLock { superRootChanged || mounted.values.contains { $0.hasChanges } }
     }
 }
 

@@ -1,0 +1,143 @@
+// Creating, deleting and snapshotting PFSes under the super-root (hammer2_ioctl.c:
+// hammer2_ioctl_pfs_create/_delete/_snapshot, hammer2_inode_create_pfs).
+//
+// A PFS root is an inode (inum 1) in the super-root's tree, keyed like a directory entry by
+// the hash of its label. A snapshot is a new PFS root whose blockset is the source's
+// flushed blockset: the two trees share every block until either side changes one, which
+// then goes to a new place (copy-on-write) — so a snapshot is instant and costs one inode.
+// New roots are written by the next flush, which pfs-create and snapshot run at once.
+
+import Glibc
+import HAMMER2Engine
+import HAMMER2Format
+
+/// A PFS root waiting for the next flush.
+struct PendingPFSRoot {
+    var inode: InodeData
+    var key: UInt64
+}
+
+extension MutableFilesystem {
+    /// The labels of every PFS, as last flushed.
+    public func pfsLabels() throws -> [String] {
+        try withLock { try pfsRootBrefs().map(\.label) }
+    }
+
+    /// hammer2_inode_create_pfs's inode: a directory numbered 1 under the super-root,
+    /// methods inherited from the super-root, key = the first free key from the label's hash.
+    private func newPFSRoot(label: String, now: UInt64) throws -> (InodeData, UInt64) {
+        let name = Array(label.utf8)
+        guard !name.isEmpty, name.count < HAMMER2.inodeMaxName, !name.contains(0), !name.contains(UInt8(ascii: "/")) else {
+            throw EngineError.invalidArgument("bad PFS label \"\(label)\"")
+        }
+        if try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) != nil
+            || pendingRoots.contains(where: { $0.inode.filename == name }) {
+            throw EngineError.posix(EEXIST, "PFS \"\(label)\" already exists")
+        }
+        let hash = DirectoryHash.key(for: name)
+        var used = Set(pendingRoots.map(\.key))
+        try BlockTree(reader: reader).forEachLeaf(in: superRoot.flushedContent.blockset, from: hash,
+                                                  through: hash | HAMMER2.dirhashLowMask) { bref in
+            used.insert(bref.key)
+            return true
+        }
+        used.subtract(pendingRootRemovals)
+        var key = hash
+        var foundGap = false
+        for existing in used.sorted() where existing >= hash {
+            if existing != key { foundGap = true; break }
+            key += 1
+        }
+        if !foundGap { key += 1 }  // hammer2_xop_scanlhc's quirk, as for directory entries
+        guard (key ^ hash) & ~HAMMER2.dirhashLowMask == 0 else {
+            throw EngineError.posix(ENOSPC, "no free key for PFS \"\(label)\"")
+        }
+        let meta = InodeMeta(version: 1, ctime: now, mtime: now, type: .directory, opFlags: InodeMeta.opFlagPFSRoot,
+                             mode: 0o755, inum: 1, nlinks: 1, iparent: 1, nameKey: key, nameLength: UInt16(name.count),
+                             compAlgo: superRoot.meta.compAlgo, checkAlgo: superRoot.meta.checkAlgo)
+        return (InodeData(meta: meta, filename: name, content: .blockset([])), key)
+    }
+
+    /// hammer2 pfs-create: a new, empty PFS (LZ4 and xxhash64 for its files; autozero for
+    /// a PFS named "boot", as DragonFly does).
+    public func createPFS(label: String, type: PFSType = .master, subtype: UInt8 = PFSSubtype.none,
+                          clusterID: HAMMER2UUID? = nil) throws {
+        guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        try withLock {
+            var (inode, key) = try newPFSRoot(label: label, now: currentTimeMicroseconds())
+            inode.meta.pfsType = type
+            inode.meta.pfsSubtype = subtype
+            inode.meta.pfsClusterID = clusterID ?? randomUUID()
+            inode.meta.pfsFilesystemID = randomUUID()
+            inode.meta.compAlgo = InodeMeta.compAlgo(label.lowercased() == "boot" ? .autozero : .lz4)
+            inode.meta.checkAlgo = CheckMethod.xxhash64.rawValue
+            pendingRoots.append(PendingPFSRoot(inode: inode, key: key))
+            try flushLocked()
+        }
+    }
+
+    /// hammer2 pfs-delete: removes a PFS that is not in use. Its blocks come back with the
+    /// next bulkfree (snapshots may still share them).
+    public func deletePFS(label: String) throws {
+        guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        try withLock {
+            if mounted[label] != nil { throw EngineError.posix(EBUSY, "PFS \"\(label)\" is mounted") }
+            guard let (bref, _) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
+                throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
+            }
+            pendingRootRemovals.insert(bref.key)
+            try flushLocked()
+        }
+    }
+
+    /// hammer2 snapshot: flushes, then creates PFS `label` sharing `source`'s tree. The
+    /// snapshot is a MASTER PFS of subtype SNAPSHOT with new cluster and filesystem ids.
+    public func snapshot(of source: String, label: String) throws {
+        guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        try withLock {
+            try flushLocked()
+            let tid = header.mirrorTID + 1
+            let blockset: [Blockref]
+            var nextInum: UInt64
+            if let pfs = mounted[source] {
+                blockset = pfs.root.flushedContent.blockset
+                nextInum = pfs.nextInodeNumber
+                pfs.root.meta.pfsLastSnapshotTID = tid  // the origin records its last snapshot
+                pfs.root.dirty = true
+            } else {
+                guard let (_, root) = try Filesystem.findPFS(source, in: superRoot.flushedContent.blockset, reader: reader) else {
+                    throw EngineError.pfsNotFound(label: source, available: (try? pfsRootBrefs().map(\.label)) ?? [])
+                }
+                blockset = root.blockset
+                nextInum = max(root.meta.pfsInum + 1, HAMMER2.inodeStart)
+            }
+            var (inode, key) = try newPFSRoot(label: label, now: currentTimeMicroseconds())
+            nextInum = max(nextInum, HAMMER2.inodeStart)
+            inode.meta.pfsInum = nextInum
+            inode.meta.pfsType = .master
+            inode.meta.pfsSubtype = PFSSubtype.snapshot
+            inode.meta.pfsLastSnapshotTID = tid
+            inode.meta.pfsFilesystemID = randomUUID()
+            inode.meta.pfsClusterID = randomUUID()
+            inode.content = .blockset(blockset)
+            pendingRoots.append(PendingPFSRoot(inode: inode, key: key))
+            try flushLocked()
+        }
+    }
+
+    /// The default snapshot label, as hammer2(8): the PFS label and the local time.
+    public static func defaultSnapshotLabel(for label: String, at time: time_t = time(nil)) -> String {
+        var t = time
+        var parts = tm()
+        localtime_r(&t, &parts)
+        func two(_ v: Int32) -> String { v < 10 ? "0\(v)" : "\(v)" }
+        return "\(label).\(parts.tm_year + 1900)\(two(parts.tm_mon + 1))\(two(parts.tm_mday)).\(two(parts.tm_hour))\(two(parts.tm_min))\(two(parts.tm_sec))"
+    }
+}
+
+func randomUUID() -> HAMMER2UUID {
+    var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
+    bytes[7] = bytes[7] & 0x0F | 0x40  // version 4 (time_hi_and_version, little-endian)
+    bytes[8] = bytes[8] & 0x3F | 0x80  // RFC 4122 variant
+    return HAMMER2UUID(bytes: bytes)
+}
