@@ -9,6 +9,46 @@ public enum ControlRequest {
     /// _IOWR('h', 92, 64 bytes): the number DragonFly gives HAMMER2IOC_BULKFREE_SCAN.
     public static let bulkfree: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 92, size: argumentBytes)
     public static let argumentBytes = 64
+    /// _IOWR('h', 81/82/84, 512 bytes): DragonFly's HAMMER2IOC_PFS_CREATE, _DELETE and
+    /// _SNAPSHOT numbers with our argument: label[256] at 0 (the snapshot's label comes
+    /// back there), pfs_type at 256, pfs_subtype at 257, pfs_clid at 272 (zero: random).
+    public static let pfsCreate: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 81, size: pfsArgumentBytes)
+    public static let pfsDelete: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 82, size: pfsArgumentBytes)
+    public static let pfsSnapshot: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 84, size: pfsArgumentBytes)
+    public static let pfsArgumentBytes = 512
+
+    public struct PFSArgument: Equatable, Sendable {
+        public var label: String
+        public var type: PFSType = .master
+        public var subtype: UInt8 = 0
+        public var clusterID: HAMMER2UUID?
+
+        public init(label: String, type: PFSType = .master, subtype: UInt8 = 0, clusterID: HAMMER2UUID? = nil) {
+            self.label = label
+            self.type = type
+            self.subtype = subtype
+            self.clusterID = clusterID
+        }
+
+        public func encoded() -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: pfsArgumentBytes)
+            let name = Array(label.utf8.prefix(255))
+            bytes.replaceSubrange(0..<name.count, with: name)
+            bytes[256] = type.rawValue
+            bytes[257] = subtype
+            if let clusterID { bytes.replaceSubrange(272..<288, with: clusterID.bytes) }
+            return bytes
+        }
+
+        public init(decoding bytes: [UInt8]) {
+            let name = bytes.prefix(256).prefix { $0 != 0 }
+            label = String(decoding: name, as: UTF8.self)
+            type = PFSType(rawValue: bytes[256])
+            subtype = bytes[257]
+            let clid = Array(bytes[272..<288])
+            clusterID = clid.allSatisfy { $0 == 0 } ? nil : HAMMER2UUID(bytes: clid)
+        }
+    }
 
     static func ioctlReadWrite(type: UInt8, number: UInt8, size: Int) -> UInt32 {
         (3 << 30) | (UInt32(size) << 16) | (UInt32(type) << 8) | UInt32(number)

@@ -256,23 +256,42 @@ enum FUSEOperations {
                 server.fail(request, error, "fsyncdir of inode \(ino)")
             }
         }
-        ops.ioctl = { request, ino, command, _, _, flags, _, _, outSize in
+        ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
             let server = FUSEOperations.server(request)
-            guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, command == ControlRequest.bulkfree,
-                  outSize >= ControlRequest.argumentBytes else {
+            let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot]
+            guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 fuse_reply_err(request, ENOTTY)
                 return
             }
             guard FUSEOperations.caller(request).uid == 0 else {
-                fuse_reply_err(request, EPERM)  // DragonFly requires root for bulkfree too
+                fuse_reply_err(request, EPERM)  // DragonFly's hammer2 ioctls require root too
                 return
             }
             do {
-                let result = try server.filesystem.bulkfree()
-                let reply = ControlRequest.encode(result)
+                var reply: [UInt8]
+                if command == ControlRequest.bulkfree {
+                    guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
+                    reply = ControlRequest.encode(try server.filesystem.bulkfree())
+                } else {
+                    guard inputSize >= ControlRequest.pfsArgumentBytes, outSize >= ControlRequest.pfsArgumentBytes,
+                          let input else { throw EngineError.invalidArgument("short ioctl buffer") }
+                    var argument = ControlRequest.PFSArgument(
+                        decoding: Array(UnsafeRawBufferPointer(start: input, count: ControlRequest.pfsArgumentBytes)))
+                    switch command {
+                    case ControlRequest.pfsCreate:
+                        try server.filesystem.createPFS(label: argument.label, type: argument.type,
+                                                        subtype: argument.subtype, clusterID: argument.clusterID)
+                    case ControlRequest.pfsDelete:
+                        try server.filesystem.deletePFS(label: argument.label)
+                    default:
+                        if argument.label.isEmpty { argument.label = MutableFilesystem.defaultSnapshotLabel(for: server.pfs.label) }
+                        try server.filesystem.snapshot(of: server.pfs.label, label: argument.label)
+                    }
+                    reply = argument.encoded()
+                }
                 reply.withUnsafeBytes { _ = fuse_reply_ioctl(request, 0, $0.baseAddress, $0.count) }
             } catch {
-                server.fail(request, error, "bulkfree via inode \(ino)")
+                server.fail(request, error, "hammer2 ioctl via inode \(ino)")
             }
         }
         ops.statfs = { request, _ in

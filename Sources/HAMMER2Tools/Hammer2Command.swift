@@ -24,6 +24,10 @@ public enum Hammer2Command {
         info [<devpath>...]               Info on all offline or online H2 partitions
         pfs-list [<path>...]              List PFSs
         pfs-clid <label>                  Print cluster id for specific PFS
+        pfs-create [-t type] [-c clid] <label>  Create a PFS (type MASTER by default)
+        pfs-delete <label>                Delete a PFS (not while it is mounted)
+        snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:
+                                          PFS.YYYYMMDD.HHMMSS); offline: -f image snapshot <pfs> [<label>]
         pfs-fsid <label>                  Print private id for specific PFS
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
                                           online on a mount, or offline with -f image)
@@ -98,6 +102,12 @@ public enum Hammer2Command {
                         print("    \(entry.name)")
                     }
                 }
+            case "snapshot":
+                try PFSDirectives.snapshot(operands, image: context.image, selected: context.selectedPath)
+            case "pfs-create":
+                try PFSDirectives.create(operands, image: context.image, selected: context.selectedPath)
+            case "pfs-delete":
+                try PFSDirectives.delete(operands, image: context.image, selected: context.selectedPath)
             case "bulkfree":
                 try BulkfreeDirective.run(operands, image: context.image, selected: context.selectedPath, quiet: context.quiet > 0)
             case "pfs-clid", "pfs-fsid":
