@@ -69,4 +69,74 @@ public enum ControlRequest {
         return BulkfreeResult(blockrefsScanned: Int(words[0]), referencedBytes: words[1], freedBytes: words[2],
                               repairedBlocks: Int(words[3]))
     }
+
+    /// _IOWR('h', 86/87, 256 bytes): DragonFly's HAMMER2IOC_INODE_GET and _SET numbers
+    /// with our argument, on the inode of the file the ioctl is issued on: flags (u32 at 0:
+    /// 1 set comp_algo, 2 set check_algo), comp_algo at 4, check_algo at 5, ncopies at 6,
+    /// type at 7, inum at 8, data_count at 16, inode_count at 24, data_quota at 32,
+    /// inode_quota at 40.
+    public static let inodeGet: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 86, size: inodeArgumentBytes)
+    public static let inodeSet: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 87, size: inodeArgumentBytes)
+    public static let inodeArgumentBytes = 256
+
+    public struct InodeArgument: Equatable, Sendable {
+        public static let setCompression: UInt32 = 1
+        public static let setCheck: UInt32 = 2
+
+        public var flags: UInt32 = 0
+        public var compAlgo: UInt8 = 0
+        public var checkAlgo: UInt8 = 0
+        public var ncopies: UInt8 = 0
+        public var type: UInt8 = 0
+        public var inum: UInt64 = 0
+        public var dataCount: UInt64 = 0
+        public var inodeCount: UInt64 = 0
+        public var dataQuota: UInt64 = 0
+        public var inodeQuota: UInt64 = 0
+
+        public init() {}
+
+        public init(_ info: InodeInfo) {
+            compAlgo = info.meta.compAlgo
+            checkAlgo = info.meta.checkAlgo
+            ncopies = info.meta.ncopies
+            type = info.meta.type.rawValue
+            inum = info.meta.inum
+            dataCount = info.dataCount
+            inodeCount = info.inodeCount
+            dataQuota = info.meta.dataQuota
+            inodeQuota = info.meta.inodeQuota
+        }
+
+        public func encoded() -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: inodeArgumentBytes)
+            func put(_ value: UInt64, at offset: Int, _ count: Int) {
+                for i in 0..<count { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> UInt64(i * 8)) }
+            }
+            put(UInt64(flags), at: 0, 4)
+            bytes[4] = compAlgo
+            bytes[5] = checkAlgo
+            bytes[6] = ncopies
+            bytes[7] = type
+            for (offset, value) in [(8, inum), (16, dataCount), (24, inodeCount), (32, dataQuota), (40, inodeQuota)] {
+                put(value, at: offset, 8)
+            }
+            return bytes
+        }
+
+        public init(decoding bytes: [UInt8]) {
+            bytes.withUnsafeBytes { raw in
+                flags = raw.le32(0)
+                inum = raw.le64(8)
+                dataCount = raw.le64(16)
+                inodeCount = raw.le64(24)
+                dataQuota = raw.le64(32)
+                inodeQuota = raw.le64(40)
+            }
+            compAlgo = bytes[4]
+            checkAlgo = bytes[5]
+            ncopies = bytes[6]
+            type = bytes[7]
+        }
+    }
 }

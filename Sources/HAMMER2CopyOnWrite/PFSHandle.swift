@@ -12,6 +12,14 @@ public struct NodeStatus: Sendable {
     public var allocatedBytes: UInt64
 }
 
+/// An inode's metadata with its subtree statistics (hammer2 stat, printinode).
+public struct InodeInfo: Sendable {
+    public var meta: InodeMeta
+    /// embed.stats of the inode's blockref as last flushed.
+    public var dataCount: UInt64
+    public var inodeCount: UInt64
+}
+
 /// Who asks: new inodes take these ids.
 public struct Caller: Sendable {
     public var uid: UInt32
@@ -110,6 +118,45 @@ public final class PFSHandle: @unchecked Sendable {
         guard try fs.withLock({ node.type }) == .softlink else { throw EngineError.notSymlink }
         let size = try fs.withLock { node.meta.size }
         return try read(inum, offset: 0, count: Int(size))
+    }
+
+    public func inodeInfo(_ inum: UInt64) throws -> InodeInfo {
+        try fs.withLock {
+            let node = try pfs.node(inum)
+            return InodeInfo(meta: node.meta, dataCount: node.flushedBref?.statsDataCount ?? 0,
+                             inodeCount: node.flushedBref?.statsInodeCount ?? 0)
+        }
+    }
+
+    /// hammer2 setcomp / setcheck: the methods new blocks of this inode (and, for a
+    /// directory, inodes created in it) are written with. Existing blocks keep theirs.
+    public func setMethods(_ inum: UInt64, compAlgo: UInt8?, checkAlgo: UInt8?) throws {
+        try writable()
+        if let compAlgo {
+            let algorithm = CompressionMethod(rawValue: compAlgo & 0x0F), level = Int(compAlgo >> 4)
+            guard [.none, .autozero, .lz4, .zlib].contains(algorithm),
+                  level == 0 || (algorithm == .zlib && (6...9).contains(level)) else {
+                throw EngineError.invalidArgument("unsupported comp_algo 0x\(String(compAlgo, radix: 16))")
+            }
+        }
+        if let checkAlgo, checkAlgo > CheckMethod.sha192.rawValue {
+            throw EngineError.invalidArgument("unsupported check_algo 0x\(String(checkAlgo, radix: 16))")
+        }
+        try fs.withLock {
+            let node = try pfs.node(inum)
+            if let compAlgo { node.meta.compAlgo = compAlgo }
+            if let checkAlgo { node.meta.checkAlgo = checkAlgo }
+            node.dirty = true
+        }
+    }
+
+    /// The inode a path inside this PFS names ("/" or "" is the root), following no links.
+    public func resolve(_ path: String) throws -> UInt64 {
+        var inum = Self.rootInodeNumber
+        for part in path.split(separator: "/") where part != "." {
+            inum = try lookup(inum, Array(part.utf8)).meta.inum
+        }
+        return inum
     }
 
     // MARK: Creating and removing names

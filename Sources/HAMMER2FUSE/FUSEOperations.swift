@@ -258,18 +258,32 @@ enum FUSEOperations {
         }
         ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
             let server = FUSEOperations.server(request)
-            let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot]
+            let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
+                         ControlRequest.inodeGet, ControlRequest.inodeSet]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 fuse_reply_err(request, ENOTTY)
                 return
             }
-            guard FUSEOperations.caller(request).uid == 0 else {
+            // As DragonFly's hammer2_ioctl: reading an inode's settings is for anyone.
+            guard command == ControlRequest.inodeGet || FUSEOperations.caller(request).uid == 0 else {
                 fuse_reply_err(request, EPERM)  // DragonFly's hammer2 ioctls require root too
                 return
             }
             do {
                 var reply: [UInt8]
-                if command == ControlRequest.bulkfree {
+                if command == ControlRequest.inodeGet || command == ControlRequest.inodeSet {
+                    guard inputSize >= ControlRequest.inodeArgumentBytes, outSize >= ControlRequest.inodeArgumentBytes,
+                          let input else { throw EngineError.invalidArgument("short ioctl buffer") }
+                    let argument = ControlRequest.InodeArgument(
+                        decoding: Array(UnsafeRawBufferPointer(start: input, count: ControlRequest.inodeArgumentBytes)))
+                    if command == ControlRequest.inodeSet {
+                        try server.pfs.setMethods(
+                            UInt64(ino),
+                            compAlgo: argument.flags & ControlRequest.InodeArgument.setCompression != 0 ? argument.compAlgo : nil,
+                            checkAlgo: argument.flags & ControlRequest.InodeArgument.setCheck != 0 ? argument.checkAlgo : nil)
+                    }
+                    reply = ControlRequest.InodeArgument(try server.pfs.inodeInfo(UInt64(ino))).encoded()
+                } else if command == ControlRequest.bulkfree {
                     guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
                     reply = ControlRequest.encode(try server.filesystem.bulkfree())
                 } else {

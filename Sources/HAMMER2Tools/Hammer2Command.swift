@@ -16,6 +16,9 @@ public enum Hammer2Command {
     hammer2 [options] command [argument ...]
         -s path            Select filesystem (a mount point of mount_hammer2)
         -f image           Select an image file or device offline (dev1:dev2:... for several volumes)
+        -r                 Recurse (setcomp, setcheck)
+        -t type            PFS type for pfs-create
+        -u uuid            Cluster id for pfs-create
         -v                 More verbose (repeatable)
         -q                 Quieter
 
@@ -29,6 +32,9 @@ public enum Hammer2Command {
         snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:
                                           PFS.YYYYMMDD.HHMMSS); offline: -f image snapshot <pfs> [<label>]
         pfs-fsid <label>                  Print private id for specific PFS
+        setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
+        setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
+        stat [<path>...]                  Return inode quota & config
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
                                           online on a mount, or offline with -f image)
         show <devpath>                    Raw hammer2 media dump for topology
@@ -46,6 +52,9 @@ public enum Hammer2Command {
         var image: String?
         var verbose = 0
         var quiet = 0
+        var recurse = false
+        var pfsType: String?
+        var uuid: String?
     }
 
     public static func main(_ arguments: [String]) -> Int32 {
@@ -61,6 +70,9 @@ public enum Hammer2Command {
             case "f": context.image = value
             case "v": if context.quiet > 0 { context.quiet -= 1 } else { context.verbose += 1 }
             case "q": if context.verbose > 0 { context.verbose -= 1 } else { context.quiet += 1 }
+            case "r": context.recurse = true
+            case "t": context.pfsType = value
+            case "u": context.uuid = value
             default: break
             }
         }
@@ -105,7 +117,15 @@ public enum Hammer2Command {
             case "snapshot":
                 try PFSDirectives.snapshot(operands, image: context.image, selected: context.selectedPath)
             case "pfs-create":
-                try PFSDirectives.create(operands, image: context.image, selected: context.selectedPath)
+                // DragonFly's global -t type / -u uuid apply to pfs-create, as do local ones.
+                let global = (context.pfsType.map { ["-t", $0] } ?? []) + (context.uuid.map { ["-c", $0] } ?? [])
+                try PFSDirectives.create(global + operands, image: context.image, selected: context.selectedPath)
+            case "setcomp", "setcheck":
+                let status = try InodeDirectives.set(directive, operands, image: context.image, recurse: context.recurse)
+                if status != 0 { return status }
+            case "stat":
+                let status = try InodeDirectives.stat(operands, image: context.image)
+                if status != 0 { return status }
             case "pfs-delete":
                 try PFSDirectives.delete(operands, image: context.image, selected: context.selectedPath)
             case "bulkfree":
