@@ -70,14 +70,14 @@ public enum ControlRequest {
                               repairedBlocks: Int(words[3]))
     }
 
-    /// _IOWR('h', 86/87, 256 bytes): DragonFly's HAMMER2IOC_INODE_GET and _SET numbers
+    /// _IOWR('h', 86/87, 512 bytes): DragonFly's HAMMER2IOC_INODE_GET and _SET numbers
     /// with our argument, on the inode of the file the ioctl is issued on: flags (u32 at 0:
     /// 1 set comp_algo, 2 set check_algo), comp_algo at 4, check_algo at 5, ncopies at 6,
     /// type at 7, inum at 8, data_count at 16, inode_count at 24, data_quota at 32,
-    /// inode_quota at 40.
+    /// inode_quota at 40; the whole inode metadata (hammer2_inode_meta_t) at 256 in replies.
     public static let inodeGet: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 86, size: inodeArgumentBytes)
     public static let inodeSet: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 87, size: inodeArgumentBytes)
-    public static let inodeArgumentBytes = 256
+    public static let inodeArgumentBytes = 512
 
     public struct InodeArgument: Equatable, Sendable {
         public static let setCompression: UInt32 = 1
@@ -93,6 +93,7 @@ public enum ControlRequest {
         public var inodeCount: UInt64 = 0
         public var dataQuota: UInt64 = 0
         public var inodeQuota: UInt64 = 0
+        public var meta = InodeMeta()
 
         public init() {}
 
@@ -106,6 +107,7 @@ public enum ControlRequest {
             inodeCount = info.inodeCount
             dataQuota = info.meta.dataQuota
             inodeQuota = info.meta.inodeQuota
+            meta = info.meta
         }
 
         public func encoded() -> [UInt8] {
@@ -121,6 +123,7 @@ public enum ControlRequest {
             for (offset, value) in [(8, inum), (16, dataCount), (24, inodeCount), (32, dataQuota), (40, inodeQuota)] {
                 put(value, at: offset, 8)
             }
+            bytes.withUnsafeMutableBytes { meta.encode(into: UnsafeMutableRawBufferPointer(rebasing: $0[256..<512])) }
             return bytes
         }
 
@@ -133,6 +136,7 @@ public enum ControlRequest {
                 dataQuota = raw.le64(32)
                 inodeQuota = raw.le64(40)
             }
+            meta = (try? bytes.withUnsafeBytes { try InodeMeta(decoding: UnsafeRawBufferPointer(rebasing: $0[256..<512])) }) ?? InodeMeta()
             compAlgo = bytes[4]
             checkAlgo = bytes[5]
             ncopies = bytes[6]

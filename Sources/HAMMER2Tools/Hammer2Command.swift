@@ -35,6 +35,7 @@ public enum Hammer2Command {
         setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
         setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
         stat [<path>...]                  Return inode quota & config
+        printinode <path>                 Dump inode
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
                                           online on a mount, or offline with -f image)
         show <devpath>                    Raw hammer2 media dump for topology
@@ -123,6 +124,8 @@ public enum Hammer2Command {
             case "setcomp", "setcheck":
                 let status = try InodeDirectives.set(directive, operands, image: context.image, recurse: context.recurse)
                 if status != 0 { return status }
+            case "printinode":
+                try InodeDirectives.printInode(operands, image: context.image, verbose: context.verbose)
             case "stat":
                 let status = try InodeDirectives.stat(operands, image: context.image)
                 if status != 0 { return status }

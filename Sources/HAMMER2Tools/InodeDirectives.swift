@@ -52,15 +52,6 @@ enum InodeDirectives {
         }
     }
 
-    static func compressionString(_ algo: UInt8) -> String {
-        let name = Int(algo & 0x0F) < compressionNames.count ? compressionNames[Int(algo & 0x0F)] : "unknown(\(algo & 0x0F))"
-        return algo >> 4 != 0 ? "\(name):\(algo >> 4)" : "\(name):default"
-    }
-
-    static func checkString(_ algo: UInt8) -> String {
-        Int(algo & 0x0F) < checkNames.count ? checkNames[Int(algo & 0x0F)] : "unknown(\(algo & 0x0F))"
-    }
-
     /// Where a directive's paths live: the mount's daemon, or an image opened offline.
     enum Target {
         case online
@@ -168,8 +159,8 @@ enum InodeDirectives {
                 line += Text.pad(String(info.ncopies), 3, left: false) + " "
                 line += Text.pad(Text.size(info.dataCount), 9, left: false) + " "
                 line += Text.pad(countString(info.inodeCount), 9, left: false) + " "
-                line += Text.pad(compressionString(info.compAlgo), 18) + " "
-                line += Text.pad(checkString(info.checkAlgo), 12) + " "
+                line += Text.pad(Text.compressionMode(info.compAlgo), 18) + " "
+                line += Text.pad(Text.checkMode(info.checkAlgo), 12) + " "
                 if info.dataQuota != 0 || info.inodeQuota != 0 {
                     line += Text.size(info.dataQuota) + "/" + Text.pad(countString(info.inodeQuota), 12)
                 }
@@ -180,6 +171,41 @@ enum InodeDirectives {
             }
         }
         return status
+    }
+
+    /// printinode <path>: every field of the inode's metadata, as DragonFly's print_inode.
+    static func printInode(_ operands: [String], image: String?, verbose: Int) throws {
+        guard operands.count == 1 else { throw ToolError.usage("printinode: requires directory/file path") }
+        let meta = try inode(try target(image: image, writing: false), operands[0]).meta
+        if verbose > 0 {
+            var raw = [UInt8](repeating: 0, count: 256)
+            raw.withUnsafeMutableBytes { meta.encode(into: $0) }
+            for row in stride(from: 0, to: raw.count, by: 16) {
+                print(raw[row..<row + 16].map { Text.hex(UInt64($0), width: 2).uppercased() }.joined(separator: " "))
+            }
+        }
+        let lines = [
+            "version = \(meta.version)",
+            "pfs_subtype = \(meta.pfsSubtype) (\(PFSSubtype.name(meta.pfsSubtype)))",
+            "uflags = 0x\(String(meta.uflags, radix: 16))",
+            "rmajor = \(meta.rmajor)", "rminor = \(meta.rminor)",
+            "ctime = \(Text.time64(meta.ctime))", "mtime = \(Text.time64(meta.mtime))",
+            "atime = \(Text.time64(meta.atime))", "btime = \(Text.time64(meta.btime))",
+            "uid = \(meta.uid)", "gid = \(meta.gid)",
+            "type = \(meta.type.rawValue) (\(Text.objectType(meta.type)))",
+            "op_flags = 0x\(String(meta.opFlags, radix: 16))", "cap_flags = 0x\(String(meta.capFlags, radix: 16))",
+            "mode = 0\(String(meta.mode, radix: 8))", "inum = 0x\(String(meta.inum, radix: 16))",
+            "size = \(meta.size)", "nlinks = \(meta.nlinks)", "iparent = 0x\(String(meta.iparent, radix: 16))",
+            "name_key = 0x\(String(meta.nameKey, radix: 16))", "name_len = \(meta.nameLength)",
+            "ncopies = \(meta.ncopies)", "comp_algo = \(meta.compAlgo)", "target_type = 0",
+            "check_algo = \(meta.checkAlgo)", "pfs_nmasters = \(meta.pfsNMasters)",
+            "pfs_type = \(meta.pfsType.rawValue) (\(meta.pfsType))", "pfs_inum = 0x\(String(meta.pfsInum, radix: 16))",
+            "pfs_clid = \(meta.pfsClusterID)", "pfs_fsid = \(meta.pfsFilesystemID)",
+            "data_quota = 0x\(String(meta.dataQuota, radix: 16))", "inode_quota = 0x\(String(meta.inodeQuota, radix: 16))",
+            "pfs_lsnap_tid = 0x\(String(meta.pfsLastSnapshotTID, radix: 16))",
+            "decrypt_check = 0x\(String(meta.decryptCheck, radix: 16))",
+        ]
+        for line in lines { print(line) }
     }
 
     /// counttostr

@@ -27,6 +27,11 @@ final class InodeDirectiveTests: XCTestCase {
         XCTAssertTrue(try statLine([], volume.path("z")).contains("zlib:9"))
         XCTAssertTrue(try statLine([], volume.path("z/sub")).contains("sha192"))
         XCTAssertTrue(try statLine([], volume.root).contains("lz4:default"))
+        let inode = try Binaries.run("hammer2", ["printinode", volume.path("z")])
+        XCTAssertEqual(inode.status, 0, inode.stderr)
+        XCTAssertTrue(inode.stdout.contains("type = 1 (DIR)") && inode.stdout.contains("comp_algo = 147")
+                      && inode.stdout.contains("check_algo = 4"), inode.stdout)
+        XCTAssertEqual(try Binaries.run("hammer2", ["printinode"]).status, 2)
         // Bad arguments: a clear error, a non-zero exit, nothing changed.
         XCTAssertEqual(try Binaries.run("hammer2", ["setcomp", "zlib:3", volume.path("z")]).status, 1)
         XCTAssertEqual(try Binaries.run("hammer2", ["setcomp", "bogus", volume.path("z")]).status, 1)
