@@ -143,4 +143,26 @@ public enum ControlRequest {
             type = bytes[7]
         }
     }
+
+    /// _IOWR('h', 94, 512 bytes): DragonFly's HAMMER2IOC_DESTROY number with our argument:
+    /// command (u32 at 0: 1 an entry of the directory the ioctl is issued on, 2 an inode
+    /// number), inum (u64 at 8), name (NUL-terminated, at 16, up to 255 bytes).
+    public static let destroy: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 94, size: destroyArgumentBytes)
+    public static let destroyArgumentBytes = 512
+    public static let destroyEntry: UInt32 = 1  // HAMMER2_DELETE_FILE
+    public static let destroyInode: UInt32 = 2  // HAMMER2_DELETE_INUM
+
+    public static func encodeDestroy(command: UInt32, inum: UInt64 = 0, name: [UInt8] = []) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: destroyArgumentBytes)
+        for i in 0..<4 { bytes[i] = UInt8(truncatingIfNeeded: command >> UInt32(i * 8)) }
+        for i in 0..<8 { bytes[8 + i] = UInt8(truncatingIfNeeded: inum >> UInt64(i * 8)) }
+        let clipped = name.prefix(255)
+        bytes.replaceSubrange(16..<(16 + clipped.count), with: clipped)
+        return bytes
+    }
+
+    public static func decodeDestroy(_ bytes: [UInt8]) -> (command: UInt32, inum: UInt64, name: [UInt8]) {
+        let (command, inum) = bytes.withUnsafeBytes { ($0.le32(0), $0.le64(8)) }
+        return (command, inum, Array(bytes[16..<destroyArgumentBytes].prefix { $0 != 0 }))
+    }
 }

@@ -154,6 +154,9 @@ extension MutableFilesystem {
             indexEdit.puts.append(bref)
             commits.append { node.flushedBref = bref }
         }
+        indexEdit.removals += pfs.destroyedInodes.map { $0...$0 }
+        let destroyed = pfs.destroyedInodes
+        commits.append { [unowned pfs] in pfs.destroyedInodes.subtract(destroyed) }
         // The root: its own directory entries and the inode index share its tree.
         let root = pfs.root
         var rootEdit = try direntEdit(root, methods: pfs.rootBref.methods, tid: tid, sink: sink)

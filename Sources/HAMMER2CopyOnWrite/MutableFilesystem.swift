@@ -169,6 +169,8 @@ final class MountedPFS {
     var changedNodes = 0
     var dirtyBlockCount = 0
     var dirtyByteCount = 0
+    /// Inodes to take out of the index at the next flush without reading them (destroy-inum).
+    var destroyedInodes = Set<UInt64>()
     /// The next inode number to hand out (pmp->inode_tid).
     var nextInodeNumber: UInt64
 
@@ -191,6 +193,14 @@ final class MountedPFS {
         root.meta.pfsInum = nextInodeNumber
         root.dirty = true
         return inum
+    }
+
+    /// Drops a node whatever its state (its changes are discarded).
+    func forget(_ inum: UInt64) {
+        guard let node = nodes.removeValue(forKey: inum) else { return }
+        node.clearDirtyBlocks()
+        node.clearEntryChanges()
+        node.dirty = false
     }
 
     /// Drops clean nodes once many are held (a long listing loads every inode).
@@ -216,6 +226,7 @@ final class MountedPFS {
     /// The in-memory node for `inum`, loaded from the last flushed state if needed.
     func node(_ inum: UInt64) throws -> Node {
         if let node = nodes[inum] { return node }
+        if destroyedInodes.contains(inum) { throw EngineError.notFound }
         let record = try disk.record(inum)
         let node = Node(inum: inum, meta: record.meta, filename: record.data.filename,
                         content: record.data.content, bref: record.bref, owner: self)

@@ -159,6 +159,38 @@ public final class PFSHandle: @unchecked Sendable {
         return inum
     }
 
+    // MARK: Repairs (hammer2 destroy, destroy-inum)
+
+    /// hammer2 destroy: removes the directory entry `name` from `parent` without reading
+    /// the inode it names (which may be damaged). The inode stays in the index, an orphan
+    /// that `destroy-inum` can remove.
+    public func destroyEntry(in parent: UInt64, name: [UInt8]) throws {
+        try writable()
+        try fs.withLock {
+            let dir = try pfs.node(parent)
+            guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
+            pfs.removeEntry(dir, entry)
+            dir.meta.mtime = currentTimeMicroseconds()
+            dir.dirty = true
+        }
+    }
+
+    /// hammer2 destroy-inum: removes inode `inum` from the PFS's inode index without
+    /// reading it; directory entries naming it are left (and then lead nowhere).
+    public func destroyInode(_ inum: UInt64) throws {
+        try writable()
+        guard inum != Self.rootInodeNumber else { throw EngineError.invalidArgument("the PFS root cannot be destroyed") }
+        try fs.withLock {
+            guard try BlockTree(reader: fs.reader).find(in: pfs.root.flushedContent.blockset, key: inum, type: .inode) != nil
+                    || pfs.nodes[inum]?.flushedBref == nil && pfs.nodes[inum] != nil else {
+                throw EngineError.notFound
+            }
+            pfs.forget(inum)
+            pfs.destroyedInodes.insert(inum)
+            pfs.root.dirty = true
+        }
+    }
+
     // MARK: Creating and removing names
 
     /// Creates a file, directory, symlink, fifo, socket or device node named `name` in

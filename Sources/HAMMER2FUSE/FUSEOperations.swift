@@ -259,7 +259,7 @@ enum FUSEOperations {
         ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
-                         ControlRequest.inodeGet, ControlRequest.inodeSet]
+                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 fuse_reply_err(request, ENOTTY)
                 return
@@ -283,6 +283,22 @@ enum FUSEOperations {
                             checkAlgo: argument.flags & ControlRequest.InodeArgument.setCheck != 0 ? argument.checkAlgo : nil)
                     }
                     reply = ControlRequest.InodeArgument(try server.pfs.inodeInfo(UInt64(ino))).encoded()
+                } else if command == ControlRequest.destroy {
+                    guard inputSize >= ControlRequest.destroyArgumentBytes, let input else {
+                        throw EngineError.invalidArgument("short ioctl buffer")
+                    }
+                    let bytes = Array(UnsafeRawBufferPointer(start: input, count: ControlRequest.destroyArgumentBytes))
+                    let request = ControlRequest.decodeDestroy(bytes)
+                    switch request.command {
+                    case ControlRequest.destroyEntry:
+                        try server.pfs.destroyEntry(in: UInt64(ino), name: request.name)
+                        server.invalidateEntry(parent: UInt64(ino), name: request.name)
+                    case ControlRequest.destroyInode:
+                        try server.pfs.destroyInode(request.inum)
+                        server.invalidateInode(request.inum)
+                    default: throw EngineError.invalidArgument("unknown destroy command \(request.command)")
+                    }
+                    reply = bytes
                 } else if command == ControlRequest.bulkfree {
                     guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
                     reply = ControlRequest.encode(try server.filesystem.bulkfree())

@@ -40,6 +40,10 @@ public final class FUSEServer: Sendable {
     public let options: MountOptions
     let logger: @Sendable (String) -> Void
     private let stopping = Mutex(false)
+    /// The running session, for notifications to the kernel (nil before mount and after).
+    private let session = Mutex<SessionPointer?>(nil)
+
+    struct SessionPointer: @unchecked Sendable { let pointer: OpaquePointer }
 
     public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem
@@ -76,6 +80,8 @@ public final class FUSEServer: Sendable {
                 return -1
             }
             defer { fuse_session_destroy(session) }
+            self.session.withLock { $0 = SessionPointer(pointer: session) }
+            defer { self.session.withLock { $0 = nil } }
             guard fuse_set_signal_handlers(session) == 0 else { return -2 }
             defer { fuse_remove_signal_handlers(session) }
             // Resolved before mounting: once mounted, any file-system call on the mount point
@@ -105,6 +111,31 @@ public final class FUSEServer: Sendable {
         case -4: throw ServeError.session("cannot detach into the background")
         default: throw ServeError.session("FUSE session ended with status \(result)")
         }
+    }
+
+    /// Tells the kernel to forget a cached name (after a change that did not come through
+    /// the kernel, such as hammer2 destroy), before the request that made it is answered.
+    func invalidateEntry(parent: UInt64, name: [UInt8]) {
+        notify { session in
+            let cName = name.map { CChar(bitPattern: $0) } + [0]
+            _ = fuse_lowlevel_notify_inval_entry(session, fuse_ino_t(parent), cName, name.count)
+        }
+    }
+
+    /// Tells the kernel to forget an inode's cached attributes and data.
+    func invalidateInode(_ inum: UInt64) {
+        notify { session in _ = fuse_lowlevel_notify_inval_inode(session, fuse_ino_t(inum), 0, 0) }
+    }
+
+    /// Runs a kernel notification on another thread and waits for it a little: the kernel
+    /// may need a lock the current request holds, and then the notification lands later.
+    private func notify(_ body: @escaping @Sendable (OpaquePointer) -> Void) {
+        let done = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async { [self] in
+            if let current = session.withLock({ $0 }) { body(current.pointer) }
+            done.signal()
+        }
+        _ = done.wait(timeout: .now() + 2)
     }
 
     /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does.

@@ -36,6 +36,10 @@ public enum Hammer2Command {
         setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
         stat [<path>...]                  Return inode quota & config
         printinode <path>                 Dump inode
+        destroy <path>...                 Destroy directory entries (only use if inode bad)
+        destroy-inum <inum>...            Destroy inodes (only use if inode bad)
+        recover <devpath[@label]> <path> <destdir>  Copy a file or tree out of any PFS or snapshot
+        cleanup [<path>]                  Run cleanup passes (bulkfree)
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
                                           online on a mount, or offline with -f image)
         show <devpath>                    Raw hammer2 media dump for topology
@@ -123,6 +127,18 @@ public enum Hammer2Command {
                 try PFSDirectives.create(global + operands, image: context.image, selected: context.selectedPath)
             case "setcomp", "setcheck":
                 let status = try InodeDirectives.set(directive, operands, image: context.image, recurse: context.recurse)
+                if status != 0 { return status }
+            case "destroy":
+                let status = try RepairDirectives.destroy(operands, image: context.image)
+                if status != 0 { return status }
+            case "destroy-inum":
+                let status = try RepairDirectives.destroyInodes(operands, image: context.image, selected: context.selectedPath)
+                if status != 0 { return status }
+            case "recover":
+                let status = try RepairDirectives.recover(operands)
+                if status != 0 { return status }
+            case "cleanup":
+                let status = try RepairDirectives.cleanup(operands)
                 if status != 0 { return status }
             case "printinode":
                 try InodeDirectives.printInode(operands, image: context.image, verbose: context.verbose)

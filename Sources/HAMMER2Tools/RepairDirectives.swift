@@ -1,0 +1,175 @@
+// hammer2 destroy, destroy-inum, recover and cleanup (DragonFly's cmd_destroy.c,
+// cmd_recover.c, cmd_cleanup.c), online through the mount's daemon or offline with -f.
+
+import Foundation
+import Glibc
+import HAMMER2CopyOnWrite
+import HAMMER2Engine
+import HAMMER2Format
+
+enum RepairDirectives {
+    /// destroy <path>...: "PATH<TAB>ok" or the error per path; exit 1 if any failed.
+    static func destroy(_ operands: [String], image: String?) throws -> Int32 {
+        guard !operands.isEmpty else { throw ToolError.usage("destroy: specify one or more paths to destroy") }
+        let target = try InodeDirectives.target(image: image, writing: true)
+        var status: Int32 = 0
+        for path in operands {
+            print("\(path)\t", terminator: "")
+            fflush(nil)  // flush all streams (stdout is not concurrency-safe to name)
+            let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
+            let slash = trimmed.lastIndex(of: "/")
+            let parent = slash.map { String(trimmed[..<$0]) } ?? ""
+            let name = Array((slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed).utf8)
+            do {
+                switch target {
+                case let .offline(_, pfs):
+                    try pfs.destroyEntry(in: try pfs.resolve(parent), name: name)
+                case .online:
+                    _ = try send(ControlRequest.encodeDestroy(command: ControlRequest.destroyEntry, name: name),
+                                 to: parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent)
+                }
+                print("ok")
+            } catch {
+                print(reason(error))
+                status = 1
+            }
+        }
+        if case let .offline(fs, _) = target { try fs.flush() }
+        return status
+    }
+
+    /// destroy-inum <inum>...: "deleting inodes on PATH" then "%16d ok" per inode.
+    static func destroyInodes(_ operands: [String], image: String?, selected: String?) throws -> Int32 {
+        guard !operands.isEmpty else { throw ToolError.usage("destroy-inum: specify one or more inode numbers to destroy") }
+        let numbers = try operands.map { text -> UInt64 in
+            let value = text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text)
+            guard let value else { throw ToolError.usage("destroy-inum: bad inode number \"\(text)\"") }
+            return value
+        }
+        let target = try InodeDirectives.target(image: image, writing: true)
+        let place = image ?? selected ?? "."
+        print("deleting inodes on \(place)")
+        var status: Int32 = 0
+        for inum in numbers {
+            print(Text.pad(String(inum), 16, left: false) + " ", terminator: "")
+            fflush(nil)  // flush all streams (stdout is not concurrency-safe to name)
+            do {
+                switch target {
+                case let .offline(_, pfs): try pfs.destroyInode(inum)
+                case .online: _ = try send(ControlRequest.encodeDestroy(command: ControlRequest.destroyInode, inum: inum), to: place)
+                }
+                print("ok")
+            } catch {
+                print(reason(error))
+                status = 1
+            }
+        }
+        if case let .offline(fs, _) = target { try fs.flush() }
+        return status
+    }
+
+    static func reason(_ error: any Error) -> String {
+        if let engine = error as? EngineError { return String(cString: strerror(engine.errno)) }
+        if let tool = error as? ToolError { return tool.description }
+        return "\(error)"
+    }
+
+    static func send(_ argument: [UInt8], to path: String) throws -> [UInt8] {
+        guard mountedFilesystem(containing: path) != nil else {
+            throw ToolError.failed("'\(path)' is not on a hammer2 mount (use -f IMAGE for an unmounted image)")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw EngineError.posix(errno, path) }
+        defer { close(fd) }
+        var buffer = argument
+        guard buffer.withUnsafeMutableBytes({ ioctl(fd, UInt(ControlRequest.destroy), $0.baseAddress!) }) == 0 else {
+            throw EngineError.posix(errno, path)
+        }
+        return buffer
+    }
+
+    /// recover <devpath[@label]> <path> <destdir>: copies a file or tree out of any PFS or
+    /// snapshot of an image (read-only; every block verified, damaged files reported and
+    /// skipped) into destdir.
+    static func recover(_ operands: [String]) throws -> Int32 {
+        guard operands.count == 3 else { throw ToolError.usage("recover device [/]path destdir") }
+        let specifier = try VolumeSpecifier(operands[0])
+        let pfs = try Filesystem(paths: specifier.devices).openPFS(specifier.labelOrDefault)
+        var inode = pfs.root
+        var name = "/"
+        for part in operands[1].split(separator: "/") where part != "." {
+            let entry = try pfs.lookup(in: inode, name: Array(part.utf8))
+            inode = try pfs.inode(entry.inum)
+            name = String(part)
+        }
+        try FileManager.default.createDirectory(atPath: operands[2], withIntermediateDirectories: true)
+        var failures = 0, files = 0
+        func copy(_ inode: InodeData, to destination: String) {
+            do {
+                let meta = inode.meta
+                switch meta.type {
+                case .directory:
+                    if mkdir(destination, 0o700) != 0 && errno != EEXIST { throw EngineError.posix(errno, destination) }
+                    try pfs.readDirectory(inode, from: 0) { entry in
+                        let child = destination + "/" + String(decoding: entry.name, as: UTF8.self)
+                        do { copy(try pfs.inode(entry.inum), to: child) } catch {
+                            printError("hammer2", "recover: \(child): \(error)")
+                            failures += 1
+                        }
+                        return true
+                    }
+                case .regularFile:
+                    let data = try pfs.read(inode, offset: 0, count: Int(meta.size))
+                    guard FileManager.default.createFile(atPath: destination, contents: Data(data)) else {
+                        throw EngineError.posix(errno, destination)
+                    }
+                    files += 1
+                case .softlink:
+                    let target = String(decoding: try pfs.readLink(inode), as: UTF8.self)
+                    if symlink(target, destination) != 0 { throw EngineError.posix(errno, destination) }
+                    return
+                default:
+                    return  // devices, fifos and sockets are not recovered
+                }
+                chmod(destination, mode_t(meta.mode & 0o7777))
+                var times = [timespec(tv_sec: Int(meta.mtime / 1_000_000), tv_nsec: Int(meta.mtime % 1_000_000) * 1000),
+                             timespec(tv_sec: Int(meta.mtime / 1_000_000), tv_nsec: Int(meta.mtime % 1_000_000) * 1000)]
+                utimensat(AT_FDCWD, destination, &times, 0)
+            } catch {
+                printError("hammer2", "recover: \(destination): \(error)")
+                failures += 1
+            }
+        }
+        copy(inode, to: operands[2] + "/" + (name == "/" ? specifier.labelOrDefault : name))
+        print("recover: \(files) files recovered into \(operands[2])" + (failures > 0 ? ", \(failures) failed" : ""))
+        return failures > 0 ? 1 : 0
+    }
+
+    /// cleanup [path]: DragonFly's cleanup runs bulkfree on the given hammer2 mount, or on
+    /// every mounted one.
+    static func cleanup(_ operands: [String]) throws -> Int32 {
+        guard operands.count <= 1 else { throw ToolError.usage("cleanup: at most one path") }
+        let mounts = operands.isEmpty ? allMountPoints() : operands
+        var status: Int32 = 0
+        for mount in mounts {
+            print("hammer2 cleanup \"\(mount)\"")
+            do {
+                try BulkfreeDirective.run([mount], image: nil, selected: nil, quiet: true)
+            } catch {
+                printError("hammer2", "cleanup \(mount): \(error)")
+                status = 1
+            }
+        }
+        return status
+    }
+
+    static func allMountPoints() -> [String] {
+        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return info.split(separator: "\n").compactMap { line in
+            let halves = line.components(separatedBy: " - ")
+            guard halves.count == 2, halves[1].hasPrefix("fuse.hammer2 ") else { return nil }
+            let left = halves[0].split(separator: " ")
+            return left.count >= 5 ? unescapeMountinfo(String(left[4])) : nil
+        }
+    }
+}

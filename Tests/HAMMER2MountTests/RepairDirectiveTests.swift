@@ -1,0 +1,51 @@
+// hammer2 destroy / destroy-inum / recover / cleanup: repairs that remove names and inodes
+// without reading them, copying trees out of snapshots, and bulkfree over every mount.
+
+import Foundation
+import HAMMER2TestSupport
+import XCTest
+
+final class RepairDirectiveTests: XCTestCase {
+    func testDestroyDestroyInumRecoverAndCleanup() throws {
+        let volume = try ScratchVolume()
+        XCTAssertEqual(mkdir(volume.path("d"), 0o750), 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: volume.path("d/keep"), contents: Data("keep".utf8)))
+        XCTAssertEqual(symlink("keep", volume.path("d/link")), 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: volume.path("victim"), contents: Data("bad".utf8)))
+        var st = stat()
+        XCTAssertEqual(stat(volume.path("victim"), &st), 0)
+        let inum = st.st_ino
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", volume.root, "before"]).status, 0)
+
+        let destroy = try Binaries.run("hammer2", ["destroy", volume.path("victim"), volume.path("absent")])
+        XCTAssertEqual(destroy.status, 1, "one of the two paths does not exist")
+        XCTAssertEqual(destroy.stdout, "\(volume.path("victim"))\tok\n\(volume.path("absent"))\tNo such file or directory\n")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: volume.path("victim")))
+        // The inode is still in the index (an orphan) until destroy-inum removes it.
+        let inodes = try Binaries.run("hammer2", ["-s", volume.root, "destroy-inum", String(inum), "424242"])
+        XCTAssertEqual(inodes.status, 1)
+        XCTAssertTrue(inodes.stdout.contains("\(inum) ok"), inodes.stdout)
+        XCTAssertTrue(inodes.stdout.contains("424242 No such file or directory"), inodes.stdout)
+        XCTAssertEqual(try Binaries.run("hammer2", ["destroy"]).status, 2)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-s", volume.root, "destroy-inum", "x1"]).status, 2)
+        let cleanup = try Binaries.run("hammer2", ["cleanup", volume.root])
+        XCTAssertEqual(cleanup.status, 0, cleanup.stderr)
+        XCTAssertTrue(cleanup.stdout.contains("bulkfree:"), cleanup.stdout)
+        try volume.remount(readOnly: true)
+
+        // recover: the file out of the snapshot taken before, and a whole directory.
+        let destination = FileManager.default.temporaryDirectory.appendingPathComponent("h2-recover-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: destination) }
+        let file = try Binaries.run("hammer2", ["recover", "\(volume.image.path)@before", "/victim", destination])
+        XCTAssertEqual(file.status, 0, file.stderr)
+        XCTAssertEqual(try String(contentsOfFile: destination + "/victim", encoding: .utf8), "bad")
+        let tree = try Binaries.run("hammer2", ["recover", "\(volume.image.path)@before", "d", destination])
+        XCTAssertEqual(tree.status, 0, tree.stderr)
+        XCTAssertEqual(try String(contentsOfFile: destination + "/d/keep", encoding: .utf8), "keep")
+        XCTAssertEqual(try FileManager.default.destinationOfSymbolicLink(atPath: destination + "/d/link"), "keep")
+        XCTAssertEqual(stat(destination + "/d", &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o750)
+        XCTAssertEqual(try Binaries.run("hammer2", ["recover", "\(volume.image.path)@before", "/nothing", destination]).status, 1)
+        XCTAssertEqual(try Binaries.run("hammer2", ["recover", volume.image.path]).status, 2)
+    }
+}
