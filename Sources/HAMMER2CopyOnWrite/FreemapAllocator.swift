@@ -39,7 +39,7 @@ public struct FreemapAllocator {
         var dirty: Bool
     }
 
-    public let volumeSize: UInt64
+    public internal(set) var volumeSize: UInt64
     public let allocatorBegin: UInt64
     var leaves: [UInt64: Leaf] = [:]
     /// Freemap node blockrefs as last flushed, by key | radix (their rotation index).

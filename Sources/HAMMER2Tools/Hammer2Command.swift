@@ -40,6 +40,8 @@ public enum Hammer2Command {
         destroy-inum <inum>...            Destroy inodes (only use if inode bad)
         recover <devpath[@label]> <path> <destdir>  Copy a file or tree out of any PFS or snapshot
         cleanup [<path>]                  Run cleanup passes (bulkfree)
+        growfs                            Grow a filesystem into its enlarged image or partition
+                                          (offline: -f image growfs)
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
                                           online on a mount, or offline with -f image)
         show <devpath>                    Raw hammer2 media dump for topology
@@ -136,6 +138,9 @@ public enum Hammer2Command {
                 if status != 0 { return status }
             case "recover":
                 let status = try RepairDirectives.recover(operands)
+                if status != 0 { return status }
+            case "growfs":
+                let status = try RepairDirectives.growfs(operands, image: context.image)
                 if status != 0 { return status }
             case "cleanup":
                 let status = try RepairDirectives.cleanup(operands)

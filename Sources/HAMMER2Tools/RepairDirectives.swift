@@ -145,6 +145,22 @@ enum RepairDirectives {
         return failures > 0 ? 1 : 0
     }
 
+    /// growfs: "IMAGE grown to SIZE" or "IMAGE no size change - SIZE". Offline: enlarge the
+    /// image file (or partition) first, unmounted.
+    static func growfs(_ operands: [String], image: String?) throws -> Int32 {
+        guard let image else {
+            throw ToolError.failed("growfs works on an unmounted image or device: unmount it, enlarge it, then run hammer2 -f IMAGE growfs")
+        }
+        guard operands.isEmpty else { throw ToolError.usage("growfs: with -f, no paths") }
+        let devices = image.split(separator: ":").map(String.init)
+        if let mount = devices.lazy.compactMap({ mountedFilesystem(source: $0) }).first {
+            throw ToolError.failed("\(image) is mounted on \(mount); unmount it first")
+        }
+        let (changed, size) = try MutableFilesystem(paths: devices, writable: true).grow()
+        print(changed ? "\(image) grown to \(size)" : "\(image) no size change - \(size)")
+        return 0
+    }
+
     /// cleanup [path]: DragonFly's cleanup runs bulkfree on the given hammer2 mount, or on
     /// every mounted one.
     static func cleanup(_ operands: [String]) throws -> Int32 {
