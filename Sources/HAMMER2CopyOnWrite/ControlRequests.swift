@@ -165,4 +165,7 @@ public enum ControlRequest {
         let (command, inum) = bytes.withUnsafeBytes { ($0.le32(0), $0.le64(8)) }
         return (command, inum, Array(bytes[16..<destroyArgumentBytes].prefix { $0 != 0 }))
     }
+
+    /// _IOWR('h', 91, int): HAMMER2IOC_DEBUG_DUMP, as DragonFly's; the int is dumpchain's flags.
+    public static let debugDump: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 91, size: 4)
 }

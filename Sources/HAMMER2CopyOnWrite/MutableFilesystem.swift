@@ -241,3 +241,30 @@ final class MountedPFS {
         }
     }
 }
+
+extension MutableFilesystem {
+    /// hammer2 dumpchain: the in-memory state (DragonFly dumps its chain topology to the
+    /// console): the last flushed header, the freemap, and per PFS its nodes in memory —
+    /// every node when `all`, else those with changes.
+    public func debugDump(all: Bool) -> [String] {
+        withLock {
+            var lines = ["volume mirror_tid=0x\(String(header.mirrorTID, radix: 16)) header slot \(headerSlot)"
+                         + " allocator_free=\(allocator.freeBytes) flushes=\(flushCount)"]
+            for label in mounted.keys.sorted() {
+                let pfs = mounted[label]!
+                lines.append("pfs \(label) root data_off=0x\(String(pfs.rootBref.dataOffset, radix: 16))"
+                             + " nodes=\(pfs.nodes.count) changed=\(pfs.changedNodes) dirty_blocks=\(pfs.dirtyBlockCount)"
+                             + " dirty_bytes=\(pfs.dirtyByteCount) next_inum=\(pfs.nextInodeNumber)")
+                for inum in pfs.nodes.keys.sorted() {
+                    let node = pfs.nodes[inum]!
+                    guard all || node.hasChanges else { continue }
+                    lines.append("  inode \(inum) \(node.type) size=\(node.meta.size) nlinks=\(node.meta.nlinks)"
+                                 + " dirty=\(node.dirty) blocks=\(node.dirtyBlocks.count) entries=\(node.entryChanges.count)"
+                                 + " open=\(node.openCount)"
+                                 + (node.flushedBref.map { " data_off=0x\(String($0.dataOffset, radix: 16))" } ?? " new"))
+                }
+            }
+            return lines
+        }
+    }
+}

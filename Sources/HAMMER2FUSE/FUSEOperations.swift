@@ -259,7 +259,7 @@ enum FUSEOperations {
         ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
-                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy]
+                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 fuse_reply_err(request, ENOTTY)
                 return
@@ -283,6 +283,11 @@ enum FUSEOperations {
                             checkAlgo: argument.flags & ControlRequest.InodeArgument.setCheck != 0 ? argument.checkAlgo : nil)
                     }
                     reply = ControlRequest.InodeArgument(try server.pfs.inodeInfo(UInt64(ino))).encoded()
+                } else if command == ControlRequest.debugDump {
+                    let flags = input.map { UnsafeRawBufferPointer(start: $0, count: min(inputSize, 4)) }
+                        .map { $0.count == 4 ? $0.le32(0) : 0 } ?? 0
+                    for line in server.filesystem.debugDump(all: flags != 0) { server.logger("dumpchain: \(line)") }
+                    reply = [0, 0, 0, 0]
                 } else if command == ControlRequest.destroy {
                     guard inputSize >= ControlRequest.destroyArgumentBytes, let input else {
                         throw EngineError.invalidArgument("short ioctl buffer")

@@ -40,6 +40,7 @@ public enum Hammer2Command {
         destroy-inum <inum>...            Destroy inodes (only use if inode bad)
         recover <devpath[@label]> <path> <destdir>  Copy a file or tree out of any PFS or snapshot
         cleanup [<path>]                  Run cleanup passes (bulkfree)
+        dumpchain [<path> [<chnflags>]]   Dump the daemon's in-memory state to its log
         growfs                            Grow a filesystem into its enlarged image or partition
                                           (offline: -f image growfs)
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
@@ -138,6 +139,9 @@ public enum Hammer2Command {
                 if status != 0 { return status }
             case "recover":
                 let status = try RepairDirectives.recover(operands)
+                if status != 0 { return status }
+            case "dumpchain":
+                let status = try RepairDirectives.dumpchain(operands, selected: context.selectedPath)
                 if status != 0 { return status }
             case "growfs":
                 let status = try RepairDirectives.growfs(operands, image: context.image)

@@ -145,6 +145,29 @@ enum RepairDirectives {
         return failures > 0 ? 1 : 0
     }
 
+    /// dumpchain [path [flags]]: the daemon writes its in-memory state to its log (stderr
+    /// with mount_hammer2 -f, else syslog), as DragonFly's goes to the console.
+    static func dumpchain(_ operands: [String], selected: String?) throws -> Int32 {
+        guard operands.count <= 2 else { throw ToolError.usage("dumpchain: [<path> [<chnflags>]]") }
+        let path = operands.first ?? selected ?? "."
+        var flags: UInt32 = 0
+        if operands.count == 2 {
+            guard let value = operands[1].hasPrefix("0x") ? UInt32(operands[1].dropFirst(2), radix: 16) : UInt32(operands[1]) else {
+                throw ToolError.usage("dumpchain: bad flags \"\(operands[1])\"")
+            }
+            flags = value
+        }
+        guard mountedFilesystem(containing: path) != nil else { throw ToolError.failed("unable to open \(path)") }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ToolError.failed("unable to open \(path)") }
+        defer { close(fd) }
+        var argument = flags
+        guard ioctl(fd, UInt(ControlRequest.debugDump), &argument) == 0 else {
+            throw ToolError.failed("\(path): \(String(cString: strerror(errno)))")
+        }
+        return 0
+    }
+
     /// growfs: "IMAGE grown to SIZE" or "IMAGE no size change - SIZE". Offline: enlarge the
     /// image file (or partition) first, unmounted.
     static func growfs(_ operands: [String], image: String?) throws -> Int32 {

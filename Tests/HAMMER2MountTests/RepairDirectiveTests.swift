@@ -15,6 +15,11 @@ final class RepairDirectiveTests: XCTestCase {
         var st = stat()
         XCTAssertEqual(stat(volume.path("victim"), &st), 0)
         let inum = st.st_ino
+        let dump = try Binaries.run("hammer2", ["dumpchain", volume.root, "1"])
+        XCTAssertEqual(dump.status, 0, dump.stderr)
+        usleep(100_000)
+        XCTAssertTrue(volume.mount!.log.contains("dumpchain: pfs DATA"), volume.mount!.log)
+        XCTAssertTrue(volume.mount!.log.contains("dumpchain:   inode \(inum) "), volume.mount!.log)
         XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", volume.root, "before"]).status, 0)
 
         let destroy = try Binaries.run("hammer2", ["destroy", volume.path("victim"), volume.path("absent")])
