@@ -168,4 +168,8 @@ public enum ControlRequest {
 
     /// _IOWR('h', 91, int): HAMMER2IOC_DEBUG_DUMP, as DragonFly's; the int is dumpchain's flags.
     public static let debugDump: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 91, size: 4)
+
+    /// _IOWR('h', 96, 64 bytes): HAMMER2IOC_GROWFS's number; the reply holds modified
+    /// (u32 at 0) and the size (u64 at 8).
+    public static let growfs: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 96, size: argumentBytes)
 }

@@ -18,7 +18,7 @@ extension MutableFilesystem {
                 throw EngineError.posix(EOPNOTSUPP, "growfs of multi-volume filesystems is not supported")
             }
             let old = header.volumeSize
-            let new = volumes.volumes[0].size / Formatter.align * Formatter.align
+            let new = try volumes.refreshSize() / Formatter.align * Formatter.align
             guard new > old else { return (false, old) }
             try flushLocked()
             let gib: UInt64 = 1 << 30

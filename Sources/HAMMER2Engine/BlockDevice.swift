@@ -3,6 +3,7 @@
 
 import Foundation
 import Glibc
+import Synchronization
 
 public protocol BlockDevice: Sendable {
     /// A name for messages (the path).
@@ -15,6 +16,8 @@ public protocol BlockDevice: Sendable {
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Makes every completed write durable (fsync): the flush barrier.
     func synchronize() throws
+    /// Looks at the device's size again (after the image or partition was enlarged).
+    func refreshSize() throws -> UInt64
 }
 
 extension BlockDevice {
@@ -23,6 +26,8 @@ extension BlockDevice {
     }
 
     public func synchronize() throws {}
+
+    public func refreshSize() throws -> UInt64 { size }
 }
 
 extension BlockDevice {
@@ -36,7 +41,9 @@ extension BlockDevice {
 /// An image file or block device, read with pread(2) and written with pwrite(2).
 public final class FileBlockDevice: BlockDevice {
     public let name: String
-    public let size: UInt64
+    /// The size when opened or last refreshed (growfs).
+    public var size: UInt64 { currentSize.withLock { $0 } }
+    private let currentSize: Mutex<UInt64>
     public let writable: Bool
     private let fd: Int32
     /// The same file opened with O_DIRECT for large aligned writes, which then skip the
@@ -78,7 +85,7 @@ public final class FileBlockDevice: BlockDevice {
         }
         self.fd = fd
         self.name = path
-        self.size = size
+        self.currentSize = Mutex(size)
         self.writable = writable
         self.directFD = writable ? Glibc.open(path, O_RDWR | Self.openDirect | O_CLOEXEC) : -1
     }
@@ -119,6 +126,18 @@ public final class FileBlockDevice: BlockDevice {
             }
             done += n
         }
+    }
+
+    public func refreshSize() throws -> UInt64 {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw EngineError.io(errno: Glibc.errno, what: "stat \(name)") }
+        var bytes = UInt64(st.st_size)
+        if (st.st_mode & S_IFMT) == S_IFBLK {
+            var device: UInt64 = 0
+            if ioctl(fd, 0x8008_1272, &device) == 0 { bytes = device }  // BLKGETSIZE64
+        }
+        currentSize.withLock { $0 = bytes }
+        return bytes
     }
 
     public func synchronize() throws {

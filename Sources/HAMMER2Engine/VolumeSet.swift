@@ -6,6 +6,7 @@
 // values use. Single-volume filesystems of version 1 leave volu_loff zeroed.
 
 import Glibc
+import Synchronization
 import HAMMER2Format
 
 /// What was found in one header slot of one device.
@@ -17,18 +18,22 @@ public struct VolumeHeaderCopy: Sendable {
 }
 
 public final class Volume: Sendable {
+    func setSize(_ size: UInt64) { sizeState.withLock { $0 = max($0, size) } }
+
     public let device: any BlockDevice
     public let id: Int
     /// Start of this volume in the logical address space (volu_loff[id]).
     public let logicalOffset: UInt64
-    public let size: UInt64
+    /// The volume's size; grows with growfs.
+    public var size: UInt64 { sizeState.withLock { $0 } }
+    private let sizeState: Mutex<UInt64>
     public let header: VolumeHeader
     public let headerIndex: Int
     public let copies: [VolumeHeaderCopy]
 
     init(device: any BlockDevice, id: Int, logicalOffset: UInt64, size: UInt64, header: VolumeHeader,
          headerIndex: Int, copies: [VolumeHeaderCopy]) {
-        self.device = device; self.id = id; self.logicalOffset = logicalOffset; self.size = size
+        self.device = device; self.id = id; self.logicalOffset = logicalOffset; self.sizeState = Mutex(size)
         self.header = header; self.headerIndex = headerIndex; self.copies = copies
     }
 }
@@ -132,6 +137,14 @@ public final class VolumeSet: Sendable {
 
     public convenience init(paths: [String], writable: Bool = false) throws {
         try self.init(devices: paths.map { try FileBlockDevice(path: $0, writable: writable) })
+    }
+
+    /// Takes in a single volume's enlarged device (growfs); returns the new size.
+    public func refreshSize() throws -> UInt64 {
+        precondition(volumes.count == 1, "growfs of one volume")
+        let size = try volumes[0].device.refreshSize()
+        volumes[0].setSize(size)
+        return size
     }
 
     /// Total logical size of the filesystem.

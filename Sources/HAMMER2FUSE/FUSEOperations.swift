@@ -259,7 +259,8 @@ enum FUSEOperations {
         ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
-                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump]
+                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump,
+                         ControlRequest.growfs]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 fuse_reply_err(request, ENOTTY)
                 return
@@ -283,6 +284,11 @@ enum FUSEOperations {
                             checkAlgo: argument.flags & ControlRequest.InodeArgument.setCheck != 0 ? argument.checkAlgo : nil)
                     }
                     reply = ControlRequest.InodeArgument(try server.pfs.inodeInfo(UInt64(ino))).encoded()
+                } else if command == ControlRequest.growfs {
+                    let (changed, size) = try server.filesystem.grow()
+                    reply = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
+                    reply[0] = changed ? 1 : 0
+                    for i in 0..<8 { reply[8 + i] = UInt8(truncatingIfNeeded: size >> UInt64(i * 8)) }
                 } else if command == ControlRequest.debugDump {
                     let flags = input.map { UnsafeRawBufferPointer(start: $0, count: min(inputSize, 4)) }
                         .map { $0.count == 4 ? $0.le32(0) : 0 } ?? 0

@@ -41,8 +41,7 @@ public enum Hammer2Command {
         recover <devpath[@label]> <path> <destdir>  Copy a file or tree out of any PFS or snapshot
         cleanup [<path>]                  Run cleanup passes (bulkfree)
         dumpchain [<path> [<chnflags>]]   Dump the daemon's in-memory state to its log
-        growfs                            Grow a filesystem into its enlarged image or partition
-                                          (offline: -f image growfs)
+        growfs [<path>...]                Grow a filesystem into its enlarged image or partition
         bulkfree [<path>]                 Return unreachable blocks to the freemap (root only;
                                           online on a mount, or offline with -f image)
         show <devpath>                    Raw hammer2 media dump for topology
@@ -144,7 +143,7 @@ public enum Hammer2Command {
                 let status = try RepairDirectives.dumpchain(operands, selected: context.selectedPath)
                 if status != 0 { return status }
             case "growfs":
-                let status = try RepairDirectives.growfs(operands, image: context.image)
+                let status = try RepairDirectives.growfs(operands, image: context.image, selected: context.selectedPath)
                 if status != 0 { return status }
             case "cleanup":
                 let status = try RepairDirectives.cleanup(operands)

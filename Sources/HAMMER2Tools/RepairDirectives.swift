@@ -168,20 +168,38 @@ enum RepairDirectives {
         return 0
     }
 
-    /// growfs: "IMAGE grown to SIZE" or "IMAGE no size change - SIZE". Offline: enlarge the
-    /// image file (or partition) first, unmounted.
-    static func growfs(_ operands: [String], image: String?) throws -> Int32 {
-        guard let image else {
-            throw ToolError.failed("growfs works on an unmounted image or device: unmount it, enlarge it, then run hammer2 -f IMAGE growfs")
+    /// growfs [path...]: "PATH grown to SIZE" or "PATH no size change - SIZE", on mounts
+    /// (the daemon takes in its enlarged image or partition) or offline with -f IMAGE.
+    static func growfs(_ operands: [String], image: String?, selected: String?) throws -> Int32 {
+        if let image {
+            guard operands.isEmpty else { throw ToolError.usage("growfs: with -f, no paths") }
+            let devices = image.split(separator: ":").map(String.init)
+            if let mount = devices.lazy.compactMap({ mountedFilesystem(source: $0) }).first {
+                throw ToolError.failed("\(image) is mounted on \(mount); run hammer2 -s \(mount) growfs")
+            }
+            let (changed, size) = try MutableFilesystem(paths: devices, writable: true).grow()
+            print(changed ? "\(image) grown to \(size)" : "\(image) no size change - \(size)")
+            return 0
         }
-        guard operands.isEmpty else { throw ToolError.usage("growfs: with -f, no paths") }
-        let devices = image.split(separator: ":").map(String.init)
-        if let mount = devices.lazy.compactMap({ mountedFilesystem(source: $0) }).first {
-            throw ToolError.failed("\(image) is mounted on \(mount); unmount it first")
+        var status: Int32 = 0
+        for path in operands.isEmpty ? [selected ?? "."] : operands {
+            do {
+                guard mountedFilesystem(containing: path) != nil else { throw ToolError.failed("'\(path)' is not on a hammer2 mount") }
+                let fd = open(path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else { throw ToolError.failed(String(cString: strerror(errno))) }
+                defer { close(fd) }
+                var buffer = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
+                guard buffer.withUnsafeMutableBytes({ ioctl(fd, UInt(ControlRequest.growfs), $0.baseAddress!) }) == 0 else {
+                    throw ToolError.failed(String(cString: strerror(errno)))
+                }
+                let size = buffer.withUnsafeBytes { $0.le64(8) }
+                print(buffer[0] != 0 ? "\(path) grown to \(size)" : "\(path) no size change - \(size)")
+            } catch {
+                printError("hammer2", "grow \(path) failed: \(reason(error))")
+                status = 1
+            }
         }
-        let (changed, size) = try MutableFilesystem(paths: devices, writable: true).grow()
-        print(changed ? "\(image) grown to \(size)" : "\(image) no size change - \(size)")
-        return 0
+        return status
     }
 
     /// cleanup [path]: DragonFly's cleanup runs bulkfree on the given hammer2 mount, or on
