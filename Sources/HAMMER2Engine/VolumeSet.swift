@@ -73,7 +73,9 @@ public final class VolumeSet: Sendable {
         return best
     }
 
-    public init(devices: [any BlockDevice]) throws {
+    /// Opens the volume set; `headerIndex` picks a header copy of a single volume instead of
+    /// the best one (to read an older state, as recover does).
+    public init(devices: [any BlockDevice], headerIndex: Int? = nil) throws {
         guard !devices.isEmpty else { throw EngineError.invalidArgument("no volume given") }
         var found: [(any BlockDevice, Int, VolumeHeader, [VolumeHeaderCopy])] = []
         for device in devices {
@@ -81,7 +83,16 @@ public final class VolumeSet: Sendable {
                 throw EngineError.noValidVolumeHeader(device: device.name, problems: ["device is only \(device.size) bytes"])
             }
             let copies = Self.readHeaderCopies(device)
-            guard let (index, header) = Self.bestCopy(copies) else {
+            let chosen: (Int, VolumeHeader)?
+            if let headerIndex {
+                guard devices.count == 1, headerIndex < copies.count, let header = copies[headerIndex].header else {
+                    throw EngineError.invalidArgument("\(device.name): volume header copy \(headerIndex) is not valid")
+                }
+                chosen = (headerIndex, header)
+            } else {
+                chosen = Self.bestCopy(copies)
+            }
+            guard let (index, header) = chosen else {
                 throw EngineError.noValidVolumeHeader(
                     device: device.name, problems: copies.map { "#\($0.index): \($0.problem ?? "?")" })
             }
@@ -135,8 +146,8 @@ public final class VolumeSet: Sendable {
         volumes = result
     }
 
-    public convenience init(paths: [String], writable: Bool = false) throws {
-        try self.init(devices: paths.map { try FileBlockDevice(path: $0, writable: writable) })
+    public convenience init(paths: [String], writable: Bool = false, headerIndex: Int? = nil) throws {
+        try self.init(devices: paths.map { try FileBlockDevice(path: $0, writable: writable) }, headerIndex: headerIndex)
     }
 
     /// Takes in a single volume's enlarged device (growfs); returns the new size.

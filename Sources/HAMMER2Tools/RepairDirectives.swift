@@ -90,17 +90,39 @@ enum RepairDirectives {
 
     /// recover <devpath[@label]> <path> <destdir>: copies a file or tree out of any PFS or
     /// snapshot of an image (read-only; every block verified, damaged files reported and
-    /// skipped) into destdir.
+    /// skipped) into destdir. When the path is gone from the current state it is looked for
+    /// in the older states the other volume header copies still point at (until bulkfree
+    /// reuses their space), newest first.
     static func recover(_ operands: [String]) throws -> Int32 {
         guard operands.count == 3 else { throw ToolError.usage("recover device [/]path destdir") }
         let specifier = try VolumeSpecifier(operands[0])
-        let pfs = try Filesystem(paths: specifier.devices).openPFS(specifier.labelOrDefault)
-        var inode = pfs.root
-        var name = "/"
-        for part in operands[1].split(separator: "/") where part != "." {
-            let entry = try pfs.lookup(in: inode, name: Array(part.utf8))
-            inode = try pfs.inode(entry.inum)
-            name = String(part)
+        func find(_ pfs: PFS) throws -> (InodeData, String) {
+            var inode = pfs.root
+            var name = "/"
+            for part in operands[1].split(separator: "/") where part != "." {
+                inode = try pfs.inode(try pfs.lookup(in: inode, name: Array(part.utf8)).inum)
+                name = String(part)
+            }
+            return (inode, name)
+        }
+        let current = try Filesystem(paths: specifier.devices).openPFS(specifier.labelOrDefault)
+        var found = try? find(current)
+        var pfs = current
+        if found == nil, specifier.devices.count == 1 {
+            let copies = VolumeSet.readHeaderCopies(try FileBlockDevice(path: specifier.devices[0]))
+                .compactMap { copy in copy.header.map { (copy.index, $0.mirrorTID) } }
+                .sorted { $0.1 > $1.1 }
+            for (index, tid) in copies.dropFirst() {
+                guard let older = try? Filesystem(volumes: VolumeSet(paths: specifier.devices, headerIndex: index))
+                    .openPFS(specifier.labelOrDefault), let hit = try? find(older) else { continue }
+                print("recover: \(operands[1]) found in the state of volume header \(index) (mirror_tid 0x\(String(tid, radix: 16)))")
+                found = hit
+                pfs = older
+                break
+            }
+        }
+        guard let (inode, name) = found else {
+            throw ToolError.failed("recover: \(operands[1]) not found in \(operands[0]) (current or older states)")
         }
         try FileManager.default.createDirectory(atPath: operands[2], withIntermediateDirectories: true)
         var failures = 0, files = 0

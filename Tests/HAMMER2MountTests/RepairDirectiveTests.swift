@@ -53,4 +53,24 @@ final class RepairDirectiveTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("hammer2", ["recover", "\(volume.image.path)@before", "/nothing", destination]).status, 1)
         XCTAssertEqual(try Binaries.run("hammer2", ["recover", volume.image.path]).status, 2)
     }
+
+    func testRecoverFindsADeletedFileInAnOlderState() throws {
+        let volume = try ScratchVolume(size: "4g")  // header copies at 0 and 2 GiB
+        func flush() {
+            let fd = open(volume.root, O_RDONLY | O_DIRECTORY)
+            XCTAssertEqual(fsync(fd), 0)
+            close(fd)
+        }
+        XCTAssertTrue(FileManager.default.createFile(atPath: volume.path("old"), contents: Data("from before".utf8)))
+        flush()
+        XCTAssertEqual(unlink(volume.path("old")), 0)
+        flush()
+        try volume.unmount()
+        let destination = FileManager.default.temporaryDirectory.appendingPathComponent("h2-recover-old-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: destination) }
+        let run = try Binaries.run("hammer2", ["recover", volume.image.path, "/old", destination])
+        XCTAssertEqual(run.status, 0, run.stderr)
+        XCTAssertTrue(run.stdout.contains("found in the state of volume header"), run.stdout)
+        XCTAssertEqual(try String(contentsOfFile: destination + "/old", encoding: .utf8), "from before")
+    }
 }
