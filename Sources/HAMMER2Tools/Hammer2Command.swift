@@ -1,8 +1,8 @@
 // hammer2(8): DragonFly's management utility. Directives that read a filesystem work
 // offline on an image or device (`-f IMAGE`, or DragonFly's `show <devpath>`), and on a
 // mounted volume (`-s MOUNTPOINT`, or the current directory), which is resolved through
-// /proc/self/mountinfo to the image behind it (reading the image directly gives the state
-// of the last flush). Directives that change a mounted filesystem (bulkfree) are sent to
+// /proc/self/mountinfo to the image behind it, read after the daemon was asked to flush
+// (an fsync of the mount point), so it shows every change made through the mount. Directives that change a mounted filesystem (bulkfree) are sent to
 // the mount_hammer2 daemon as ioctls on a file of the mount.
 
 import Foundation
@@ -207,8 +207,18 @@ public enum Hammer2Command {
                 throw ToolError.failed("'\(path)' is not a hammer2 filesystem (use -f IMAGE for an unmounted image)")
             }
             let specifier = try VolumeSpecifier(mount.source)
+            flushMount(mount.mountpoint)
             return Target(display: mount.mountpoint, devices: specifier.devices, label: specifier.label)
         }
+    }
+
+    /// Directives that read a mount's image first have the daemon flush (an fsync of the
+    /// mount point), so they see every change made through the mount so far.
+    static func flushMount(_ mountpoint: String) {
+        let fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
     }
 
     static func pfsList(_ target: Target) throws {
