@@ -190,6 +190,11 @@ enum FUSEOperations {
                     fuse_reply_err(request, EROFS)
                     return
                 }
+                // libfuse asks for atomic O_TRUNC: the kernel passes O_TRUNC here instead of
+                // sending a setattr, so the truncation is ours to do.
+                if info.pointee.flags & O_TRUNC != 0 && info.pointee.flags & O_ACCMODE != O_RDONLY {
+                    _ = try server.pfs.setAttributes(UInt64(ino), AttributeChanges(size: 0))
+                }
                 try server.pfs.open(UInt64(ino))
                 // Every change goes through this mount, so cached pages stay valid across opens.
                 h2fuse_set_keep_cache(info)

@@ -47,6 +47,21 @@ final class PosixTests: XCTestCase {
         write(volume.path("text"), patch, flags: O_WRONLY, at: 100_003)
         expected.replaceSubrange(100_003..<100_003 + patch.count, with: patch)
         XCTAssertEqual(digest(read(volume.path("text"))), digest(expected))
+        // Rewriting a file through open(O_TRUNC) (as shell redirection and cp do) leaves
+        // only the new content, before and after a flush.
+        write(volume.path("rewritten"), Array("the first, longer content\n".utf8))
+        write(volume.path("rewritten"), Array("short\n".utf8))
+        XCTAssertEqual(read(volume.path("rewritten")), Array("short\n".utf8))
+        write(volume.path("big-then-small"), random.bytes(600_000))
+        flush(volume)
+        write(volume.path("big-then-small"), Array("tiny".utf8))
+        XCTAssertEqual(read(volume.path("big-then-small")), Array("tiny".utf8))
+        let fd = open(volume.path("rewritten"), O_WRONLY | O_TRUNC)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        close(fd)
+        var st = stat()
+        XCTAssertEqual(stat(volume.path("rewritten"), &st), 0)
+        XCTAssertEqual(st.st_size, 0, "open(O_TRUNC) alone empties the file")
         // Sparse: data at 0 and at 10 MiB, zeros between.
         let head = random.bytes(5000)
         write(volume.path("sparse"), head)
