@@ -2,7 +2,8 @@
 // was enlarged. The volume header's sizes and free space grow; freemap segments that were
 // past the old end (marked allocated, as hammer2_freemap_init marks everything past the
 // end) become free; the new GiBs get their reserved 4 MiB and leaves as they are used; the
-// header is written to every copy that now fits, including new 2 GiB zones.
+// header is written to every copy that now fits, including new 2 GiB zones. Like
+// DragonFly's, it counts the whole increase as free space in the header.
 
 import Glibc
 import HAMMER2Engine
@@ -21,14 +22,14 @@ extension MutableFilesystem {
             let new = try volumes.refreshSize() / Formatter.align * Formatter.align
             guard new > old else { return (false, old) }
             try flushLocked()
-            let gib: UInt64 = 1 << 30
-            let reserved = ((new + gib - 1) / gib - (old + gib - 1) / gib) * Formatter.reservedPerGiB
-            let added = new - old - reserved
             header.volumeSize = new
             header.totalSize = new
-            header.allocatorSize += added
+            // As hammer2_ioctl_growfs: allocator_size and allocator_free grow by the whole
+            // increase (the reserved 4 MiB of new GiBs included, as DragonFly counts it).
+            header.allocatorSize += new - old
             allocator.volumeSize = new
             allocator.freeSegments(from: old, to: new)
+            allocator.freeBytes += ((new + (1 << 30) - 1) >> 30 - (old + (1 << 30) - 1) >> 30) * Formatter.reservedPerGiB
             try flushLocked(allHeaderCopies: true)
             return (true, new)
         }

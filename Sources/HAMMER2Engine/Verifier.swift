@@ -306,8 +306,9 @@ public final class Verifier {
             guard s != .allocated else { continue }
             reported += 1
             if reported <= 100 {
-                let what = s == nil ? "not covered by the freemap" : (s == .free ? "marked free" : "marked possibly free")
-                report.problems.append(VerifyProblem(bref: nil, message: "block \(hex(block, 16)) is in use but \(what) in the freemap"))
+                let what = s == nil ? "not covered by any freemap leaf"
+                    : (s == .free ? "marked free in the freemap" : "marked possibly free in the freemap")
+                report.problems.append(VerifyProblem(bref: nil, message: "block \(hex(block, 16)) is in use but \(what)"))
             }
         }
         if reported > 100 {
