@@ -8,6 +8,12 @@ public struct PFSEntry: Sendable {
     public var name: String
     public var bref: Blockref
     public var inode: InodeData
+
+    public init(name: String, bref: Blockref, inode: InodeData) {
+        self.name = name
+        self.bref = bref
+        self.inode = inode
+    }
 }
 
 public final class Filesystem: Sendable {

@@ -162,10 +162,21 @@ final class FsckRun {
     func namespacePhase() {
         print("namespace")
         let filesystem: Filesystem
-        let entries: [PFSEntry]
+        var entries: [PFSEntry] = []
         do {
             filesystem = try Filesystem(volumes: volumes)
-            entries = try filesystem.pfsEntries().sorted { $0.name < $1.name }
+            // Each PFS root on its own: a damaged one is reported, the others still checked.
+            try filesystem.tree.forEachLeaf(in: filesystem.superRoot.blockset, from: 0, through: .max) { bref in
+                guard bref.type == .inode else { return true }
+                do {
+                    let inode = try filesystem.reader.inode(bref)
+                    entries.append(PFSEntry(name: String(decoding: inode.filename, as: UTF8.self), bref: bref, inode: inode))
+                } catch {
+                    err(1, "PFS root inode \(describe(bref)): \(error)")
+                }
+                return true
+            }
+            entries.sort { $0.name < $1.name }
         } catch {
             err(1, "cannot read the super-root: \(error)")
             return
