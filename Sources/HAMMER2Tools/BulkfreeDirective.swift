@@ -32,7 +32,10 @@ enum BulkfreeDirective {
             guard fd >= 0 else { throw ToolError.failed("\(path): \(String(cString: strerror(errno)))") }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
+            // The daemon answers when done; on a terminal, show that it is running.
+            let ticker = !quiet && isatty(STDERR_FILENO) != 0 ? ProgressTicker(label: "bulkfree") : nil
             let status = buffer.withUnsafeMutableBytes { ioctl(fd, UInt(ControlRequest.bulkfree), $0.baseAddress!) }
+            ticker?.stop()
             guard status == 0 else { throw ToolError.failed("bulkfree on \(path): \(String(cString: strerror(errno)))") }
             result = ControlRequest.decodeBulkfree(buffer)
         }
@@ -45,5 +48,28 @@ enum BulkfreeDirective {
 
     static func formatBytes(_ bytes: UInt64) -> String {
         String(format: "%.2fMB", Double(bytes) / 1_048_576)
+    }
+}
+
+/// "label: running, N s" on stderr once a second until stopped (for requests that report
+/// only when they end).
+final class ProgressTicker: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(label: String) {
+        let start = Date()
+        Thread.detachNewThread { [done, finished] in
+            while done.wait(timeout: .now() + 1) == .timedOut {
+                FileHandle.standardError.write(Data("\r\(label): running, \(Int(Date().timeIntervalSince(start))) s".utf8))
+            }
+            finished.signal()
+        }
+    }
+
+    func stop() {
+        done.signal()
+        finished.wait()
+        FileHandle.standardError.write(Data("\r".utf8))
     }
 }

@@ -73,4 +73,38 @@ final class RepairDirectiveTests: XCTestCase {
         XCTAssertTrue(run.stdout.contains("found in the state of volume header"), run.stdout)
         XCTAssertEqual(try String(contentsOfFile: destination + "/old", encoding: .utf8), "from before")
     }
+
+    func testOfflineDirectivesOnAnImage() throws {
+        let volume = try ScratchVolume()
+        XCTAssertEqual(mkdir(volume.path("d"), 0o755), 0)
+        XCTAssertTrue(FileManager.default.createFile(atPath: volume.path("d/f"), contents: Data("f".utf8)))
+        XCTAssertTrue(FileManager.default.createFile(atPath: volume.path("g"), contents: Data("g".utf8)))
+        var st = stat()
+        XCTAssertEqual(stat(volume.path("g"), &st), 0)
+        let inumG = st.st_ino
+        try volume.unmount()
+        let image = volume.image.path
+        let inode = try Binaries.run("hammer2", ["-f", image, "printinode", "/d/f"])
+        XCTAssertEqual(inode.status, 0, inode.stderr)
+        XCTAssertTrue(inode.stdout.contains("type = 2 (FILE)") && inode.stdout.contains("size = 1"), inode.stdout)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "printinode", "/nothing"]).status, 1)
+        let check = try Binaries.run("hammer2", ["-f", "\(image)@DATA", "-r", "setcheck", "sha192", "/d"])
+        XCTAssertEqual(check.status, 0, check.stderr)
+        XCTAssertEqual(check.stdout, "/d\tcheck_algo=0x04\n/d/f\tcheck_algo=0x04\n")
+        let destroy = try Binaries.run("hammer2", ["-f", image, "destroy", "/d/f"])
+        XCTAssertEqual(destroy.stdout, "/d/f\tok\n", destroy.stderr)
+        let inodes = try Binaries.run("hammer2", ["-f", image, "destroy-inum", String(inumG)])
+        XCTAssertEqual(inodes.status, 0, inodes.stderr)
+        XCTAssertTrue(inodes.stdout.contains("\(inumG) ok"), inodes.stdout)
+        let fsck = try Binaries.run("fsck_hammer2", ["-v", image])
+        // /d/f's inode is now an orphan (counted, not a failure); g's entry names nothing.
+        XCTAssertTrue(fsck.stdout.contains("unreachable inodes"), fsck.stdout)
+        XCTAssertTrue(fsck.stderr.contains("\"g\""), fsck.stderr)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "destroy", "/g"]).stdout, "/g\tok\n")
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [image]).status, 0, "after removing the dangling entry")
+        let mount = try MountedImage("\(image)@DATA")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mount.mountpoint.path), ["d"])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: mount.mountpoint.path + "/d"), [])
+        try mount.unmount()
+    }
 }
