@@ -87,6 +87,7 @@ public enum Hammer2Command {
             return usageError("hammer2", "Missing command", usage: usage)
         }
         let operands = Array(parsed.operands.dropFirst())
+        var status: Int32 = 0  // what a directive with DragonFly's own exit codes returned
         do {
             switch directive {
             case "show", "freemap", "volhdr":
@@ -128,31 +129,23 @@ public enum Hammer2Command {
                 let global = (context.pfsType.map { ["-t", $0] } ?? []) + (context.uuid.map { ["-c", $0] } ?? [])
                 try PFSDirectives.create(global + operands, image: context.image, selected: context.selectedPath)
             case "setcomp", "setcheck":
-                let status = try InodeDirectives.set(directive, operands, image: context.image, recurse: context.recurse)
-                if status != 0 { return status }
+                status = try InodeDirectives.set(directive, operands, image: context.image, recurse: context.recurse)
             case "destroy":
-                let status = try RepairDirectives.destroy(operands, image: context.image)
-                if status != 0 { return status }
+                status = try RepairDirectives.destroy(operands, image: context.image)
             case "destroy-inum":
-                let status = try RepairDirectives.destroyInodes(operands, image: context.image, selected: context.selectedPath)
-                if status != 0 { return status }
+                status = try RepairDirectives.destroyInodes(operands, image: context.image, selected: context.selectedPath)
             case "recover":
-                let status = try RepairDirectives.recover(operands)
-                if status != 0 { return status }
+                status = try RepairDirectives.recover(operands)
             case "dumpchain":
-                let status = try RepairDirectives.dumpchain(operands, selected: context.selectedPath)
-                if status != 0 { return status }
+                status = try RepairDirectives.dumpchain(operands, selected: context.selectedPath)
             case "growfs":
-                let status = try RepairDirectives.growfs(operands, image: context.image, selected: context.selectedPath)
-                if status != 0 { return status }
+                status = try RepairDirectives.growfs(operands, image: context.image, selected: context.selectedPath)
             case "cleanup":
-                let status = try RepairDirectives.cleanup(operands)
-                if status != 0 { return status }
+                status = try RepairDirectives.cleanup(operands)
             case "printinode":
                 try InodeDirectives.printInode(operands, image: context.image, verbose: context.verbose)
             case "stat":
-                let status = try InodeDirectives.stat(operands, image: context.image)
-                if status != 0 { return status }
+                status = try InodeDirectives.stat(operands, image: context.image)
             case "pfs-delete":
                 try PFSDirectives.delete(operands, image: context.image, selected: context.selectedPath)
             case "bulkfree":
@@ -176,7 +169,7 @@ public enum Hammer2Command {
             printError("hammer2", "\(error)")
             return ExitCode.failure.rawValue
         }
-        return ExitCode.success.rawValue
+        return status
     }
 
     /// The device list for show/freemap/volhdr: DragonFly's <devpath> operand, else -f,

@@ -20,7 +20,7 @@ enum RepairDirectives {
             let slash = trimmed.lastIndex(of: "/")
             let parent = slash.map { String(trimmed[..<$0]) } ?? ""
             let name = Array((slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed).utf8)
-            do {
+            let done = outcome {
                 switch target {
                 case let .offline(_, pfs):
                     try pfs.destroyEntry(in: try pfs.resolve(parent), name: name)
@@ -28,11 +28,8 @@ enum RepairDirectives {
                     _ = try send(ControlRequest.encodeDestroy(command: ControlRequest.destroyEntry, name: name),
                                  to: parent.isEmpty ? (path.hasPrefix("/") ? "/" : ".") : parent)
                 }
-                print("ok")
-            } catch {
-                print(reason(error))
-                status = 1
             }
+            if !done { status = 1 }
         }
         if case let .offline(fs, _) = target { try fs.flush() }
         return status
@@ -53,19 +50,28 @@ enum RepairDirectives {
         for inum in numbers {
             print(Text.pad(String(inum), 16, left: false) + " ", terminator: "")
             fflush(nil)  // flush all streams (stdout is not concurrency-safe to name)
-            do {
+            let done = outcome {
                 switch target {
                 case let .offline(_, pfs): try pfs.destroyInode(inum)
                 case .online: _ = try send(ControlRequest.encodeDestroy(command: ControlRequest.destroyInode, inum: inum), to: place)
                 }
-                print("ok")
-            } catch {
-                print(reason(error))
-                status = 1
             }
+            if !done { status = 1 }
         }
         if case let .offline(fs, _) = target { try fs.flush() }
         return status
+    }
+
+    /// Runs one destroy and prints DragonFly's verdict: "ok" or the error.
+    static func outcome(_ body: () throws -> Void) -> Bool {
+        do {
+            try body()
+            print("ok")
+            return true
+        } catch {
+            print(reason(error))
+            return false
+        }
     }
 
     static func reason(_ error: any Error) -> String {
