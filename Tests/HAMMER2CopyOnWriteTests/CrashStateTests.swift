@@ -1,0 +1,140 @@
+// Power cuts, simulated: a seeded workload runs on a device that records every write and
+// flush barrier; then, for every barrier and for seeded samples between barriers (any
+// subset of the writes in flight, some torn to a few 512-byte sectors), the image a power
+// cut would leave is built and checked: it must open, its trees must verify, and its files
+// must be exactly those of the last flush that completed (or of the one whose header write
+// made it whole).
+
+import Foundation
+import HAMMER2CopyOnWrite
+import HAMMER2Engine
+import HAMMER2Format
+import HAMMER2TestSupport
+import XCTest
+
+final class CrashStateTests: XCTestCase {
+    typealias Tree = [String: [UInt8]]
+
+    func testEveryPowerCutStateHoldsALastFlushedTree() throws {
+        // Over 2 GiB: two volume header copies, so a torn header write falls back to the other.
+        let size: UInt64 = (2 << 30) + (256 << 20)
+        let device = RecordingDevice(size: size)
+        _ = try Formatter.format(device: device, options: FormatOptions(labels: ["DATA"]))
+        let base = device.contents
+        device.startRecording()
+        var trees: [Tree] = [[:]]  // the tree after each flush; index 0: the empty PFS
+        var random = SplitMix64(seed: 81)
+        do {
+            let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
+            let pfs = try fs.openPFS("DATA")
+            let caller = Caller(uid: 0, gid: 0)
+            var tree: Tree = [:]
+            let dir = try pfs.create(in: 1, name: Array("d".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+            func parent(_ name: String) -> (UInt64, String) {
+                name.hasPrefix("d/") ? (dir, String(name.dropFirst(2))) : (1, name)
+            }
+            for step in 0..<140 {
+                let name = (random.next() % 2 == 0 ? "d/" : "") + "f\(random.next() % 12)"
+                let (dirInum, leaf) = parent(name)
+                switch random.next() % 6 {
+                case 0, 1, 2:
+                    let bytes = random.next() % 3 == 0 ? random.bytes(Int(random.next() % 200_000))
+                                                        : Array(String(repeating: "text \(step) ", count: Int(random.next() % 900)).utf8)
+                    let inum: UInt64
+                    if tree[name] == nil {
+                        inum = try pfs.create(in: dirInum, name: Array(leaf.utf8), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+                    } else {
+                        inum = try pfs.lookup(dirInum, Array(leaf.utf8)).meta.inum
+                        _ = try pfs.setAttributes(inum, AttributeChanges(size: 0))
+                    }
+                    _ = try bytes.withUnsafeBytes { try pfs.write(inum, offset: 0, $0) }
+                    tree[name] = bytes
+                case 3:
+                    guard let content = tree[name] else { continue }
+                    let cut = content.count / 2
+                    _ = try pfs.setAttributes(try pfs.lookup(dirInum, Array(leaf.utf8)).meta.inum, AttributeChanges(size: UInt64(cut)))
+                    tree[name] = Array(content[0..<cut])
+                case 4:
+                    guard tree[name] != nil else { continue }
+                    try pfs.unlink(in: dirInum, name: Array(leaf.utf8))
+                    tree[name] = nil
+                default:
+                    guard let content = tree[name] else { continue }
+                    let target = name.hasPrefix("d/") ? "moved\(step)" : "d/moved\(step)"
+                    let (targetDir, targetLeaf) = parent(target)
+                    try pfs.rename(from: dirInum, name: Array(leaf.utf8), to: targetDir, newName: Array(targetLeaf.utf8))
+                    tree[name] = nil
+                    tree[target] = content
+                }
+                if step % 4 == 3 {
+                    try pfs.flush()
+                    trees.append(tree)
+                }
+            }
+        }
+        let log = device.log
+        let barriers = RecordingDevice.barrierCount(log)
+        XCTAssertEqual(barriers, 2 * (trees.count - 1), "each flush: one barrier after the data, one after the header")
+
+        var tried = 0
+        for cut in 0...barriers {
+            // After barrier `cut`, flushes 1...cut/2 are complete; between the two barriers of
+            // a flush only its header write is in flight.
+            var allowed = [cut / 2]
+            if cut % 2 == 1 { allowed.append(cut / 2 + 1) }
+            let inFlight = RecordingDevice.writesAfter(barrier: cut, in: log).count
+            var samples: [(String, (Int) -> Bool, (Int, Int) -> Bool?)] = [("clean cut", { _ in false }, { _, _ in nil })]
+            if inFlight > 0 {
+                for sample in 0..<6 {
+                    var pick = SplitMix64(seed: UInt64(cut * 100 + sample))
+                    let kept = (0..<inFlight).map { _ in pick.next() % 2 == 0 }
+                    let torn = (0..<inFlight).map { _ in pick.next() % 4 == 0 ? pick.next() : nil }
+                    samples.append(("sample \(sample)", { kept[$0] }, { write, sector in
+                        guard let seed = torn[write] else { return nil }
+                        return (seed >> UInt64(sector % 64)) & 1 == 1  // a torn write: some sectors only
+                    }))
+                }
+            }
+            for (label, keep, sectors) in samples {
+                tried += 1
+                let image = RecordingDevice.crashImage(base: base, size: size, log: log, barriers: cut, keep: keep, sectors: sectors)
+                let context = "cut after barrier \(cut), \(label)"
+                do {
+                    let volumes = try VolumeSet(devices: [image])
+                    let verifier = Verifier(volumes: volumes)
+                    let (_, problems) = verifier.verifyTree(.topology, header: volumes.header)
+                    XCTAssertTrue(problems.isEmpty, "\(context): \(problems.prefix(3))")
+                    let pfs = try Filesystem(volumes: volumes).openPFS("DATA")
+                    XCTAssertTrue(verifier.verifyNamespace(pfs).problems.isEmpty, context)
+                    let found = try read(pfs)
+                    XCTAssertTrue(allowed.contains { trees[$0] == found },
+                                  "\(context): the tree is none of the flushed trees \(allowed) (\(found.count) files)")
+                } catch {
+                    XCTFail("\(context): \(error)")
+                }
+            }
+        }
+        XCTAssertGreaterThan(tried, 200)
+        print("crash states tried: \(tried), barriers: \(barriers)")
+    }
+
+    /// Every file below the PFS root, by path relative to it.
+    func read(_ pfs: PFS) throws -> Tree {
+        var tree: Tree = [:]
+        func walk(_ dir: InodeData, _ prefix: String) throws {
+            var entries: [DirectoryEntry] = []
+            try pfs.readDirectory(dir, from: 0) { entries.append($0); return true }
+            for entry in entries {
+                let inode = try pfs.inode(entry.inum)
+                let path = prefix + String(decoding: entry.name, as: UTF8.self)
+                if inode.meta.type == .directory {
+                    try walk(inode, path + "/")
+                } else {
+                    tree[path] = try pfs.read(inode, offset: 0, count: Int(inode.meta.size))
+                }
+            }
+        }
+        try walk(pfs.root, "")
+        return tree
+    }
+}
