@@ -38,6 +38,8 @@ extension MutableFilesystem {
             // Flush first when possible; a full volume may not take its dirty data, and the
             // scan is of the last flushed state either way (unflushed data owns no blocks).
             do { try flushLocked() } catch let error as EngineError where error.errno == ENOSPC {}
+            // Reads started before the lock was taken may still use blocks about to be freed.
+            while readsInFlight.load(ordering: .relaxed) > 0 { usleep(1000) }
             var result = BulkfreeResult()
             var referenced = Set<UInt64>()  // 16 KiB block numbers in use
             var linearEnds: [UInt64: UInt64] = [:]  // segment -> end of its highest sub-16 KiB block

@@ -8,6 +8,7 @@
 
 import Glibc
 import Foundation
+import Synchronization
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -32,6 +33,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Called with a description when a background flush fails (the FUSE adapter logs it).
     public var flushFailureHandler: (@Sendable (String) -> Void)?
     var flushCount = 0
+    /// Reads executing outside the lock against the last flushed tree; bulkfree waits for
+    /// them, since the blocks they read may be about to be freed and reused.
+    let readsInFlight = Atomic<Int>(0)
 
     /// Opens the filesystem on `paths` (one device, or the devices of a volume set).
     public convenience init(paths: [String], writable: Bool, cacheBytes: Int = 64 << 20) throws {

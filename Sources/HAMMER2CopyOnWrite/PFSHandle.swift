@@ -390,7 +390,12 @@ public final class PFSHandle: @unchecked Sendable {
     /// Reads up to `count` bytes at `offset`; holes and the space past a truncation read
     /// as zeros, short at the end of the file.
     public func read(_ inum: UInt64, offset: UInt64, count: Int) throws -> [UInt8] {
-        let plan = try fs.withLock { try pfs.readPlan(try pfs.node(inum), offset: offset, count: count) }
+        let plan = try fs.withLock { () -> ReadPlan in
+            let plan = try pfs.readPlan(try pfs.node(inum), offset: offset, count: count)
+            fs.readsInFlight.add(1, ordering: .relaxed)
+            return plan
+        }
+        defer { fs.readsInFlight.subtract(1, ordering: .relaxed) }
         return try plan.execute(pfs: pfs)
     }
 

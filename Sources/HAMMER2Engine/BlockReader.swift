@@ -38,6 +38,12 @@ public final class BlockReader: Sendable {
         if buffered, let media = mediaBuffer(at: bref.mediaOffset & ~0xFFFF) {
             let start = Int(bref.mediaOffset & 0xFFFF)
             media.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[start..<(start + buffer.count)])) }
+            if case .mismatch = CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
+                // The buffer may predate a block written since into its 64 KiB (a read-write
+                // mount writes while others read): drop it and read the block itself.
+                cache.invalidateMedia(bref.mediaOffset, count: buffer.count)
+                try volumes.read(into: buffer, at: bref.mediaOffset)
+            }
         } else {
             try volumes.read(into: buffer, at: bref.mediaOffset)
         }
