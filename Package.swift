@@ -42,7 +42,7 @@ let package = Package(
         ),
         .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2TestSupport"]),
         .executableTarget(name: "make-test-image", dependencies: ["HAMMER2TestSupport"], path: "Tests/make-test-image"),
-        .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2TestSupport"]),
+        .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2CopyOnWriteTests", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(
