@@ -62,7 +62,10 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .isDirectory: return EISDIR
         case .notSymlink, .invalidArgument: return EINVAL
         case let .posix(code, _): return code
-        case .io, .shortRead, .checkFailed, .unknownMethod, .decompressionFailed, .corrupt,
+        // A failed system call keeps its errno (a full host filesystem under an image is
+        // ENOSPC to the writer, not EIO).
+        case let .io(code, _): return code != 0 ? code : EIO
+        case .shortRead, .checkFailed, .unknownMethod, .decompressionFailed, .corrupt,
              .noValidVolumeHeader, .badVolumeSet:
             return EIO
         }

@@ -47,12 +47,14 @@ final class FaultInjectionTests: XCTestCase {
         try pfs.flush()
         XCTAssertEqual(try onDisk(), ["first": first])
 
-        for (label, faults) in [("write error", FaultyDevice.Faults(failWritesFrom: 2)),
-                                ("barrier error", FaultyDevice.Faults(failBarriers: true))] {
+        for (label, faults, code) in [("write error", FaultyDevice.Faults(failWritesFrom: 2), EIO),
+                                      ("device full", FaultyDevice.Faults(failWritesFrom: 5, writeErrno: ENOSPC), ENOSPC),
+                                      ("first write refused", FaultyDevice.Faults(failWritesFrom: 0, writeErrno: ENOSPC), ENOSPC),
+                                      ("barrier error", FaultyDevice.Faults(failBarriers: true), EIO)] {
             let bytes = random.bytes(200_000)
             try put(pfs, label, bytes)
             device.set(faults)
-            XCTAssertThrowsError(try pfs.flush(), label) { XCTAssertEqual(($0 as? EngineError)?.errno, EIO, label) }
+            XCTAssertThrowsError(try pfs.flush(), label) { XCTAssertEqual(($0 as? EngineError)?.errno, code, label) }
             // The change is still there for readers and for the next flush...
             XCTAssertEqual(sha256Hex(try pfs.read(try pfs.lookup(1, Array(label.utf8)).meta.inum, offset: 0, count: bytes.count)),
                            sha256Hex(bytes))

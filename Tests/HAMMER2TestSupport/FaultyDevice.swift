@@ -8,14 +8,18 @@ import Synchronization
 
 public final class FaultyDevice: BlockDevice, @unchecked Sendable {
     public struct Faults: Sendable {
-        /// Writes numbered from here on (0-based, counted from when the faults were set) fail.
+        /// Writes numbered from here on (0-based, counted from when the faults were set) fail
+        /// with `writeErrno` (EIO: a failing disk; ENOSPC: a full thin-provisioned one).
         public var failWritesFrom: Int?
+        public var writeErrno: Int32 = EIO
         public var failBarriers = false
         /// Reads overlapping these media ranges return every byte XOR 0x5a.
         public var corruptReads: [ClosedRange<UInt64>] = []
 
-        public init(failWritesFrom: Int? = nil, failBarriers: Bool = false, corruptReads: [ClosedRange<UInt64>] = []) {
+        public init(failWritesFrom: Int? = nil, writeErrno: Int32 = EIO, failBarriers: Bool = false,
+                    corruptReads: [ClosedRange<UInt64>] = []) {
             self.failWritesFrom = failWritesFrom
+            self.writeErrno = writeErrno
             self.failBarriers = failBarriers
             self.corruptReads = corruptReads
         }
@@ -44,13 +48,13 @@ public final class FaultyDevice: BlockDevice, @unchecked Sendable {
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
-        let fail = state.withLock { s -> Bool in
+        let fail = state.withLock { s -> Int32? in
             defer { s.writes += 1 }
-            guard let from = s.faults.failWritesFrom, s.writes >= from else { return false }
+            guard let from = s.faults.failWritesFrom, s.writes >= from else { return nil }
             s.failed += 1
-            return true
+            return s.faults.writeErrno
         }
-        if fail { throw EngineError.io(errno: EIO, what: "injected write error at \(offset)") }
+        if let code = fail { throw EngineError.io(errno: code, what: "injected write error at \(offset)") }
         try base.write(buffer, at: offset)
     }
 
