@@ -273,13 +273,7 @@ extension MutableFilesystem {
                 edit.removals.append(offset...(offset + logicalBlockBytes - 1))  // all zeros: a hole
                 continue
             }
-            var bref = Blockref.empty
-            bref.type = .data
-            bref.methods = methods
-            bref.key = offset
-            bref.keybits = UInt8(HAMMER2.allocationMaxRadix)
-            bref.mirrorTID = tid
-            bref.modifyTID = tid
+            var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: tid)
             bref.dataOffset = try sink.writeNewBlock(bytes, type: .data)
             if check != .none { bref.setCheck(over: bytes) }
             edit.puts.append(bref)
@@ -290,40 +284,30 @@ extension MutableFilesystem {
 
     /// The tree edit for a directory's entry changes (long names get a 1 KiB block).
     private func direntEdit(_ dir: Node, methods: UInt8, tid: UInt64, sink: FlushSink) throws -> TreeEdit {
-            var edit = TreeEdit()
-            for (key, change) in dir.entryChanges.sorted(by: { $0.key < $1.key }) {
-                guard let entry = change else {
-                    edit.removals.append(key...key)
-                    continue
-                }
-                var bref = Blockref.empty
-                bref.type = .dirent
-                bref.methods = methods
-                bref.key = key
-                bref.mirrorTID = tid
-                bref.modifyTID = tid
-                (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: entry.inum, nameLength: entry.name.count, type: entry.type)
-                if entry.name.count <= 64 {
-                    bref.check = CheckArea(bytes: entry.name)
-                } else {
-                    let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
-                    bref.dataOffset = try sink.writeNewBlock(block, type: .dirent)
-                    bref.setCheck(over: block)
-                }
-                edit.puts.append(bref)
+        var edit = TreeEdit()
+        for (key, change) in dir.entryChanges.sorted(by: { $0.key < $1.key }) {
+            guard let entry = change else {
+                edit.removals.append(key...key)
+                continue
             }
-            return edit
+            var bref = Blockref(type: .dirent, methods: methods, key: key, tid: tid)
+            (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: entry.inum, nameLength: entry.name.count, type: entry.type)
+            if entry.name.count <= 64 {
+                bref.check = CheckArea(bytes: entry.name)
+            } else {
+                let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
+                bref.dataOffset = try sink.writeNewBlock(block, type: .dirent)
+                bref.setCheck(over: block)
+            }
+            edit.puts.append(bref)
+        }
+        return edit
     }
 
     /// Writes one 1 KiB inode block and returns its blockref (statistics from its tree).
     private func writeInode(_ inode: InodeData, key: UInt64, methods: UInt8, tid: UInt64, sink: FlushSink) throws -> Blockref {
         let bytes = inode.encoded()
-        var bref = Blockref.empty
-        bref.type = .inode
-        bref.methods = methods
-        bref.key = key
-        bref.mirrorTID = tid
-        bref.modifyTID = tid
+        var bref = Blockref(type: .inode, methods: methods, key: key, tid: tid)
         bref.dataOffset = try sink.writeNewBlock(bytes, type: .inode)
         bref.setCheck(over: bytes)
         if case let .blockset(refs) = inode.content { SubtreeStatistics(children: refs).apply(to: &bref) }

@@ -215,14 +215,9 @@ public struct FreemapAllocator {
             let key = index * Self.leafBytes
             let offset = Self.freemapBlockOffset(key: key, radix: HAMMER2.freemapLevel1Radix, level: 0, previous: leaf.bref)
             try write(offset, bytes)
-            var bref = Blockref.empty
-            bref.type = .freemapLeaf
-            bref.methods = Blockref.methods(check: .freemap, compression: .none)
-            bref.key = key
-            bref.keybits = UInt8(HAMMER2.freemapLevel1Radix)
+            var bref = Blockref(type: .freemapLeaf, methods: Blockref.methods(check: .freemap, compression: .none),
+                                key: key, keybits: UInt8(HAMMER2.freemapLevel1Radix), tid: tid)
             bref.dataOffset = Blockref.dataOffset(offset, radix: 15)
-            bref.mirrorTID = tid
-            bref.modifyTID = tid
             let avail = leaf.entries.reduce(UInt64(0)) { $0 + UInt64($1.avail) }
             bref.check = .freemap(crc: CRC32C.checksum(bytes), bigmask: 0xFFFF_FFFF, avail: avail)
             leaf.bref = bref
@@ -246,14 +241,9 @@ public struct FreemapAllocator {
                 let bytes = encodeBlockrefs(children, bytes: HAMMER2.freemapBlockBytes)
                 let offset = Self.freemapBlockOffset(key: key, radix: radix, level: depth + 1, previous: previous)
                 try write(offset, bytes)
-                var bref = Blockref.empty
-                bref.type = .freemapNode
-                bref.methods = Blockref.methods(check: .freemap, compression: .none)
-                bref.key = key
-                bref.keybits = UInt8(radix)
+                var bref = Blockref(type: .freemapNode, methods: Blockref.methods(check: .freemap, compression: .none),
+                                    key: key, keybits: UInt8(radix), tid: tid)
                 bref.dataOffset = Blockref.dataOffset(offset, radix: 15)
-                bref.mirrorTID = tid
-                bref.modifyTID = tid
                 let avail = children.reduce(UInt64(0)) { $0 + $1.check.freemapAvail }
                 bref.check = .freemap(crc: CRC32C.checksum(bytes), bigmask: 0xFFFF_FFFF, avail: avail)
                 nodes[key | UInt64(radix)] = bref

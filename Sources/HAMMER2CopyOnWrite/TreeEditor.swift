@@ -192,13 +192,8 @@ struct TreeEditor {
         var bytes = Self.indirectBytesMinimum
         while bytes < placed.count * HAMMER2.blockrefBytes { bytes *= 2 }
         let block = encodeBlockrefs(placed, bytes: bytes)
-        var bref = Blockref.empty
-        bref.type = .indirect
-        bref.methods = Blockref.methods(check: check, compression: .none)
-        bref.key = key
-        bref.keybits = UInt8(keybits)
-        bref.mirrorTID = tid
-        bref.modifyTID = tid
+        var bref = Blockref(type: .indirect, methods: Blockref.methods(check: check, compression: .none),
+                            key: key, keybits: UInt8(keybits), tid: tid)
         bref.dataOffset = try sink.writeNewBlock(block, type: .indirect)
         bref.setCheck(over: block)
         SubtreeStatistics(children: placed).apply(to: &bref)

@@ -102,6 +102,18 @@ extension CheckArea {
 }
 
 extension Blockref {
+    /// A blockref a flush creates: its type, methods and key range, stamped with the flush's
+    /// transaction id as both mirror_tid and modify_tid.
+    public init(type: BlockrefType, methods: UInt8, key: UInt64, keybits: UInt8 = 0, tid: UInt64) {
+        self = .empty
+        self.type = type
+        self.methods = methods
+        self.key = key
+        self.keybits = keybits
+        self.mirrorTID = tid
+        self.modifyTID = tid
+    }
+
     /// HAMMER2_ENC_CHECK(check) | HAMMER2_ENC_COMP(compression)
     public static func methods(check: CheckMethod, compression: CompressionMethod) -> UInt8 {
         precondition(check.rawValue < 16 && compression.rawValue < 16, "method codes are 4 bits")
