@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "mount_hammer2", targets: ["mount_hammer2"]),
         .executable(name: "fsck_hammer2", targets: ["fsck_hammer2"]),
         .executable(name: "newfs_hammer2", targets: ["newfs_hammer2"]),
+        // For the libFuzzer build in Fuzz/ (a separate package, built with -sanitize=fuzzer).
+        .library(name: "HAMMER2Fuzzing", targets: ["HAMMER2Fuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
@@ -31,6 +33,7 @@ let package = Package(
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format"]),
         .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3"]),
         .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite"]),
+        .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
         .executableTarget(name: "fsck_hammer2", dependencies: ["HAMMER2Tools"]),
@@ -44,6 +47,8 @@ let package = Package(
         .executableTarget(name: "make-test-image", dependencies: ["HAMMER2TestSupport"], path: "Tests/make-test-image"),
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2CopyOnWriteTests", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
+        .executableTarget(name: "fuzz-seeds", dependencies: ["HAMMER2Fuzzing"], path: "Tests/fuzz-seeds"),
+        .testTarget(name: "HAMMER2FuzzingTests", dependencies: ["HAMMER2Fuzzing", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(
             name: "HAMMER2MountTests",

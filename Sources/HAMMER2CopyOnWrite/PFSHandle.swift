@@ -233,7 +233,7 @@ public final class PFSHandle: @unchecked Sendable {
             node.dirty = true
             pfs.nodes[inum] = node
             if let target {
-                try pfs.writeData(node, at: 0, UnsafeRawBufferPointer(start: target, count: target.count))
+                try target.withUnsafeBytes { try pfs.writeData(node, at: 0, $0) }
                 node.meta.mtime = now
             }
             try pfs.addEntry(dir, name: name, inum: inum, type: type)

@@ -91,19 +91,11 @@ public final class PFS: Sendable {
     func entry(for bref: Blockref) throws -> DirectoryEntry? {
         switch bref.type {
         case .dirent:
-            let length = bref.direntNameLength
-            guard length > 0, length <= HAMMER2.inodeMaxName else {
-                throw EngineError.corrupt("directory entry name length \(length) in \(describe(bref))")
-            }
             let name: [UInt8]
-            if length <= 64 {
-                name = Array(bref.check.bytes[0..<length])
-            } else {
-                let block = try reader.cachedPhysical(bref)
-                guard block.count >= length else {
-                    throw EngineError.corrupt("directory entry name block shorter than its name in \(describe(bref))")
-                }
-                name = Array(block[0..<length])
+            do {
+                name = try bref.direntName(nameBlock: bref.direntNameLength > 64 ? try reader.cachedPhysical(bref) : nil)
+            } catch let error as FormatError {
+                throw EngineError.corrupt("directory entry \(error) in \(describe(bref))")
             }
             return DirectoryEntry(name: name, inum: bref.direntInodeNumber, type: bref.direntType, key: bref.key)
         case .inode:

@@ -188,6 +188,10 @@ public struct Blockref: Hashable, Sendable {
             raw.le64(0x60), raw.le64(0x68), raw.le64(0x70), raw.le64(0x78)))
     }
 
+    public init(decoding bytes: [UInt8]) throws {
+        self = try bytes.withUnsafeBytes { try Blockref(decoding: $0) }
+    }
+
     /// HAMMER2_DEC_CHECK(methods)
     public var checkMethod: CheckMethod { CheckMethod(rawValue: (methods >> 4) & 0x0F) }
     /// HAMMER2_DEC_COMP(methods)
@@ -197,8 +201,9 @@ public struct Blockref: Hashable, Sendable {
     public var mediaOffset: UInt64 { dataOffset & HAMMER2.offsetMask }
     /// The physical size radix (data_off & HAMMER2_OFF_MASK_RADIX); 0 means no media block.
     public var physicalRadix: Int { Int(dataOffset & HAMMER2.offsetRadixMask) }
-    /// Physical bytes of the referenced block, 0 if there is none.
-    public var physicalBytes: Int { physicalRadix == 0 ? 0 : 1 << physicalRadix }
+    /// Physical bytes of the referenced block, 0 if there is none. A damaged radix of 63
+    /// saturates at Int.max rather than wrapping negative (valid radices are 10-16).
+    public var physicalBytes: Int { physicalRadix == 0 ? 0 : physicalRadix >= 63 ? Int.max : 1 << physicalRadix }
 
     /// The last key this blockref covers (key + 2^keybits - 1), saturating at 2^64-1.
     public var keyEnd: UInt64 {
@@ -216,6 +221,20 @@ public struct Blockref: Hashable, Sendable {
     public var direntNameLength: Int { Int(UInt16(truncatingIfNeeded: embed1)) }
     /// embed.dirent.type (HAMMER2_OBJTYPE_*)
     public var direntType: ObjectType { ObjectType(rawValue: UInt8(truncatingIfNeeded: embed1 >> 16)) }
+
+    /// The entry's name: inside the check area up to 64 bytes, else the first `namlen` bytes
+    /// of the blockref's data block (`nameBlock`, the physical block it points to).
+    public func direntName(nameBlock: [UInt8]?) throws -> [UInt8] {
+        let length = direntNameLength
+        guard type == .dirent, length > 0, length <= HAMMER2.inodeMaxName else {
+            throw FormatError.invalidField(structure: "dirent", field: "namlen", value: UInt64(length))
+        }
+        if length <= 64 { return Array(check.bytes[0..<length]) }
+        guard let nameBlock, nameBlock.count >= length else {
+            throw FormatError.shortBuffer(structure: "dirent name block", needed: length, got: nameBlock?.count ?? 0)
+        }
+        return Array(nameBlock[0..<length])
+    }
 
     // MARK: Statistics (embed.stats, BREF_TYPE_INODE and BREF_TYPE_INDIRECT)
 

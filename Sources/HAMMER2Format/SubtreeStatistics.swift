@@ -15,18 +15,20 @@ public struct SubtreeStatistics {
         for child in children { add(child) }
     }
 
+    /// Sums wrap as hammer2_base_insert's uint64_t arithmetic does: a damaged child's
+    /// statistics must not stop a flush.
     public mutating func add(_ child: Blockref) {
-        dataCount += UInt64(child.physicalBytes)
+        dataCount &+= UInt64(child.physicalBytes)
         switch child.type {
         case .inode:
-            inodeCount += 1 + child.statsInodeCount
-            dataCount += child.statsDataCount
+            inodeCount &+= 1 &+ child.statsInodeCount
+            dataCount &+= child.statsDataCount
             leafCount += 1
         case .data, .dirent:
             leafCount += 1
         case .indirect:
-            dataCount += child.statsDataCount
-            inodeCount += child.statsInodeCount
+            dataCount &+= child.statsDataCount
+            inodeCount &+= child.statsInodeCount
             leafCount += Int(child.leafCount)
         default:
             break

@@ -1,0 +1,161 @@
+// Fuzz targets for the on-disk decoders and the decompressors. Each takes arbitrary bytes,
+// runs the decoder the engine runs on media, and checks what must hold for any input: no
+// trap, and where an encoder exists, decoding what it encodes gives the same structure back.
+// A broken property stops the process (fatalError), which libFuzzer records as a finding.
+
+import HAMMER2Codecs
+import HAMMER2Engine
+import HAMMER2Format
+
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    case volumeHeader = "volume-header"
+    case blockref
+    case inode
+    case dirent
+    case indirect
+    case freemap
+    case lz4
+    case zlib
+    case image
+
+    /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
+    public func run(_ input: [UInt8]) {
+        switch self {
+        case .volumeHeader: DecoderTargets.volumeHeader(input)
+        case .blockref: DecoderTargets.blockrefs(input)
+        case .inode: DecoderTargets.inode(input)
+        case .dirent: DecoderTargets.dirent(input)
+        case .indirect: DecoderTargets.indirect(input)
+        case .freemap: DecoderTargets.freemap(input)
+        case .lz4: DecoderTargets.lz4(input)
+        case .zlib: DecoderTargets.zlib(input)
+        case .image: preconditionFailure("the image target runs through ImageFuzzer")
+        }
+    }
+}
+
+/// A property every input must keep; its failure is a finding.
+@inline(never)
+func require(_ condition: Bool, _ message: @autoclosure () -> String) {
+    if !condition { fatalError("fuzz property broken: \(message())") }
+}
+
+/// `bytes` cut or zero-padded to exactly `count` (structures have fixed sizes on media).
+func fitted(_ bytes: [UInt8], _ count: Int) -> [UInt8] {
+    bytes.count >= count ? Array(bytes[0..<count]) : bytes + [UInt8](repeating: 0, count: count - bytes.count)
+}
+
+public enum DecoderTargets {
+    /// hammer2_volume_data (64 KiB): decode, judge, and re-encode without touching the CRCs.
+    public static func volumeHeader(_ input: [UInt8]) {
+        let raw = fitted(input, HAMMER2.volumeHeaderBytes)
+        _ = raw.withUnsafeBytes { VolumeHeader.validate($0) }
+        guard let header = try? VolumeHeader(decoding: raw) else { return }
+        let again = try? VolumeHeader(decoding: header.encoded(updatingChecksums: false))
+        require(again == header, "volume header does not survive encode/decode")
+        for bref in header.superRootBlockset + header.freemapBlockset { examine(bref) }
+    }
+
+    /// Arrays of hammer2_blockref (128 bytes each): decode, derive, re-encode.
+    public static func blockrefs(_ input: [UInt8]) {
+        let count = (input.count + HAMMER2.blockrefBytes - 1) / HAMMER2.blockrefBytes
+        guard count > 0 else { return }
+        let raw = fitted(input, count * HAMMER2.blockrefBytes)
+        guard let refs = try? decodeBlockrefs(raw) else { return }
+        for bref in refs {
+            examine(bref)
+            let again = try? Blockref(decoding: bref.encoded())
+            require(again == bref, "blockref does not survive encode/decode")
+            _ = CheckCode.verify(bref, raw)
+        }
+        _ = SubtreeStatistics(children: refs)
+        _ = try? BlockTree.orderedChildren(refs, parentRange: 0...UInt64.max, insideIndirect: false)
+    }
+
+    /// hammer2_inode_data (1 KiB): meta, filename, embedded data or blockset.
+    public static func inode(_ input: [UInt8]) {
+        let raw = fitted(input, HAMMER2.inodeBytes)
+        guard let inode = try? InodeData(decoding: raw) else { return }
+        require(inode.filename.count <= HAMMER2.inodeMaxName, "filename longer than the inode holds")
+        let again = try? InodeData(decoding: inode.encoded())
+        require(again == inode, "inode does not survive encode/decode")
+        for bref in inode.blockset { examine(bref) }
+    }
+
+    /// A DIRENT blockref (128 bytes, type forced to DIRENT) followed by its name block.
+    public static func dirent(_ input: [UInt8]) {
+        var head = fitted(input, HAMMER2.blockrefBytes)
+        head[0] = BlockrefType.dirent.rawValue
+        let nameBlock = input.count > HAMMER2.blockrefBytes ? Array(input[HAMMER2.blockrefBytes...]) : nil
+        guard let bref = try? Blockref(decoding: head) else { return }
+        guard let name = try? bref.direntName(nameBlock: nameBlock) else { return }
+        require(name.count == bref.direntNameLength, "name of \(name.count) bytes for namlen \(bref.direntNameLength)")
+        _ = DirectoryHash.key(for: name)
+        _ = bref.direntType.description
+    }
+
+    /// An indirect block: a parent key (8 bytes) and keybits (1 byte), then its blockrefs.
+    /// What the tree check accepts must really be ordered, disjoint and inside the parent.
+    public static func indirect(_ input: [UInt8]) {
+        guard input.count >= 9 else { return }
+        var key: UInt64 = 0
+        for i in 0..<8 { key |= UInt64(input[i]) << UInt64(8 * i) }
+        let parent = Blockref(type: .indirect, methods: 0, key: key, keybits: input[8] % 65, tid: 1)
+        let body = Array(input[9...])
+        let count = body.count / HAMMER2.blockrefBytes
+        guard count > 0, let refs = try? decodeBlockrefs(Array(body[0..<count * HAMMER2.blockrefBytes])) else { return }
+        guard let ordered = try? BlockTree.orderedChildren(refs, parentRange: parent.key...parent.keyEnd, insideIndirect: true)
+        else { return }
+        var previousEnd: UInt64?
+        for bref in ordered {
+            require(bref.type != .empty, "an empty blockref among the ordered children")
+            require(bref.key >= parent.key && bref.keyEnd <= parent.keyEnd, "child outside its parent's range")
+            if let end = previousEnd { require(bref.key > end, "overlapping or unsorted siblings") }
+            previousEnd = bref.keyEnd
+        }
+        _ = SubtreeStatistics(children: ordered)
+    }
+
+    /// A FREEMAP_LEAF block (32 KiB, 256 bitmap entries).
+    public static func freemap(_ input: [UInt8]) {
+        let raw = fitted(input, HAMMER2.freemapBlockBytes)
+        guard let entries = try? decodeFreemapLeaf(raw) else { return }
+        for entry in entries {
+            for block in 0..<BitmapData.blocksPerEntry { _ = entry.state(ofBlock: block) }
+        }
+        let again = try? decodeFreemapLeaf(encodeFreemapLeaf(entries))
+        require(again == entries, "freemap leaf does not survive encode/decode")
+    }
+
+    /// An LZ4 data block as hammer2_strategy stores it: never more than 64 KiB out, and what
+    /// comes out compresses and decompresses back to itself.
+    public static func lz4(_ input: [UInt8]) {
+        guard let output = try? input.withUnsafeBytes({ try Decompressor.lz4($0) }) else { return }
+        require(output.count <= Decompressor.maximumOutput, "lz4 produced \(output.count) bytes")
+        if let packed = output.withUnsafeBytes({ Compressor.lz4($0) }) {
+            let back = try? packed.withUnsafeBytes { try Decompressor.lz4($0) }
+            require(back == output, "lz4 round trip differs")
+        }
+    }
+
+    /// A zlib data block: the same properties.
+    public static func zlib(_ input: [UInt8]) {
+        guard let output = try? input.withUnsafeBytes({ try Decompressor.zlib($0) }) else { return }
+        require(output.count <= Decompressor.maximumOutput, "zlib produced \(output.count) bytes")
+        if let packed = output.withUnsafeBytes({ Compressor.zlib($0, level: 6) }) {
+            let back = try? packed.withUnsafeBytes { try Decompressor.zlib($0) }
+            require(back == output, "zlib round trip differs")
+        }
+    }
+
+    /// The derived values the engine computes from any blockref it meets.
+    static func examine(_ bref: Blockref) {
+        _ = bref.keyEnd
+        _ = bref.physicalBytes
+        _ = bref.mediaOffset
+        _ = bref.checkMethod.description
+        _ = bref.compression.description
+        _ = bref.type.description
+        if bref.type == .dirent { _ = try? bref.direntName(nameBlock: nil) }
+    }
+}

@@ -1,0 +1,138 @@
+// Seed inputs for every target, cut out of real images (the DragonFly-made fixtures and
+// an image our own writer made), and a generated base image for the image fuzzer.
+
+import Foundation
+import HAMMER2CopyOnWrite
+import HAMMER2Engine
+import HAMMER2Format
+
+public enum FuzzSeeds {
+    /// Inputs for each target taken from `image`'s metadata, at most `limit` per target,
+    /// without duplicates, the smaller ones first.
+    public static func extract(from image: SparseImage, limit: Int = 40) -> [FuzzTarget: [[UInt8]]] {
+        let device = OverlayDevice(base: image)
+        let blocks = ImageFuzzer.map(device)
+        var seeds: [FuzzTarget: Set<[UInt8]>] = [:]
+        func add(_ target: FuzzTarget, _ bytes: [UInt8]) { seeds[target, default: []].insert(bytes) }
+
+        if let header = try? device.read(at: 0, count: HAMMER2.volumeHeaderBytes) {
+            add(.volumeHeader, trimmed(header, keeping: 0xA00))
+            add(.blockref, Array(header[0x200..<0x400]))
+            add(.blockref, Array(header[0x800..<0xA00]))
+        }
+        for block in blocks {
+            guard let bref = block.bref, let data = try? device.read(at: block.offset, count: block.bytes) else { continue }
+            var children: [UInt8] = []
+            switch bref.type {
+            case .inode:
+                add(.inode, data)
+                if let inode = try? InodeData(decoding: data), !inode.meta.hasDirectData { children = Array(data[0x200..<0x400]) }
+            case .indirect, .freemapNode:
+                children = data
+                var parent = withUnsafeBytes(of: bref.key.littleEndian) { Array($0) }
+                parent.append(bref.keybits)
+                add(.indirect, parent + trimmed(data, keeping: HAMMER2.blockrefBytes, multiple: HAMMER2.blockrefBytes))
+            case .freemapLeaf:
+                add(.freemap, trimmed(data, keeping: 128, multiple: 128))
+            case .data where bref.compression == .lz4:
+                add(.lz4, data)
+            case .data where bref.compression == .zlib:
+                add(.zlib, data)
+            default:
+                break
+            }
+            if !children.isEmpty { add(.blockref, trimmed(children, keeping: HAMMER2.blockrefBytes, multiple: HAMMER2.blockrefBytes)) }
+            for at in stride(from: 0, to: children.count - HAMMER2.blockrefBytes + 1, by: HAMMER2.blockrefBytes) {
+                let raw = Array(children[at..<(at + HAMMER2.blockrefBytes)])
+                guard let child = try? Blockref(decoding: raw), child.type == .dirent else { continue }
+                if child.direntNameLength > 64, let name = try? device.read(at: child.mediaOffset, count: max(child.physicalBytes, 0)) {
+                    add(.dirent, raw + name)
+                } else {
+                    add(.dirent, raw)
+                }
+            }
+        }
+        var result: [FuzzTarget: [[UInt8]]] = [:]
+        for (target, inputs) in seeds {
+            result[target] = Array(inputs.sorted { $0.count != $1.count ? $0.count < $1.count : $0.lexicographicallyPrecedes($1) }.prefix(limit))
+        }
+        return result
+    }
+
+    /// Image-fuzzer inputs: each base as it is, read-only and with writes, and a few patches
+    /// resealed and not.
+    public static func imageSeeds(blockCount: Int = 400) -> [[UInt8]] {
+        var seeds: [[UInt8]] = []
+        for base in 0..<4 as Range<UInt8> {
+            seeds.append([base])
+            seeds.append([base | 0x40])
+            for block in stride(from: 1, to: max(blockCount, 2), by: max(blockCount / 6, 1)).prefix(6) {
+                let index = UInt16(block)
+                seeds.append([base | 0xC0, UInt8(index & 0xFF), UInt8(index >> 8), 0x10, 0x00, 0x10, 0xFF])
+            }
+        }
+        return seeds
+    }
+
+    /// `bytes` without trailing zeros, but at least `keeping` bytes and a multiple of `multiple`.
+    static func trimmed(_ bytes: [UInt8], keeping: Int, multiple: Int = 1) -> [UInt8] {
+        var end = bytes.count
+        while end > keeping, bytes[end - 1] == 0 { end -= 1 }
+        end = min(bytes.count, (end + multiple - 1) / multiple * multiple)
+        return Array(bytes[0..<end])
+    }
+
+    /// A base image written by this implementation: LZ4 and zlib files, a directory large
+    /// enough for indirect blocks, a file with an indirect data tree, a long name, links,
+    /// and a snapshot, after two flushes and a bulkfree.
+    public static func generatedImage() throws -> SparseImage {
+        let size: UInt64 = 1 << 30
+        let device = OverlayDevice(base: SparseImage(name: "generated", size: size, chunks: [:]))
+        _ = try Formatter.format(device: device, options: FormatOptions(labels: ["DATA"]), now: 1_700_000_000_000_000)
+        let volumes = try VolumeSet(devices: [device])
+        let filesystem = try MutableFilesystem(volumes: volumes, readOnly: false, cacheBytes: 8 << 20)
+        let pfs = try filesystem.openPFS("DATA")
+        let root = PFSHandle.rootInodeNumber
+        let caller = Caller(uid: 1000, gid: 1000)
+        func file(_ parent: UInt64, _ name: String, _ bytes: [UInt8]) throws -> UInt64 {
+            let inum = try pfs.create(in: parent, name: Array(name.utf8), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+            _ = try bytes.withUnsafeBytes { try pfs.write(inum, offset: 0, $0) }
+            return inum
+        }
+        let text = Array(String(repeating: "HAMMER2 copy-on-write block ", count: 5000).utf8)
+        let lz4Dir = try pfs.create(in: root, name: Array("lz4".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+        try pfs.setMethods(lz4Dir, compAlgo: InodeMeta.compAlgo(.lz4), checkAlgo: nil)
+        _ = try file(lz4Dir, "text", text)
+        let zlibDir = try pfs.create(in: root, name: Array("zlib".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+        try pfs.setMethods(zlibDir, compAlgo: InodeMeta.compAlgo(.zlib, level: 6), checkAlgo: CheckMethod.sha192.rawValue)
+        _ = try file(zlibDir, "text", text)
+        let many = try pfs.create(in: root, name: Array("many".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+        for i in 0..<120 { _ = try file(many, "entry-\(i)", Array("small file \(i)\n".utf8)) }
+        let big = try file(root, "big", (0..<(1_200 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 2_654_435_761 >> 13) })
+        _ = try file(root, String(repeating: "long-name-", count: 10), Array("long\n".utf8))
+        _ = try pfs.create(in: root, name: Array("link".utf8), type: .softlink, mode: 0o777, caller: caller, target: Array("big".utf8))
+        _ = try pfs.link(big, into: many, name: Array("hardlink".utf8))
+        _ = try pfs.create(in: root, name: Array("fifo".utf8), type: .fifo, mode: 0o644, caller: caller)
+        try filesystem.flush()
+        try filesystem.snapshot(of: "DATA", label: "DATA.snap")
+        try pfs.unlink(in: many, name: Array("entry-7".utf8))
+        _ = try pfs.setAttributes(big, AttributeChanges(size: 300_000))
+        try filesystem.flush()
+        _ = try filesystem.bulkfree()
+        return device.snapshot(name: "generated")
+    }
+}
+
+extension ImageFuzzer {
+    /// The fixtures the image fuzzer mutates after its generated image, in base-selector
+    /// order (flag bits 0-1): the committed corpus depends on this order.
+    public static let fixtureBases = ["tiny", "links", "compress"]
+
+    /// The generated image followed by the fixture images, given a way to find a fixture's
+    /// decompressed image file by name.
+    public static func standardBases(fixtureImage: (String) throws -> String) throws -> [SparseImage] {
+        var bases = [try FuzzSeeds.generatedImage()]
+        for name in fixtureBases { bases.append(try SparseImage.load(path: try fixtureImage(name))) }
+        return bases
+    }
+}
