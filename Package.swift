@@ -29,6 +29,11 @@ let package = Package(
             dependencies: ["CXXHash", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(name: "HAMMER2Codecs", dependencies: ["CLZ4", "CZlib"]),
+        .target(
+            name: "HAMMER2Encryption",
+            dependencies: ["HAMMER2Format", .product(name: "Crypto", package: "swift-crypto"),
+                           .product(name: "_CryptoExtras", package: "swift-crypto")]
+        ),
         .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs"]),
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format"]),
         .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3"]),
@@ -48,6 +53,7 @@ let package = Package(
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2CopyOnWriteTests", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .executableTarget(name: "fuzz-seeds", dependencies: ["HAMMER2Fuzzing"], path: "Tests/fuzz-seeds"),
+        .testTarget(name: "HAMMER2EncryptionTests", dependencies: ["HAMMER2Encryption", "HAMMER2Format", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "HAMMER2FuzzingTests", dependencies: ["HAMMER2Fuzzing", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(

@@ -50,6 +50,9 @@ public struct CheckMethod: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let xxhash64 = CheckMethod(rawValue: 3)
     public static let sha192 = CheckMethod(rawValue: 4)
     public static let freemap = CheckMethod(rawValue: 5)
+    /// Not DragonFly's: blocks of an encrypted PFS. The check area holds the XAES-256-GCM
+    /// nonce, tag and key id (docs/encryption.md).
+    public static let xaes256gcm = CheckMethod(rawValue: 6)
 
     public var description: String {
         switch self {
@@ -58,6 +61,7 @@ public struct CheckMethod: RawRepresentable, Hashable, Sendable, CustomStringCon
         case .iscsi32: return "crc32"
         case .xxhash64: return "xxhash64"
         case .sha192: return "sha192"
+        case .xaes256gcm: return "xaes256gcm"
         case .freemap: return "freemap"
         default: return "unknown(\(rawValue))"
         }

@@ -1,0 +1,64 @@
+// The keys of one encrypted PFS, all derived from its 256-bit master key with HKDF-SHA256
+// so that one secret is stored (wrapped) and each use has its own key:
+//   blocks  XAES-256-GCM for data blocks, inodes, long names, and the tags of indirect blocks
+//   names   AES-256-CTR for names held inside a dirent blockref
+//   siv     HMAC-SHA256 giving a name's synthetic IV (and checking it on the way back)
+//   dirhash HMAC-SHA256 giving directory hash keys, so equal names do not show as equal keys
+//   root    HMAC-SHA256 over the PFS root inode (which is stored in clear)
+//   key id  32 bits stored with every block: a wrong or missing key is named, not guessed
+
+import Crypto
+import Foundation
+import Glibc
+import HAMMER2Format
+
+public final class PFSKeys: @unchecked Sendable {
+    /// The encryption root's id: shared by the PFS and its snapshots (which share blocks),
+    /// bound into every block's associated data.
+    public let domain: [UInt8]
+    public let keyID: UInt32
+    public let blocks: XAES256GCM
+    let names: SymmetricKey
+    let siv: SymmetricKey
+    let dirhash: SymmetricKey
+    let root: SymmetricKey
+    /// Kept only to wrap again (key-change); wiped by `wipe()`.
+    private var master: [UInt8]
+
+    public init(master: [UInt8], domain: [UInt8]) {
+        precondition(master.count == 32 && domain.count == 16, "a master key is 32 bytes, a domain id 16")
+        self.master = master
+        self.domain = domain
+        let key = SymmetricKey(data: master)
+        func derive(_ label: String) -> SymmetricKey {
+            HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: domain, info: Data("hammer2 \(label)".utf8), outputByteCount: 32)
+        }
+        blocks = XAES256GCM(key: derive("blocks"))
+        names = derive("names")
+        siv = derive("siv")
+        dirhash = derive("dirhash")
+        root = derive("root")
+        keyID = derive("key id").withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian }
+    }
+
+    public var masterKey: [UInt8] { master }
+
+    /// Overwrites the copy of the master key this object holds (unmount). The derived keys
+    /// live in SymmetricKey storage, which swift-crypto zeroes when it is released.
+    public func wipe() {
+        master.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
+    }
+
+    /// DragonFly's directory hash layout (bit 63 visible, low 15 bits for collisions), keyed.
+    public func directoryKey(for name: [UInt8]) -> UInt64 {
+        let mac = HMAC<SHA256>.authenticationCode(for: name, using: dirhash)
+        let value = mac.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+        return (value & ~UInt64(0xFFFF)) | HAMMER2.dirhashVisible | 0x8000
+    }
+
+    /// The MAC of the PFS root inode (its encoded bytes with the MAC field zeroed).
+    public func rootMAC(_ inode: [UInt8]) -> [UInt8] {
+        Array(HMAC<SHA256>.authenticationCode(for: inode, using: root)).prefix(16).map { $0 }
+    }
+}
+

@@ -1,0 +1,145 @@
+// Known answers and properties of the encryption constructions (docs/encryption.md).
+
+import Crypto
+import Foundation
+import HAMMER2Format
+import XCTest
+@testable import HAMMER2Encryption
+
+func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+
+final class ConstructionTests: XCTestCase {
+    let nonce = Array("ABCDEFGHIJKLMNOPQRSTUVWX".utf8)
+    let plaintext = Array("XAES-256-GCM".utf8)
+
+    /// The C2SP XAES-256-GCM test vectors, including the derived key of the first.
+    func testXAESKnownAnswers() {
+        let first = XAES256GCM(key: SymmetricKey(data: [UInt8](repeating: 1, count: 32)))
+        XCTAssertEqual(first.derivedKey(nonce).withUnsafeBytes { hex(Array($0)) },
+                       "c8612c9ed53fe43e8e005b828a1631a0bbcb6ab2f46514ec4f439fcfd0fa969b")
+        let (c1, t1) = first.seal(plaintext, nonce: nonce, authenticating: [UInt8]())
+        XCTAssertEqual(hex(c1 + t1), "ce546ef63c9cc60765923609b33a9a1974e96e52daf2fcf7075e2271")
+        XCTAssertEqual(first.open(c1, tag: t1, nonce: nonce, authenticating: [UInt8]()), plaintext)
+
+        let second = XAES256GCM(key: SymmetricKey(data: [UInt8](repeating: 3, count: 32)))
+        let ad = Array("c2sp.org/XAES-256-GCM".utf8)
+        let (c2, t2) = second.seal(plaintext, nonce: nonce, authenticating: ad)
+        XCTAssertEqual(hex(c2 + t2), "986ec1832593df5443a179437fd083bf3fdb41abd740a21f71eb769d")
+        XCTAssertEqual(second.open(c2, tag: t2, nonce: nonce, authenticating: ad), plaintext)
+    }
+
+    func testXAESRejectsAnyChange() {
+        let cipher = XAES256GCM(key: SymmetricKey(size: .bits256))
+        let data = (0..<4096).map { UInt8(truncatingIfNeeded: $0) }
+        let ad = Array("context".utf8)
+        let (ciphertext, tag) = cipher.seal(data, nonce: nonce, authenticating: ad)
+        XCTAssertNotEqual(ciphertext, data)
+        var flipped = ciphertext; flipped[100] ^= 1
+        XCTAssertNil(cipher.open(flipped, tag: tag, nonce: nonce, authenticating: ad))
+        var badTag = tag; badTag[0] ^= 0x80
+        XCTAssertNil(cipher.open(ciphertext, tag: badTag, nonce: nonce, authenticating: ad))
+        var badNonce = nonce; badNonce[3] ^= 1  // in the key-deriving half
+        XCTAssertNil(cipher.open(ciphertext, tag: tag, nonce: badNonce, authenticating: ad))
+        badNonce = nonce; badNonce[20] ^= 1  // in the GCM half
+        XCTAssertNil(cipher.open(ciphertext, tag: tag, nonce: badNonce, authenticating: ad))
+        XCTAssertNil(cipher.open(ciphertext, tag: tag, nonce: nonce, authenticating: Array("contexT".utf8)))
+        XCTAssertNil(XAES256GCM(key: SymmetricKey(size: .bits256)).open(ciphertext, tag: tag, nonce: nonce, authenticating: ad))
+        XCTAssertEqual(cipher.open(ciphertext, tag: tag, nonce: nonce, authenticating: ad), data)
+    }
+
+    func testRandomNoncesDiffer() {
+        let nonces = Set((0..<1000).map { _ in XAES256GCM.randomNonce() })
+        XCTAssertEqual(nonces.count, 1000)
+        XCTAssertTrue(nonces.allSatisfy { $0.count == 24 })
+    }
+
+    func testKeyRecordPassphraseAndKeyFile() throws {
+        let (record, keys) = try KeyRecord.create(source: .passphrase(Array("correct horse".utf8)), log2N: 10)
+        let decoded = try KeyRecord(decoding: record.encoded())
+        XCTAssertEqual(decoded, record)
+        XCTAssertEqual(record.encoded().count, KeyRecord.bytes)
+        let unwrapped = try decoded.unwrap(.passphrase(Array("correct horse".utf8)))
+        XCTAssertEqual(unwrapped.masterKey, keys.masterKey)
+        XCTAssertEqual(unwrapped.keyID, keys.keyID)
+        XCTAssertThrowsError(try decoded.unwrap(.passphrase(Array("correct horsf".utf8)))) {
+            XCTAssertEqual($0 as? KeyError, .wrongKey)
+        }
+        XCTAssertThrowsError(try decoded.unwrap(.keyFile([UInt8](repeating: 7, count: 32))))
+        XCTAssertThrowsError(try decoded.unwrap(.passphrase([]))) { XCTAssertEqual($0 as? KeyError, .emptyPassphrase) }
+
+        // Any change to the record's parameters is caught (they are authenticated).
+        var tampered = record.encoded(); tampered[0x20] ^= 1  // salt
+        XCTAssertThrowsError(try KeyRecord(decoding: tampered).unwrap(.passphrase(Array("correct horse".utf8))))
+        tampered = record.encoded(); tampered[0x12] ^= 1  // domain
+        XCTAssertThrowsError(try KeyRecord(decoding: tampered).unwrap(.passphrase(Array("correct horse".utf8))))
+
+        // key-change: the same master key under a key file; the old passphrase no longer opens it.
+        let material = (0..<64).map { UInt8($0) }
+        let rewrapped = try KeyRecord.wrap(unwrapped, source: .keyFile(material))
+        XCTAssertEqual(rewrapped.keyID, record.keyID)
+        XCTAssertEqual(rewrapped.domain, record.domain)
+        XCTAssertEqual(try rewrapped.unwrap(.keyFile(material)).masterKey, keys.masterKey)
+        XCTAssertThrowsError(try rewrapped.unwrap(.passphrase(Array("correct horse".utf8))))
+        XCTAssertThrowsError(try KeyRecord.wrap(unwrapped, source: .keyFile([1, 2, 3]))) {
+            XCTAssertEqual($0 as? KeyError, .keyFileTooShort(3))
+        }
+    }
+
+    func testInlineNamesAndKeyedHash() {
+        let keys = PFSKeys(master: [UInt8](repeating: 9, count: 32), domain: [UInt8](repeating: 1, count: 16))
+        let other = PFSKeys(master: [UInt8](repeating: 8, count: 32), domain: [UInt8](repeating: 1, count: 16))
+        let name = Array("secret-report.pdf".utf8)
+        let area = keys.sealInlineName(name, directory: 5)
+        XCTAssertEqual(area.count, 64)
+        XCTAssertNil(area.firstRange(of: name))
+        XCTAssertEqual(keys.openInlineName(area, length: name.count, directory: 5), name)
+        XCTAssertNil(keys.openInlineName(area, length: name.count, directory: 6), "bound to its directory")
+        XCTAssertNil(other.openInlineName(area, length: name.count, directory: 5), "another key")
+        var flipped = area; flipped[20] ^= 1
+        XCTAssertNil(keys.openInlineName(flipped, length: name.count, directory: 5))
+        XCTAssertNotEqual(keys.sealInlineName(name, directory: 6), area, "the same name in another directory looks different")
+
+        let key = keys.directoryKey(for: name)
+        XCTAssertEqual(key, keys.directoryKey(for: name))
+        XCTAssertNotEqual(key, other.directoryKey(for: name))
+        XCTAssertNotEqual(key, DirectoryHash.key(for: name))
+        XCTAssertEqual(key & 0xFFFF, 0x8000)
+        XCTAssertEqual(key & HAMMER2.dirhashVisible, HAMMER2.dirhashVisible)
+    }
+
+    func testSealedLayouts() throws {
+        let keys = PFSKeys(master: [UInt8](repeating: 4, count: 32), domain: [UInt8](repeating: 2, count: 16))
+        var inode = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        let (block, check) = keys.sealInode(inode, hasBlockset: true, inum: 42)
+        XCTAssertEqual(Array(block[0x200...]), Array(inode[0x200...]), "the blockset stays readable")
+        XCTAssertNotEqual(Array(block[0..<0x200]), Array(inode[0..<0x200]))
+        var bref = Blockref(type: .inode, methods: Blockref.methods(check: .xaes256gcm, compression: .none), key: 42, tid: 1)
+        bref.check = check
+        XCTAssertEqual(try keys.openInode(block, bref: bref), inode)
+        XCTAssertEqual(clearBlockset(ofSealedInode: block, bref: bref), Array(inode[0x200...]))
+        var changed = block; changed[0x300] ^= 1
+        XCTAssertThrowsError(try keys.openInode(changed, bref: bref)) { XCTAssertEqual($0 as? SealError, .authenticationFailed) }
+        var moved = bref; moved.key = 43
+        XCTAssertThrowsError(try keys.openInode(block, bref: moved), "bound to its inode number")
+
+        inode[0x51] = InodeMeta.opFlagDirectData
+        let (embedded, embeddedCheck) = keys.sealInode(inode, hasBlockset: false, inum: 42)
+        XCTAssertNotEqual(Array(embedded[0x200...]), Array(inode[0x200...]), "embedded data is encrypted")
+        bref.check = embeddedCheck
+        XCTAssertNil(clearBlockset(ofSealedInode: embedded, bref: bref))
+        XCTAssertEqual(try keys.openInode(embedded, bref: bref), inode)
+
+        let indirect = (0..<2048).map { UInt8(truncatingIfNeeded: $0) }
+        var ibref = Blockref(type: .indirect, methods: Blockref.methods(check: .xaes256gcm, compression: .none),
+                             key: 0, keybits: 20, tid: 1)
+        ibref.check = keys.sealIndirect(indirect, type: .indirect, key: 0, keybits: 20)
+        XCTAssertNoThrow(try keys.verifyIndirect(indirect, bref: ibref))
+        var other = indirect; other[5] ^= 1
+        XCTAssertThrowsError(try keys.verifyIndirect(other, bref: ibref))
+        var wrongKeyID = SealedCheck(ibref.check); wrongKeyID.keyID ^= 1
+        ibref.check = wrongKeyID.area
+        XCTAssertThrowsError(try keys.verifyIndirect(indirect, bref: ibref)) {
+            guard case .wrongKey = $0 as? SealError else { return XCTFail("\($0)") }
+        }
+    }
+}
