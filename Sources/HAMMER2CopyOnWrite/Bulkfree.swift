@@ -45,9 +45,15 @@ extension MutableFilesystem {
             var linearEnds: [UInt64: UInt64] = [:]  // segment -> end of its highest sub-16 KiB block
             var visitedNodes = Set<UInt64>()  // shared subtrees (snapshots) are walked once
             let begin = header.allocatorBegin
-            func mark(_ bref: Blockref) {
-                let bytes = UInt64(bref.physicalBytes)
+            let volumeEnd = volumes.totalSize
+            // A blockref that cannot be a block stops bulkfree: with a damaged tree it cannot
+            // know what is in use, and freeing on a guess would destroy data.
+            func mark(_ bref: Blockref) throws {
+                let bytes = UInt64(try reader.checkedPhysicalSize(bref))
                 guard bytes > 0, bref.mediaOffset >= begin else { return }
+                guard bref.mediaOffset + bytes <= volumeEnd else {
+                    throw EngineError.corrupt("bulkfree: \(describe(bref)) points past the end of the volume")
+                }
                 var block = bref.mediaOffset / FreemapAllocator.blockBytes
                 let last = (bref.mediaOffset + bytes - 1) / FreemapAllocator.blockBytes
                 while block <= last {
@@ -63,12 +69,12 @@ extension MutableFilesystem {
                 for bref in refs where bref.type != .empty {
                     result.blockrefsScanned += 1
                     if result.blockrefsScanned % 65_536 == 0 { progress?(result.blockrefsScanned) }
-                    mark(bref)
+                    try mark(bref)
                     switch bref.type {
                     case .inode:
                         guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
-                        let inode = try reader.inode(bref)
-                        if case let .blockset(children) = inode.content { try walk(children) }
+                        // Encrypted inodes keep their blockset readable: no key is needed here.
+                        if let children = try reader.blocksetForWalk(bref) { try walk(children) }
                     case .indirect:
                         guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
                         try walk(reader.childBlockrefs(bref))

@@ -10,7 +10,6 @@ extension MountedPFS {
     func findEntry(_ dir: Node, _ name: [UInt8]) throws -> DirectoryEntry? {
         guard dir.isDirectory else { throw EngineError.notDirectory }
         guard !name.isEmpty, name.count < HAMMER2.inodeMaxName else { return nil }
-        let hash = DirectoryHash.key(for: name)
         if let key = dir.addedNames[name], let entry = dir.entryChanges[key] ?? nil { return entry }
         guard dir.flushedBref != nil else { return nil }
         do {
@@ -57,7 +56,7 @@ extension MountedPFS {
     /// upward, the first gap, or the key after a contiguous run (so a lone name gets
     /// hash + 1), as hammer2_xop_scanlhc and hammer2_inode_create_normal choose it.
     func newEntryKey(_ dir: Node, _ name: [UInt8]) throws -> UInt64 {
-        let hash = DirectoryHash.key(for: name)
+        let hash = disk.directoryKey(for: name)
         let last = hash | HAMMER2.dirhashLowMask
         var used = Set<UInt64>()
         if dir.flushedBref != nil, case let .blockset(refs) = dir.flushedContent {

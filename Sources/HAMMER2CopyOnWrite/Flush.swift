@@ -6,6 +6,7 @@
 // after the header is written, so a failed flush can simply be retried.
 
 import Glibc
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -147,10 +148,10 @@ extension MutableFilesystem {
                 }
                 continue
             }
-            let methods = Self.inodeMethods(node)
+            let methods = Self.inodeMethods(node, sealed: pfs.keys != nil)
             let (content, meta) = try flushContent(node, pfs: pfs, methods: methods, tid: tid, sink: sink, commits: &commits)
             let bref = try writeInode(InodeData(meta: meta, filename: node.filename, content: content),
-                                      key: inum, methods: methods, tid: tid, sink: sink)
+                                      key: inum, methods: methods, tid: tid, sink: sink, sealWith: pfs.keys)
             indexEdit.puts.append(bref)
             commits.append { node.flushedBref = bref }
         }
@@ -159,14 +160,17 @@ extension MutableFilesystem {
         commits.append { [unowned pfs] in pfs.destroyedInodes.subtract(destroyed) }
         // The root: its own directory entries and the inode index share its tree.
         let root = pfs.root
-        var rootEdit = try direntEdit(root, methods: pfs.rootBref.methods, tid: tid, sink: sink)
+        // An encrypted PFS's root inode stays in clear (it holds the wrapped key); what it
+        // points to is sealed.
+        let treeMethods = pfs.keys != nil ? Self.sealedMethods : pfs.rootBref.methods
+        var rootEdit = try direntEdit(root, methods: treeMethods, tid: tid, sink: sink, keys: pfs.keys)
         rootEdit.puts += indexEdit.puts
         rootEdit.removals += indexEdit.removals
-        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: pfs.rootBref.methods)
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: treeMethods, keys: pfs.keys)
         let blockset = try editor.apply(rootEdit, to: root.flushedContent.blockset)
         var meta = root.meta
         meta.pfsInum = max(meta.pfsInum, pfs.nextInodeNumber)
-        let inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset))
+        let inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset), keyRecord: pfs.keyRecord)
         var bref = try writeInode(inode, key: pfs.rootBref.key, methods: pfs.rootBref.methods, tid: tid, sink: sink)
         bref.flags = pfs.rootBref.flags
         bref.copyid = pfs.rootBref.copyid
@@ -186,20 +190,24 @@ extension MutableFilesystem {
 
     /// hammer2_xop_inode_create_det: an inode's blockref takes its (inherited) comp and
     /// check algorithms; non-data blockrefs never go without a check code.
-    static func inodeMethods(_ node: Node) -> UInt8 {
+    static func inodeMethods(_ node: Node, sealed: Bool) -> UInt8 {
+        if sealed { return Blockref.methods(check: .xaes256gcm, compression: node.meta.compressionAlgorithm) }
         let check = node.meta.checkAlgorithm == .none ? CheckMethod.xxhash64 : node.meta.checkAlgorithm
         return Blockref.methods(check: check, compression: node.meta.compressionAlgorithm)
     }
+
+    /// Blockrefs in an encrypted PFS: the tag is the check code.
+    static let sealedMethods = Blockref.methods(check: .xaes256gcm, compression: .none)
 
     /// Writes a node's data blocks or directory entries and returns its new content and
     /// the metadata to store with it.
     private func flushContent(_ node: Node, pfs: MountedPFS, methods: UInt8, tid: UInt64, sink: FlushSink,
                               commits: inout [() -> Void]) throws -> (InodeContent, InodeMeta) {
         var meta = node.meta
-        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: methods)
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: methods, keys: pfs.keys)
         switch node.type {
         case .directory:
-            let edit = try direntEdit(node, methods: methods, tid: tid, sink: sink)
+            let edit = try direntEdit(node, methods: methods, tid: tid, sink: sink, keys: pfs.keys)
             let blockset = try editor.apply(edit, to: node.flushedContent.blockset)
             commits.append {
                 node.flushedContent = .blockset(blockset)
@@ -259,7 +267,8 @@ extension MutableFilesystem {
             edit.removals.append(firstDead...UInt64.max)
         }
         var heuristic = node.compressionHeuristic
-        let check = node.meta.checkAlgorithm
+        let keys = pfs.keys
+        let check = keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
         let indices = blocks.keys.sorted().filter { $0 * logicalBlockBytes < size }
         let logical = indices.map { index -> ArraySlice<UInt8> in
             let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
@@ -274,8 +283,16 @@ extension MutableFilesystem {
                 continue
             }
             var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: tid)
-            bref.dataOffset = try sink.writeNewBlock(bytes, type: .data)
-            if check != .none { bref.setCheck(over: bytes) }
+            if let keys {
+                // Compressed first, then sealed: the block's physical size shows only how
+                // well it compressed (docs/encryption.md).
+                let (sealed, area) = keys.sealData(bytes, type: .data, compression: bref.compression, key: offset, keybits: bref.keybits)
+                bref.dataOffset = try sink.writeNewBlock(sealed, type: .data)
+                bref.check = area
+            } else {
+                bref.dataOffset = try sink.writeNewBlock(bytes, type: .data)
+                if check != .none { bref.setCheck(over: bytes) }
+            }
             edit.puts.append(bref)
         }
         node.compressionHeuristic = heuristic
@@ -283,8 +300,9 @@ extension MutableFilesystem {
     }
 
     /// The tree edit for a directory's entry changes (long names get a 1 KiB block).
-    private func direntEdit(_ dir: Node, methods: UInt8, tid: UInt64, sink: FlushSink) throws -> TreeEdit {
+    private func direntEdit(_ dir: Node, methods: UInt8, tid: UInt64, sink: FlushSink, keys: PFSKeys?) throws -> TreeEdit {
         var edit = TreeEdit()
+        let methods = keys != nil ? Self.sealedMethods : methods
         for (key, change) in dir.entryChanges.sorted(by: { $0.key < $1.key }) {
             guard let entry = change else {
                 edit.removals.append(key...key)
@@ -292,7 +310,16 @@ extension MutableFilesystem {
             }
             var bref = Blockref(type: .dirent, methods: methods, key: key, tid: tid)
             (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: entry.inum, nameLength: entry.name.count, type: entry.type)
-            if entry.name.count <= 64 {
+            if let keys {
+                if entry.name.count <= PFSKeys.inlineNameBytes {
+                    bref.check = CheckArea(bytes: keys.sealInlineName(entry.name, directory: dir.inum))
+                } else {
+                    let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
+                    let (sealed, area) = keys.sealData(block, type: .dirent, compression: .none, key: key)
+                    bref.dataOffset = try sink.writeNewBlock(sealed, type: .dirent)
+                    bref.check = area
+                }
+            } else if entry.name.count <= 64 {
                 bref.check = CheckArea(bytes: entry.name)
             } else {
                 let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
@@ -305,11 +332,19 @@ extension MutableFilesystem {
     }
 
     /// Writes one 1 KiB inode block and returns its blockref (statistics from its tree).
-    private func writeInode(_ inode: InodeData, key: UInt64, methods: UInt8, tid: UInt64, sink: FlushSink) throws -> Blockref {
+    private func writeInode(_ inode: InodeData, key: UInt64, methods: UInt8, tid: UInt64, sink: FlushSink,
+                            sealWith keys: PFSKeys? = nil) throws -> Blockref {
         let bytes = inode.encoded()
         var bref = Blockref(type: .inode, methods: methods, key: key, tid: tid)
-        bref.dataOffset = try sink.writeNewBlock(bytes, type: .inode)
-        bref.setCheck(over: bytes)
+        if let keys {
+            let (sealed, area) = keys.sealInode(bytes, hasBlockset: !inode.meta.hasDirectData, inum: key,
+                                                compression: bref.compression)
+            bref.dataOffset = try sink.writeNewBlock(sealed, type: .inode)
+            bref.check = area
+        } else {
+            bref.dataOffset = try sink.writeNewBlock(bytes, type: .inode)
+            bref.setCheck(over: bytes)
+        }
         if case let .blockset(refs) = inode.content { SubtreeStatistics(children: refs).apply(to: &bref) }
         return bref
     }

@@ -9,6 +9,7 @@
 import Glibc
 import Foundation
 import Synchronization
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -28,6 +29,8 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// PFS roots to add to, and keys to remove from, the super-root at the next flush.
     var pendingRoots: [PendingPFSRoot] = []
     var pendingRootRemovals = Set<UInt64>()
+    /// scrypt's log2(N) for keys wrapped from now on (tests lower it to save time).
+    public var keyDerivationCost = KeyRecord.defaultLog2N
     /// Dirty file data held in memory; a flush starts when it passes `dirtyLimit`.
     public var dirtyLimit = 256 << 20
     /// Called with a description when a background flush fails (the FUSE adapter logs it).
@@ -69,7 +72,7 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Volumes this implementation must not write to (it would damage them).
     static func unsupportedForWriting(_ header: VolumeHeader) -> String? {
-        if header.version > HAMMER2.volumeVersionWIP {
+        if header.version > HAMMER2.volumeVersionEncryption {
             return "volume version \(header.version) is newer than this implementation writes"
         }
         return nil
@@ -104,6 +107,7 @@ public final class MutableFilesystem: @unchecked Sendable {
                 throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
             }
             let pfs = MountedPFS(label: label, reader: reader, rootBref: bref, root: inode)
+            try pfs.disk.requireKey()  // an encrypted PFS mounts only unlocked (unlockPFS)
             mounted[label] = pfs
             return PFSHandle(fs: self, pfs: pfs)
         }
@@ -166,6 +170,8 @@ final class MountedPFS {
     let reader: BlockReader
     /// The read engine's view of the last flushed state.
     var disk: PFS
+    /// An encrypted PFS's keys (the mount requires them).
+    var keys: PFSKeys? { disk.keys }
     var rootBref: Blockref
     let root: Node
     var nodes: [UInt64: Node] = [:]
@@ -177,9 +183,12 @@ final class MountedPFS {
     var destroyedInodes = Set<UInt64>()
     /// The next inode number to hand out (pmp->inode_tid).
     var nextInodeNumber: UInt64
+    /// An encrypted PFS's wrapped key, written back with its root inode.
+    var keyRecord: [UInt8]?
 
     init(label: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
         self.label = label
+        self.keyRecord = root.keyRecord
         self.reader = reader
         self.rootBref = rootBref
         self.disk = PFS(name: label, reader: reader, rootBref: rootBref, root: root)

@@ -8,6 +8,7 @@
 // New roots are written by the next flush, which pfs-create and snapshot run at once.
 
 import Glibc
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -61,10 +62,17 @@ extension MutableFilesystem {
     /// hammer2 pfs-create: a new, empty PFS (LZ4 and xxhash64 for its files; autozero for
     /// a PFS named "boot", as DragonFly does).
     public func createPFS(label: String, type: PFSType = .master, subtype: UInt8 = PFSSubtype.none,
-                          clusterID: HAMMER2UUID? = nil) throws {
+                          clusterID: HAMMER2UUID? = nil, encryption: KeySource? = nil) throws {
         guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        if encryption != nil, label.utf8.count >= 128 {
+            throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes")
+        }
         try withLock {
             var (inode, key) = try newPFSRoot(label: label, now: currentTimeMicroseconds())
+            if let encryption {
+                try seal(&inode, source: encryption)
+                markEncrypted()
+            }
             inode.meta.pfsType = type
             inode.meta.pfsSubtype = subtype
             inode.meta.pfsClusterID = clusterID ?? randomUUID()
@@ -72,6 +80,82 @@ extension MutableFilesystem {
             inode.meta.compAlgo = InodeMeta.compAlgo(label.lowercased() == "boot" ? .autozero : .lz4)
             inode.meta.checkAlgo = CheckMethod.xxhash64.rawValue
             pendingRoots.append(PendingPFSRoot(inode: inode, key: key))
+            try flushLocked(allHeaderCopies: encryption != nil)
+        }
+    }
+
+    /// A volume with encrypted PFSes carries version 4, which DragonFly refuses to mount;
+    /// the next flush writes it to every header copy.
+    func markEncrypted() {
+        header.version = max(header.version, HAMMER2.volumeVersionEncryption)
+    }
+
+    /// Makes `inode` (a new, empty PFS root) the root of an encrypted PFS: a new master key
+    /// wrapped by `source`, unlocked in this process.
+    private func seal(_ inode: inout InodeData, source: KeySource) throws {
+        let (record, keys) = try KeyRecord.create(source: source, log2N: keyDerivationCost)
+        inode.meta.decryptCheck = KeyRecord.decryptCheckMagic | UInt64(keys.keyID)
+        inode.keyRecord = record.encoded()
+        reader.keyring.add(keys)
+    }
+
+    /// The key record of PFS `label`'s root, nil when the PFS is in clear.
+    func keyRecord(of label: String) throws -> (bref: Blockref, root: InodeData, record: KeyRecord?) {
+        if let pending = pendingRoots.first(where: { $0.inode.filename == Array(label.utf8) }) {
+            return (Blockref(type: .inode, methods: 0, key: pending.key, tid: 0), pending.inode,
+                    try pending.inode.keyRecord.map { try KeyRecord(decoding: $0) })
+        }
+        guard let (bref, root) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
+            throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
+        }
+        let record = try mounted[label]?.keyRecord ?? root.keyRecord
+        do {
+            return (bref, root, try record.map { try KeyRecord(decoding: $0) })
+        } catch let error as KeyError {
+            throw EngineError.corrupt("PFS \(label): \(error)")
+        }
+    }
+
+    /// Unwraps PFS `label`'s key with `source` and keeps it for this process (mount).
+    /// Wrong keys fail here, before anything of the PFS is read or written.
+    public func unlockPFS(_ label: String, source: KeySource) throws {
+        try withLock {
+            guard let record = try keyRecord(of: label).record else {
+                throw EngineError.invalidArgument("PFS \(label) is not encrypted")
+            }
+            do {
+                reader.keyring.add(try record.unwrap(source))
+            } catch let error as KeyError {
+                throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
+            }
+        }
+    }
+
+    /// The encryption facts of PFS `label` (key-status), nil when it is in clear.
+    public func encryptionStatus(_ label: String) throws -> KeyRecord? {
+        try withLock { try keyRecord(of: label).record }
+    }
+
+    /// hammer2 key-change: wraps the same master key by `new` (nothing else is rewritten).
+    public func changeKey(_ label: String, old: KeySource, new: KeySource) throws {
+        guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        try withLock {
+            let (bref, root, current) = try keyRecord(of: label)
+            guard let current else { throw EngineError.invalidArgument("PFS \(label) is not encrypted") }
+            let keys: PFSKeys
+            do { keys = try current.unwrap(old) } catch let error as KeyError {
+                throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
+            }
+            let record = try KeyRecord.wrap(keys, source: new, log2N: keyDerivationCost).encoded()
+            if let pfs = mounted[label] {
+                pfs.keyRecord = record
+                pfs.root.dirty = true
+            } else {
+                var updated = root
+                updated.keyRecord = record
+                pendingRoots.removeAll { $0.key == bref.key }
+                pendingRoots.append(PendingPFSRoot(inode: updated, key: bref.key))
+            }
             try flushLocked()
         }
     }
@@ -99,9 +183,11 @@ extension MutableFilesystem {
             let tid = header.mirrorTID + 1
             let blockset: [Blockref]
             var nextInum: UInt64
+            var encryption: (check: UInt64, record: [UInt8]?) = (0, nil)
             if let pfs = mounted[source] {
                 blockset = pfs.root.flushedContent.blockset
                 nextInum = pfs.nextInodeNumber
+                encryption = (pfs.root.meta.decryptCheck, pfs.keyRecord)
                 pfs.root.meta.pfsLastSnapshotTID = tid  // the origin records its last snapshot
                 pfs.root.dirty = true
             } else {
@@ -110,6 +196,11 @@ extension MutableFilesystem {
                 }
                 blockset = root.blockset
                 nextInum = max(root.meta.pfsInum + 1, HAMMER2.inodeStart)
+                encryption = (root.meta.decryptCheck, root.keyRecord)
+            }
+            // A snapshot of an encrypted PFS shares its blocks, so it shares its keys too.
+            if encryption.record != nil, label.utf8.count >= 128 {
+                throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes")
             }
             var (inode, key) = try newPFSRoot(label: label, now: currentTimeMicroseconds())
             nextInum = max(nextInum, HAMMER2.inodeStart)
@@ -119,6 +210,8 @@ extension MutableFilesystem {
             inode.meta.pfsLastSnapshotTID = tid
             inode.meta.pfsFilesystemID = randomUUID()
             inode.meta.pfsClusterID = randomUUID()
+            inode.meta.decryptCheck = encryption.check
+            inode.keyRecord = encryption.record
             inode.content = .blockset(blockset)
             pendingRoots.append(PendingPFSRoot(inode: inode, key: key))
             try flushLocked()

@@ -16,6 +16,7 @@
 
 import Foundation
 import Glibc
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -77,6 +78,8 @@ struct TreeEditor {
     let tid: UInt64
     /// The methods of the blockref that owns the tree; indirect blocks take its check method.
     let ownerMethods: UInt8
+    /// An encrypted PFS's keys: indirect blocks are then authenticated (CHECK_XAES).
+    var keys: PFSKeys? = nil
 
     /// HAMMER2_IND_COUNT_MAX: entries of a 64 KiB indirect block.
     static let indirectCapacity = IndirectPartition.capacity
@@ -194,8 +197,13 @@ struct TreeEditor {
         let block = encodeBlockrefs(placed, bytes: bytes)
         var bref = Blockref(type: .indirect, methods: Blockref.methods(check: check, compression: .none),
                             key: key, keybits: UInt8(keybits), tid: tid)
+        if let keys {
+            bref.methods = Blockref.methods(check: .xaes256gcm, compression: .none)
+            bref.check = keys.sealIndirect(block, type: .indirect, key: key, keybits: UInt8(keybits))
+        } else {
+            bref.setCheck(over: block)
+        }
         bref.dataOffset = try sink.writeNewBlock(block, type: .indirect)
-        bref.setCheck(over: block)
         SubtreeStatistics(children: placed).apply(to: &bref)
         return bref
     }

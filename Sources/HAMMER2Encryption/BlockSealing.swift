@@ -118,11 +118,13 @@ extension PFSKeys {
 
     /// An inode (1 KiB): meta and filename encrypted, and the embedded data too; a blockset
     /// stays in clear (authenticated) so the tree below can be walked without the key.
-    public func sealInode(_ inode: [UInt8], hasBlockset: Bool, inum: UInt64) -> (block: [UInt8], check: CheckArea) {
+    /// `compression` is the inode blockref's (its comp_algo, which the blockref carries).
+    public func sealInode(_ inode: [UInt8], hasBlockset: Bool, inum: UInt64,
+                          compression: CompressionMethod = .none) -> (block: [UInt8], check: CheckArea) {
         precondition(inode.count == HAMMER2.inodeBytes, "an inode is 1 KiB")
         let secret = hasBlockset ? Array(inode[0..<0x200]) : inode
         let clear = hasBlockset ? Array(inode[0x200..<0x400]) : []
-        let (ciphertext, check) = seal(secret: secret, clear: clear, type: .inode, compression: .none, key: inum,
+        let (ciphertext, check) = seal(secret: secret, clear: clear, type: .inode, compression: compression, key: inum,
                                        keybits: 0, physicalBytes: inode.count,
                                        flags: hasBlockset ? SealedCheck.flagClearBlockset : 0)
         return (ciphertext + clear, check)

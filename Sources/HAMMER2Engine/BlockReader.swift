@@ -4,19 +4,59 @@
 // fails, whose methods are unknown, or that does not decompress is an error, never bytes.
 
 import HAMMER2Codecs
+import HAMMER2Encryption
 import HAMMER2Format
 
 public final class BlockReader: Sendable {
     public let volumes: VolumeSet
     public let cache: BlockCache
+    /// Keys of the encrypted PFSes unlocked in this process.
+    public let keyring = Keyring()
 
     public init(volumes: VolumeSet, cacheBytes: Int = 64 << 20) {
         self.volumes = volumes
         self.cache = BlockCache(budgetBytes: cacheBytes)
     }
 
-    /// The verified physical bytes of the block `bref` points to.
+    /// The verified physical bytes of the block `bref` points to; for a block of an
+    /// encrypted PFS, its plaintext after its tag verified (an inode with its blockset).
     public func physical(_ bref: Blockref) throws -> [UInt8] {
+        var raw = try rawPhysical(bref)
+        guard bref.checkMethod == .xaes256gcm, !raw.isEmpty else { return raw }
+        let keys = try sealingKeys(bref)
+        func open() throws -> [UInt8] {
+            switch bref.type {
+            case .inode: return try keys.openInode(raw, bref: bref)
+            case .indirect, .freemapNode:
+                try keys.verifyIndirect(raw, bref: bref)
+                return raw
+            default: return try keys.openData(raw, bref: bref)
+            }
+        }
+        do {
+            return try open()
+        } catch SealError.authenticationFailed {
+            // A 64 KiB media buffer may predate the block (see readVerified): read it alone.
+            cache.invalidateMedia(bref.mediaOffset, count: raw.count)
+            try raw.withUnsafeMutableBytes { try volumes.read(into: $0, at: bref.mediaOffset) }
+            do { return try open() } catch let error as SealError {
+                throw EngineError.authenticationFailed(bref: bref, reason: error.description)
+            }
+        } catch let error as SealError {
+            throw EngineError.authenticationFailed(bref: bref, reason: error.description)
+        }
+    }
+
+    /// The key a sealed block names, or `.locked`.
+    func sealingKeys(_ bref: Blockref) throws -> PFSKeys {
+        let keyID = SealedCheck(bref.check).keyID
+        guard let keys = keyring.keys(for: keyID) else { throw EngineError.locked(keyID: keyID, what: describe(bref)) }
+        return keys
+    }
+
+    /// The block's bytes as stored, check code verified unless it is sealed (then only its
+    /// size is checked: opening it verifies the tag).
+    func rawPhysical(_ bref: Blockref) throws -> [UInt8] {
         let bytes = try checkedPhysicalSize(bref)
         guard bytes > 0 else { return [] }
         return try [UInt8](unsafeUninitializedCapacity: bytes) { buffer, count in
@@ -48,7 +88,7 @@ public final class BlockReader: Sendable {
             try volumes.read(into: buffer, at: bref.mediaOffset)
         }
         switch CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
-        case .valid, .unchecked:
+        case .valid, .unchecked, .sealed:
             return
         case let .mismatch(expected, computed):
             throw EngineError.checkFailed(bref: bref, expected: expected, computed: computed)
@@ -125,7 +165,10 @@ public final class BlockReader: Sendable {
     public func childBlockrefs(_ bref: Blockref) throws -> [Blockref] {
         let key = BlockCacheKey(bref, .blockrefs)
         if case let .blockrefs(hit) = cache.lookup(key) { return hit }
-        let raw = try physical(bref)
+        // Indirect blocks of an encrypted PFS are stored in clear: without the key they can
+        // still be walked (fsck, bulkfree), only not authenticated.
+        let locked = bref.checkMethod == .xaes256gcm && keyring.keys(for: SealedCheck(bref.check).keyID) == nil
+        let raw = try locked ? rawPhysical(bref) : physical(bref)
         guard raw.count >= HAMMER2.blockrefBytes, raw.count % HAMMER2.blockrefBytes == 0 else {
             throw EngineError.corrupt("indirect block of \(raw.count) bytes in \(describe(bref))")
         }
@@ -158,6 +201,19 @@ public final class BlockReader: Sendable {
         let inode = try InodeData(decoding: raw)
         cache.insert(key, .inode(inode))
         return inode
+    }
+
+    /// The blockset under an inode for walks that need no file contents (bulkfree, fsck
+    /// without keys): a sealed inode's blockset is stored in clear. Nil for embedded data.
+    public func blocksetForWalk(_ bref: Blockref) throws -> [Blockref]? {
+        if bref.checkMethod == .xaes256gcm, keyring.keys(for: SealedCheck(bref.check).keyID) == nil {
+            let raw = try rawPhysical(bref)
+            guard raw.count == HAMMER2.inodeBytes else { throw EngineError.corrupt("inode block of \(raw.count) bytes in \(describe(bref))") }
+            guard let clear = clearBlockset(ofSealedInode: raw, bref: bref) else { return nil }
+            return try decodeBlockrefs(clear)
+        }
+        let inode = try inode(bref)
+        return inode.meta.hasDirectData ? nil : inode.blockset
     }
 
     /// Reads the root volume's super-root inode.

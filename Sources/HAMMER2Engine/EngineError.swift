@@ -29,6 +29,11 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
     case invalidArgument(String)
     /// A POSIX error for the caller (EEXIST, ENOTEMPTY, ENOSPC, EROFS, ...) with context.
     case posix(Int32, String)
+    /// An encrypted block or PFS whose key is not loaded (ENOKEY).
+    case locked(keyID: UInt32, what: String)
+    /// An encrypted block whose authentication tag does not match: tampered, misplaced,
+    /// replayed, or read with the wrong key.
+    case authenticationFailed(bref: Blockref, reason: String)
 
     public var description: String {
         switch self {
@@ -51,6 +56,9 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         case .notSymlink: return "not a symbolic link"
         case let .invalidArgument(what): return what
         case let .posix(code, what): return "\(what): \(String(cString: strerror(code)))"
+        case let .locked(keyID, what):
+            return "\(what) is encrypted with key \(hex(UInt64(keyID), 8)), which is not loaded (give its passphrase or key file)"
+        case let .authenticationFailed(bref, reason): return "encrypted block fails authentication (\(reason)) in \(describe(bref))"
         }
     }
 
@@ -65,8 +73,9 @@ public enum EngineError: Error, CustomStringConvertible, Sendable {
         // A failed system call keeps its errno (a full host filesystem under an image is
         // ENOSPC to the writer, not EIO).
         case let .io(code, _): return code != 0 ? code : EIO
+        case .locked: return ENOKEY
         case .shortRead, .checkFailed, .unknownMethod, .decompressionFailed, .corrupt,
-             .noValidVolumeHeader, .badVolumeSet:
+             .noValidVolumeHeader, .badVolumeSet, .authenticationFailed:
             return EIO
         }
     }

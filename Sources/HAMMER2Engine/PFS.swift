@@ -6,6 +6,7 @@
 // A DIRENT names an inode number; the inode itself is always found in the index, which is
 // how hard links work.
 
+import HAMMER2Encryption
 import HAMMER2Format
 import Synchronization
 
@@ -47,12 +48,30 @@ public final class PFS: Sendable {
     /// The inode number of every PFS root directory.
     public static let rootInodeNumber: UInt64 = 1
 
+    /// The keys of an encrypted PFS (nil in clear); `keyID` names them even when locked.
+    public let keys: PFSKeys?
+    public let keyID: UInt32?
+
     public init(name: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
         self.name = name
         self.reader = reader
         self.tree = BlockTree(reader: reader)
         self.rootBref = rootBref
         self.root = root
+        keyID = Keyring.keyID(ofRoot: root.meta)
+        keys = keyID.flatMap { reader.keyring.keys(for: $0) }
+    }
+
+    public var isEncrypted: Bool { keyID != nil }
+
+    /// Throws `.locked` for an encrypted PFS whose key is not loaded.
+    public func requireKey() throws {
+        if let keyID, keys == nil { throw EngineError.locked(keyID: keyID, what: "PFS \(name)") }
+    }
+
+    /// The directory hash of `name`: DragonFly's, or keyed on an encrypted PFS.
+    public func directoryKey(for name: [UInt8]) -> UInt64 {
+        keys?.directoryKey(for: name) ?? DirectoryHash.key(for: name)
     }
 
     // MARK: Inodes
@@ -88,8 +107,21 @@ public final class PFS: Sendable {
     // MARK: Directories
 
     /// The name and target of a directory-tree leaf, or nil if it is not an entry.
-    func entry(for bref: Blockref) throws -> DirectoryEntry? {
+    public func entry(for bref: Blockref, directory: UInt64) throws -> DirectoryEntry? {
         switch bref.type {
+        case .dirent where bref.checkMethod == .xaes256gcm:
+            let keys = try sealingKeys(bref)
+            let length = bref.direntNameLength
+            let name: [UInt8]?
+            if length <= PFSKeys.inlineNameBytes {
+                name = keys.openInlineName(bref.check.bytes, length: length, directory: directory)
+            } else {
+                name = try reader.cachedPhysical(bref).prefix(length).map { $0 }  // opened and verified
+            }
+            guard let name, name.count == length, length <= HAMMER2.inodeMaxName else {
+                throw EngineError.authenticationFailed(bref: bref, reason: "encrypted name of directory \(directory)")
+            }
+            return DirectoryEntry(name: name, inum: bref.direntInodeNumber, type: bref.direntType, key: bref.key)
         case .dirent:
             let name: [UInt8]
             do {
@@ -108,14 +140,20 @@ public final class PFS: Sendable {
         }
     }
 
+    /// This PFS's keys for a sealed dirent (inline names carry no key id of their own).
+    private func sealingKeys(_ bref: Blockref) throws -> PFSKeys {
+        guard let keys else { throw EngineError.locked(keyID: keyID ?? 0, what: "directory entry in PFS \(name)") }
+        return keys
+    }
+
     /// Finds `name` in directory `dir` by its directory hash.
     public func lookup(in dir: InodeData, name: [UInt8]) throws -> DirectoryEntry {
         guard dir.meta.type == .directory else { throw EngineError.notDirectory }
         guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { throw EngineError.notFound }
-        let hash = DirectoryHash.key(for: name)
+        let hash = directoryKey(for: name)
         var found: DirectoryEntry?
         try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
-            if let entry = try entry(for: bref), entry.name == name {
+            if let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {
                 found = entry
                 return false
             }
@@ -132,7 +170,7 @@ public final class PFS: Sendable {
         if case .embedded = dir.content { return }
         let first = HAMMER2.dirhashVisible | (cookie & HAMMER2.dirhashUserMask)
         try tree.forEachLeaf(in: dir.blockset, from: first, through: UInt64.max) { bref in
-            guard bref.key & HAMMER2.dirhashVisible != 0, let entry = try entry(for: bref) else { return true }
+            guard bref.key & HAMMER2.dirhashVisible != 0, let entry = try entry(for: bref, directory: dir.meta.inum) else { return true }
             return try visit(entry)
         }
     }
@@ -165,6 +203,7 @@ public final class PFS: Sendable {
                 // verified in place in the reply buffer.
                 let physicalSize = UInt64(try reader.checkedPhysicalSize(bref))
                 if bref.compression == .none || bref.compression == .autozero, physicalSize > 0,
+                   bref.checkMethod != .xaes256gcm,
                    blockStart >= offset, physicalSize <= logicalSize,
                    end - blockStart >= physicalSize {
                     try out.withUnsafeMutableBytes { dst in

@@ -25,6 +25,8 @@ public enum CheckCode {
         case mismatch(expected: String, computed: String)
         /// A method code this implementation does not know: never trust the bytes.
         case unknownMethod(UInt8)
+        /// An encrypted block (CHECK_XAES): its tag is verified when it is opened with its key.
+        case sealed
     }
 
     /// Verifies `data` (exactly the block's physical bytes) against `bref`.
@@ -32,6 +34,8 @@ public enum CheckCode {
         switch bref.checkMethod {
         case .none, .disabled:
             return .unchecked
+        case .xaes256gcm:
+            return .sealed
         case .iscsi32:
             let computed = CRC32C.checksum(data)
             return computed == bref.check.iscsi32

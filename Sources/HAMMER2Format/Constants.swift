@@ -57,4 +57,7 @@ public enum HAMMER2 {
     public static let volumeVersionMin: UInt32 = 1
     public static let volumeVersionMultiVolumes: UInt32 = 2
     public static let volumeVersionWIP: UInt32 = 3
+    /// Not DragonFly's: a volume holding encrypted PFSes. DragonFly refuses versions above
+    /// WIP, so its kernel and tools never misread or write such a volume (docs/encryption.md).
+    public static let volumeVersionEncryption: UInt32 = 4
 }

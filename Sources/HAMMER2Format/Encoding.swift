@@ -284,6 +284,11 @@ extension InodeData {
         meta.encode(into: raw.mutableSlice(0, 256))
         raw.zero(0x100, HAMMER2.inodeBytes - 0x100)
         raw.putBytes(filename, at: 0x100, limit: HAMMER2.inodeMaxName)
+        if let keyRecord {
+            precondition(filename.count < InodeData.keyRecordOffset - 0x100 && keyRecord.count == InodeData.keyRecordBytes,
+                         "an encrypted PFS root has a label under 128 bytes and a 128-byte key record")
+            raw.putBytes(keyRecord, at: InodeData.keyRecordOffset, limit: InodeData.keyRecordBytes)
+        }
         switch content {
         case let .embedded(bytes):
             precondition(meta.hasDirectData, "embedded data needs OPFLAG_DIRECTDATA")

@@ -177,6 +177,13 @@ public struct InodeData: Hashable, Sendable {
     /// filename[0..<name_len] (bytes 0x100-0x1FF)
     public var filename: [UInt8]
     public var content: InodeContent
+    /// An encrypted PFS root's wrapped key (0x180-0x1FF, after a label of at most 127
+    /// bytes), present when decrypt_check carries the "H2EN" mark; nil otherwise.
+    public var keyRecord: [UInt8]?
+
+    /// decrypt_check's high half on an encrypted PFS root ("H2EN").
+    public static let encryptedRootMark: UInt64 = 0x4832_454E
+    public static let keyRecordOffset = 0x180, keyRecordBytes = 128
 
     public init(decoding raw: UnsafeRawBufferPointer) throws {
         guard raw.count >= HAMMER2.inodeBytes else {
@@ -188,6 +195,9 @@ public struct InodeData: Hashable, Sendable {
             throw FormatError.invalidField(structure: "inode", field: "name_len", value: UInt64(nameLength))
         }
         filename = raw.bytes(0x100, nameLength)
+        if meta.decryptCheck >> 32 == Self.encryptedRootMark, nameLength < Self.keyRecordOffset - 0x100 {
+            keyRecord = raw.bytes(Self.keyRecordOffset, Self.keyRecordBytes)
+        }
         if meta.hasDirectData {
             content = .embedded(raw.bytes(0x200, HAMMER2.embeddedBytes))
         } else {

@@ -31,7 +31,8 @@ extension InodeMeta {
 }
 
 extension InodeData {
-    public init(meta: InodeMeta, filename: [UInt8], content: InodeContent) {
+    public init(meta: InodeMeta, filename: [UInt8], content: InodeContent, keyRecord: [UInt8]? = nil) {
+        self.keyRecord = keyRecord
         self.meta = meta
         self.filename = filename
         self.content = content

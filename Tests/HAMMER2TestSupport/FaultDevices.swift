@@ -75,3 +75,25 @@ public final class MemoryDevice: BlockDevice {
         }
     }
 }
+
+/// The data regions of a sparse file, in order (holes skipped via SEEK_DATA/SEEK_HOLE), for
+/// scanning an image's written bytes without reading gigabytes of zeros.
+public func allocatedRegions(of path: String) throws -> Data {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+    defer { close(fd) }
+    let end = lseek(fd, 0, SEEK_END)
+    var out = Data()
+    var position: off_t = 0
+    while position < end {
+        let data = lseek(fd, position, 3 /* SEEK_DATA */)
+        if data < 0 { break }
+        var hole = lseek(fd, data, 4 /* SEEK_HOLE */)
+        if hole < 0 { hole = end }
+        var chunk = [UInt8](repeating: 0, count: Int(hole - data))
+        let got = chunk.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, data) }
+        if got > 0 { out += chunk[0..<got] }
+        position = hole
+    }
+    return out
+}

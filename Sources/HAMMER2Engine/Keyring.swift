@@ -1,0 +1,30 @@
+// The keys of the encrypted PFSes a process has unlocked, by key id (every sealed block
+// names its key id). Readers look keys up here; nothing else holds them. Removing a key
+// wipes its master key (unmount).
+
+import HAMMER2Encryption
+import HAMMER2Format
+import Synchronization
+
+public final class Keyring: Sendable {
+    private let keys = Mutex<[UInt32: PFSKeys]>([:])
+
+    public init() {}
+
+    public func add(_ pfsKeys: PFSKeys) { keys.withLock { $0[pfsKeys.keyID] = pfsKeys } }
+
+    public func keys(for keyID: UInt32) -> PFSKeys? { keys.withLock { $0[keyID] } }
+
+    public func removeAll() {
+        keys.withLock { all in
+            for key in all.values { key.wipe() }
+            all.removeAll()
+        }
+    }
+
+    /// The key id an encrypted PFS root names in decrypt_check, nil for a PFS in clear.
+    public static func keyID(ofRoot meta: InodeMeta) -> UInt32? {
+        guard meta.decryptCheck >> 32 == KeyRecord.decryptCheckMagic >> 32 else { return nil }
+        return UInt32(truncatingIfNeeded: meta.decryptCheck)
+    }
+}

@@ -1,0 +1,224 @@
+// An encrypted PFS through the engine: every file type and size class round-trips across
+// reopening; nothing of names or contents reaches the media in clear; wrong keys fail
+// before anything is read; snapshots share the keys; fsck verifies tags with the key and
+// walks the structure without it; any tampered block is EIO, never plaintext garbage.
+
+import Foundation
+import HAMMER2CopyOnWrite
+import HAMMER2Encryption
+import HAMMER2Engine
+import HAMMER2Format
+import HAMMER2TestSupport
+import XCTest
+
+final class EncryptedPFSTests: XCTestCase {
+    var image = ""
+    let caller = Caller(uid: 1000, gid: 100)
+    let passphrase = KeySource.passphrase(Array("open sesame".utf8))
+    let root = PFSHandle.rootInodeNumber
+
+    override func setUpWithError() throws {
+        image = FileManager.default.temporaryDirectory.appendingPathComponent("h2-enc-\(UUID().uuidString.prefix(8)).img").path
+        FileManager.default.createFile(atPath: image, contents: nil)
+        XCTAssertEqual(truncate(image, 1 << 30), 0)
+        _ = try Formatter.format(device: FileBlockDevice(path: image, writable: true), options: FormatOptions(labels: ["DATA"]))
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: image) }
+
+    func open(writable: Bool = true) throws -> MutableFilesystem {
+        let fs = try MutableFilesystem(paths: [image], writable: writable)
+        fs.keyDerivationCost = 10  // fast scrypt for tests; the default is 2^15
+        return fs
+    }
+
+    func file(_ pfs: PFSHandle, _ parent: UInt64, _ name: String, _ bytes: [UInt8]) throws -> UInt64 {
+        let inum = try pfs.create(in: parent, name: Array(name.utf8), type: .regularFile, mode: 0o640, caller: caller).meta.inum
+        _ = try bytes.withUnsafeBytes { try pfs.write(inum, offset: 0, $0) }
+        return inum
+    }
+
+    func content(_ pfs: PFSHandle, _ path: String) throws -> [UInt8] {
+        let inum = try pfs.resolve(path)
+        return try pfs.read(inum, offset: 0, count: Int(try pfs.attributes(inum).meta.size))
+    }
+
+    /// Sizes from empty through embedded (512), one block, compressed, and an indirect tree.
+    static let sizes = [0, 1, 100, 512, 513, 4096, 65_536, 65_537, 300_000, 5_000_000]
+    static let marker = Array("PLAINTEXT-MARKER-".utf8)
+
+    func populate(_ pfs: PFSHandle) throws {
+        var random = SplitMix64(seed: 6)
+        let dir = try pfs.create(in: root, name: Array("docs".utf8), type: .directory, mode: 0o750, caller: caller).meta.inum
+        for size in Self.sizes {
+            // Every other file compressible (LZ4 is the default) and carrying a marker.
+            let bytes = size % 2 == 0 ? Array((Self.marker + random.bytes(16)).prefix(size)) + [UInt8](repeating: 0x41, count: max(0, size - 33))
+                                      : random.bytes(size)
+            _ = try file(pfs, dir, "file-\(size)", Array(bytes.prefix(size)))
+        }
+        _ = try file(pfs, root, "secret-" + String(repeating: "n", count: 60), Array("long name\n".utf8))
+        _ = try pfs.create(in: root, name: Array("link".utf8), type: .softlink, mode: 0o777, caller: caller,
+                           target: Array("docs/file-100".utf8))
+        _ = try pfs.create(in: root, name: Array("fifo".utf8), type: .fifo, mode: 0o600, caller: caller)
+        let many = try pfs.create(in: root, name: Array("many".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+        for i in 0..<300 { _ = try file(pfs, many, "entry-\(i)", Array("entry \(i)\n".utf8)) }
+        _ = try pfs.link(try pfs.resolve("docs/file-4096"), into: root, name: Array("hardlink".utf8))
+    }
+
+    func checkPopulated(_ pfs: PFSHandle) throws {
+        for size in Self.sizes {
+            XCTAssertEqual(try content(pfs, "docs/file-\(size)").count, size)
+        }
+        XCTAssertEqual(try content(pfs, "secret-" + String(repeating: "n", count: 60)), Array("long name\n".utf8))
+        XCTAssertEqual(try pfs.readLink(try pfs.resolve("link")), Array("docs/file-100".utf8))
+        XCTAssertEqual(try pfs.attributes(try pfs.resolve("fifo")).meta.type, .fifo)
+        XCTAssertEqual(try content(pfs, "many/entry-299"), Array("entry 299\n".utf8))
+        XCTAssertEqual(try pfs.resolve("hardlink"), try pfs.resolve("docs/file-4096"))
+        XCTAssertEqual(try pfs.attributes(try pfs.resolve("docs")).meta.mode & 0o7777, 0o750)
+        var names: [String] = []
+        try pfs.readDirectory(try pfs.resolve("many"), from: 0, withAttributes: true) { entry, _ in
+            names.append(String(decoding: entry.name, as: UTF8.self)); return true
+        }
+        XCTAssertEqual(names.count, 300)
+    }
+
+    func testRoundTripAndNothingInClear() throws {
+        var reference: [String: [UInt8]] = [:]
+        do {
+            let fs = try open()
+            try fs.createPFS(label: "SECRET", encryption: passphrase)
+            let pfs = try fs.openPFS("SECRET")
+            try populate(pfs)
+            try fs.flush()
+            try checkPopulated(pfs)
+            for size in Self.sizes { reference["docs/file-\(size)"] = try content(pfs, "docs/file-\(size)") }
+        }
+        do {
+            let fs = try open()
+            XCTAssertThrowsError(try fs.openPFS("SECRET"), "locked without its key") {
+                XCTAssertEqual(($0 as? EngineError)?.errno, ENOKEY)
+            }
+            XCTAssertThrowsError(try fs.unlockPFS("SECRET", source: .passphrase(Array("open sesamE".utf8)))) {
+                XCTAssertEqual(($0 as? EngineError)?.errno, EACCES)
+            }
+            XCTAssertThrowsError(try fs.openPFS("SECRET"))
+            try fs.unlockPFS("SECRET", source: passphrase)
+            let pfs = try fs.openPFS("SECRET")
+            try checkPopulated(pfs)
+            for (path, bytes) in reference { XCTAssertEqual(try content(pfs, path), bytes, path) }
+            // Still writable after reopening: more files, a rename, an unlink.
+            _ = try file(pfs, root, "later", Array("added later".utf8))
+            try pfs.rename(from: root, name: Array("later".utf8), to: try pfs.resolve("docs"), newName: Array("moved".utf8))
+            try pfs.unlink(in: try pfs.resolve("many"), name: Array("entry-5".utf8))
+            try fs.flush()
+            XCTAssertEqual(try content(pfs, "docs/moved"), Array("added later".utf8))
+        }
+        // Names and contents never reach the media in clear; the unencrypted PFS still does.
+        let raw = try allocatedRegions(of: image)
+        for needle in ["PLAINTEXT-MARKER-", "secret-nnnn", "entry-299", "docs/file-100", "added later", "hardlink"] {
+            XCTAssertNil(raw.range(of: Data(needle.utf8)), "\(needle) found in clear on the media")
+        }
+        XCTAssertNotNil(raw.range(of: Data("SECRET".utf8)), "the PFS label stays visible (pfs-list)")
+
+        let volumes = try VolumeSet(paths: [image])
+        XCTAssertEqual(volumes.header.version, HAMMER2.volumeVersionEncryption)
+        // fsck without the key: the structure walks clean, tags unverified.
+        let keyless = Verifier(volumes: volumes)
+        let (counts, problems) = keyless.verifyTree(.topology, header: volumes.header)
+        XCTAssertEqual(problems.map(\.description), [])
+        XCTAssertGreaterThan(counts.sealedWithoutKey, 300)
+        XCTAssertEqual(counts.authenticated, 0)
+        // With the key every tag verifies.
+        let fs = try open(writable: false)
+        try fs.unlockPFS("SECRET", source: passphrase)
+        let keyed = Verifier(volumes: volumes)
+        keyed.keyring = fs.reader.keyring
+        let (keyedCounts, keyedProblems) = keyed.verifyTree(.topology, header: volumes.header)
+        XCTAssertEqual(keyedProblems.map(\.description), [])
+        XCTAssertEqual(keyedCounts.sealedWithoutKey, 0)
+        XCTAssertEqual(keyedCounts.authenticated, counts.sealedWithoutKey)
+    }
+
+    func testSnapshotKeyChangeAndMixedVolume() throws {
+        do {
+            let fs = try open()
+            try fs.createPFS(label: "SECRET", encryption: passphrase)
+            let pfs = try fs.openPFS("SECRET")
+            _ = try file(pfs, root, "before", Array("before snapshot".utf8))
+            try fs.snapshot(of: "SECRET", label: "SECRET.snap")
+            _ = try file(pfs, root, "after", Array("after snapshot".utf8))
+            let data = try fs.openPFS("DATA")
+            _ = try file(data, root, "clear", Array("in clear".utf8))
+            try fs.flush()
+        }
+        do {
+            let fs = try open()
+            // The snapshot is encrypted with the same key: one unlock serves both.
+            XCTAssertNotNil(try fs.encryptionStatus("SECRET.snap"))
+            XCTAssertNil(try fs.encryptionStatus("DATA"))
+            try fs.unlockPFS("SECRET.snap", source: passphrase)
+            let snap = try fs.openPFS("SECRET.snap")
+            XCTAssertEqual(try content(snap, "before"), Array("before snapshot".utf8))
+            XCTAssertThrowsError(try snap.resolve("after"))
+            XCTAssertEqual(try content(try fs.openPFS("SECRET"), "after"), Array("after snapshot".utf8))
+            XCTAssertEqual(try content(try fs.openPFS("DATA"), "clear"), Array("in clear".utf8))
+            // key-change: a key file replaces the passphrase of SECRET (not of the snapshot).
+            let material = Array(repeating: UInt8(0x5C), count: 48)
+            XCTAssertThrowsError(try fs.changeKey("SECRET", old: .passphrase(Array("nope".utf8)), new: .keyFile(material)))
+            try fs.changeKey("SECRET", old: passphrase, new: .keyFile(material))
+            XCTAssertEqual(try fs.encryptionStatus("SECRET")?.wrapping, .keyFile)
+        }
+        let fs = try open()
+        XCTAssertThrowsError(try fs.unlockPFS("SECRET", source: passphrase))
+        try fs.unlockPFS("SECRET", source: .keyFile(Array(repeating: UInt8(0x5C), count: 48)))
+        XCTAssertEqual(try content(try fs.openPFS("SECRET"), "before"), Array("before snapshot".utf8))
+        XCTAssertEqual(try fs.encryptionStatus("SECRET.snap")?.wrapping, .passphrase)
+    }
+
+    /// Flips one byte of the media block under `bref`-owning structures and expects EIO.
+    func testTamperedBlocksAreEIO() throws {
+        var offsets: [String: UInt64] = [:]
+        do {
+            let fs = try open()
+            try fs.createPFS(label: "SECRET", encryption: passphrase)
+            let pfs = try fs.openPFS("SECRET")
+            var random = SplitMix64(seed: 3)
+            _ = try file(pfs, root, "victim", random.bytes(200_000))
+            _ = try file(pfs, root, "bystander", Array("bystander".utf8))
+            try fs.flush()
+        }
+        // Find the data block, inode and long-name block positions through a keyed reader.
+        let probe = try open(writable: false)
+        try probe.unlockPFS("SECRET", source: passphrase)
+        let volumes = try VolumeSet(paths: [image])
+        let filesystem = try Filesystem(volumes: volumes)
+        filesystem.reader.keyring.add(try XCTUnwrap(probe.encryptionStatus("SECRET")).unwrap(passphrase))
+        let disk = try filesystem.openPFS("SECRET")
+        let victim = try disk.lookup(in: disk.root, name: Array("victim".utf8))
+        let record = try disk.record(victim.inum)
+        offsets["inode"] = record.bref.mediaOffset
+        offsets["data"] = try XCTUnwrap(record.data.blockset.first { $0.type != .empty }).mediaOffset
+
+        for (what, offset) in offsets {
+            let fd = Glibc.open(image, O_RDWR)
+            var byte: UInt8 = 0
+            XCTAssertEqual(pread(fd, &byte, 1, off_t(offset) + 40), 1)
+            var flipped = byte ^ 0x10
+            XCTAssertEqual(pwrite(fd, &flipped, 1, off_t(offset) + 40), 1)
+            close(fd)
+            defer {
+                let fd = Glibc.open(image, O_RDWR)
+                _ = pwrite(fd, &byte, 1, off_t(offset) + 40)
+                close(fd)
+            }
+            let fs = try open(writable: false)
+            try fs.unlockPFS("SECRET", source: passphrase)
+            let pfs = try fs.openPFS("SECRET")
+            XCTAssertEqual(try content(pfs, "bystander"), Array("bystander".utf8), what)
+            XCTAssertThrowsError(try content(pfs, "victim"), what) { error in
+                XCTAssertEqual((error as? EngineError)?.errno, EIO, "\(what): \(error)")
+                guard case .authenticationFailed = error as? EngineError else { return XCTFail("\(what): \(error)") }
+            }
+        }
+    }
+}
