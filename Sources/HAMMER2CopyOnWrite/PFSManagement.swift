@@ -99,6 +99,25 @@ extension MutableFilesystem {
         reader.keyring.add(keys)
     }
 
+    /// Turns the empty PFS `label` (just made by newfs) into an encrypted one.
+    public func encryptEmptyPFS(_ label: String, source: KeySource) throws {
+        guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        guard label.utf8.count < 128 else { throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes") }
+        try withLock {
+            let (bref, root, record) = try keyRecord(of: label)
+            guard record == nil else { throw EngineError.posix(EEXIST, "PFS \(label) is already encrypted") }
+            guard root.blockset.allSatisfy({ $0.type == .empty }), mounted[label] == nil else {
+                throw EngineError.posix(ENOTEMPTY, "PFS \(label) is not empty; create an encrypted PFS with pfs-create -e")
+            }
+            var sealed = root
+            try seal(&sealed, source: source)
+            pendingRoots.removeAll { $0.key == bref.key }
+            pendingRoots.append(PendingPFSRoot(inode: sealed, key: bref.key))
+            markEncrypted()
+            try flushLocked(allHeaderCopies: true)
+        }
+    }
+
     /// The key record of PFS `label`'s root, nil when the PFS is in clear.
     func keyRecord(of label: String) throws -> (bref: Blockref, root: InodeData, record: KeyRecord?) {
         if let pending = pendingRoots.first(where: { $0.inode.filename == Array(label.utf8) }) {

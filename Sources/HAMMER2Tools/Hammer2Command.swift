@@ -27,7 +27,12 @@ public enum Hammer2Command {
         info [<devpath>...]               Info on all offline or online H2 partitions
         pfs-list [<path>...]              List PFSs
         pfs-clid <label>                  Print cluster id for specific PFS
-        pfs-create [-t type] [-c clid] <label>  Create a PFS (type MASTER by default)
+        pfs-create [-t type] [-c clid] [-e] [-k keyfile] <label>
+                                      Create a PFS (type MASTER by default); -e encrypted,
+                                      passphrase asked (or read from stdin), -k key file
+        key-status [label...]         Show which PFSes are encrypted, key ids and wrapping
+        key-change [-o oldkeyfile] [-k newkeyfile] <label>
+                                      Wrap an encrypted PFS's key anew (offline, -f IMAGE)
         pfs-delete <label>                Delete a PFS (not while it is mounted)
         snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:
                                           PFS.YYYYMMDD.HHMMSS); offline: -f image snapshot <pfs> [<label>]
@@ -146,6 +151,10 @@ public enum Hammer2Command {
                 try InodeDirectives.printInode(operands, image: context.image, verbose: context.verbose)
             case "stat":
                 status = try InodeDirectives.stat(operands, image: context.image)
+            case "key-status":
+                status = try KeyDirectives.status(operands, image: context.image, selected: context.selectedPath)
+            case "key-change":
+                status = try KeyDirectives.change(operands, image: context.image, selected: context.selectedPath)
             case "pfs-delete":
                 try PFSDirectives.delete(operands, image: context.image, selected: context.selectedPath)
             case "bulkfree":

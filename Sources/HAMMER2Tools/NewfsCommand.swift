@@ -2,6 +2,7 @@
 // Formatter). On an image path that does not exist yet, -s creates a sparse file.
 
 import Foundation
+import HAMMER2Encryption
 import Glibc
 import HAMMER2CopyOnWrite
 import HAMMER2Engine
@@ -9,7 +10,7 @@ import HAMMER2Format
 
 public enum NewfsCommand {
     public static let usage = """
-    usage: newfs_hammer2 [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] special
+    usage: newfs_hammer2 [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] [-e] [-k keyfile] special
 
     Creates a HAMMER2 filesystem on an image file or block device: the LOCAL PFS and,
     unless -L none, one PFS per -L label (default: BOOT if the device name ends in
@@ -21,6 +22,9 @@ public enum NewfsCommand {
       -V version    volume version, 1 or 2 (default 2)
       -L label      PFS label; repeatable, at most 3; "none" for LOCAL only
       -s size       filesystem size (k, m, g, t suffixes); creates the image file
+      -e            encrypt the -L PFSes (not LOCAL): passphrase asked twice, or read
+                    from standard input when it is not a terminal (docs/encryption.md)
+      -k keyfile    encrypt the -L PFSes with a key file (at least 32 bytes) instead
                     if it does not exist
 
     Exit status: 0 created, 1 the device could not be formatted, 2 bad command line.
@@ -44,16 +48,22 @@ public enum NewfsCommand {
     public static func main(_ arguments: [String]) -> Int32 {
         let tool = "newfs_hammer2"
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:d") } catch {
+        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:dek:") } catch {
             return usageError(tool, "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
         var labels: [String] = []
         var noLabel = false
         var options = FormatOptions(labels: [])
+        var encrypted = false
+        var keyFile: String?
         for (letter, value) in parsed.options {
             let value = value ?? ""
             switch letter {
+            case "e": encrypted = true
+            case "k":
+                encrypted = true
+                keyFile = value
             case "b", "r":
                 guard let bytes = parseSize(value), bytes % (8 << 20) == 0,
                       bytes >= 8 << 20, bytes <= (letter == "b" ? 256 << 20 : 1 << 30) else {
@@ -81,6 +91,17 @@ public enum NewfsCommand {
         guard labels.count <= 3 else { return usageError(tool, "at most 3 labels besides LOCAL", usage: usage) }
         options.labels = noLabel ? [] : (labels.isEmpty ? [FormatOptions.defaultLabel(forDevice: special)] : labels)
         if noLabel && !labels.isEmpty { return usageError(tool, "-L none cannot be combined with other labels", usage: usage) }
+        if encrypted && options.labels.isEmpty { return usageError(tool, "-e needs a PFS to encrypt (not -L none)", usage: usage) }
+        if encrypted, let long = options.labels.first(where: { $0.utf8.count >= 128 }) {
+            return usageError(tool, "label \(long) is too long for an encrypted PFS (at most 127 bytes)", usage: usage)
+        }
+        var keySource: KeySource?
+        if encrypted {
+            do { keySource = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for the new PFSes: ", confirm: true) } catch {
+                printError(tool, "\(error)")
+                return ExitCode.failure.rawValue
+            }
+        }
 
         if !FileManager.default.fileExists(atPath: special) {
             guard let size = options.size else {
@@ -110,7 +131,13 @@ public enum NewfsCommand {
             print("topo-reserved:    \(formatSize(result.volumeSize - result.bootAreaBytes - result.auxAreaBytes - result.freeBytes))")
             print("free-space:       \(formatSize(result.freeBytes))")
             print("fsid:             \(result.fsid)")
-            for label in result.labels { print("PFS \"\(label)\"") }
+            if let keySource {
+                let filesystem = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
+                for label in options.labels { try filesystem.encryptEmptyPFS(label, source: keySource) }
+            }
+            for label in result.labels {
+                print("PFS \"\(label)\"" + (keySource != nil && options.labels.contains(label) ? " (encrypted)" : ""))
+            }
             return ExitCode.success.rawValue
         } catch {
             printError(tool, "\(special): \(error)")

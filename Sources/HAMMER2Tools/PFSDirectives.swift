@@ -25,13 +25,19 @@ enum PFSDirectives {
         print("snapshot \(reply.label) created")
     }
 
-    /// pfs-create [-t type] [-c clid] label
+    /// pfs-create [-t type] [-c clid] [-e] [-k keyfile] label
     static func create(_ arguments: [String], image: String?, selected: String?) throws {
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "t:c:") } catch { throw ToolError.usage("pfs-create: \(error)") }
+        do { parsed = try GetOpt(arguments, spec: "t:c:ek:") } catch { throw ToolError.usage("pfs-create: \(error)") }
         var argument = ControlRequest.PFSArgument(label: "")
+        var encrypted = false
+        var keyFile: String?
         for (letter, value) in parsed.options {
             switch letter {
+            case "e": encrypted = true
+            case "k":
+                encrypted = true
+                keyFile = value
             case "t":
                 guard let type = pfsType(value ?? "") else {
                     throw ToolError.usage("pfs-create: unknown PFS type \"\(value ?? "")\" (MASTER, SLAVE, SOFT_MASTER, SOFT_SLAVE, CACHE, DUMMY)")
@@ -45,7 +51,15 @@ enum PFSDirectives {
         }
         guard parsed.operands.count == 1, !parsed.operands[0].isEmpty else { throw ToolError.usage("pfs-create: requires name") }
         argument.label = parsed.operands[0]
-        if let image {
+        if encrypted {
+            guard let image else {
+                throw ToolError.failed("pfs-create -e: give the image (-f IMAGE) of an unmounted volume; keys are not sent to a running mount")
+            }
+            let filesystem = try offline(image)
+            let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(argument.label): ", confirm: true)
+            try filesystem.createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID, encryption: source)
+            print("encrypted PFS \(argument.label) created")
+        } else if let image {
             try offline(image).createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID)
         } else {
             _ = try send(ControlRequest.pfsCreate, argument, to: selected ?? ".", what: "pfs-create")

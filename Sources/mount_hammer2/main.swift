@@ -22,16 +22,20 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
                 (block cache, default 64), threads=<n> (default: one per CPU, at least 2),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
-                flush=<seconds> (background flush interval, default 5), and
-                any libfuse mount option
+                flush=<seconds> (background flush interval, default 5),
+                keyfile=<path> (key file of an encrypted PFS; without it the
+                passphrase is asked on the terminal, or read from standard input
+                when that is not a terminal), and any libfuse mount option
   -h, --help    this text
 
-Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed,
+Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed
+(including a wrong passphrase or key file: nothing is read or written then),
 2 bad command line.
 """
 
 func main() -> Int32 {
     let arguments = Array(CommandLine.arguments.dropFirst())
+    var keyFile: String?
     let parsed: GetOpt
     do {
         parsed = try GetOpt(arguments, spec: "fdo:u")
@@ -85,6 +89,8 @@ func main() -> Int32 {
                             return ExitCode.usage.rawValue
                         }
                         flushInterval = value
+                    } else if option.hasPrefix("keyfile=") {
+                        keyFile = String(option.dropFirst(8))
                     } else if option.hasPrefix("threads=") {
                         guard let value = UInt32(option.dropFirst(8)), value >= 1, value <= 256 else {
                             printError("mount_hammer2", "threads=<n> wants a number from 1 to 256")
@@ -119,6 +125,12 @@ func main() -> Int32 {
     if !foreground { closeInheritedDescriptors() }
     do {
         let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20)
+        if try filesystem.encryptionStatus(label) != nil {
+            let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
+            try filesystem.unlockPFS(label, source: source)
+        } else if keyFile != nil {
+            throw ToolError.failed("keyfile= given, but PFS \(label) is not encrypted")
+        }
         let pfs = try filesystem.openPFS(label)
         // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
         let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
@@ -138,6 +150,7 @@ func main() -> Int32 {
             logger = { message in withVaList([message]) { vsyslog(LOG_ERR, "%s", $0) } }
         }
         let server = FUSEServer(filesystem: filesystem, pfs: pfs, options: options, logger: logger)
+        defer { filesystem.reader.keyring.removeAll() }  // keys are wiped at unmount
         try server.serve()
         return ExitCode.success.rawValue
     } catch {
