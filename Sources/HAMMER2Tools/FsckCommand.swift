@@ -6,12 +6,13 @@
 
 import Foundation
 import Glibc
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
 public enum FsckCommand {
     public static let usage = """
-    usage: fsck_hammer2 [-f] [-v] [-q] [-e] [-b] [-p] [-P] [-l pfs_names] special[:special...]
+    usage: fsck_hammer2 [-f] [-v] [-q] [-e] [-b] [-p] [-P] [-l pfs_names] [-k keyfile | -K] special[:special...]
 
     Verifies every volume header, every reachable blockref's check code, the tree
     shape and key ranges, each PFS's directories, inodes and link counts, and that
@@ -23,6 +24,10 @@ public enum FsckCommand {
       -b   check only the best (current) volume header's tree
       -p   report per PFS   -P   only list the PFSes
       -l   comma-separated PFS names for -p / -P
+      -k   key file of encrypted PFSes: their tags and namespaces are verified too
+      -K   the same with a passphrase (asked, or read from standard input)
+    Without a key, an encrypted PFS's structure (stored in clear) is checked, but
+    its blocks' authentication tags and its namespace are not.
 
     Exit status: 0 no damage found, 1 damage found, 2 bad command line or the
     image could not be opened.
@@ -30,14 +35,17 @@ public enum FsckCommand {
 
     public static func main(_ arguments: [String]) -> Int32 {
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "fvqebpPl:c:d") } catch {
+        do { parsed = try GetOpt(arguments, spec: "fvqebpPl:c:dk:K") } catch {
             return usageError("fsck_hammer2", "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
         var verbose = 0, force = false, countEmpty = false, bestOnly = false, perPFS = false, listOnly = false
         var pfsNames: [String] = []
+        var keyFile: String?, askPassphrase = false
         for (letter, value) in parsed.options {
             switch letter {
+            case "k": keyFile = value
+            case "K": askPassphrase = true
             case "f": force = true
             case "v": verbose += 1
             case "q": verbose -= 1
@@ -51,6 +59,13 @@ public enum FsckCommand {
         }
         guard parsed.operands.count >= 1 else {
             return usageError("fsck_hammer2", "missing special (image file or device)", usage: usage)
+        }
+        var keySource: KeySource?
+        if keyFile != nil || askPassphrase {
+            do { keySource = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase: ") } catch {
+                printError("fsck_hammer2", "\(error)")
+                return ExitCode.usage.rawValue
+            }
         }
         var status = ExitCode.success
         for (i, special) in parsed.operands.enumerated() {
@@ -73,6 +88,7 @@ public enum FsckCommand {
             }
             let run = FsckRun(volumes: volumes, verbose: verbose, force: force, countEmpty: countEmpty,
                               bestOnly: bestOnly, perPFS: perPFS, listOnly: listOnly, pfsNames: pfsNames)
+            if let keySource { run.unlock(keySource) }
             if !run.run() { status = .failure }
         }
         return status.rawValue
@@ -86,6 +102,18 @@ final class FsckRun {
     let pfsNames: [String]
     let showProgress: Bool
     var damaged = false
+    /// Keys of the encrypted PFSes the given key opens.
+    let keyring = Keyring()
+
+    /// Unwraps every encrypted PFS's key the source opens (others stay structure-only).
+    func unlock(_ source: KeySource) {
+        guard let filesystem = try? Filesystem(volumes: volumes), let entries = try? filesystem.pfsEntries() else { return }
+        for entry in entries {
+            guard let bytes = entry.inode.keyRecord, let record = try? KeyRecord(decoding: bytes),
+                  keyring.keys(for: record.keyID) == nil else { continue }
+            if let keys = try? record.unwrap(source) { keyring.add(keys) }
+        }
+    }
 
     init(volumes: VolumeSet, verbose: Int, force: Bool, countEmpty: Bool, bestOnly: Bool, perPFS: Bool,
          listOnly: Bool, pfsNames: [String]) {
@@ -126,6 +154,7 @@ final class FsckRun {
         for copy in zones {
             out(0, zoneLine(copy, best: root.headerIndex))
             let verifier = Verifier(volumes: volumes)
+            verifier.keyring = keyring
             verifier.countEmpty = countEmpty
             verifier.force = force
             verifier.progress = progressPrinter(freemap: true)
@@ -139,6 +168,7 @@ final class FsckRun {
         for copy in zones {
             out(0, zoneLine(copy, best: root.headerIndex))
             let verifier = copy.index == root.headerIndex ? bestVerifier! : Verifier(volumes: volumes)
+            verifier.keyring = keyring
             verifier.countEmpty = countEmpty
             verifier.force = force
             verifier.progress = progressPrinter(freemap: false)
@@ -185,6 +215,13 @@ final class FsckRun {
         if !pfsNames.isEmpty && selected.isEmpty { err(1, "PFS not found") }
         for entry in selected {
             do {
+                if let keyID = Keyring.keyID(ofRoot: entry.inode.meta) {
+                    guard let keys = keyring.keys(for: keyID) else {
+                        out(1, "\(entry.name): encrypted, no key given: structure checked, tags and namespace not verified")
+                        continue
+                    }
+                    filesystem.reader.keyring.add(keys)
+                }
                 let pfs = try filesystem.openPFS(entry.name)
                 let verifier = Verifier(volumes: volumes)
                 let report = verifier.verifyNamespace(pfs)
@@ -224,7 +261,9 @@ final class FsckRun {
 
     func volumeStats(_ c: VerifyCounts) -> String {
         let empty = countEmpty ? ", \(c.empty) empty" : ""
-        return "\(c.total) blockref (\(c.inode) inode, \(c.indirect) indirect, \(c.data) data, \(c.dirent) dirent\(empty)), \(Text.size(c.bytes))"
+        let sealed = c.authenticated + c.sealedWithoutKey > 0
+            ? "; encrypted: \(c.authenticated) authenticated, \(c.sealedWithoutKey) without key" : ""
+        return "\(c.total) blockref (\(c.inode) inode, \(c.indirect) indirect, \(c.data) data, \(c.dirent) dirent\(empty)), \(Text.size(c.bytes))\(sealed)"
     }
 
     func freemapStats(_ c: VerifyCounts) -> String {

@@ -44,16 +44,22 @@ public enum Binaries {
         return (process.terminationStatus, (try? String(contentsOf: log, encoding: .utf8)) ?? "")
     }
 
-    /// Runs a tool to completion; returns its exit status, stdout and stderr.
-    public static func run(_ name: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    /// Runs a tool to completion; returns its exit status, stdout and stderr. `input` is
+    /// its standard input (a passphrase, for instance); /dev/null without it.
+    public static func run(_ name: String, _ arguments: [String], input: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try path(name))
         process.arguments = arguments
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        let inputPipe = Pipe()
+        process.standardInput = input == nil ? FileHandle.nullDevice : inputPipe
         try process.run()
+        if let input {
+            inputPipe.fileHandleForWriting.write(Data(input.utf8))
+            try inputPipe.fileHandleForWriting.close()
+        }
         // Read both pipes to the end before waiting, so a large output cannot block the child.
         let group = DispatchGroup()
         nonisolated(unsafe) var errData = Data()
@@ -104,9 +110,11 @@ public final class MountedImage {
         let deadline = Date().addingTimeInterval(15)
         while !Self.isMountpoint(base.path) {
             if !process.isRunning {
+                unmounted = true  // nothing to unmount at deinit
                 throw MountError.mountFailed(status: process.terminationStatus, stderr: log)
             }
             guard Date() < deadline else {
+                unmounted = true
                 process.terminate()
                 throw MountError.timeout("mount of \(spec) did not appear; log: \(log)")
             }

@@ -1,0 +1,97 @@
+// Encrypted PFSes through the tools and a real FUSE mount: newfs_hammer2 -k, mount with
+// -o keyfile=, a wrong key refused before anything is read, fsck with and without the key,
+// pfs-create -e with a passphrase on standard input, key-status, key-change, an online
+// snapshot of an encrypted PFS, and nothing of the files in clear on the media.
+
+import Foundation
+import HAMMER2TestSupport
+import XCTest
+
+final class EncryptionMountTests: XCTestCase {
+    var folder: URL!
+    var image: String { folder.appendingPathComponent("enc.img").path }
+    var keyFile: String { folder.appendingPathComponent("key").path }
+    var wrongKeyFile: String { folder.appendingPathComponent("wrong-key").path }
+
+    override func setUpWithError() throws {
+        folder = FileManager.default.temporaryDirectory.appendingPathComponent("h2-encmount-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var random = SplitMix64(seed: 77)
+        try Data(random.bytes(64)).write(to: URL(fileURLWithPath: keyFile))
+        try Data(random.bytes(64)).write(to: URL(fileURLWithPath: wrongKeyFile))
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(at: folder) }
+
+    func testEncryptedPFSThroughTheToolsAndTheMount() throws {
+        let made = try Binaries.run("newfs_hammer2", ["-s", "2g", "-L", "SECRET", "-k", keyFile, image])
+        XCTAssertEqual(made.status, 0, made.stderr)
+        XCTAssertTrue(made.stdout.contains("PFS \"SECRET\" (encrypted)"), made.stdout)
+
+        // Write through the mount, snapshot online, unmount.
+        let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
+        let root = mount.mountpoint.path
+        let marker = String(repeating: "CONFIDENTIAL-LINE\n", count: 5000)
+        XCTAssertTrue(FileManager.default.createFile(atPath: root + "/report-2026.txt", contents: Data(marker.utf8)))
+        XCTAssertEqual(mkdir(root + "/private-dir", 0o700), 0)
+        var random = SplitMix64(seed: 5)
+        XCTAssertTrue(FileManager.default.createFile(atPath: root + "/private-dir/blob", contents: Data(random.bytes(700_000))))
+        XCTAssertEqual(symlink("report-2026.txt", root + "/shortcut"), 0)
+        let snapshot = try Binaries.run("hammer2", ["snapshot", root, "SECRET.snap"])
+        XCTAssertEqual(snapshot.status, 0, snapshot.stderr)
+        XCTAssertTrue(FileManager.default.createFile(atPath: root + "/after-snapshot", contents: Data("later".utf8)))
+        let tree = try TreeSnapshot.take(root)
+        XCTAssertEqual(try mount.unmount(), 0)
+
+        // Nothing in clear on the media.
+        let raw = try allocatedRegions(of: image)
+        for needle in ["CONFIDENTIAL-LINE", "report-2026", "private-dir", "after-snapshot"] {
+            XCTAssertNil(raw.range(of: Data(needle.utf8)), "\(needle) is on the media in clear")
+        }
+
+        // fsck: structure without the key, tags and namespace with it; a wrong key opens nothing.
+        let keyless = try Binaries.run("fsck_hammer2", [image])
+        XCTAssertEqual(keyless.status, 0, keyless.stdout + keyless.stderr)
+        XCTAssertTrue(keyless.stdout.contains("SECRET: encrypted, no key given"), keyless.stdout)
+        let keyed = try Binaries.run("fsck_hammer2", ["-k", keyFile, image])
+        XCTAssertEqual(keyed.status, 0, keyed.stdout + keyed.stderr)
+        XCTAssertTrue(keyed.stdout.contains("0 without key"), keyed.stdout)
+        XCTAssertTrue(keyed.stdout.contains("SECRET: 2 directories"), keyed.stdout)
+
+        // A wrong key file or no passphrase: the mount fails with a clear error.
+        XCTAssertThrowsError(try MountedImage("\(image)@SECRET", options: ["-o", "ro,keyfile=\(wrongKeyFile)"])) {
+            XCTAssertTrue("\($0)".contains("wrong passphrase or key file"), "\($0)")
+        }
+        let noKey = try Binaries.run("mount_hammer2", ["-f", "\(image)@SECRET", folder.path])
+        XCTAssertEqual(noKey.status, 1)
+        XCTAssertTrue(noKey.stderr.contains("passphrase"), noKey.stderr)
+
+        // Read back, and the snapshot with the same key.
+        let again = try MountedImage("\(image)@SECRET", options: ["-o", "ro,keyfile=\(keyFile)"])
+        XCTAssertEqual(try TreeSnapshot.take(again.mountpoint.path), tree)
+        XCTAssertEqual(try again.unmount(), 0)
+        let snap = try MountedImage("\(image)@SECRET.snap", options: ["-o", "ro,keyfile=\(keyFile)"])
+        XCTAssertTrue(FileManager.default.fileExists(atPath: snap.mountpoint.path + "/private-dir/blob"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: snap.mountpoint.path + "/after-snapshot"))
+        XCTAssertEqual(try snap.unmount(), 0)
+
+        // A second encrypted PFS with a passphrase on stdin; key-status; key-change.
+        let created = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "VAULT"], input: "hunter2 hunter2\n")
+        XCTAssertEqual(created.status, 0, created.stderr)
+        let status = try Binaries.run("hammer2", ["-f", image, "key-status"])
+        XCTAssertEqual(status.status, 0, status.stderr)
+        XCTAssertTrue(status.stdout.contains("LOCAL\tnot encrypted"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("SECRET\tencrypted\tXAES-256-GCM"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("key file"), status.stdout)
+        XCTAssertTrue(status.stdout.contains("VAULT\tencrypted") && status.stdout.contains("passphrase (scrypt N=2^15"), status.stdout)
+        let changed = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", keyFile, "SECRET"], input: "new words\n")
+        XCTAssertEqual(changed.status, 0, changed.stderr)
+        XCTAssertThrowsError(try MountedImage("\(image)@SECRET", options: ["-o", "ro,keyfile=\(keyFile)"]), "the old key file no longer opens it")
+        let withPassphrase = try Binaries.run("fsck_hammer2", ["-K", "-l", "SECRET", image], input: "new words\n")
+        XCTAssertEqual(withPassphrase.status, 0, withPassphrase.stdout + withPassphrase.stderr)
+        XCTAssertTrue(withPassphrase.stdout.contains("SECRET: 2 directories"), withPassphrase.stdout)
+        let wrongOld = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", wrongKeyFile, "VAULT"], input: "x\n")
+        XCTAssertEqual(wrongOld.status, 1)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "EMPTYPASS"], input: "\n").status, 1)
+    }
+}
