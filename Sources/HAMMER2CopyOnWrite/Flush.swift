@@ -5,6 +5,7 @@
 // mount sees; a crash at any point leaves it intact. In-memory state is committed only
 // after the header is written, so a failed flush can simply be retried.
 
+import Dispatch
 import Glibc
 import HAMMER2Encryption
 import HAMMER2Engine
@@ -44,7 +45,14 @@ extension MutableFilesystem {
         let superMethods = superRootBref.methods
         for pending in pendingRoots {
             // hammer2_inode_create_pfs: the root inode's blockref takes the super-root's methods.
-            var bref = try writeInode(pending.inode, key: pending.key, methods: superMethods, tid: tid, sink: sink)
+            var root = pending.inode
+            if let keyID = Keyring.keyID(ofRoot: root.meta) {
+                guard let keys = reader.keyring.keys(for: keyID) else {
+                    throw EngineError.locked(keyID: keyID, what: "PFS \(String(decoding: root.filename, as: UTF8.self))")
+                }
+                root = keys.signRoot(root)
+            }
+            var bref = try writeInode(root, key: pending.key, methods: superMethods, tid: tid, sink: sink)
             bref.flags = Blockref.flagPFSRoot
             superRootEdit.puts.append(bref)
         }
@@ -170,7 +178,8 @@ extension MutableFilesystem {
         let blockset = try editor.apply(rootEdit, to: root.flushedContent.blockset)
         var meta = root.meta
         meta.pfsInum = max(meta.pfsInum, pfs.nextInodeNumber)
-        let inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset), keyRecord: pfs.keyRecord)
+        var inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset), keyRecord: pfs.keyRecord)
+        if let keys = pfs.keys { inode = keys.signRoot(inode) }
         var bref = try writeInode(inode, key: pfs.rootBref.key, methods: pfs.rootBref.methods, tid: tid, sink: sink)
         bref.flags = pfs.rootBref.flags
         bref.copyid = pfs.rootBref.copyid
@@ -276,17 +285,27 @@ extension MutableFilesystem {
             return block.count >= physical ? block[0..<physical] : (block + [UInt8](repeating: 0, count: physical - block.count))[...]
         }
         let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
-        for (index, encoded) in zip(indices, stored) {
+        // Sealing runs on every core, like compression (each block has its own nonce).
+        var sealedBlocks: [(block: [UInt8], check: CheckArea)?] = []
+        if let keys {
+            let results = ConcurrentResults<(block: [UInt8], check: CheckArea)>(count: stored.count)
+            DispatchQueue.concurrentPerform(iterations: stored.count) { i in
+                guard let (bytes, methods) = stored[i] else { return }
+                results[i] = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
+                                           key: indices[i] * logicalBlockBytes, keybits: UInt8(HAMMER2.allocationMaxRadix))
+            }
+            sealedBlocks = (0..<stored.count).map { results[$0] }
+        }
+        for (position, (index, encoded)) in zip(indices, stored).enumerated() {
             let offset = index * logicalBlockBytes
             guard let (bytes, methods) = encoded else {
                 edit.removals.append(offset...(offset + logicalBlockBytes - 1))  // all zeros: a hole
                 continue
             }
             var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: tid)
-            if let keys {
+            if keys != nil, let (sealed, area) = sealedBlocks[position] {
                 // Compressed first, then sealed: the block's physical size shows only how
                 // well it compressed (docs/encryption.md).
-                let (sealed, area) = keys.sealData(bytes, type: .data, compression: bref.compression, key: offset, keybits: bref.keybits)
                 bref.dataOffset = try sink.writeNewBlock(sealed, type: .data)
                 bref.check = area
             } else {

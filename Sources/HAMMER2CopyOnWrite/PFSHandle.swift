@@ -142,6 +142,10 @@ public final class PFSHandle: @unchecked Sendable {
         if let checkAlgo, checkAlgo > CheckMethod.sha192.rawValue {
             throw EngineError.invalidArgument("unsupported check_algo 0x\(String(checkAlgo, radix: 16))")
         }
+        if checkAlgo != nil, pfs.keys != nil {
+            // The tag is the check code; "none" or "disabled" would drop authentication.
+            throw EngineError.invalidArgument("PFS \(pfs.label) is encrypted: its check code is the authentication tag (setcheck does not apply)")
+        }
         try fs.withLock {
             let node = try pfs.node(inum)
             if let compAlgo { node.meta.compAlgo = compAlgo }

@@ -166,6 +166,7 @@ extension MutableFilesystem {
                 throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
             }
             let record = try KeyRecord.wrap(keys, source: new, log2N: keyDerivationCost).encoded()
+            reader.keyring.add(keys)  // the rewritten root is signed with them
             if let pfs = mounted[label] {
                 pfs.keyRecord = record
                 pfs.root.dirty = true
@@ -217,9 +218,14 @@ extension MutableFilesystem {
                 nextInum = max(root.meta.pfsInum + 1, HAMMER2.inodeStart)
                 encryption = (root.meta.decryptCheck, root.keyRecord)
             }
-            // A snapshot of an encrypted PFS shares its blocks, so it shares its keys too.
-            if encryption.record != nil, label.utf8.count >= 128 {
-                throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes")
+            // A snapshot of an encrypted PFS shares its blocks, so it shares its keys too; its
+            // root is signed with them, so they must be loaded.
+            if encryption.record != nil {
+                guard label.utf8.count < 128 else { throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes") }
+                let keyID = UInt32(truncatingIfNeeded: encryption.check)
+                guard reader.keyring.keys(for: keyID) != nil else {
+                    throw EngineError.locked(keyID: keyID, what: "PFS \(source) (snapshot it through its mount)")
+                }
             }
             var (inode, key) = try newPFSRoot(label: label, now: currentTimeMicroseconds())
             nextInum = max(nextInum, HAMMER2.inodeStart)

@@ -56,9 +56,27 @@ public final class PFSKeys: @unchecked Sendable {
         return (value & ~UInt64(0xFFFF)) | HAMMER2.dirhashVisible | 0x8000
     }
 
-    /// The MAC of the PFS root inode (its encoded bytes with the MAC field zeroed).
-    public func rootMAC(_ inode: [UInt8]) -> [UInt8] {
-        Array(HMAC<SHA256>.authenticationCode(for: inode, using: root)).prefix(16).map { $0 }
+    /// The MAC of an encrypted PFS root inode (stored in clear, it is the top of the
+    /// PFS's authenticated tree): HMAC over its encoding with the MAC field zeroed.
+    public func rootMAC(_ inode: InodeData) -> (UInt64, UInt64) {
+        var unsigned = inode
+        unsigned.meta.rootMAC0 = 0
+        unsigned.meta.rootMAC1 = 0
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: unsigned.encoded(), using: root))
+        let word = { (at: Int) in mac[at..<(at + 8)].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) } }
+        return (word(0), word(8))
+    }
+
+    /// `inode` with its root MAC set.
+    public func signRoot(_ inode: InodeData) -> InodeData {
+        var signed = inode
+        (signed.meta.rootMAC0, signed.meta.rootMAC1) = rootMAC(inode)
+        return signed
+    }
+
+    public func rootIsAuthentic(_ inode: InodeData) -> Bool {
+        let (a, b) = rootMAC(inode)
+        return a == inode.meta.rootMAC0 && b == inode.meta.rootMAC1
     }
 }
 

@@ -43,7 +43,8 @@ public struct XAES256GCM: @unchecked Sendable {  // SymmetricKey is immutable
         precondition(nonce.count == Self.nonceBytes, "XAES-256-GCM nonces are 24 bytes")
         let box = try! AES.GCM.seal(plaintext, using: derivedKey(nonce), nonce: try! AES.GCM.Nonce(data: nonce[12...]),
                                     authenticating: ad)
-        return (Array(box.ciphertext), Array(box.tag))
+        // Copied through raw buffers: Array(Data) walks byte by byte.
+        return (box.ciphertext.withUnsafeBytes { Array($0) }, box.tag.withUnsafeBytes { Array($0) })
     }
 
     /// Decrypts and verifies; nil when the tag does not match (wrong key, or any bit of the
@@ -53,7 +54,7 @@ public struct XAES256GCM: @unchecked Sendable {  // SymmetricKey is immutable
               let gcmNonce = try? AES.GCM.Nonce(data: nonce[12...]),
               let box = try? AES.GCM.SealedBox(nonce: gcmNonce, ciphertext: ciphertext, tag: tag),
               let plaintext = try? AES.GCM.open(box, using: derivedKey(nonce), authenticating: ad) else { return nil }
-        return Array(plaintext)
+        return plaintext.withUnsafeBytes { Array($0) }
     }
 
     /// 24 bytes from the system's CSPRNG.

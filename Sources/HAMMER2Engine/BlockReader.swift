@@ -138,7 +138,10 @@ public final class BlockReader: Sendable {
     /// blocks are cached (a request may cover part of one); uncompressed ones are not: the
     /// kernel's page cache already holds file data, and it would only evict metadata.
     public func logicalData(_ bref: Blockref) throws -> [UInt8] {
-        if bref.compression == .none || bref.compression == .autozero { return try physical(bref) }
+        // Decrypted blocks are cached like decompressed ones: a 4 KiB read would otherwise
+        // authenticate and decrypt the whole 64 KiB block each time.
+        let sealed = bref.checkMethod == .xaes256gcm
+        if (bref.compression == .none || bref.compression == .autozero) && !sealed { return try physical(bref) }
         let key = BlockCacheKey(bref, .logicalData)
         if case let .logicalData(hit) = cache.lookup(key) { return hit }
         let raw = try physical(bref)

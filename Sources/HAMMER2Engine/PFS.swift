@@ -60,13 +60,20 @@ public final class PFS: Sendable {
         self.root = root
         keyID = Keyring.keyID(ofRoot: root.meta)
         keys = keyID.flatMap { reader.keyring.keys(for: $0) }
+        rootIsAuthentic = keys.map { $0.rootIsAuthentic(root) } ?? true
     }
+
+    /// An encrypted PFS's root inode matches its MAC (checked once its key is loaded).
+    public let rootIsAuthentic: Bool
 
     public var isEncrypted: Bool { keyID != nil }
 
     /// Throws `.locked` for an encrypted PFS whose key is not loaded.
     public func requireKey() throws {
         if let keyID, keys == nil { throw EngineError.locked(keyID: keyID, what: "PFS \(name)") }
+        if !rootIsAuthentic {
+            throw EngineError.authenticationFailed(bref: rootBref, reason: "the root inode of encrypted PFS \(name) does not match its MAC")
+        }
     }
 
     /// The directory hash of `name`: DragonFly's, or keyed on an encrypted PFS.

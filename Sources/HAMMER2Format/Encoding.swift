@@ -265,6 +265,8 @@ extension InodeMeta {
         raw.putLE64(inodeQuota, at: 0xC0)
         raw.putLE64(pfsLastSnapshotTID, at: 0xD0)
         raw.putLE64(decryptCheck, at: 0xE0)
+        raw.putLE64(rootMAC0, at: 0xE8)
+        raw.putLE64(rootMAC1, at: 0xF0)
     }
 
     public func encoded() -> [UInt8] { encodeIntoNewArray(count: 256) { encode(into: $0) } }

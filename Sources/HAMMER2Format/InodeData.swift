@@ -114,6 +114,9 @@ public struct InodeMeta: Hashable, Sendable {
     public var inodeQuota: UInt64  // 00C0
     public var pfsLastSnapshotTID: UInt64  // 00D0
     public var decryptCheck: UInt64  // 00E0
+    /// reservedE0[0..1] (00E8-00F7): on an encrypted PFS root, the MAC of the root inode.
+    public var rootMAC0: UInt64 = 0  // 00E8
+    public var rootMAC1: UInt64 = 0  // 00F0
 
     public static let opFlagDirectData: UInt8 = 0x01
     public static let opFlagPFSRoot: UInt8 = 0x02
@@ -154,6 +157,8 @@ public struct InodeMeta: Hashable, Sendable {
         inodeQuota = raw.le64(0xC0)
         pfsLastSnapshotTID = raw.le64(0xD0)
         decryptCheck = raw.le64(0xE0)
+        rootMAC0 = raw.le64(0xE8)
+        rootMAC1 = raw.le64(0xF0)
     }
 
     public var hasDirectData: Bool { opFlags & Self.opFlagDirectData != 0 }

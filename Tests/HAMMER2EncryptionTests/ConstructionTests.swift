@@ -107,6 +107,26 @@ final class ConstructionTests: XCTestCase {
         XCTAssertEqual(key & HAMMER2.dirhashVisible, HAMMER2.dirhashVisible)
     }
 
+    /// The PFS root inode is stored in clear; its MAC covers every field and its blockset.
+    func testRootMAC() throws {
+        let keys = PFSKeys(master: [UInt8](repeating: 6, count: 32), domain: [UInt8](repeating: 3, count: 16))
+        var raw = [UInt8](repeating: 0, count: 1024)
+        raw[0x50] = ObjectType.directory.rawValue
+        raw[0x54] = 0xED; raw[0x55] = 0x01
+        for i in 0x200..<0x280 { raw[i] = UInt8(truncatingIfNeeded: i) }
+        let root = keys.signRoot(try InodeData(decoding: raw))
+        XCTAssertTrue(keys.rootIsAuthentic(root))
+        XCTAssertNotEqual(root.meta.rootMAC0 | root.meta.rootMAC1, 0)
+        XCTAssertTrue(keys.rootIsAuthentic(try InodeData(decoding: root.encoded())), "survives encode/decode")
+        var changed = root; changed.meta.mode ^= 0o002
+        XCTAssertFalse(keys.rootIsAuthentic(changed))
+        changed = root
+        if case var .blockset(refs) = changed.content { refs[0].key ^= 1; changed.content = .blockset(refs) }
+        XCTAssertFalse(keys.rootIsAuthentic(changed), "a changed child blockref")
+        let other = PFSKeys(master: [UInt8](repeating: 7, count: 32), domain: [UInt8](repeating: 3, count: 16))
+        XCTAssertFalse(other.rootIsAuthentic(root))
+    }
+
     func testSealedLayouts() throws {
         let keys = PFSKeys(master: [UInt8](repeating: 4, count: 32), domain: [UInt8](repeating: 2, count: 16))
         var inode = (0..<1024).map { UInt8(truncatingIfNeeded: $0 * 7) }
