@@ -190,7 +190,22 @@ extension MutableFilesystem {
                 throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
             }
             pendingRootRemovals.insert(bref.key)
-            try flushLocked()
+            // The last encrypted PFS gone: DragonFly may have the volume back (version 2,
+            // its default; a version-1 volume that held encrypted PFSes comes back as 2).
+            var encryptedLeft = pendingRoots.contains { Keyring.keyID(ofRoot: $0.inode.meta) != nil }
+            var lowered = false
+            if header.version == HAMMER2.volumeVersionEncryption && !encryptedLeft {
+                try BlockTree(reader: reader).forEachLeaf(in: superRoot.flushedContent.blockset, from: 0, through: .max) { root in
+                    guard root.type == .inode, root.key != bref.key else { return true }
+                    if Keyring.keyID(ofRoot: try reader.inode(root).meta) != nil { encryptedLeft = true }
+                    return !encryptedLeft
+                }
+                if !encryptedLeft {
+                    header.version = HAMMER2.volumeVersionMultiVolumes
+                    lowered = true
+                }
+            }
+            try flushLocked(allHeaderCopies: lowered)
         }
     }
 

@@ -39,7 +39,7 @@ public struct XAES256GCM: @unchecked Sendable {  // SymmetricKey is immutable
     }
 
     /// Encrypts `plaintext` and returns the ciphertext (same length) and the 16-byte tag.
-    public func seal(_ plaintext: some DataProtocol, nonce: [UInt8], authenticating ad: some DataProtocol) -> (ciphertext: [UInt8], tag: [UInt8]) {
+    public func seal(_ plaintext: [UInt8], nonce: [UInt8], authenticating ad: [UInt8]) -> (ciphertext: [UInt8], tag: [UInt8]) {
         precondition(nonce.count == Self.nonceBytes, "XAES-256-GCM nonces are 24 bytes")
         let box = try! AES.GCM.seal(plaintext, using: derivedKey(nonce), nonce: try! AES.GCM.Nonce(data: nonce[12...]),
                                     authenticating: ad)
@@ -49,7 +49,7 @@ public struct XAES256GCM: @unchecked Sendable {  // SymmetricKey is immutable
 
     /// Decrypts and verifies; nil when the tag does not match (wrong key, or any bit of the
     /// ciphertext, tag, nonce or associated data changed).
-    public func open(_ ciphertext: some DataProtocol, tag: [UInt8], nonce: [UInt8], authenticating ad: some DataProtocol) -> [UInt8]? {
+    public func open(_ ciphertext: [UInt8], tag: [UInt8], nonce: [UInt8], authenticating ad: [UInt8]) -> [UInt8]? {
         guard nonce.count == Self.nonceBytes, tag.count == Self.tagBytes,
               let gcmNonce = try? AES.GCM.Nonce(data: nonce[12...]),
               let box = try? AES.GCM.SealedBox(nonce: gcmNonce, ciphertext: ciphertext, tag: tag),

@@ -224,7 +224,12 @@ public final class PFS: Sendable {
                     }
                     return true
                 }
-                let data = try reader.logicalData(bref)
+                // An encrypted block wholly inside the request (sequential reads) is opened
+                // without going through the cache, which it would only churn; partial reads
+                // of one are cached (a 4 KiB read must not decrypt 64 KiB each time).
+                let whole = bref.checkMethod == .xaes256gcm && bref.compression == .none
+                    && blockStart >= offset && end - blockStart >= logicalSize
+                let data = try whole ? reader.physical(bref) : reader.logicalData(bref)
                 // Saturating: a corrupt key near 2^64 must not overflow.
                 let (sum, overflow) = blockStart.addingReportingOverflow(min(UInt64(data.count), logicalSize))
                 let blockEnd = overflow ? UInt64.max : sum

@@ -168,11 +168,25 @@ final class EncryptedPFSTests: XCTestCase {
             try fs.changeKey("SECRET", old: passphrase, new: .keyFile(material))
             XCTAssertEqual(try fs.encryptionStatus("SECRET")?.wrapping, .keyFile)
         }
-        let fs = try open()
-        XCTAssertThrowsError(try fs.unlockPFS("SECRET", source: passphrase))
-        try fs.unlockPFS("SECRET", source: .keyFile(Array(repeating: UInt8(0x5C), count: 48)))
-        XCTAssertEqual(try content(try fs.openPFS("SECRET"), "before"), Array("before snapshot".utf8))
-        XCTAssertEqual(try fs.encryptionStatus("SECRET.snap")?.wrapping, .passphrase)
+        do {
+            let fs = try open()
+            XCTAssertThrowsError(try fs.unlockPFS("SECRET", source: passphrase))
+            try fs.unlockPFS("SECRET", source: .keyFile(Array(repeating: UInt8(0x5C), count: 48)))
+            XCTAssertEqual(try content(try fs.openPFS("SECRET"), "before"), Array("before snapshot".utf8))
+            XCTAssertEqual(try fs.encryptionStatus("SECRET.snap")?.wrapping, .passphrase)
+        }
+        do {
+            // Deleting the encrypted PFSes gives the volume back to DragonFly (version 2).
+            let fs = try open()
+            try fs.deletePFS(label: "SECRET.snap")
+            XCTAssertEqual(try VolumeSet(paths: [image]).header.version, HAMMER2.volumeVersionEncryption, "SECRET is left")
+            try fs.deletePFS(label: "SECRET")
+        }
+        let volumes = try VolumeSet(paths: [image])
+        XCTAssertEqual(volumes.header.version, HAMMER2.volumeVersionMultiVolumes)
+        XCTAssertTrue(volumes.volumes[0].copies.compactMap(\.header).allSatisfy { $0.version == HAMMER2.volumeVersionMultiVolumes },
+                      "every header copy")
+        XCTAssertEqual(try content(try open().openPFS("DATA"), "clear"), Array("in clear".utf8))
     }
 
     /// Flips one byte of the media block under `bref`-owning structures and expects EIO.

@@ -40,8 +40,17 @@ final class EncryptionMountTests: XCTestCase {
         let snapshot = try Binaries.run("hammer2", ["snapshot", root, "SECRET.snap"])
         XCTAssertEqual(snapshot.status, 0, snapshot.stderr)
         XCTAssertTrue(FileManager.default.createFile(atPath: root + "/after-snapshot", contents: Data("later".utf8)))
+        // bulkfree online (the daemon holds the key) after freeing space.
+        XCTAssertTrue(FileManager.default.createFile(atPath: root + "/scratch", contents: Data(random.bytes(3_000_000))))
+        let fd = open(root, O_RDONLY); XCTAssertEqual(fsync(fd), 0); close(fd)
+        XCTAssertEqual(unlink(root + "/scratch"), 0)
+        let online = try Binaries.run("hammer2", ["bulkfree", root])
+        XCTAssertEqual(online.status, 0, online.stderr)
         let tree = try TreeSnapshot.take(root)
         XCTAssertEqual(try mount.unmount(), 0)
+        // bulkfree offline without the key: the tree is walkable in clear, nothing is lost.
+        let offline = try Binaries.run("hammer2", ["-f", image, "bulkfree"])
+        XCTAssertEqual(offline.status, 0, offline.stderr)
 
         // Nothing in clear on the media.
         let raw = try allocatedRegions(of: image)

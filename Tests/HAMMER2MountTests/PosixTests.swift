@@ -8,7 +8,12 @@ import XCTest
 /// Linux's makedev for small numbers (major < 4096, minor < 256).
 func makedev(_ major: UInt32, _ minor: UInt32) -> dev_t { dev_t(major) << 8 | dev_t(minor) }
 
-final class PosixTests: XCTestCase {
+class PosixTests: XCTestCase {
+    /// EncryptedPosixTests runs every test again on an encrypted PFS.
+    class var encrypted: Bool { false }
+
+    func newVolume() throws -> ScratchVolume { try ScratchVolume(encrypted: Self.encrypted) }
+
     func write(_ path: String, _ bytes: [UInt8], flags: Int32 = O_CREAT | O_WRONLY | O_TRUNC, at offset: off_t = 0) {
         let fd = open(path, flags, 0o644)
         XCTAssertGreaterThanOrEqual(fd, 0, "open \(path): \(String(cString: strerror(errno)))")
@@ -37,7 +42,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testFilesSparseWritesAppendsOverwritesAndTruncation() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         var random = SplitMix64(seed: 7)
         // A compressible file overwritten in the middle of a compressed block.
         let text = Array((0..<200_000).map { "line \($0)\n" }.joined().utf8)
@@ -101,7 +106,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testDirectoriesAndTheirErrors() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         XCTAssertEqual(mkdir(volume.path("a"), 0o750), 0)
         XCTAssertEqual(mkdir(volume.path("a/b"), 0o755), 0)
         expectError(EEXIST, mkdir(volume.path("a"), 0o755), "mkdir of an existing name")
@@ -131,7 +136,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testRenameInAllItsForms() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         XCTAssertEqual(mkdir(volume.path("d1"), 0o755), 0)
         XCTAssertEqual(mkdir(volume.path("d2"), 0o755), 0)
         write(volume.path("d1/f"), Array("f".utf8))
@@ -165,7 +170,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testHardLinksSymlinksAndSpecialFiles() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         write(volume.path("target"), Array("linked".utf8))
         XCTAssertEqual(link(volume.path("target"), volume.path("second")), 0)
         expectError(EEXIST, link(volume.path("target"), volume.path("second")), "link over an existing name")
@@ -195,7 +200,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testAttributesAndTimes() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         write(volume.path("f"), [1, 2, 3])
         XCTAssertEqual(chown(volume.path("f"), 1234, 5678), 0)
         XCTAssertEqual(chmod(volume.path("f"), 0o4711), 0)  // after chown, which clears set-id bits
@@ -223,7 +228,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testUnlinkedOpenFileStaysReadableUntilClosed() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         var random = SplitMix64(seed: 3)
         let data = random.bytes(200_000)
         write(volume.path("doomed"), data)
@@ -246,7 +251,7 @@ final class PosixTests: XCTestCase {
     }
 
     func testFsyncStatfsAndExclusiveCreate() throws {
-        let volume = try ScratchVolume()
+        let volume = try newVolume()
         var before = statvfs(), after = statvfs()
         XCTAssertEqual(statvfs(volume.root, &before), 0)
         XCTAssertEqual(before.f_flag & UInt(ST_RDONLY), 0)
@@ -266,4 +271,19 @@ final class PosixTests: XCTestCase {
         XCTAssertLessThanOrEqual(UInt64(after.f_bfree) * 65_536 + UInt64(data.count), UInt64(before.f_bfree) * 65_536)
         try volume.verifyAfterRemount()
     }
+}
+
+/// The whole POSIX suite on an encrypted PFS (names, metadata and data sealed; the same
+/// behaviour expected, fsck given the key).
+final class EncryptedPosixTests: PosixTests {
+    override class var encrypted: Bool { true }
+
+    // Linux's test discovery lists only methods a class declares itself.
+    override func testFilesSparseWritesAppendsOverwritesAndTruncation() throws { try super.testFilesSparseWritesAppendsOverwritesAndTruncation() }
+    override func testDirectoriesAndTheirErrors() throws { try super.testDirectoriesAndTheirErrors() }
+    override func testRenameInAllItsForms() throws { try super.testRenameInAllItsForms() }
+    override func testHardLinksSymlinksAndSpecialFiles() throws { try super.testHardLinksSymlinksAndSpecialFiles() }
+    override func testAttributesAndTimes() throws { try super.testAttributesAndTimes() }
+    override func testUnlinkedOpenFileStaysReadableUntilClosed() throws { try super.testUnlinkedOpenFileStaysReadableUntilClosed() }
+    override func testFsyncStatfsAndExclusiveCreate() throws { try super.testFsyncStatfsAndExclusiveCreate() }
 }

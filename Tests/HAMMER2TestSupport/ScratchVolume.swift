@@ -60,17 +60,32 @@ public final class ScratchVolume {
 
     /// Formats a sparse image of `size` bytes with newfs_hammer2 and mounts PFS DATA
     /// read-write (plus `options`).
-    public init(size: String = "1g", newfsArguments: [String] = [], options: [String] = []) throws {
+    /// With `encrypted`, PFS DATA is encrypted with a key file (newfs_hammer2 -k), which
+    /// every mount and fsck of this volume is given.
+    public init(size: String = "1g", newfsArguments: [String] = [], options: [String] = [], encrypted: Bool = false) throws {
         image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-scratch-\(getpid())-\(UUID().uuidString.prefix(8)).img")
         label = "DATA"
-        let made = try Binaries.run("newfs_hammer2", ["-s", size] + newfsArguments + [image.path])
+        var newfs = ["-s", size] + newfsArguments
+        if encrypted {
+            let key = image.path + ".key"
+            var random = SystemRandomNumberGenerator()
+            try Data((0..<64).map { _ in UInt8.random(in: 0...255, using: &random) }).write(to: URL(fileURLWithPath: key))
+            keyFile = key
+            newfs += ["-k", key]
+        }
+        let made = try Binaries.run("newfs_hammer2", newfs + [image.path])
         guard made.status == 0 else { throw MountError.mountFailed(status: made.status, stderr: made.stderr) }
-        mount = try MountedImage("\(image.path)@\(label)", options: ["-o", (["rw"] + options).joined(separator: ",")])
+        mount = try MountedImage("\(image.path)@\(label)", options: ["-o", (["rw"] + options + keyOptions).joined(separator: ",")])
     }
+
+    /// The key file of an encrypted volume.
+    public private(set) var keyFile: String?
+    var keyOptions: [String] { keyFile.map { ["keyfile=\($0)"] } ?? [] }
 
     deinit {
         try? mount?.unmount()
         try? FileManager.default.removeItem(at: image)
+        if let keyFile { try? FileManager.default.removeItem(atPath: keyFile) }
     }
 
     public var root: String { mount!.mountpoint.path }
@@ -96,9 +111,9 @@ public final class ScratchVolume {
     public func remount(readOnly: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
         let status = try mount!.unmount()
         XCTAssertEqual(status, 0, "mount_hammer2 exit status: \(mount!.log)", file: file, line: line)
-        let fsck = try Binaries.run("fsck_hammer2", [image.path])
+        let fsck = try Binaries.run("fsck_hammer2", (keyFile.map { ["-k", $0] } ?? []) + [image.path])
         XCTAssertEqual(fsck.status, 0, "fsck_hammer2 failed:\n\(fsck.stdout)\n\(fsck.stderr)", file: file, line: line)
-        mount = try MountedImage("\(image.path)@\(label)", options: ["-o", readOnly ? "ro" : "rw"])
+        mount = try MountedImage("\(image.path)@\(label)", options: ["-o", ([readOnly ? "ro" : "rw"] + keyOptions).joined(separator: ",")])
     }
 
     public func unmount() throws { try mount?.unmount() }
