@@ -15,6 +15,11 @@ public final class Keyring: Sendable {
 
     public func keys(for keyID: UInt32) -> PFSKeys? { keys.withLock { $0[keyID] } }
 
+    /// Adds every key held here to `other` (the same keys, for another reader).
+    public func copy(into other: Keyring) {
+        for key in keys.withLock({ Array($0.values) }) { other.add(key) }
+    }
+
     public func removeAll() {
         keys.withLock { all in
             for key in all.values { key.wipe() }

@@ -4,6 +4,7 @@
 // A broken property stops the process (fatalError), which libFuzzer records as a finding.
 
 import HAMMER2Codecs
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -16,6 +17,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case freemap
     case lz4
     case zlib
+    case keyRecord = "key-record"
     case image
 
     /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
@@ -29,6 +31,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .freemap: DecoderTargets.freemap(input)
         case .lz4: DecoderTargets.lz4(input)
         case .zlib: DecoderTargets.zlib(input)
+        case .keyRecord: DecoderTargets.keyRecord(input)
         case .image: preconditionFailure("the image target runs through ImageFuzzer")
         }
     }
@@ -146,6 +149,19 @@ public enum DecoderTargets {
             let back = try? packed.withUnsafeBytes { try Decompressor.zlib($0) }
             require(back == output, "zlib round trip differs")
         }
+    }
+
+    /// An encrypted PFS's key record (128 bytes) and a sealed check area: decode, re-encode,
+    /// and unwrap with a key file (a damaged record must fail cleanly, never trap).
+    public static func keyRecord(_ input: [UInt8]) {
+        let raw = fitted(input, KeyRecord.bytes)
+        let sealed = SealedCheck(CheckArea(bytes: Array(raw[0..<64])))
+        require(SealedCheck(sealed.area) == sealed, "sealed check area does not survive encode/decode")
+        guard let record = try? KeyRecord(decoding: raw) else { return }
+        require((try? KeyRecord(decoding: record.encoded())) == record, "key record does not survive encode/decode")
+        if record.wrapping == .keyFile { _ = try? record.unwrap(.keyFile(fuzzKeyFile)) }
+        let keys = PFSKeys(master: [UInt8](repeating: 1, count: 32), domain: record.domain)
+        _ = keys.openInlineName(Array(raw[0..<64]), length: Int(raw[64] % 64), directory: UInt64(raw[65]))
     }
 
     /// The derived values the engine computes from any blockref it meets.

@@ -13,6 +13,7 @@
 // op 0 overwrites with the bytes, 1 XORs them, 2 sets 0xFF, 3 sets zero (no bytes follow).
 
 import HAMMER2CopyOnWrite
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -189,19 +190,34 @@ public final class ImageFuzzer: @unchecked Sendable {
     /// What fsck and a mount do with an image, errors ignored: only traps and hangs count.
     static func exercise(_ device: OverlayDevice, write: Bool) {
         guard let volumes = try? VolumeSet(devices: [device]) else { return }
+        // The generated image's encrypted PFS opens with the fuzz key file: its sealed
+        // blocks, names and root MAC go through the same mutations.
+        let keyring = Keyring()
+        if let filesystem = try? Filesystem(volumes: volumes, cacheBytes: 1 << 20), let entries = try? filesystem.pfsEntries() {
+            for entry in entries {
+                if let bytes = entry.inode.keyRecord, let record = try? KeyRecord(decoding: bytes),
+                   let keys = try? record.unwrap(.keyFile(fuzzKeyFile)) {
+                    keyring.add(keys)
+                }
+            }
+        }
+        func share(_ reader: BlockReader) { keyring.copy(into: reader.keyring) }
         let verifier = Verifier(volumes: volumes)
+        verifier.keyring = keyring
         _ = verifier.verifyTree(.topology, header: volumes.header)
         _ = verifier.verifyTree(.freemap, header: volumes.header)
         _ = verifier.verifyFreemapAgreement(header: volumes.header)
         var labels: [String] = []
         if let filesystem = try? Filesystem(volumes: volumes, cacheBytes: 4 << 20),
            let entries = try? filesystem.pfsEntries() {
-            labels = entries.prefix(4).map(\.name)
+            share(filesystem.reader)
+            labels = entries.prefix(5).map(\.name)
             for label in labels {
                 if let pfs = try? filesystem.openPFS(label) { _ = verifier.verifyNamespace(pfs) }
             }
         }
         guard let filesystem = try? MutableFilesystem(volumes: volumes, readOnly: !write, cacheBytes: 4 << 20) else { return }
+        share(filesystem.reader)
         var found: [(handle: PFSHandle, entries: [(parent: UInt64, name: [UInt8], inum: UInt64, type: ObjectType)])] = []
         for label in labels {
             guard let handle = try? filesystem.openPFS(label) else { continue }
@@ -213,9 +229,9 @@ public final class ImageFuzzer: @unchecked Sendable {
         _ = try? filesystem.bulkfree()
         // What the flush wrote must read back through a fresh mount.
         if let volumes = try? VolumeSet(devices: [device]),
-           let again = try? MutableFilesystem(volumes: volumes, readOnly: true, cacheBytes: 4 << 20),
-           let handle = try? again.openPFS(handle.label) {
-            _ = walk(handle)
+           let again = try? MutableFilesystem(volumes: volumes, readOnly: true, cacheBytes: 4 << 20) {
+            share(again.reader)
+            if let handle = try? again.openPFS(handle.label) { _ = walk(handle) }
         }
     }
 

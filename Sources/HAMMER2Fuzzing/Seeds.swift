@@ -3,6 +3,7 @@
 
 import Foundation
 import HAMMER2CopyOnWrite
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -74,6 +75,19 @@ public enum FuzzSeeds {
         return seeds
     }
 
+    /// Key-record seeds: records wrapped by the fuzz key file and by a passphrase.
+    public static func keyRecordSeeds() throws -> [[UInt8]] {
+        var seeds: [[UInt8]] = []
+        for seed in 1...3 as ClosedRange<UInt8> {
+            let keys = PFSKeys(master: [UInt8](repeating: seed, count: 32), domain: [UInt8](repeating: seed &* 3, count: 16))
+            seeds.append(try KeyRecord.wrap(keys, source: .keyFile(fuzzKeyFile)).encoded())
+            seeds.append(try KeyRecord.wrap(keys, source: .passphrase(Array("fuzz \(seed)".utf8)), log2N: 10).encoded())
+            let name = Array("name-\(seed)".utf8)
+            seeds.append(keys.sealInlineName(name, directory: UInt64(seed)) + [UInt8(name.count), seed])
+        }
+        return seeds
+    }
+
     /// `bytes` without trailing zeros, but at least `keeping` bytes and a multiple of `multiple`.
     static func trimmed(_ bytes: [UInt8], keeping: Int, multiple: Int = 1) -> [UInt8] {
         var end = bytes.count
@@ -113,6 +127,15 @@ public enum FuzzSeeds {
         _ = try pfs.create(in: root, name: Array("link".utf8), type: .softlink, mode: 0o777, caller: caller, target: Array("big".utf8))
         _ = try pfs.link(big, into: many, name: Array("hardlink".utf8))
         _ = try pfs.create(in: root, name: Array("fifo".utf8), type: .fifo, mode: 0o644, caller: caller)
+        // An encrypted PFS (unlocked by the fixed fuzz key file) with a few entries.
+        try filesystem.createPFS(label: "VAULT", encryption: .keyFile(fuzzKeyFile))
+        let vault = try filesystem.openPFS("VAULT")
+        let secrets = try vault.create(in: root, name: Array("secrets".utf8), type: .directory, mode: 0o700, caller: caller).meta.inum
+        for i in 0..<40 {
+            let inum = try vault.create(in: secrets, name: Array("note-\(i)-".utf8) + Array(repeating: UInt8(ascii: "x"), count: i * 2),
+                                        type: .regularFile, mode: 0o600, caller: caller).meta.inum
+            _ = try text.prefix(i * 3000).map { $0 }.withUnsafeBytes { try vault.write(inum, offset: 0, $0) }
+        }
         try filesystem.flush()
         try filesystem.snapshot(of: "DATA", label: "DATA.snap")
         try pfs.unlink(in: many, name: Array("entry-7".utf8))
@@ -136,3 +159,6 @@ extension ImageFuzzer {
         return bases
     }
 }
+
+/// The key file of the generated image's encrypted PFS VAULT (fuzzing only).
+public let fuzzKeyFile: [UInt8] = Array("hammer2 fuzz key file, not a secret: 0123456789".utf8)

@@ -97,6 +97,7 @@ final class FuzzTargetTests: XCTestCase {
         XCTAssertGreaterThan(count(.data, .lz4), 0, "lz4 blocks")
         XCTAssertGreaterThan(count(.data, .zlib), 0, "zlib blocks")
         XCTAssertGreaterThan(count(.dirent), 0, "long-name dirent blocks")
+        XCTAssertGreaterThan(generated.filter { $0.bref?.checkMethod == .xaes256gcm }.count, 40, "an encrypted PFS's sealed blocks")
         for (index, base) in fuzzer.bases.enumerated().dropFirst() {
             XCTAssertGreaterThan(base.blocks.count, 20, "fixture base \(index) maps too few blocks")
         }

@@ -24,7 +24,10 @@ do {
     var written = 0
     for image in images {
         var seeds = FuzzSeeds.extract(from: image)
-        if image.name == "generated" { seeds[.image] = FuzzSeeds.imageSeeds() }
+        if image.name == "generated" {
+            seeds[.image] = FuzzSeeds.imageSeeds()
+            seeds[.keyRecord] = try FuzzSeeds.keyRecordSeeds()
+        }
         for (target, inputs) in seeds {
             let folder = URL(fileURLWithPath: output).appendingPathComponent(target.rawValue)
             try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
