@@ -107,6 +107,19 @@ final class ConstructionTests: XCTestCase {
         XCTAssertEqual(key & HAMMER2.dirhashVisible, HAMMER2.dirhashVisible)
     }
 
+    /// The derivations are part of the on-disk format: fixed inputs give fixed outputs, so a
+    /// change to them (which would make existing encrypted PFSes unreadable) fails here.
+    func testKeyDerivationKnownAnswers() {
+        let keys = PFSKeys(master: (0..<32).map { UInt8($0) }, domain: (0..<16).map { UInt8(0xA0 + $0) })
+        XCTAssertEqual(String(format: "%08x", keys.keyID), "d5d5c178")
+        XCTAssertEqual(String(keys.directoryKey(for: Array("hello.txt".utf8)), radix: 16), "c23d8171e06b8000")
+        XCTAssertEqual(hex(keys.sealInlineName(Array("hello.txt".utf8), directory: 1)), "e70c688e4c64ba09b7146340690ff673bd83c220cfccc2708b" + String(repeating: "0", count: 78))
+        let nonce = [UInt8](repeating: 0x11, count: 24)
+        let ad = keys.associatedData(type: .data, compression: .lz4, key: 0x10000, keybits: 16, physicalBytes: 1024, clear: [])
+        let (c, t) = keys.blocks.seal(Array("block".utf8), nonce: nonce, authenticating: ad)
+        XCTAssertEqual(hex(c + t), "ced460a73a42c02458f246408ce4b6a385307270cf")
+    }
+
     /// The PFS root inode is stored in clear; its MAC covers every field and its blockset.
     func testRootMAC() throws {
         let keys = PFSKeys(master: [UInt8](repeating: 6, count: 32), domain: [UInt8](repeating: 3, count: 16))

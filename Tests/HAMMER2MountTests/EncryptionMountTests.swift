@@ -4,6 +4,10 @@
 // snapshot of an encrypted PFS, and nothing of the files in clear on the media.
 
 import Foundation
+import HAMMER2CopyOnWrite
+import HAMMER2Encryption
+import HAMMER2Engine
+import HAMMER2Format
 import HAMMER2TestSupport
 import XCTest
 
@@ -102,5 +106,51 @@ final class EncryptionMountTests: XCTestCase {
         let wrongOld = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", wrongKeyFile, "VAULT"], input: "x\n")
         XCTAssertEqual(wrongOld.status, 1)
         XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "EMPTYPASS"], input: "\n").status, 1)
+    }
+
+    /// A tampered encrypted block through the mount: EIO for exactly that file, and a log
+    /// line naming the block; the rest of the PFS reads.
+    func testTamperedBlockIsEIOAndLoggedThroughTheMount() throws {
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", "-L", "SECRET", "-k", keyFile, image]).status, 0)
+        let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
+        var random = SplitMix64(seed: 12)
+        let victim = random.bytes(300_000)
+        XCTAssertTrue(FileManager.default.createFile(atPath: mount.mountpoint.path + "/victim", contents: Data(victim)))
+        XCTAssertTrue(FileManager.default.createFile(atPath: mount.mountpoint.path + "/bystander", contents: Data("fine".utf8)))
+        XCTAssertEqual(try mount.unmount(), 0)
+
+        // Find the victim's second data block with a keyed reader, then flip one byte of it.
+        let keys = try XCTUnwrap(try MutableFilesystem(paths: [image], writable: false).encryptionStatus("SECRET"))
+            .unwrap(.keyFile(Array(try Data(contentsOf: URL(fileURLWithPath: keyFile)))))
+        let filesystem = try Filesystem(paths: [image])
+        filesystem.reader.keyring.add(keys)
+        let pfs = try filesystem.openPFS("SECRET")
+        let record = try pfs.record(try pfs.lookup(in: pfs.root, name: Array("victim".utf8)).inum)
+        var blocks: [Blockref] = []
+        try pfs.tree.forEachLeaf(in: record.data.blockset, from: 0, through: .max) { blocks.append($0); return true }
+        let target = try XCTUnwrap(blocks.first { $0.key == 65_536 })
+        let fd = open(image, O_RDWR)
+        var byte: UInt8 = 0
+        XCTAssertEqual(pread(fd, &byte, 1, off_t(target.mediaOffset) + 500), 1)
+        byte ^= 0x40
+        XCTAssertEqual(pwrite(fd, &byte, 1, off_t(target.mediaOffset) + 500), 1)
+        close(fd)
+
+        let again = try MountedImage("\(image)@SECRET", options: ["-o", "ro,keyfile=\(keyFile)"])
+        let root = again.mountpoint.path
+        XCTAssertEqual(try String(contentsOfFile: root + "/bystander", encoding: .utf8), "fine")
+        let handle = try XCTUnwrap(FileHandle(forReadingAtPath: root + "/victim"))
+        XCTAssertEqual(try handle.read(upToCount: 65_536).map(Array.init), Array(victim[0..<65_536]), "the block before reads")
+        XCTAssertThrowsError(try handle.read(upToCount: 65_536)) { error in
+            let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError ?? (error as NSError)
+            XCTAssertEqual(underlying.code, Int(EIO), "\(error)")
+        }
+        try? handle.close()
+        XCTAssertEqual(try again.unmount(), 0)
+        XCTAssertTrue(again.log.contains("fails authentication"), again.log)
+        XCTAssertTrue(again.log.contains("data_off=0x"), again.log)
+        let fsck = try Binaries.run("fsck_hammer2", ["-k", keyFile, image])
+        XCTAssertEqual(fsck.status, 1, "fsck with the key reports the block")
+        XCTAssertTrue(fsck.stderr.contains("XAES256GCM"), fsck.stderr)
     }
 }
