@@ -119,6 +119,11 @@ final class EncryptedPFSTests: XCTestCase {
             XCTAssertNil(raw.range(of: Data(needle.utf8)), "\(needle) found in clear on the media")
         }
         XCTAssertNotNil(raw.range(of: Data("SECRET".utf8)), "the PFS label stays visible (pfs-list)")
+        // Neither the passphrase nor the master key is ever written.
+        XCTAssertNil(raw.range(of: Data("open sesame".utf8)), "the passphrase is on the media")
+        let master = try XCTUnwrap(try open(writable: false).encryptionStatus("SECRET")).unwrap(passphrase).masterKey
+        XCTAssertNil(raw.range(of: Data(master)), "the master key is on the media in clear")
+        XCTAssertNil(raw.range(of: Data(master.prefix(16))))
 
         let volumes = try VolumeSet(paths: [image])
         XCTAssertEqual(volumes.header.version, HAMMER2.volumeVersionEncryption)
