@@ -72,19 +72,13 @@ public final class OverlayDevice: BlockDevice {
             throw EngineError.shortRead(device: name, offset: offset, wanted: buffer.count, got: 0)
         }
         overlay.withLock { overlay in
-            var done = 0
-            while done < buffer.count {
-                let position = offset + UInt64(done)
-                let chunkOffset = position - position % UInt64(SparseImage.chunkBytes)
-                let inChunk = Int(position - chunkOffset)
-                let length = min(SparseImage.chunkBytes - inChunk, buffer.count - done)
+            Self.forEachChunk(offset: offset, count: buffer.count) { chunkOffset, inChunk, done, length in
                 let target = UnsafeMutableRawBufferPointer(rebasing: buffer[done..<(done + length)])
                 if let chunk = overlay[chunkOffset] ?? base.chunks[chunkOffset] {
                     chunk.withUnsafeBytes { target.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[inChunk..<(inChunk + length)])) }
                 } else {
                     target.initializeMemory(as: UInt8.self, repeating: 0)
                 }
-                done += length
             }
         }
     }
@@ -94,20 +88,28 @@ public final class OverlayDevice: BlockDevice {
             throw EngineError.posix(ENOSPC, "write past the end of \(name)")
         }
         overlay.withLock { overlay in
-            var done = 0
-            while done < buffer.count {
-                let position = offset + UInt64(done)
-                let chunkOffset = position - position % UInt64(SparseImage.chunkBytes)
-                let inChunk = Int(position - chunkOffset)
-                let length = min(SparseImage.chunkBytes - inChunk, buffer.count - done)
+            Self.forEachChunk(offset: offset, count: buffer.count) { chunkOffset, inChunk, done, length in
                 var chunk = overlay[chunkOffset] ?? base.chunks[chunkOffset] ?? [UInt8](repeating: 0, count: SparseImage.chunkBytes)
                 chunk.withUnsafeMutableBytes { target in
                     UnsafeMutableRawBufferPointer(rebasing: target[inChunk..<(inChunk + length)])
                         .copyMemory(from: UnsafeRawBufferPointer(rebasing: buffer[done..<(done + length)]))
                 }
                 overlay[chunkOffset] = chunk
-                done += length
             }
+        }
+    }
+
+    /// Splits [offset, offset + count) at chunk boundaries: (chunk offset, offset in the
+    /// chunk, bytes done before this piece, piece length).
+    private static func forEachChunk(offset: UInt64, count: Int, _ body: (UInt64, Int, Int, Int) -> Void) {
+        var done = 0
+        while done < count {
+            let position = offset + UInt64(done)
+            let chunkOffset = position - position % UInt64(SparseImage.chunkBytes)
+            let inChunk = Int(position - chunkOffset)
+            let length = min(SparseImage.chunkBytes - inChunk, count - done)
+            body(chunkOffset, inChunk, done, length)
+            done += length
         }
     }
 
