@@ -4,6 +4,7 @@
 // reports check-code failures inline, so it keeps going through damage.
 
 import Foundation
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -136,6 +137,9 @@ public final class ShowCommand {
         var children: [Blockref] = []
         var inode: InodeData?
         switch bref.type {
+        case .inode where bref.checkMethod == .xaes256gcm:
+            // An encrypted PFS's inode: meta and name sealed, the blockset in clear.
+            children = clearBlockset(ofSealedInode: data, bref: bref).flatMap { try? decodeBlockrefs($0) } ?? []
         case .inode:
             inode = try? InodeData(decoding: data)
             if let inode, !inode.meta.hasDirectData { children = inode.blockset }
@@ -192,6 +196,9 @@ public final class ShowCommand {
                 out.write("(fcrc \(checkName)|\(compName) \(expected)/\(computed) failed) "); failed = true
             case (.freemap, _):
                 out.write("meth=\(checkName)|\(compName) fcrc=\(Text.hex(UInt64(bref.check.freemapCRC), width: 8)) ")
+            case (.xaes256gcm, _):
+                // The tag verifies only with the key (fsck_hammer2 -k).
+                out.write("meth=xaes256gcm|\(compName) key=\(Text.hex(UInt64(SealedCheck(bref.check).keyID), width: 8)) ")
             default:
                 break
             }
@@ -209,8 +216,12 @@ public final class ShowCommand {
             case .dirent:
                 out.write("{\n")
                 let length = bref.direntNameLength
-                let name = length <= 64 ? Array(bref.check.bytes.prefix(length)) : Array(data.prefix(length))
-                out.tab(inner, "filename \"\(String(decoding: name, as: UTF8.self))\"\n")
+                if bref.checkMethod == .xaes256gcm {
+                    out.tab(inner, "filename (encrypted)\n")
+                } else {
+                    let name = length <= 64 ? Array(bref.check.bytes.prefix(length)) : Array(data.prefix(length))
+                    out.tab(inner, "filename \"\(String(decoding: name, as: UTF8.self))\"\n")
+                }
                 out.tab(inner, "inum 0x\(Text.hex(bref.direntInodeNumber))\n")
                 out.tab(inner, "nlen \(length)\n")
                 out.tab(inner, "type \(Text.objectType(bref.direntType))\n")
@@ -218,6 +229,8 @@ public final class ShowCommand {
                 out.write("{\n")
                 if let inode {
                     printInode(inode, bref, tab: inner)
+                } else if bref.checkMethod == .xaes256gcm {
+                    out.tab(inner, "(encrypted inode: metadata and name sealed, blockset in clear)\n")
                 } else {
                     out.tab(inner, "(inode block of \(data.count) bytes does not decode)\n")
                 }

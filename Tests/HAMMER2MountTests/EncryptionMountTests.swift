@@ -62,6 +62,13 @@ final class EncryptionMountTests: XCTestCase {
             XCTAssertNil(raw.range(of: Data(needle.utf8)), "\(needle) is on the media in clear")
         }
 
+        // hammer2 show walks the encrypted tree (in clear) and says what is sealed.
+        let show = try Binaries.run("hammer2", ["show", image])
+        XCTAssertEqual(show.status, 0, show.stderr)
+        XCTAssertTrue(show.stdout.contains("meth=xaes256gcm") && show.stdout.contains("filename (encrypted)")
+                      && show.stdout.contains("(encrypted inode: metadata and name sealed, blockset in clear)"))
+        XCTAssertFalse(show.stdout.contains("report-2026"))
+
         // fsck: structure without the key, tags and namespace with it; a wrong key opens nothing.
         let keyless = try Binaries.run("fsck_hammer2", [image])
         XCTAssertEqual(keyless.status, 0, keyless.stdout + keyless.stderr)
