@@ -112,6 +112,9 @@ enum RepairDirectives {
             return (inode, name)
         }
         let current = try Filesystem(paths: specifier.devices).openPFS(specifier.labelOrDefault)
+        if current.isEncrypted {
+            throw ToolError.failed("PFS \(specifier.labelOrDefault) is encrypted: mount it with its key and copy the files out instead")
+        }
         var found = try? find(current)
         var pfs = current
         if found == nil, specifier.devices.count == 1 {

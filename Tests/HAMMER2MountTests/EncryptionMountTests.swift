@@ -68,6 +68,9 @@ final class EncryptionMountTests: XCTestCase {
         XCTAssertTrue(show.stdout.contains("meth=xaes256gcm") && show.stdout.contains("filename (encrypted)")
                       && show.stdout.contains("(encrypted inode: metadata and name sealed, blockset in clear)"))
         XCTAssertFalse(show.stdout.contains("report-2026"))
+        let recover = try Binaries.run("hammer2", ["recover", "\(image)@SECRET", "report-2026.txt", folder.path])
+        XCTAssertEqual(recover.status, 1)
+        XCTAssertTrue(recover.stderr.contains("is encrypted"), recover.stderr)
 
         // fsck: structure without the key, tags and namespace with it; a wrong key opens nothing.
         let keyless = try Binaries.run("fsck_hammer2", [image])
