@@ -130,7 +130,9 @@ extension FreemapAllocator {
                     }
                 }
                 entry.avail = UInt32(Self.segmentBytes - UInt64(used) * Self.blockBytes)
-                freeBytes = UInt64(Int64(freeBytes) + Int64(entry.avail) - Int64(old.avail))
+                // Saturating: a damaged leaf's old avail may exceed what the header counted free.
+                let change = Int64(entry.avail) - Int64(old.avail)
+                freeBytes = change >= 0 ? freeBytes &+ UInt64(change) : freeBytes - min(freeBytes, UInt64(-change))
                 if used == 0 {
                     entry.allocationClass = 0
                     entry.linear = 0
