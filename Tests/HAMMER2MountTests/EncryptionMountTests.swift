@@ -116,6 +116,18 @@ final class EncryptionMountTests: XCTestCase {
         let wrongOld = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", wrongKeyFile, "VAULT"], input: "x\n")
         XCTAssertEqual(wrongOld.status, 1)
         XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "EMPTYPASS"], input: "\n").status, 1)
+        // Bad arguments: each a clear message and its exit code.
+        let noPFS = try Binaries.run("newfs_hammer2", ["-s", "1g", "-L", "none", "-k", keyFile, folder.path + "/x.img"])
+        XCTAssertEqual(noPFS.status, 2)
+        XCTAssertTrue(noPFS.stderr.contains("-e needs a PFS"), noPFS.stderr)
+        let shortKey = folder.path + "/short.key"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: shortKey))
+        let short = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-k", shortKey, "SHORT"])
+        XCTAssertEqual(short.status, 1)
+        XCTAssertTrue(short.stderr.contains("at least 32"), short.stderr)
+        let clearPFS = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", keyFile, "LOCAL"])
+        XCTAssertEqual(clearPFS.status, 1)
+        XCTAssertTrue(clearPFS.stderr.contains("not encrypted"), clearPFS.stderr)
     }
 
     /// A tampered encrypted block through the mount: EIO for exactly that file, and a log
