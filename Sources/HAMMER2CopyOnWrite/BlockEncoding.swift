@@ -100,43 +100,58 @@ final class ConcurrentResults<T>: @unchecked Sendable {
 }
 
 /// Allocates new blocks from the freemap and writes them, merging neighbours into large
-/// writes (data blocks of one file are allocated one after the other).
+/// writes (data blocks of one file are allocated one after the other). Each copy index has
+/// its own run, so the copies of consecutive blocks (placed apart) still merge.
 final class FlushSink: BlockSink {
     let fs: MutableFilesystem
-    private var pendingOffset: UInt64 = 0
-    private var pendingCount = 0
-    /// Page-aligned, so runs of whole 4 KiB pages go to the device with O_DIRECT.
-    private let pending: UnsafeMutableRawPointer
+    private var runs: [PendingRun] = []
     static let maximumWrite = 4 << 20
+
+    /// Consecutive bytes waiting to be written at `offset`.
+    final class PendingRun {
+        var offset: UInt64 = 0
+        var count = 0
+        /// Page-aligned, so runs of whole 4 KiB pages go to the device with O_DIRECT.
+        let buffer: UnsafeMutableRawPointer
+
+        init() {
+            buffer = .allocate(byteCount: FlushSink.maximumWrite + HAMMER2.physicalBufferSize, alignment: FileBlockDevice.directAlignment)
+        }
+
+        deinit { buffer.deallocate() }
+    }
 
     init(fs: MutableFilesystem) {
         self.fs = fs
-        pending = .allocate(byteCount: Self.maximumWrite + HAMMER2.physicalBufferSize, alignment: FileBlockDevice.directAlignment)
     }
 
-    deinit { pending.deallocate() }
-
-    func writeNewBlock(_ bytes: [UInt8], type: BlockrefType) throws -> UInt64 {
-        let offset = try fs.allocator.allocate(bytes.count, type: type)
-        try write(bytes, at: offset)
-        return Blockref.dataOffset(offset, radix: bytes.count.trailingZeroBitCount)
+    func writeNewBlock(_ bytes: [UInt8], type: BlockrefType, copies: Int) throws -> [UInt64] {
+        let offsets = try fs.allocator.allocate(bytes.count, type: type, copies: copies)
+        for (copy, offset) in offsets.enumerated() { try write(bytes, at: offset, run: copy) }
+        return offsets.map { Blockref.dataOffset($0, radix: bytes.count.trailingZeroBitCount) }
     }
 
-    func write(_ bytes: [UInt8], at offset: UInt64) throws {
+    func write(_ bytes: [UInt8], at offset: UInt64, run index: Int = 0) throws {
         precondition(bytes.count <= HAMMER2.physicalBufferSize, "one block at a time")
-        if pendingCount > 0 && (pendingOffset + UInt64(pendingCount) != offset || pendingCount >= Self.maximumWrite) {
-            try drain()
+        while runs.count <= index { runs.append(PendingRun()) }
+        let run = runs[index]
+        if run.count > 0 && (run.offset + UInt64(run.count) != offset || run.count >= Self.maximumWrite) {
+            try drain(run)
         }
-        if pendingCount == 0 { pendingOffset = offset }
-        bytes.withUnsafeBytes { (pending + pendingCount).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-        pendingCount += bytes.count
+        if run.count == 0 { run.offset = offset }
+        bytes.withUnsafeBytes { (run.buffer + run.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        run.count += bytes.count
     }
 
     /// Writes whatever is buffered.
     func drain() throws {
-        guard pendingCount > 0 else { return }
-        fs.reader.cache.invalidateMedia(pendingOffset, count: pendingCount)
-        try fs.volumes.write(UnsafeRawBufferPointer(start: pending, count: pendingCount), at: pendingOffset)
-        pendingCount = 0
+        for run in runs { try drain(run) }
+    }
+
+    private func drain(_ run: PendingRun) throws {
+        guard run.count > 0 else { return }
+        fs.reader.cache.invalidateMedia(run.offset, count: run.count)
+        try fs.volumes.write(UnsafeRawBufferPointer(start: run.buffer, count: run.count), at: run.offset)
+        run.count = 0
     }
 }

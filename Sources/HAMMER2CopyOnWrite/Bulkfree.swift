@@ -48,21 +48,24 @@ extension MutableFilesystem {
             let volumeEnd = volumes.totalSize
             // A blockref that cannot be a block stops bulkfree: with a damaged tree it cannot
             // know what is in use, and freeing on a guess would destroy data.
+            // Every copy of a block is in use (DragonFly's bulkfree would free the extra ones).
             func mark(_ bref: Blockref) throws {
                 let bytes = UInt64(try reader.checkedPhysicalSize(bref))
-                guard bytes > 0, bref.mediaOffset >= begin else { return }
-                guard bref.mediaOffset + bytes <= volumeEnd else {
-                    throw EngineError.corrupt("bulkfree: \(describe(bref)) points past the end of the volume")
-                }
-                var block = bref.mediaOffset / FreemapAllocator.blockBytes
-                let last = (bref.mediaOffset + bytes - 1) / FreemapAllocator.blockBytes
-                while block <= last {
-                    if referenced.insert(block).inserted { result.referencedBytes += FreemapAllocator.blockBytes }
-                    block += 1
-                }
-                if bytes < FreemapAllocator.blockBytes {
-                    let segment = bref.mediaOffset / FreemapAllocator.segmentBytes
-                    linearEnds[segment] = max(linearEnds[segment] ?? 0, bref.mediaOffset + bytes - segment * FreemapAllocator.segmentBytes)
+                guard bytes > 0 else { return }
+                for offset in bref.copyMediaOffsets where offset >= begin {
+                    guard offset + bytes <= volumeEnd, (offset & 0xFFFF) + bytes <= 0x10000 else {
+                        throw EngineError.corrupt("bulkfree: \(describe(bref)) has a copy at 0x\(String(offset, radix: 16)) that cannot be a block")
+                    }
+                    var block = offset / FreemapAllocator.blockBytes
+                    let last = (offset + bytes - 1) / FreemapAllocator.blockBytes
+                    while block <= last {
+                        if referenced.insert(block).inserted { result.referencedBytes += FreemapAllocator.blockBytes }
+                        block += 1
+                    }
+                    if bytes < FreemapAllocator.blockBytes {
+                        let segment = offset / FreemapAllocator.segmentBytes
+                        linearEnds[segment] = max(linearEnds[segment] ?? 0, offset + bytes - segment * FreemapAllocator.segmentBytes)
+                    }
                 }
             }
             func walk(_ refs: [Blockref]) throws {

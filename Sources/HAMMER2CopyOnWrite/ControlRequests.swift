@@ -11,7 +11,8 @@ public enum ControlRequest {
     public static let argumentBytes = 64
     /// _IOWR('h', 81/82/84, 512 bytes): DragonFly's HAMMER2IOC_PFS_CREATE, _DELETE and
     /// _SNAPSHOT numbers with our argument: label[256] at 0 (the snapshot's label comes
-    /// back there), pfs_type at 256, pfs_subtype at 257, pfs_clid at 272 (zero: random).
+    /// back there), pfs_type at 256, pfs_subtype at 257, ncopies at 258 (0: one copy),
+    /// pfs_clid at 272 (zero: random).
     public static let pfsCreate: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 81, size: pfsArgumentBytes)
     public static let pfsDelete: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 82, size: pfsArgumentBytes)
     public static let pfsSnapshot: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 84, size: pfsArgumentBytes)
@@ -22,8 +23,11 @@ public enum ControlRequest {
         public var type: PFSType = .master
         public var subtype: UInt8 = 0
         public var clusterID: HAMMER2UUID?
+        /// Copies of the new PFS's data (setcopies on its root), 0 or 1 for one.
+        public var copies: UInt8 = 0
 
-        public init(label: String, type: PFSType = .master, subtype: UInt8 = 0, clusterID: HAMMER2UUID? = nil) {
+        public init(label: String, type: PFSType = .master, subtype: UInt8 = 0, clusterID: HAMMER2UUID? = nil, copies: UInt8 = 0) {
+            self.copies = copies
             self.label = label
             self.type = type
             self.subtype = subtype
@@ -36,6 +40,7 @@ public enum ControlRequest {
             bytes.replaceSubrange(0..<name.count, with: name)
             bytes[256] = type.rawValue
             bytes[257] = subtype
+            bytes[258] = copies
             if let clusterID { bytes.replaceSubrange(272..<288, with: clusterID.bytes) }
             return bytes
         }
@@ -45,6 +50,7 @@ public enum ControlRequest {
             label = String(decoding: name, as: UTF8.self)
             type = PFSType(rawValue: bytes[256])
             subtype = bytes[257]
+            copies = bytes[258]
             let clid = Array(bytes[272..<288])
             clusterID = clid.allSatisfy { $0 == 0 } ? nil : HAMMER2UUID(bytes: clid)
         }
@@ -72,7 +78,7 @@ public enum ControlRequest {
 
     /// _IOWR('h', 86/87, 512 bytes): DragonFly's HAMMER2IOC_INODE_GET and _SET numbers
     /// with our argument, on the inode of the file the ioctl is issued on: flags (u32 at 0:
-    /// 1 set comp_algo, 2 set check_algo), comp_algo at 4, check_algo at 5, ncopies at 6,
+    /// 1 set comp_algo, 2 set check_algo, 4 set ncopies), comp_algo at 4, check_algo at 5, ncopies at 6,
     /// type at 7, inum at 8, data_count at 16, inode_count at 24, data_quota at 32,
     /// inode_quota at 40; the whole inode metadata (hammer2_inode_meta_t) at 256 in replies.
     public static let inodeGet: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 86, size: inodeArgumentBytes)
@@ -82,6 +88,7 @@ public enum ControlRequest {
     public struct InodeArgument: Equatable, Sendable {
         public static let setCompression: UInt32 = 1
         public static let setCheck: UInt32 = 2
+        public static let setCopies: UInt32 = 4
 
         public var flags: UInt32 = 0
         public var compAlgo: UInt8 = 0
@@ -168,6 +175,28 @@ public enum ControlRequest {
 
     /// _IOWR('h', 91, int): HAMMER2IOC_DEBUG_DUMP, as DragonFly's; the int is dumpchain's flags.
     public static let debugDump: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 91, size: 4)
+
+    /// _IOWR('h', 97, 64 bytes), not DragonFly's: hammer2 scrub. The reply holds blocks,
+    /// copies checked, bad copies, repaired, blocks lost and blocks not verified (no key),
+    /// u64 each from 0; the daemon logs each problem.
+    public static let scrub: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 97, size: argumentBytes)
+
+    public static func encode(_ result: ScrubResult) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: argumentBytes)
+        let values = [result.blocks, result.copiesChecked, result.badCopies, result.repaired, result.lostBlocks, result.notVerified]
+        for (i, value) in values.enumerated() {
+            for b in 0..<8 { bytes[i * 8 + b] = UInt8(truncatingIfNeeded: UInt64(value) >> UInt64(b * 8)) }
+        }
+        return bytes
+    }
+
+    public static func decodeScrub(_ bytes: [UInt8]) -> ScrubResult {
+        let words = bytes.withUnsafeBytes { raw in (0..<6).map { Int(raw.le64($0 * 8)) } }
+        var result = ScrubResult()
+        (result.blocks, result.copiesChecked, result.badCopies) = (words[0], words[1], words[2])
+        (result.repaired, result.lostBlocks, result.notVerified) = (words[3], words[4], words[5])
+        return result
+    }
 
     /// _IOWR('h', 96, 64 bytes): HAMMER2IOC_GROWFS's number; the reply holds modified
     /// (u32 at 0) and the size (u64 at 8).

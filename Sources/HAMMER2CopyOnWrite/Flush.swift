@@ -36,6 +36,9 @@ extension MutableFilesystem {
         let tid = header.mirrorTID + 1
         let sink = FlushSink(fs: self)
         var commits: [() -> Void] = []
+        // Extra copies make the volume one DragonFly must not write (docs/copies.md).
+        if volumeCopies > 1 { header.version = max(header.version, HAMMER2.volumeVersionCopies) }
+        let shared = sharedMetadataCopies
         var superRootEdit = TreeEdit()
         for pfs in mounted.values where pfs.hasChanges {
             let rootBref = try flushPFS(pfs, tid: tid, sink: sink, commits: &commits)
@@ -52,16 +55,16 @@ extension MutableFilesystem {
                 }
                 root = keys.signRoot(root)
             }
-            var bref = try writeInode(root, key: pending.key, methods: superMethods, tid: tid, sink: sink)
+            var bref = try writeInode(root, key: pending.key, methods: superMethods, tid: tid, sink: sink, copies: shared)
             bref.flags = Blockref.flagPFSRoot
             superRootEdit.puts.append(bref)
         }
         superRootEdit.removals += pendingRootRemovals.map { $0...$0 }
-        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: superMethods)
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: superMethods, copies: shared)
         let superBlockset = try editor.apply(superRootEdit, to: superRoot.flushedContent.blockset)
         let superInode = InodeData(meta: superRoot.meta, filename: superRoot.filename, content: .blockset(superBlockset))
-        var newSuperRootBref = try writeInode(superInode, key: 0, methods: superMethods, tid: tid, sink: sink)
-        newSuperRootBref.copyid = superRootBref.copyid
+        var newSuperRootBref = try writeInode(superInode, key: 0, methods: superMethods, tid: tid, sink: sink, copies: shared)
+        if newSuperRootBref.extraCopyCount == 0 { newSuperRootBref.copyid = superRootBref.copyid }
         newSuperRootBref.vradix = superRootBref.vradix
         newSuperRootBref.flags = superRootBref.flags
 
@@ -94,7 +97,9 @@ extension MutableFilesystem {
     /// The end of every flush: the changed freemap, the flush barrier, then the header
     /// (with the new super-root, or the old one when only the freemap changed).
     private func writeFreemapAndHeader(tid: UInt64, sink: FlushSink, superRoot: Blockref?, allCopies: Bool) throws {
-        let freemap = try allocator.flush(tid: tid) { offset, bytes in try sink.write(bytes, at: offset) }
+        let freemap = try allocator.flush(tid: tid, copies: sharedMetadataCopies) { offset, bytes, copy in
+            try sink.write(bytes, at: offset, run: copy)
+        }
         try sink.drain()
         try volumes.synchronize()
         var newHeader = header
@@ -112,11 +117,17 @@ extension MutableFilesystem {
         let slot = nextHeaderSlot()
         let encoded = newHeader.encoded()
         try volumes.writeHeader(encoded, slot: slot)
+        if newHeader.version >= HAMMER2.volumeVersionCopies && volumes.volumes.count > 1 {
+            try volumes.writeHeaderToOtherVolumes(newHeader, slot: slot)
+        }
         try volumes.synchronize()
         if allCopies {
             for other in VolumeHeader.copyOffsets(deviceSize: volumes.volumes[0].size).indices
             where other != slot && UInt64(other) * HAMMER2.zoneBytes + (4 << 20) <= header.volumeSize {
                 try volumes.writeHeader(encoded, slot: other)
+                if newHeader.version >= HAMMER2.volumeVersionCopies && volumes.volumes.count > 1 {
+                    try volumes.writeHeaderToOtherVolumes(newHeader, slot: other)
+                }
             }
             try volumes.synchronize()
         }
@@ -159,7 +170,8 @@ extension MutableFilesystem {
             let methods = Self.inodeMethods(node, sealed: pfs.keys != nil)
             let (content, meta) = try flushContent(node, pfs: pfs, methods: methods, tid: tid, sink: sink, commits: &commits)
             let bref = try writeInode(InodeData(meta: meta, filename: node.filename, content: content),
-                                      key: inum, methods: methods, tid: tid, sink: sink, sealWith: pfs.keys)
+                                      key: inum, methods: methods, tid: tid, sink: sink, sealWith: pfs.keys,
+                                      copies: Self.metadataCopies(node.meta.ncopies))
             indexEdit.puts.append(bref)
             commits.append { node.flushedBref = bref }
         }
@@ -171,18 +183,19 @@ extension MutableFilesystem {
         // An encrypted PFS's root inode stays in clear (it holds the wrapped key); what it
         // points to is sealed.
         let treeMethods = pfs.keys != nil ? Self.sealedMethods : pfs.rootBref.methods
-        var rootEdit = try direntEdit(root, methods: treeMethods, tid: tid, sink: sink, keys: pfs.keys)
+        let shared = sharedMetadataCopies
+        var rootEdit = try direntEdit(root, methods: treeMethods, tid: tid, sink: sink, keys: pfs.keys, copies: shared)
         rootEdit.puts += indexEdit.puts
         rootEdit.removals += indexEdit.removals
-        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: treeMethods, keys: pfs.keys)
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: treeMethods, keys: pfs.keys, copies: shared)
         let blockset = try editor.apply(rootEdit, to: root.flushedContent.blockset)
         var meta = root.meta
         meta.pfsInum = max(meta.pfsInum, pfs.nextInodeNumber)
         var inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset), keyRecord: pfs.keyRecord)
         if let keys = pfs.keys { inode = keys.signRoot(inode) }
-        var bref = try writeInode(inode, key: pfs.rootBref.key, methods: pfs.rootBref.methods, tid: tid, sink: sink)
+        var bref = try writeInode(inode, key: pfs.rootBref.key, methods: pfs.rootBref.methods, tid: tid, sink: sink, copies: shared)
         bref.flags = pfs.rootBref.flags
-        bref.copyid = pfs.rootBref.copyid
+        if bref.extraCopyCount == 0 { bref.copyid = pfs.rootBref.copyid }
         bref.vradix = pfs.rootBref.vradix
         let newRoot = bref
         commits.append { [unowned pfs, reader] in
@@ -205,6 +218,28 @@ extension MutableFilesystem {
         return Blockref.methods(check: check, compression: node.meta.compressionAlgorithm)
     }
 
+    /// Copies of a file's metadata (inode, indirect blocks, long names): one more than its
+    /// data's when it has copies (ZFS's ditto rule), capped where the blockref's check
+    /// area runs out; a single copy otherwise, as DragonFly writes.
+    static func metadataCopies(_ ncopies: UInt8) -> Int {
+        ncopies <= 1 ? 1 : min(Int(ncopies) + 1, HAMMER2.maximumCopies)
+    }
+
+    /// The most copies any file of the volume asks for: the super-root's ncopies, which
+    /// setcopies raises (0 on DragonFly's volumes: one).
+    var volumeCopies: Int { max(1, Int(superRoot.meta.ncopies)) }
+
+    /// Records that a file asks for `copies` (the super-root's ncopies is the volume's most).
+    func raiseVolumeCopies(to copies: Int) {
+        guard copies > volumeCopies else { return }
+        superRoot.meta.ncopies = UInt8(copies)
+        superRoot.dirty = true
+    }
+
+    /// Copies of metadata every file depends on: PFS roots, their trees (directory
+    /// entries and the inode index), the super-root and the freemap.
+    var sharedMetadataCopies: Int { Self.metadataCopies(UInt8(volumeCopies)) }
+
     /// Blockrefs in an encrypted PFS: the tag is the check code.
     static let sealedMethods = Blockref.methods(check: .xaes256gcm, compression: .none)
 
@@ -213,10 +248,11 @@ extension MutableFilesystem {
     private func flushContent(_ node: Node, pfs: MountedPFS, methods: UInt8, tid: UInt64, sink: FlushSink,
                               commits: inout [() -> Void]) throws -> (InodeContent, InodeMeta) {
         var meta = node.meta
-        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: methods, keys: pfs.keys)
+        let copies = Self.metadataCopies(node.meta.ncopies)
+        let editor = TreeEditor(reader: reader, sink: sink, tid: tid, ownerMethods: methods, keys: pfs.keys, copies: copies)
         switch node.type {
         case .directory:
-            let edit = try direntEdit(node, methods: methods, tid: tid, sink: sink, keys: pfs.keys)
+            let edit = try direntEdit(node, methods: methods, tid: tid, sink: sink, keys: pfs.keys, copies: copies)
             let blockset = try editor.apply(edit, to: node.flushedContent.blockset)
             commits.append {
                 node.flushedContent = .blockset(blockset)
@@ -303,14 +339,15 @@ extension MutableFilesystem {
                 continue
             }
             var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: tid)
+            let copies = min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(bref.checkMethod))
             if keys != nil, let (sealed, area) = sealedBlocks[position] {
                 // Compressed first, then sealed: the block's physical size shows only how
                 // well it compressed (docs/encryption.md).
-                bref.dataOffset = try sink.writeNewBlock(sealed, type: .data)
                 bref.check = area
+                bref.place(try sink.writeNewBlock(sealed, type: .data, copies: copies))
             } else {
-                bref.dataOffset = try sink.writeNewBlock(bytes, type: .data)
                 if check != .none { bref.setCheck(over: bytes) }
+                bref.place(try sink.writeNewBlock(bytes, type: .data, copies: copies))
             }
             edit.puts.append(bref)
         }
@@ -319,7 +356,7 @@ extension MutableFilesystem {
     }
 
     /// The tree edit for a directory's entry changes (long names get a 1 KiB block).
-    private func direntEdit(_ dir: Node, methods: UInt8, tid: UInt64, sink: FlushSink, keys: PFSKeys?) throws -> TreeEdit {
+    private func direntEdit(_ dir: Node, methods: UInt8, tid: UInt64, sink: FlushSink, keys: PFSKeys?, copies: Int) throws -> TreeEdit {
         var edit = TreeEdit()
         let methods = keys != nil ? Self.sealedMethods : methods
         for (key, change) in dir.entryChanges.sorted(by: { $0.key < $1.key }) {
@@ -335,15 +372,15 @@ extension MutableFilesystem {
                 } else {
                     let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
                     let (sealed, area) = keys.sealData(block, type: .dirent, compression: .none, key: key)
-                    bref.dataOffset = try sink.writeNewBlock(sealed, type: .dirent)
                     bref.check = area
+                    bref.place(try sink.writeNewBlock(sealed, type: .dirent, copies: min(copies, Blockref.copyCapacity(bref.checkMethod))))
                 }
             } else if entry.name.count <= 64 {
                 bref.check = CheckArea(bytes: entry.name)
             } else {
                 let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
-                bref.dataOffset = try sink.writeNewBlock(block, type: .dirent)
                 bref.setCheck(over: block)
+                bref.place(try sink.writeNewBlock(block, type: .dirent, copies: min(copies, Blockref.copyCapacity(bref.checkMethod))))
             }
             edit.puts.append(bref)
         }
@@ -352,17 +389,18 @@ extension MutableFilesystem {
 
     /// Writes one 1 KiB inode block and returns its blockref (statistics from its tree).
     private func writeInode(_ inode: InodeData, key: UInt64, methods: UInt8, tid: UInt64, sink: FlushSink,
-                            sealWith keys: PFSKeys? = nil) throws -> Blockref {
+                            sealWith keys: PFSKeys? = nil, copies: Int) throws -> Blockref {
         let bytes = inode.encoded()
         var bref = Blockref(type: .inode, methods: methods, key: key, tid: tid)
+        let copies = min(copies, Blockref.copyCapacity(bref.checkMethod))
         if let keys {
             let (sealed, area) = keys.sealInode(bytes, hasBlockset: !inode.meta.hasDirectData, inum: key,
                                                 compression: bref.compression)
-            bref.dataOffset = try sink.writeNewBlock(sealed, type: .inode)
             bref.check = area
+            bref.place(try sink.writeNewBlock(sealed, type: .inode, copies: copies))
         } else {
-            bref.dataOffset = try sink.writeNewBlock(bytes, type: .inode)
             bref.setCheck(over: bytes)
+            bref.place(try sink.writeNewBlock(bytes, type: .inode, copies: copies))
         }
         if case let .blockset(refs) = inode.content { SubtreeStatistics(children: refs).apply(to: &bref) }
         return bref

@@ -53,6 +53,7 @@ public struct FormatResult: Sendable {
 public enum Formatter {
     static let align: UInt64 = 8 << 20  // HAMMER2_NEWFS_ALIGN / HAMMER2_VOLUME_ALIGN
     static let reservedPerGiB: UInt64 = 4 << 20
+    static let leafBytes: UInt64 = 1 << 30  // HAMMER2_FREEMAP_LEVEL1_SIZE
     public static let minimumSize: UInt64 = 64 << 20
     static let newfsTID: UInt64 = 16
 
@@ -66,10 +67,35 @@ public enum Formatter {
     }
 
     public static func format(device: any BlockDevice, options: FormatOptions, now: UInt64 = currentTimeMicroseconds()) throws -> FormatResult {
-        var total = min(options.size ?? device.size, device.size) / align * align
-        if let size = options.size, size > device.size {
+        try format(devices: [device], options: options, now: now)
+    }
+
+    /// Formats one volume, or a volume set (mkfs_hammer2 with several devices): every
+    /// volume but the last is cut to a multiple of 1 GiB (so each starts on a freemap leaf
+    /// boundary), the last to 8 MiB; volume i starts where volume i-1 ends in the logical
+    /// address space. The root volume (the first) holds the super-root; the others carry
+    /// only their headers.
+    public static func format(devices: [any BlockDevice], options: FormatOptions, now: UInt64 = currentTimeMicroseconds()) throws -> FormatResult {
+        guard let device = devices.first else { throw EngineError.invalidArgument("no device to format") }
+        guard devices.count <= HAMMER2.maxVolumes else { throw EngineError.invalidArgument("at most \(HAMMER2.maxVolumes) volumes") }
+        if devices.count > 1 && options.version < HAMMER2.volumeVersionMultiVolumes {
+            throw EngineError.invalidArgument("several volumes need volume version 2")
+        }
+        if let size = options.size, size > device.size, devices.count == 1 {
             throw EngineError.invalidArgument("requested size \(size) exceeds the device's \(device.size) bytes")
         }
+        var volumeSizes: [UInt64] = []
+        var remaining = options.size ?? .max
+        for (i, volume) in devices.enumerated() {
+            var size = min(volume.size, remaining)
+            size = i == devices.count - 1 ? size / align * align : size / leafBytes * leafBytes
+            guard size > 0, i == devices.count - 1 || size >= leafBytes else {
+                throw EngineError.invalidArgument("\(volume.name): too small for a volume of a volume set (at least 1 GiB but the last)")
+            }
+            volumeSizes.append(size)
+            remaining -= min(remaining, size)
+        }
+        var total = volumeSizes.reduce(0, +)
         guard total >= minimumSize else {
             throw EngineError.invalidArgument("\(device.name): \(total) bytes is too small for HAMMER2 (minimum \(minimumSize >> 20) MiB)")
         }
@@ -153,23 +179,39 @@ public enum Formatter {
         try block.withUnsafeBytes { try device.write($0, at: auxEnd) }
 
         var volumeOffsets = [UInt64](repeating: .max, count: HAMMER2.maxVolumes)
-        volumeOffsets[0] = 0
+        var start: UInt64 = 0
+        for (i, size) in volumeSizes.enumerated() {
+            volumeOffsets[i] = start
+            start += size
+        }
         let fsid = uuid()
         var header = VolumeHeader(
-            bootBegin: bootBegin, bootEnd: auxBegin, auxBegin: auxBegin, auxEnd: auxEnd, volumeSize: total,
-            version: options.version, peerType: 3, volumeID: 0, volumeCount: 1, fsid: fsid, fstype: .hammer2FilesystemType,
+            bootBegin: bootBegin, bootEnd: auxBegin, auxBegin: auxBegin, auxEnd: auxEnd, volumeSize: volumeSizes[0],
+            version: options.version, peerType: 3, volumeID: 0, volumeCount: UInt8(devices.count), fsid: fsid, fstype: .hammer2FilesystemType,
             allocatorSize: freeBytes, allocatorFree: freeBytes,
             allocatorBegin: auxEnd + UInt64(HAMMER2.inodeBytes * (labels.count + 1)),
             mirrorTID: newfsTID, freemapTID: newfsTID, totalSize: total, volumeOffsets: volumeOffsets)
         header.superRootBlockset[0] = superRef
-        let headerBytes = header.encoded()
         // Old headers and freemap slots from an earlier filesystem must not survive.
         let zeros = [UInt8](repeating: 0, count: Int(reservedPerGiB))
-        try zeros.withUnsafeBytes { try device.write($0, at: 0) }
-        for offset in VolumeHeader.copyOffsets(deviceSize: total) {
-            try headerBytes.withUnsafeBytes { try device.write($0, at: offset) }
+        for (i, volume) in devices.enumerated() {
+            var volumeHeader = header
+            if i > 0 {
+                // mkfs_hammer2: no boot/aux areas, allocator fields or super-root of its own.
+                volumeHeader = VolumeHeader(
+                    bootBegin: 0, bootEnd: 0, auxBegin: 0, auxEnd: 0, volumeSize: volumeSizes[i],
+                    version: options.version, peerType: 3, volumeID: UInt8(i), volumeCount: UInt8(devices.count), fsid: fsid,
+                    fstype: .hammer2FilesystemType, allocatorSize: freeBytes, allocatorFree: 0, allocatorBegin: 0,
+                    mirrorTID: newfsTID, freemapTID: newfsTID, totalSize: total, volumeOffsets: volumeOffsets)
+                for slot in 0..<HAMMER2.blocksetCount { volumeHeader.superRootBlockset[slot].type = .invalid }
+            }
+            let headerBytes = volumeHeader.encoded()
+            try zeros.withUnsafeBytes { try volume.write($0, at: 0) }
+            for offset in VolumeHeader.copyOffsets(deviceSize: volumeSizes[i]) {
+                try headerBytes.withUnsafeBytes { try volume.write($0, at: offset) }
+            }
+            try volume.synchronize()
         }
-        try device.synchronize()
         return FormatResult(volumeSize: total, bootAreaBytes: boot, auxAreaBytes: aux, freeBytes: freeBytes,
                             fsid: fsid, labels: labels)
     }

@@ -44,8 +44,12 @@ public struct FreemapAllocator {
     var leaves: [UInt64: Leaf] = [:]
     /// Freemap node blockrefs as last flushed, by key | radix (their rotation index).
     var nodes: [UInt64: Blockref] = [:]
-    /// Where each allocation class last succeeded, as a segment index.
-    private var cursors: [UInt16: UInt64] = [:]
+    /// Where each allocation class (and copy index, above bit 16) last succeeded, as a
+    /// segment index.
+    private var cursors: [UInt32: UInt64] = [:]
+    /// The volumes' ranges in the logical address space (one for a single volume), so the
+    /// copies of a block can go to different volumes.
+    public var volumeRanges: [Range<UInt64>] = []
     /// allocator_free: bytes of 16 KiB blocks not allocated.
     public internal(set) var freeBytes: UInt64
 
@@ -99,25 +103,59 @@ public struct FreemapAllocator {
 
     /// A media offset for a new block of `bytes` (a power of two, 1 KiB...64 KiB) of `type`.
     public mutating func allocate(_ bytes: Int, type: BlockrefType) throws -> UInt64 {
+        try allocate(bytes, type: type, copies: 1)[0]
+    }
+
+    /// Media offsets for `copies` copies of a new block, placed apart (docs/copies.md):
+    /// copy i goes to another volume than copy 0 when there are several, else it starts
+    /// its search i/copies of the way through the volume; never two in one 4 MiB segment
+    /// while another segment has room.
+    public mutating func allocate(_ bytes: Int, type: BlockrefType, copies: Int) throws -> [UInt64] {
         precondition(bytes >= 1024 && bytes <= 65_536 && bytes & (bytes - 1) == 0, "block size \(bytes)")
         let allocationClass = UInt16(type.rawValue) << 8 | 16
         let segments = (volumeSize + Self.segmentBytes - 1) / Self.segmentBytes
         let first = allocatorBegin / Self.segmentBytes
         guard segments > first else { throw EngineError.posix(ENOSPC, "volume has no allocatable space") }
-        let start = max(cursors[allocationClass] ?? first, first)
-        // First pass keeps classes apart; the second takes any segment with room.
-        for strict in [true, false] {
-            var segment = start
-            for _ in first..<segments {
-                if let offset = tryAllocate(bytes, in: segment, class: allocationClass, strict: strict) {
-                    cursors[allocationClass] = segment
-                    return offset
+        var offsets: [UInt64] = []
+        for copy in 0..<max(1, copies) {
+            let cursorKey = UInt32(allocationClass) | UInt32(copy) << 16
+            var range = first..<segments
+            var start = first
+            if copy > 0 {
+                if volumeRanges.count > 1, let home = volumeRanges.firstIndex(where: { $0.contains(offsets[0]) }) {
+                    let volume = volumeRanges[(home + copy) % volumeRanges.count]
+                    range = max(first, volume.lowerBound / Self.segmentBytes)..<min(segments, (volume.upperBound + Self.segmentBytes - 1) / Self.segmentBytes)
+                    start = range.lowerBound
+                } else {
+                    start = first + UInt64(copy) * (segments - first) / UInt64(max(1, copies))
                 }
-                segment += 1
-                if segment >= segments { segment = first }
             }
+            if let cursor = cursors[cursorKey], range.contains(cursor) { start = cursor }
+            let taken = Set(offsets.map { $0 / Self.segmentBytes })
+            var found: UInt64?
+            // Passes: the copy's own region keeping classes apart, then any class, then the
+            // whole volume; a segment already holding a copy of this block only last.
+            search: for (region, strict, apart) in [(range, true, true), (range, false, true),
+                                                    (first..<segments, false, true), (first..<segments, false, false)] {
+                guard !region.isEmpty else { continue }
+                var segment = region.contains(start) ? start : region.lowerBound
+                for _ in region {
+                    if !apart || !taken.contains(segment),
+                       let offset = tryAllocate(bytes, in: segment, class: allocationClass, strict: strict) {
+                        cursors[cursorKey] = segment
+                        found = offset
+                        break search
+                    }
+                    segment += 1
+                    if segment >= region.upperBound { segment = region.lowerBound }
+                }
+            }
+            guard let offset = found else {
+                throw EngineError.posix(ENOSPC, "no free block of \(bytes) bytes left in the freemap")
+            }
+            offsets.append(offset)
         }
-        throw EngineError.posix(ENOSPC, "no free block of \(bytes) bytes left in the freemap")
+        return offsets
     }
 
     private mutating func tryAllocate(_ bytes: Int, in segment: UInt64, class allocationClass: UInt16, strict: Bool) -> UInt64? {
@@ -201,8 +239,19 @@ public struct FreemapAllocator {
     // MARK: Flush
 
     /// Writes every changed leaf and the nodes above it to their next rotation slot and
-    /// returns the freemap blockset for the volume header.
-    mutating func flush(tid: UInt64, write: (UInt64, [UInt8]) throws -> Void) throws -> [Blockref] {
+    /// returns the freemap blockset for the volume header. With `copies` > 1 each block
+    /// also goes to copy slots in the unused part of the same reserved area (copySlotOffset).
+    mutating func flush(tid: UInt64, copies: Int = 1, write: (UInt64, [UInt8], Int) throws -> Void) throws -> [Blockref] {
+        let copies = min(copies, Blockref.copyCapacity(.freemap))
+        /// Writes `bytes` to `offset` and its copy slots; returns each copy's data_off.
+        func writeCopies(_ bytes: [UInt8], at offset: UInt64, key: UInt64, radix: Int, level: Int) throws -> [UInt64] {
+            var offsets = [offset]
+            for copy in 1..<max(copies, 1) {
+                offsets.append(Self.copySlotOffset(key: key, radix: radix, level: level, primary: offset, copy: copy))
+            }
+            for (index, target) in offsets.enumerated() { try write(target, bytes, index) }
+            return offsets.map { Blockref.dataOffset($0, radix: 15) }
+        }
         var level: [Blockref] = []
         var changed = Set<UInt64>()  // keys of entries rewritten at this level
         for index in leaves.keys.sorted() {
@@ -214,12 +263,12 @@ public struct FreemapAllocator {
             let bytes = encodeFreemapLeaf(leaf.entries)
             let key = index * Self.leafBytes
             let offset = Self.freemapBlockOffset(key: key, radix: HAMMER2.freemapLevel1Radix, level: 0, previous: leaf.bref)
-            try write(offset, bytes)
+            let placed = try writeCopies(bytes, at: offset, key: key, radix: HAMMER2.freemapLevel1Radix, level: 0)
             var bref = Blockref(type: .freemapLeaf, methods: Blockref.methods(check: .freemap, compression: .none),
                                 key: key, keybits: UInt8(HAMMER2.freemapLevel1Radix), tid: tid)
-            bref.dataOffset = Blockref.dataOffset(offset, radix: 15)
             let avail = leaf.entries.reduce(UInt64(0)) { $0 + UInt64($1.avail) }
             bref.check = .freemap(crc: CRC32C.checksum(bytes), bigmask: 0xFFFF_FFFF, avail: avail)
+            bref.place(placed)
             leaf.bref = bref
             leaf.dirty = false
             leaves[index] = leaf
@@ -240,12 +289,12 @@ public struct FreemapAllocator {
                 }
                 let bytes = encodeBlockrefs(children, bytes: HAMMER2.freemapBlockBytes)
                 let offset = Self.freemapBlockOffset(key: key, radix: radix, level: depth + 1, previous: previous)
-                try write(offset, bytes)
+                let placed = try writeCopies(bytes, at: offset, key: key, radix: radix, level: depth + 1)
                 var bref = Blockref(type: .freemapNode, methods: Blockref.methods(check: .freemap, compression: .none),
                                     key: key, keybits: UInt8(radix), tid: tid)
-                bref.dataOffset = Blockref.dataOffset(offset, radix: 15)
                 let avail = children.reduce(UInt64(0)) { $0 + $1.check.freemapAvail }
                 bref.check = .freemap(crc: CRC32C.checksum(bytes), bigmask: 0xFFFF_FFFF, avail: avail)
+                bref.place(placed)
                 nodes[key | UInt64(radix)] = bref
                 next.append(bref)
                 nextChanged.insert(key)
@@ -255,6 +304,22 @@ public struct FreemapAllocator {
         }
         precondition(level.count <= HAMMER2.blocksetCount, "freemap top does not fit the blockset")
         return level
+    }
+
+    /// HAMMER2_ZONE_UNUSED41: the first 64 KiB buffer of the reserved area DragonFly leaves
+    /// unused; freemap copies go there in 32 KiB slots.
+    static let firstCopyBuffer: UInt64 = 41
+
+    /// Where copy `copy` (1...3) of the freemap block at level `level` goes: one of two
+    /// slots chosen by the primary's rotation index, so the copy the last flushed header
+    /// points to is never overwritten. Slot (copy-1)*10 + level*2 + parity, 32 KiB each,
+    /// from buffer 41: at most 30 slots, ending in buffer 56 of 64.
+    static func copySlotOffset(key: UInt64, radix: Int, level: Int, primary: UInt64, copy: Int) -> UInt64 {
+        let buffer = (primary % segmentBytes) / bufferBytes
+        let index = buffer >= firstFreemapBuffer ? (buffer - firstFreemapBuffer) / rotationStride : 0
+        let base = radix >= 64 ? 0 : key & ~((UInt64(1) << UInt64(radix)) - 1)
+        let slot = UInt64(copy - 1) * 10 + UInt64(level) * 2 + index % 2
+        return base + firstCopyBuffer * bufferBytes + slot * UInt64(HAMMER2.freemapBlockBytes)
     }
 
     /// hammer2_freemap_reserve: the next rotation slot after `previous` (0 for a new block).

@@ -40,22 +40,36 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// them, since the blocks they read may be about to be freed and reused.
     let readsInFlight = Atomic<Int>(0)
 
-    /// Opens the filesystem on `paths` (one device, or the devices of a volume set).
-    public convenience init(paths: [String], writable: Bool, cacheBytes: Int = 64 << 20) throws {
-        let volumes = try VolumeSet(paths: paths, writable: writable)
-        if writable && volumes.volumes.count > 1 {
-            throw EngineError.posix(EOPNOTSUPP, "writing multi-volume HAMMER2 filesystems is not supported yet; mount read-only")
+    /// Opens the filesystem on `paths` (one device, or the devices of a volume set);
+    /// `degraded` lets volumes of a set be missing (read-only: docs/copies.md).
+    /// `copyLogger` receives repairs of bad copies and lost blocks from the first read on
+    /// (the freemap is read while opening); stderr without it.
+    public convenience init(paths: [String], writable: Bool, cacheBytes: Int = 64 << 20, degraded: Bool = false,
+                            copyLogger: (@Sendable (String) -> Void)? = nil) throws {
+        let volumes = try VolumeSet(paths: paths, writable: writable, degraded: degraded)
+        if writable && !volumes.missingVolumes.isEmpty {
+            throw EngineError.posix(EROFS, "volume set with missing volumes \(volumes.missingVolumes) opens read-only (-o ro,degraded)")
         }
-        try self.init(volumes: volumes, readOnly: !writable, cacheBytes: cacheBytes)
+        try self.init(volumes: volumes, readOnly: !writable, cacheBytes: cacheBytes, copyLogger: copyLogger)
     }
 
-    public init(volumes: VolumeSet, readOnly: Bool, cacheBytes: Int = 64 << 20) throws {
+    public init(volumes: VolumeSet, readOnly: Bool, cacheBytes: Int = 64 << 20,
+                copyLogger: (@Sendable (String) -> Void)? = nil) throws {
         self.volumes = volumes
         self.readOnly = readOnly
         self.reader = BlockReader(volumes: volumes, cacheBytes: cacheBytes)
+        reader.copyEvents.setLogger(copyLogger)
         self.header = volumes.header
         self.headerSlot = volumes.volumes[0].headerIndex
-        self.allocator = try FreemapAllocator(header: volumes.header, volumeSize: volumes.totalSize, reader: reader)
+        if readOnly && !volumes.missingVolumes.isEmpty {
+            // Reading needs no freemap, and a degraded set may miss the volume holding a
+            // leaf (and its copies, which stay in the reserved area they describe).
+            self.allocator = FreemapAllocator(volumeSize: volumes.totalSize, allocatorBegin: volumes.header.allocatorBegin,
+                                              freeBytes: volumes.header.allocatorFree)
+        } else {
+            self.allocator = try FreemapAllocator(header: volumes.header, volumeSize: volumes.totalSize, reader: reader)
+        }
+        allocator.volumeRanges = volumes.volumes.map { $0.logicalOffset..<($0.logicalOffset + $0.size) }
         let (bref, inode) = try reader.superRoot()
         guard inode.meta.type == .directory else {
             throw EngineError.corrupt("super-root inode is a \(inode.meta.type), not a directory")
@@ -72,7 +86,7 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Volumes this implementation must not write to (it would damage them).
     static func unsupportedForWriting(_ header: VolumeHeader) -> String? {
-        if header.version > HAMMER2.volumeVersionEncryption {
+        if header.version > HAMMER2.volumeVersionCopies {
             return "volume version \(header.version) is newer than this implementation writes"
         }
         return nil

@@ -154,6 +154,24 @@ public final class PFSHandle: @unchecked Sendable {
         }
     }
 
+    /// hammer2 setcopies: copies of the data written from now on to `inum` (and, for a
+    /// directory, inherited by what is created in it), 1...4 (3 in an encrypted PFS, whose
+    /// check area holds the nonce and tag). Metadata gets one more (docs/copies.md). The
+    /// first use of copies raises the volume to version 5, which DragonFly refuses.
+    public func setCopies(_ inum: UInt64, _ copies: Int) throws {
+        try writable()
+        let limit = Blockref.copyCapacity(pfs.keys != nil ? .xaes256gcm : .sha192)
+        guard (1...limit).contains(copies) else {
+            throw EngineError.invalidArgument("copies must be 1 to \(limit)" + (pfs.keys != nil ? " in an encrypted PFS" : ""))
+        }
+        try fs.withLock {
+            let node = try pfs.node(inum)
+            node.meta.ncopies = UInt8(copies)
+            node.dirty = true
+            fs.raiseVolumeCopies(to: copies)
+        }
+    }
+
     /// The inode a path inside this PFS names ("/" or "" is the root), following no links.
     public func resolve(_ path: String) throws -> UInt64 {
         var inum = Self.rootInodeNumber

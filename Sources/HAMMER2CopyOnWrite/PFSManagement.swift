@@ -62,8 +62,12 @@ extension MutableFilesystem {
     /// hammer2 pfs-create: a new, empty PFS (LZ4 and xxhash64 for its files; autozero for
     /// a PFS named "boot", as DragonFly does).
     public func createPFS(label: String, type: PFSType = .master, subtype: UInt8 = PFSSubtype.none,
-                          clusterID: HAMMER2UUID? = nil, encryption: KeySource? = nil) throws {
+                          clusterID: HAMMER2UUID? = nil, encryption: KeySource? = nil, copies: Int = 1) throws {
         guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        let copyLimit = Blockref.copyCapacity(encryption != nil ? .xaes256gcm : .sha192)
+        guard (1...copyLimit).contains(copies) else {
+            throw EngineError.invalidArgument("copies must be 1 to \(copyLimit)" + (encryption != nil ? " for an encrypted PFS" : ""))
+        }
         if encryption != nil, label.utf8.count >= 128 {
             throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes")
         }
@@ -79,9 +83,19 @@ extension MutableFilesystem {
             inode.meta.pfsFilesystemID = randomUUID()
             inode.meta.compAlgo = InodeMeta.compAlgo(label.lowercased() == "boot" ? .autozero : .lz4)
             inode.meta.checkAlgo = CheckMethod.xxhash64.rawValue
+            inode.meta.ncopies = copies > 1 ? UInt8(copies) : 0
+            raiseVolumeCopies(to: copies)
             pendingRoots.append(PendingPFSRoot(inode: inode, key: key))
             try flushLocked(allHeaderCopies: encryption != nil)
         }
+    }
+
+    /// newfs_hammer2 -c: `copies` copies of PFS `label`'s data (set on its root, inherited
+    /// by what is created in it); its root and the super-root are rewritten with copies.
+    public func setDefaultCopies(_ label: String, _ copies: Int) throws {
+        let pfs = try openPFS(label)
+        try pfs.setCopies(PFSHandle.rootInodeNumber, copies)
+        try flush()
     }
 
     /// A volume with encrypted PFSes carries version 4, which DragonFly refuses to mount;

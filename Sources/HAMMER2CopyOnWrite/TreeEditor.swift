@@ -22,8 +22,9 @@ import HAMMER2Format
 
 /// Where new metadata blocks go: allocates space for `bytes` and writes them.
 public protocol BlockSink: AnyObject {
-    /// Writes a new block and returns its data_off (media offset | size radix).
-    func writeNewBlock(_ bytes: [UInt8], type: BlockrefType) throws -> UInt64
+    /// Writes a new block `copies` times and returns each copy's data_off (media offset |
+    /// size radix), first copy first (Blockref.place records them).
+    func writeNewBlock(_ bytes: [UInt8], type: BlockrefType, copies: Int) throws -> [UInt64]
 }
 
 /// One edit of a tree: leaves to remove (every leaf whose key range meets one of the
@@ -80,6 +81,8 @@ struct TreeEditor {
     let ownerMethods: UInt8
     /// An encrypted PFS's keys: indirect blocks are then authenticated (CHECK_XAES).
     var keys: PFSKeys? = nil
+    /// Copies of each indirect block written (docs/copies.md).
+    var copies = 1
 
     /// HAMMER2_IND_COUNT_MAX: entries of a 64 KiB indirect block.
     static let indirectCapacity = IndirectPartition.capacity
@@ -203,7 +206,7 @@ struct TreeEditor {
         } else {
             bref.setCheck(over: block)
         }
-        bref.dataOffset = try sink.writeNewBlock(block, type: .indirect)
+        bref.place(try sink.writeNewBlock(block, type: .indirect, copies: min(copies, Blockref.copyCapacity(bref.checkMethod))))
         SubtreeStatistics(children: placed).apply(to: &bref)
         return bref
     }

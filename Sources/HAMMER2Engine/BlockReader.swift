@@ -12,6 +12,8 @@ public final class BlockReader: Sendable {
     public let cache: BlockCache
     /// Keys of the encrypted PFSes unlocked in this process.
     public let keyring = Keyring()
+    /// Bad copies found, repaired, and blocks lost (every copy bad).
+    public let copyEvents = CopyEvents()
 
     public init(volumes: VolumeSet, cacheBytes: Int = 64 << 20) {
         self.volumes = volumes
@@ -20,30 +22,52 @@ public final class BlockReader: Sendable {
 
     /// The verified physical bytes of the block `bref` points to; for a block of an
     /// encrypted PFS, its plaintext after its tag verified (an inode with its blockset).
+    /// A copy that fails is skipped and repaired from the first good one (CopyRepair).
     public func physical(_ bref: Blockref) throws -> [UInt8] {
-        var raw = try rawPhysical(bref)
-        guard bref.checkMethod == .xaes256gcm, !raw.isEmpty else { return raw }
+        guard bref.checkMethod == .xaes256gcm else { return try rawPhysical(bref) }
+        let bytes = try checkedPhysicalSize(bref)
+        guard bytes > 0 else { return [] }
         let keys = try sealingKeys(bref)
-        func open() throws -> [UInt8] {
-            switch bref.type {
-            case .inode: return try keys.openInode(raw, bref: bref)
-            case .indirect, .freemapNode:
-                try keys.verifyIndirect(raw, bref: bref)
-                return raw
-            default: return try keys.openData(raw, bref: bref)
-            }
-        }
-        do {
-            return try open()
-        } catch SealError.authenticationFailed {
-            // A 64 KiB media buffer may predate the block (see readVerified): read it alone.
-            cache.invalidateMedia(bref.mediaOffset, count: raw.count)
-            try raw.withUnsafeMutableBytes { try volumes.read(into: $0, at: bref.mediaOffset) }
-            do { return try open() } catch let error as SealError {
+        func open(_ raw: [UInt8]) throws -> [UInt8] {
+            do {
+                switch bref.type {
+                case .inode: return try keys.openInode(raw, bref: bref)
+                case .indirect, .freemapNode:
+                    try keys.verifyIndirect(raw, bref: bref)
+                    return raw
+                default: return try keys.openData(raw, bref: bref)
+                }
+            } catch let error as SealError {
                 throw EngineError.authenticationFailed(bref: bref, reason: error.description)
             }
-        } catch let error as SealError {
-            throw EngineError.authenticationFailed(bref: bref, reason: error.description)
+        }
+        var failures: [(copy: Int, error: any Error)] = []
+        for copy in 0..<bref.copyCount {
+            do {
+                var raw = try readCopy(bref, copy, count: bytes, buffered: copy == 0 && bytes < HAMMER2.physicalBufferSize)
+                let opened: [UInt8]
+                do {
+                    opened = try open(raw)
+                } catch EngineError.authenticationFailed where copy == 0 && bytes < HAMMER2.physicalBufferSize {
+                    // A 64 KiB media buffer may predate the block (see readVerified): read it alone.
+                    cache.invalidateMedia(bref.mediaOffset, count: raw.count)
+                    raw = try readCopy(bref, copy, count: bytes, buffered: false)
+                    opened = try open(raw)
+                }
+                if !failures.isEmpty { raw.withUnsafeBytes { repair(bref, failures: failures, goodCopy: copy, stored: $0) } }
+                return opened
+            } catch where Self.isCopyFailure(error) {
+                failures.append((copy, error))
+            }
+        }
+        throw allCopiesFailed(bref, failures)
+    }
+
+    /// The stored bytes of copy `copy` (sealed blocks are not opened here).
+    private func readCopy(_ bref: Blockref, _ copy: Int, count: Int, buffered: Bool) throws -> [UInt8] {
+        try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try readCopyVerified(bref, copy, into: UnsafeMutableRawBufferPointer(buffer), buffered: buffered)
+            initialized = count
         }
     }
 
@@ -68,6 +92,7 @@ public final class BlockReader: Sendable {
     /// Reads the block `bref` points to into `buffer` (exactly its physical size) and
     /// verifies it there, so uncompressed file data can land in a reply without a copy.
     /// On a check failure the buffer holds unverified bytes: callers must discard it.
+    /// With extra copies, the first good copy is used and the bad ones before it repaired.
     ///
     /// `buffered` reads small blocks through whole 64 KiB media buffers, as hammer2_io does:
     /// inodes, names and small indirect blocks sit side by side, so one read serves many
@@ -75,17 +100,34 @@ public final class BlockReader: Sendable {
     /// block taken from one is still verified against its own blockref.
     public func readVerified(_ bref: Blockref, into buffer: UnsafeMutableRawBufferPointer, buffered: Bool = false) throws {
         precondition(buffer.count == bref.physicalBytes, "buffer must be the block's physical size")
-        if buffered, let media = mediaBuffer(at: bref.mediaOffset & ~0xFFFF) {
-            let start = Int(bref.mediaOffset & 0xFFFF)
+        guard bref.extraCopyCount > 0 else { return try readCopyVerified(bref, 0, into: buffer, buffered: buffered) }
+        var failures: [(copy: Int, error: any Error)] = []
+        for copy in 0..<bref.copyCount {
+            do {
+                try readCopyVerified(bref, copy, into: buffer, buffered: buffered && copy == 0)
+                if !failures.isEmpty { repair(bref, failures: failures, goodCopy: copy, stored: UnsafeRawBufferPointer(buffer)) }
+                return
+            } catch where Self.isCopyFailure(error) {
+                failures.append((copy, error))
+            }
+        }
+        throw allCopiesFailed(bref, failures)
+    }
+
+    /// Reads copy `copy` of `bref`'s block into `buffer` and verifies its check code.
+    private func readCopyVerified(_ bref: Blockref, _ copy: Int, into buffer: UnsafeMutableRawBufferPointer, buffered: Bool) throws {
+        let offset = try copyMediaOffset(bref, copy)
+        if buffered, let media = mediaBuffer(at: offset & ~0xFFFF) {
+            let start = Int(offset & 0xFFFF)
             media.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[start..<(start + buffer.count)])) }
             if case .mismatch = CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
                 // The buffer may predate a block written since into its 64 KiB (a read-write
                 // mount writes while others read): drop it and read the block itself.
-                cache.invalidateMedia(bref.mediaOffset, count: buffer.count)
-                try volumes.read(into: buffer, at: bref.mediaOffset)
+                cache.invalidateMedia(offset, count: buffer.count)
+                try volumes.read(into: buffer, at: offset)
             }
         } else {
-            try volumes.read(into: buffer, at: bref.mediaOffset)
+            try volumes.read(into: buffer, at: offset)
         }
         switch CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
         case .valid, .unchecked, .sealed:

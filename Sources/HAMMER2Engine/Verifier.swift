@@ -21,6 +21,8 @@ public struct VerifyCounts: Sendable {
     /// Encrypted blocks whose tag was verified, and those walked without their key.
     public var authenticated = 0, sealedWithoutKey = 0
     public var freemapNode = 0, freemapLeaf = 0
+    /// Copies of blocks with extra copies that failed (another copy may be good).
+    public var badCopies = 0
     public var bytes: UInt64 = 0
 }
 
@@ -116,45 +118,68 @@ public final class Verifier {
               (bref.mediaOffset & 0xFFFF) + UInt64(bref.physicalBytes) <= 0x10000 else {
             return problem("Bad I/O bytes (radix \(radix))")
         }
-        var data = [UInt8](repeating: 0, count: bref.physicalBytes)
-        do {
-            try data.withUnsafeMutableBytes { try volumes.read(into: $0, at: bref.mediaOffset) }
-        } catch {
-            return problem("Failed to read media: \(error)")
-        }
-        if kind == .topology {
-            referencedRanges.append((bref.mediaOffset, bref.physicalBytes))
-        } else {
-            freemapBlockRanges.append((bref.mediaOffset, bref.physicalBytes))
-        }
-        var checkFailed = false
+        // Every copy is read and checked; the walk goes on with the first good one.
+        var data: [UInt8] = []
+        var checkFailed = true
         var locked = false
-        switch data.withUnsafeBytes({ CheckCode.verify(bref, $0) }) {
-        case .valid, .unchecked: break
-        case .sealed:
-            guard let keys = keyring?.keys(for: SealedCheck(bref.check).keyID) else {
-                locked = true
-                counts.sealedWithoutKey += 1
-                break
+        var badCopies: [String] = []
+        for copy in 0..<bref.copyCount {
+            let offset = bref.copyDataOffset(copy) & HAMMER2.offsetMask
+            let label = bref.copyCount > 1 ? "copy \(copy) at \(hex(offset, 16)): " : ""
+            guard (offset & 0xFFFF) + UInt64(bref.physicalBytes) <= 0x10000 else {
+                badCopies.append("\(label)crosses a 64 KiB boundary")
+                continue
             }
+            var bytes = [UInt8](repeating: 0, count: bref.physicalBytes)
             do {
-                switch bref.type {
-                case .inode: data = try keys.openInode(data, bref: bref)
-                case .indirect, .freemapNode: try keys.verifyIndirect(data, bref: bref)
-                default: data = try keys.openData(data, bref: bref)
-                }
-                counts.authenticated += 1
+                try bytes.withUnsafeMutableBytes { try volumes.read(into: $0, at: offset) }
             } catch {
-                checkFailed = true
-                problem("Bad HAMMER2_CHECK_XAES256GCM: \(error)")
+                badCopies.append("\(label)Failed to read media: \(error)")
+                continue
             }
-        case .mismatch:
-            checkFailed = true
-            problem("Bad HAMMER2_CHECK_\(checkName(bref.checkMethod))")
-        case let .unknownMethod(code):
-            checkFailed = true
-            problem("Unknown check method \(code)")
+            if kind == .topology {
+                referencedRanges.append((offset, bref.physicalBytes))
+            } else {
+                freemapBlockRanges.append((offset, bref.physicalBytes))
+            }
+            var good = true
+            switch bytes.withUnsafeBytes({ CheckCode.verify(bref, $0) }) {
+            case .valid, .unchecked: break
+            case .sealed:
+                guard let keys = keyring?.keys(for: SealedCheck(bref.check).keyID) else {
+                    locked = true
+                    break
+                }
+                do {
+                    switch bref.type {
+                    case .inode: bytes = try keys.openInode(bytes, bref: bref)
+                    case .indirect, .freemapNode: try keys.verifyIndirect(bytes, bref: bref)
+                    default: bytes = try keys.openData(bytes, bref: bref)
+                    }
+                } catch {
+                    good = false
+                    badCopies.append("\(label)Bad HAMMER2_CHECK_XAES256GCM: \(error)")
+                }
+            case .mismatch:
+                good = false
+                badCopies.append("\(label)Bad HAMMER2_CHECK_\(checkName(bref.checkMethod))")
+            case let .unknownMethod(code):
+                good = false
+                badCopies.append("\(label)Unknown check method \(code)")
+            }
+            if good && checkFailed {
+                data = bytes
+                checkFailed = false
+            } else if data.isEmpty {
+                data = bytes  // for -f (force): descend into a bad block
+            }
         }
+        for message in badCopies { problem(message) }
+        if bref.copyCount > 1 { counts.badCopies += badCopies.count }
+        if !checkFailed {
+            if locked { counts.sealedWithoutKey += 1 } else if bref.checkMethod == .xaes256gcm { counts.authenticated += 1 }
+        }
+        if data.isEmpty { return }
         if checkFailed && !force { return }
 
         var children: [Blockref] = []

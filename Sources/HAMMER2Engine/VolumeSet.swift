@@ -73,9 +73,14 @@ public final class VolumeSet: Sendable {
         return best
     }
 
+    /// Ids of volumes of the set that were not given (a degraded open): reads from them fail
+    /// with EIO, so only blocks with a copy elsewhere can be read.
+    public let missingVolumes: [Int]
+
     /// Opens the volume set; `headerIndex` picks a header copy of a single volume instead of
-    /// the best one (to read an older state, as recover does).
-    public init(devices: [any BlockDevice], headerIndex: Int? = nil) throws {
+    /// the best one (to read an older state, as recover does). With `degraded`, volumes of a
+    /// set may be missing, except the root volume (docs/copies.md).
+    public init(devices: [any BlockDevice], headerIndex: Int? = nil, degraded: Bool = false) throws {
         guard !devices.isEmpty else { throw EngineError.invalidArgument("no volume given") }
         var found: [(any BlockDevice, Int, VolumeHeader, [VolumeHeaderCopy])] = []
         for device in devices {
@@ -102,9 +107,18 @@ public final class VolumeSet: Sendable {
             found.append((device, index, header, copies))
         }
         found.sort { $0.2.volumeID < $1.2.volumeID }
-        let root = found[0].2
-        guard root.volumeID == 0 else {
-            throw EngineError.badVolumeSet("no root volume (volume id 0) among the given devices")
+        var root = found[0].2
+        if root.volumeID != 0 {
+            // A set with copies writes the whole header to every volume (writeHeader), so a
+            // degraded open can do without the root volume: the newest such header rules.
+            let candidates = found.map(\.2).filter {
+                $0.version >= HAMMER2.volumeVersionCopies && $0.superRootBlockset[0].type == .inode
+            }
+            guard degraded, let newest = candidates.max(by: { $0.mirrorTID < $1.mirrorTID }) else {
+                throw EngineError.badVolumeSet("no root volume (volume id 0) among the given devices")
+            }
+            root = newest
+            root.volumeID = 0
         }
         let multi = root.version >= HAMMER2.volumeVersionMultiVolumes && root.volumeCount > 1
         if !multi {
@@ -118,11 +132,31 @@ public final class VolumeSet: Sendable {
             }
             volumes = [Volume(device: device, id: 0, logicalOffset: 0, size: device.size, header: header,
                               headerIndex: index, copies: copies)]
+            missingVolumes = []
             return
         }
-        guard found.count == Int(root.volumeCount) else {
-            throw EngineError.badVolumeSet("volume header requires \(root.volumeCount) devices, \(found.count) specified")
+        guard found.count == Int(root.volumeCount) || (degraded && found.count < Int(root.volumeCount)) else {
+            throw EngineError.badVolumeSet("volume header requires \(root.volumeCount) devices, \(found.count) specified"
+                                           + (found.count < Int(root.volumeCount) ? " (mount with -o degraded to read what has copies on the others)" : ""))
         }
+        // A degraded set: stand-ins for the volumes not given, sized from volu_loff.
+        var missing: [Int] = []
+        if found.count < Int(root.volumeCount) {
+            let present = Set(found.map { Int($0.2.volumeID) })
+            for id in 0..<Int(root.volumeCount) where !present.contains(id) {
+                let start = root.volumeOffsets[id]
+                let end = id + 1 < Int(root.volumeCount) ? root.volumeOffsets[id + 1] : root.totalSize
+                guard start != .max, end > start else { throw EngineError.badVolumeSet("volume \(id)'s offset is not recorded") }
+                var header = root
+                header.volumeID = UInt8(id)
+                header.volumeSize = end - start
+                if id != 0 { header.superRootBlockset = [Blockref](repeating: .empty, count: HAMMER2.blocksetCount) }
+                found.append((MissingDevice(id: id, size: end - start), 0, header, []))
+                missing.append(id)
+            }
+            found.sort { $0.2.volumeID < $1.2.volumeID }
+        }
+        missingVolumes = missing
         var result: [Volume] = []
         var expectedOffset: UInt64 = 0
         for (position, (device, index, header, copies)) in found.enumerated() {
@@ -146,8 +180,9 @@ public final class VolumeSet: Sendable {
         volumes = result
     }
 
-    public convenience init(paths: [String], writable: Bool = false, headerIndex: Int? = nil) throws {
-        try self.init(devices: paths.map { try FileBlockDevice(path: $0, writable: writable) }, headerIndex: headerIndex)
+    public convenience init(paths: [String], writable: Bool = false, headerIndex: Int? = nil, degraded: Bool = false) throws {
+        try self.init(devices: paths.map { try FileBlockDevice(path: $0, writable: writable) }, headerIndex: headerIndex,
+                      degraded: degraded)
     }
 
     /// Takes in a single volume's enlarged device (growfs); returns the new size.
@@ -195,8 +230,33 @@ public final class VolumeSet: Sendable {
         try bytes.withUnsafeBytes { try device.write($0, at: offsets[index]) }
     }
 
+    /// A set with copies (version 5, which DragonFly refuses) also writes the root's header
+    /// to the other volumes, each with its own id and size, into slot `index` (or the last
+    /// one it has): any volume then describes the filesystem when the root volume is lost.
+    public func writeHeaderToOtherVolumes(_ header: VolumeHeader, slot index: Int) throws {
+        for volume in volumes.dropFirst() {
+            var copy = header
+            copy.volumeID = UInt8(volume.id)
+            copy.volumeSize = volume.size
+            let offsets = VolumeHeader.copyOffsets(deviceSize: volume.size)
+            let bytes = copy.encoded()
+            try bytes.withUnsafeBytes { try volume.device.write($0, at: offsets[min(index, offsets.count - 1)]) }
+        }
+    }
+
     /// The flush barrier: every device's completed writes are durable.
     public func synchronize() throws {
         for volume in volumes { try volume.device.synchronize() }
+    }
+}
+
+/// A volume of a set that was not given (a degraded open): every read fails with EIO.
+struct MissingDevice: BlockDevice {
+    let id: Int
+    let size: UInt64
+    var name: String { "volume \(id) (missing)" }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
+        throw EngineError.io(errno: EIO, what: "read of volume \(id), which is missing, at offset \(offset)")
     }
 }

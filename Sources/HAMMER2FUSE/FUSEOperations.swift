@@ -264,7 +264,7 @@ enum FUSEOperations {
         ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
-                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump,
+                         ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump, ControlRequest.scrub,
                          ControlRequest.growfs]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 fuse_reply_err(request, ENOTTY)
@@ -287,6 +287,9 @@ enum FUSEOperations {
                             UInt64(ino),
                             compAlgo: argument.flags & ControlRequest.InodeArgument.setCompression != 0 ? argument.compAlgo : nil,
                             checkAlgo: argument.flags & ControlRequest.InodeArgument.setCheck != 0 ? argument.checkAlgo : nil)
+                        if argument.flags & ControlRequest.InodeArgument.setCopies != 0 {
+                            try server.pfs.setCopies(UInt64(ino), Int(argument.ncopies))
+                        }
                     }
                     reply = ControlRequest.InodeArgument(try server.pfs.inodeInfo(UInt64(ino))).encoded()
                 } else if command == ControlRequest.growfs {
@@ -315,6 +318,11 @@ enum FUSEOperations {
                     default: throw EngineError.invalidArgument("unknown destroy command \(request.command)")
                     }
                     reply = bytes
+                } else if command == ControlRequest.scrub {
+                    guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
+                    let result = try server.filesystem.scrub()
+                    for problem in result.problems { server.logger("scrub of \(server.options.fsname): \(problem)") }
+                    reply = ControlRequest.encode(result)
                 } else if command == ControlRequest.bulkfree {
                     guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
                     reply = ControlRequest.encode(try server.filesystem.bulkfree())
@@ -326,7 +334,8 @@ enum FUSEOperations {
                     switch command {
                     case ControlRequest.pfsCreate:
                         try server.filesystem.createPFS(label: argument.label, type: argument.type,
-                                                        subtype: argument.subtype, clusterID: argument.clusterID)
+                                                        subtype: argument.subtype, clusterID: argument.clusterID,
+                                                        copies: max(1, Int(argument.copies)))
                     case ControlRequest.pfsDelete:
                         try server.filesystem.deletePFS(label: argument.label)
                     default:

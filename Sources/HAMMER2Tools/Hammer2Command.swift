@@ -16,7 +16,7 @@ public enum Hammer2Command {
     hammer2 [options] command [argument ...]
         -s path            Select filesystem (a mount point of mount_hammer2)
         -f image           Select an image file or device offline (dev1:dev2:... for several volumes)
-        -r                 Recurse (setcomp, setcheck)
+        -r                 Recurse (setcomp, setcheck, setcopies)
         -t type            PFS type for pfs-create
         -u uuid            Cluster id for pfs-create
         -v                 More verbose (repeatable)
@@ -27,8 +27,9 @@ public enum Hammer2Command {
         info [<devpath>...]               Info on all offline or online H2 partitions
         pfs-list [<path>...]              List PFSs
         pfs-clid <label>                  Print cluster id for specific PFS
-        pfs-create [-t type] [-c clid] [-e] [-k keyfile] <label>
-                                      Create a PFS (type MASTER by default); -e encrypted,
+        pfs-create [-t type] [-c clid] [-n copies] [-e] [-k keyfile] <label>
+                                      Create a PFS (type MASTER by default); -n copies of
+                                      its data (1-4, see setcopies); -e encrypted,
                                       passphrase asked (or read from stdin), -k key file
         key-status [label...]         Show which PFSes are encrypted, key ids and wrapping
         key-change [-o oldkeyfile] [-k newkeyfile] <label>
@@ -39,6 +40,11 @@ public enum Hammer2Command {
         pfs-fsid <label>                  Print private id for specific PFS
         setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
         setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
+        setcopies <n> <path>...           Set copies of data written from now on (1-4, 3 when
+                                          encrypted; metadata gets one more); inherited
+        scrub [<path>]                    Read every copy of every block, repair bad copies
+                                          from good ones, report what could not be (online
+                                          on a mount, or offline with -f image)
         stat [<path>...]                  Return inode quota & config
         printinode <path>                 Dump inode
         destroy <path>...                 Destroy directory entries (only use if inode bad)
@@ -133,7 +139,7 @@ public enum Hammer2Command {
                 // DragonFly's global -t type / -u uuid apply to pfs-create, as do local ones.
                 let global = (context.pfsType.map { ["-t", $0] } ?? []) + (context.uuid.map { ["-c", $0] } ?? [])
                 try PFSDirectives.create(global + operands, image: context.image, selected: context.selectedPath)
-            case "setcomp", "setcheck":
+            case "setcomp", "setcheck", "setcopies":
                 status = try InodeDirectives.set(directive, operands, image: context.image, recurse: context.recurse)
             case "destroy":
                 status = try RepairDirectives.destroy(operands, image: context.image)
@@ -157,6 +163,8 @@ public enum Hammer2Command {
                 status = try KeyDirectives.change(operands, image: context.image, selected: context.selectedPath)
             case "pfs-delete":
                 try PFSDirectives.delete(operands, image: context.image, selected: context.selectedPath)
+            case "scrub":
+                status = try ScrubDirective.run(operands, image: context.image, selected: context.selectedPath, quiet: context.quiet > 0)
             case "bulkfree":
                 try BulkfreeDirective.run(operands, image: context.image, selected: context.selectedPath, quiet: context.quiet > 0)
             case "pfs-clid", "pfs-fsid":

@@ -76,6 +76,7 @@ enum InodeDirectives {
             if let set {
                 try pfs.setMethods(inum, compAlgo: set.flags & ControlRequest.InodeArgument.setCompression != 0 ? set.compAlgo : nil,
                                    checkAlgo: set.flags & ControlRequest.InodeArgument.setCheck != 0 ? set.checkAlgo : nil)
+                if set.flags & ControlRequest.InodeArgument.setCopies != 0 { try pfs.setCopies(inum, Int(set.ncopies)) }
             }
             return ControlRequest.InodeArgument(try pfs.inodeInfo(inum))
         case .online:
@@ -114,12 +115,19 @@ enum InodeDirectives {
     static func set(_ directive: String, _ operands: [String], image: String?, recurse: Bool) throws -> Int32 {
         guard operands.count >= 2 else {
             throw ToolError.usage(directive == "setcomp" ? "setcomp: requires compression method and directory/file path"
-                                                         : "setcheck: requires check code method and directory/file path")
+                                  : directive == "setcopies" ? "setcopies: requires number of copies and directory/file path"
+                                                             : "setcheck: requires check code method and directory/file path")
         }
         var argument = ControlRequest.InodeArgument()
         if directive == "setcomp" {
             argument.compAlgo = try parseCompression(operands[0])
             argument.flags = ControlRequest.InodeArgument.setCompression
+        } else if directive == "setcopies" {
+            guard let copies = UInt8(operands[0]), (1...UInt8(HAMMER2.maximumCopies)).contains(copies) else {
+                throw ToolError.usage("setcopies: number of copies must be 1 to \(HAMMER2.maximumCopies), not \(operands[0])")
+            }
+            argument.ncopies = copies
+            argument.flags = ControlRequest.InodeArgument.setCopies
         } else {
             argument.checkAlgo = try parseCheck(operands[0])
             argument.flags = ControlRequest.InodeArgument.setCheck
@@ -130,7 +138,8 @@ enum InodeDirectives {
             do {
                 let current = try inode(target, path)
                 print(directive == "setcomp" ? "\(path)\tcomp_algo=0x\(Text.hex(UInt64(argument.compAlgo), width: 2))"
-                                             : "\(path)\tcheck_algo=0x\(Text.hex(UInt64(argument.checkAlgo), width: 2))")
+                      : directive == "setcopies" ? "\(path)\tncopies=\(argument.ncopies)"
+                                                 : "\(path)\tcheck_algo=0x\(Text.hex(UInt64(argument.checkAlgo), width: 2))")
                 _ = try inode(target, path, set: argument)
                 if recurse && ObjectType(rawValue: current.type) == .directory {
                     for child in try children(target, path) { apply(child) }

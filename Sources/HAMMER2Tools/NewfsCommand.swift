@@ -10,9 +10,11 @@ import HAMMER2Format
 
 public enum NewfsCommand {
     public static let usage = """
-    usage: newfs_hammer2 [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] [-e] [-k keyfile] special
+    usage: newfs_hammer2 [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] [-c copies]
+                         [-e] [-k keyfile] special ...
 
-    Creates a HAMMER2 filesystem on an image file or block device: the LOCAL PFS and,
+    Creates a HAMMER2 filesystem on an image file or block device, or on several as one
+    volume set (mount them as dev1:dev2:...@LABEL): the LOCAL PFS and,
     unless -L none, one PFS per -L label (default: BOOT if the device name ends in
     'a', ROOT if in 'd', otherwise DATA). New PFSes use LZ4 compression and xxhash64
     check codes.
@@ -21,7 +23,11 @@ public enum NewfsCommand {
       -r auxsize    aux area size (8M..1G, a multiple of 8M)
       -V version    volume version, 1 or 2 (default 2)
       -L label      PFS label; repeatable, at most 3; "none" for LOCAL only
-      -s size       filesystem size (k, m, g, t suffixes); creates the image file
+      -s size       filesystem size (k, m, g, t suffixes); creates the image file;
+                    with several specials, the size of each one that does not exist
+      -c copies     copies of every PFS's data, 1-4 (3 with -e); metadata gets one
+                    more, placed on other volumes when there are several
+                    (docs/copies.md; makes a volume DragonFly refuses, version 5)
       -e            encrypt the -L PFSes (not LOCAL): passphrase asked twice, or read
                     from standard input when it is not a terminal (docs/encryption.md)
       -k keyfile    encrypt the -L PFSes with a key file (at least 32 bytes) instead
@@ -48,7 +54,7 @@ public enum NewfsCommand {
     public static func main(_ arguments: [String]) -> Int32 {
         let tool = "newfs_hammer2"
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:dek:") } catch {
+        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:dek:c:") } catch {
             return usageError(tool, "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
@@ -57,10 +63,16 @@ public enum NewfsCommand {
         var options = FormatOptions(labels: [])
         var encrypted = false
         var keyFile: String?
+        var copies = 1
         for (letter, value) in parsed.options {
             let value = value ?? ""
             switch letter {
             case "e": encrypted = true
+            case "c":
+                guard let number = Int(value), (1...HAMMER2.maximumCopies).contains(number) else {
+                    return usageError(tool, "bad -c copies \"\(value)\" (1 to \(HAMMER2.maximumCopies))", usage: usage)
+                }
+                copies = number
             case "k":
                 encrypted = true
                 keyFile = value
@@ -84,14 +96,24 @@ public enum NewfsCommand {
                 break
             }
         }
-        guard parsed.operands.count == 1 else {
-            return usageError(tool, parsed.operands.isEmpty ? "missing special (image file or device)" : "one special at a time", usage: usage)
+        guard !parsed.operands.isEmpty else {
+            return usageError(tool, "missing special (image file or device)", usage: usage)
         }
-        let special = parsed.operands[0]
+        guard parsed.operands.count <= HAMMER2.maxVolumes else {
+            return usageError(tool, "at most \(HAMMER2.maxVolumes) volumes", usage: usage)
+        }
+        let specials = parsed.operands
+        let special = specials[0]
         guard labels.count <= 3 else { return usageError(tool, "at most 3 labels besides LOCAL", usage: usage) }
         options.labels = noLabel ? [] : (labels.isEmpty ? [FormatOptions.defaultLabel(forDevice: special)] : labels)
         if noLabel && !labels.isEmpty { return usageError(tool, "-L none cannot be combined with other labels", usage: usage) }
         if encrypted && options.labels.isEmpty { return usageError(tool, "-e needs a PFS to encrypt (not -L none)", usage: usage) }
+        if encrypted && copies > Blockref.copyCapacity(.xaes256gcm) {
+            return usageError(tool, "at most \(Blockref.copyCapacity(.xaes256gcm)) copies with -e (the check area holds the nonce and tag)", usage: usage)
+        }
+        if specials.count > 1 && options.version < HAMMER2.volumeVersionMultiVolumes {
+            return usageError(tool, "several volumes need -V 2", usage: usage)
+        }
         if encrypted, let long = options.labels.first(where: { $0.utf8.count >= 128 }) {
             return usageError(tool, "label \(long) is too long for an encrypted PFS (at most 127 bytes)", usage: usage)
         }
@@ -103,7 +125,7 @@ public enum NewfsCommand {
             }
         }
 
-        if !FileManager.default.fileExists(atPath: special) {
+        for special in specials where !FileManager.default.fileExists(atPath: special) {
             guard let size = options.size else {
                 printError(tool, "\(special): no such file (give -s SIZE to create an image file)")
                 return ExitCode.failure.rawValue
@@ -115,28 +137,46 @@ public enum NewfsCommand {
             }
             close(fd)
         }
-        if let mountpoint = mountedFilesystem(source: special) {
-            printError(tool, "\(special) is mounted on \(mountpoint)")
-            return ExitCode.failure.rawValue
+        // With several specials -s sized each new image; the filesystem takes them whole.
+        if specials.count > 1 { options.size = nil }
+        for special in specials {
+            if let mountpoint = mountedFilesystem(source: special) {
+                printError(tool, "\(special) is mounted on \(mountpoint)")
+                return ExitCode.failure.rawValue
+            }
+        }
+        guard Set(specials).count == specials.count else {
+            return usageError(tool, "a special is given twice", usage: usage)
         }
         do {
-            let device = try FileBlockDevice(path: special, writable: true)
-            let result = try Formatter.format(device: device, options: options)
-            print("Volume \(special) size \(formatSize(result.volumeSize))")
+            let devices = try specials.map { try FileBlockDevice(path: $0, writable: true) }
+            let result = try Formatter.format(devices: devices, options: options)
+            let volumes = try VolumeSet(devices: devices)
+            for volume in volumes.volumes {
+                print("Volume \(volume.device.name) size \(formatSize(volume.size))")
+            }
             print("---------------------------------------------")
-            print("version:          \(options.version)")
+            // Encrypted PFSes and copies raise the version DragonFly would mount (docs/).
+            let version = copies > 1 ? HAMMER2.volumeVersionCopies : keySource != nil ? HAMMER2.volumeVersionEncryption : options.version
+            print("version:          \(version)")
             print("total-size:       \(formatSize(result.volumeSize)) (\(result.volumeSize) bytes)")
             print("boot-area-size:   \(formatSize(result.bootAreaBytes))")
             print("aux-area-size:    \(formatSize(result.auxAreaBytes))")
             print("topo-reserved:    \(formatSize(result.volumeSize - result.bootAreaBytes - result.auxAreaBytes - result.freeBytes))")
             print("free-space:       \(formatSize(result.freeBytes))")
             print("fsid:             \(result.fsid)")
-            if let keySource {
-                let filesystem = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
-                for label in options.labels { try filesystem.encryptEmptyPFS(label, source: keySource) }
+            if keySource != nil || copies > 1 {
+                let filesystem = try MutableFilesystem(volumes: volumes, readOnly: false)
+                if let keySource {
+                    for label in options.labels { try filesystem.encryptEmptyPFS(label, source: keySource) }
+                }
+                if copies > 1 {
+                    for label in result.labels { try filesystem.setDefaultCopies(label, copies) }
+                }
             }
             for label in result.labels {
-                print("PFS \"\(label)\"" + (keySource != nil && options.labels.contains(label) ? " (encrypted)" : ""))
+                print("PFS \"\(label)\"" + (keySource != nil && options.labels.contains(label) ? " (encrypted)" : "")
+                      + (copies > 1 ? " (\(copies) copies)" : ""))
             }
             return ExitCode.success.rawValue
         } catch {

@@ -28,7 +28,7 @@ enum PFSDirectives {
     /// pfs-create [-t type] [-c clid] [-e] [-k keyfile] label
     static func create(_ arguments: [String], image: String?, selected: String?) throws {
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "t:c:ek:") } catch { throw ToolError.usage("pfs-create: \(error)") }
+        do { parsed = try GetOpt(arguments, spec: "t:c:ek:n:") } catch { throw ToolError.usage("pfs-create: \(error)") }
         var argument = ControlRequest.PFSArgument(label: "")
         var encrypted = false
         var keyFile: String?
@@ -43,6 +43,11 @@ enum PFSDirectives {
                     throw ToolError.usage("pfs-create: unknown PFS type \"\(value ?? "")\" (MASTER, SLAVE, SOFT_MASTER, SOFT_SLAVE, CACHE, DUMMY)")
                 }
                 argument.type = type
+            case "n":
+                guard let copies = UInt8(value ?? ""), (1...UInt8(HAMMER2.maximumCopies)).contains(copies) else {
+                    throw ToolError.usage("pfs-create: -n copies must be 1 to \(HAMMER2.maximumCopies), not \"\(value ?? "")\"")
+                }
+                argument.copies = copies
             case "c":
                 guard let clid = HAMMER2UUID(string: value ?? "") else { throw ToolError.usage("pfs-create: bad cluster id \"\(value ?? "")\"") }
                 argument.clusterID = clid
@@ -57,10 +62,12 @@ enum PFSDirectives {
             }
             let filesystem = try offline(image)
             let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(argument.label): ", confirm: true)
-            try filesystem.createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID, encryption: source)
+            try filesystem.createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID, encryption: source,
+                                     copies: max(1, Int(argument.copies)))
             print("encrypted PFS \(argument.label) created")
         } else if let image {
-            try offline(image).createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID)
+            try offline(image).createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID,
+                                         copies: max(1, Int(argument.copies)))
         } else {
             _ = try send(ControlRequest.pfsCreate, argument, to: selected ?? ".", what: "pfs-create")
         }

@@ -25,7 +25,9 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 flush=<seconds> (background flush interval, default 5),
                 keyfile=<path> (key file of an encrypted PFS; without it the
                 passphrase is asked on the terminal, or read from standard input
-                when that is not a terminal), and any libfuse mount option
+                when that is not a terminal), degraded (a volume set with volumes
+                missing, read-only: blocks with a copy on the volumes given read,
+                docs/copies.md), and any libfuse mount option
   -h, --help    this text
 
 Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed
@@ -54,6 +56,7 @@ func main() -> Int32 {
     var readaheadKiB = 1024
     var readOnly = false
     var flushInterval = 5.0
+    var degraded = false
     var extra: [String] = []
     for (letter, value) in parsed.options {
         switch letter {
@@ -70,6 +73,7 @@ func main() -> Int32 {
                 case "rw": readOnly = false
                 case "allow_other": allowOther = true
                 case "debug": debug = true; foreground = true
+                case "degraded": degraded = true
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -124,7 +128,17 @@ func main() -> Int32 {
     let label = specifier.labelOrDefault
     if !foreground { closeInheritedDescriptors() }
     do {
-        let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20)
+        if degraded { readOnly = true }
+        let logger: @Sendable (String) -> Void
+        if foreground {
+            logger = { message in FileHandle.standardError.write(Data("mount_hammer2: \(message)\n".utf8)) }
+        } else {
+            openlog("mount_hammer2", LOG_PID, LOG_DAEMON)
+            logger = { message in withVaList([message]) { vsyslog(LOG_ERR, "%s", $0) } }
+        }
+        // Repairs of bad copies (and blocks lost) are logged from the first read on.
+        let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20,
+                                                          degraded: degraded, logger: logger)
         if try filesystem.encryptionStatus(label) != nil {
             let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
             try filesystem.unlockPFS(label, source: source)
@@ -142,12 +156,8 @@ func main() -> Int32 {
         options.maxThreads = threads
         options.readaheadKiB = readaheadKiB
         options.flushInterval = flushInterval
-        let logger: @Sendable (String) -> Void
-        if foreground {
-            logger = { message in FileHandle.standardError.write(Data("mount_hammer2: \(message)\n".utf8)) }
-        } else {
-            openlog("mount_hammer2", LOG_PID, LOG_DAEMON)
-            logger = { message in withVaList([message]) { vsyslog(LOG_ERR, "%s", $0) } }
+        if !filesystem.volumes.missingVolumes.isEmpty {
+            logger("\(options.fsname): degraded, volumes \(filesystem.volumes.missingVolumes) missing; mounted read-only")
         }
         let server = FUSEServer(filesystem: filesystem, pfs: pfs, options: options, logger: logger)
         defer { filesystem.reader.keyring.removeAll() }  // keys are wiped at unmount
@@ -162,11 +172,13 @@ func main() -> Int32 {
 /// Opens the filesystem. A daemon that was just unmounted may still be writing its final
 /// flush (fusermount3 returns before it ends), holding the image's writer lock: when the
 /// image is not mounted anywhere, wait up to 30 s for that lock instead of failing.
-func openWaitingForPreviousWriter(_ devices: [String], writable: Bool, cacheBytes: Int) throws -> MutableFilesystem {
+func openWaitingForPreviousWriter(_ devices: [String], writable: Bool, cacheBytes: Int, degraded: Bool,
+                                  logger: @escaping @Sendable (String) -> Void) throws -> MutableFilesystem {
     let deadline = Date().addingTimeInterval(30)
     while true {
         do {
-            return try MutableFilesystem(paths: devices, writable: writable, cacheBytes: cacheBytes)
+            return try MutableFilesystem(paths: devices, writable: writable, cacheBytes: cacheBytes, degraded: degraded,
+                                         copyLogger: logger)
         } catch let error as EngineError where error.errno == EBUSY {
             let mounted = devices.contains { mountedFilesystem(source: $0) != nil }
             if mounted || Date() >= deadline { throw error }
