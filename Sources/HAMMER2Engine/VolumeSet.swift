@@ -115,7 +115,8 @@ public final class VolumeSet: Sendable {
                 $0.version >= HAMMER2.volumeVersionCopies && $0.superRootBlockset[0].type == .inode
             }
             guard degraded, let newest = candidates.max(by: { $0.mirrorTID < $1.mirrorTID }) else {
-                throw EngineError.badVolumeSet("no root volume (volume id 0) among the given devices")
+                throw EngineError.badVolumeSet("no root volume (volume id 0) among the given devices"
+                                               + (candidates.isEmpty ? "" : " (mount with -o degraded to read what has copies on the others)"))
             }
             root = newest
             root.volumeID = 0

@@ -172,9 +172,15 @@ public final class ImageFuzzer: @unchecked Sendable {
             case .iscsi32, .xxhash64, .sha192:
                 var updated = bref
                 updated.check = CheckArea.computed(method, over: data)
+                // Extra copies' addresses follow the check code: keep them (below, the
+                // copies get the patched bytes, so the patch passes whichever is read).
+                updated.place((0...bref.extraCopyCount).map { bref.copyDataOffset($0) })
                 raw = updated.encoded()
             default:
                 return  // a patched method code: nothing to compute
+            }
+            for offset in bref.copyMediaOffsets.dropFirst() {
+                try? data.withUnsafeBytes { try device.write($0, at: offset) }
             }
             try? raw.withUnsafeBytes { try device.write($0, at: brefAt) }
             guard case let .block(parentIndex, _) = parent else { break }

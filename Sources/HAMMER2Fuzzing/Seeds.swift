@@ -98,7 +98,8 @@ public enum FuzzSeeds {
 
     /// A base image written by this implementation: LZ4 and zlib files, a directory large
     /// enough for indirect blocks, a file with an indirect data tree, a long name, links,
-    /// and a snapshot, after two flushes and a bulkfree.
+    /// files with 2 copies (so volume version 5, metadata with 3), an encrypted PFS, and a
+    /// snapshot, after two flushes and a bulkfree.
     public static func generatedImage() throws -> SparseImage {
         let size: UInt64 = 1 << 30
         let device = OverlayDevice(base: SparseImage(name: "generated", size: size, chunks: [:]))
@@ -127,6 +128,9 @@ public enum FuzzSeeds {
         _ = try pfs.create(in: root, name: Array("link".utf8), type: .softlink, mode: 0o777, caller: caller, target: Array("big".utf8))
         _ = try pfs.link(big, into: many, name: Array("hardlink".utf8))
         _ = try pfs.create(in: root, name: Array("fifo".utf8), type: .fifo, mode: 0o644, caller: caller)
+        let copies = try pfs.create(in: root, name: Array("copies".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+        try pfs.setCopies(copies, 2)
+        for i in 0..<12 { _ = try file(copies, "copy-\(i)-" + String(repeating: "c", count: 60), Array(text.prefix(i * 9000 + 1))) }
         // An encrypted PFS (unlocked by the fixed fuzz key file) with a few entries.
         try filesystem.createPFS(label: "VAULT", encryption: .keyFile(fuzzKeyFile))
         let vault = try filesystem.openPFS("VAULT")

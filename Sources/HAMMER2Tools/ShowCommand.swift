@@ -168,6 +168,10 @@ public final class ShowCommand {
         }
         if childCount > 0 { out.write("bcnt=\(childCount) ") }
         if bref.flags != 0 { out.write("flags=\(Text.hex(UInt64(bref.flags), width: 2)) ") }
+        // Not DragonFly's: the extra copies' data_off values (docs/copies.md).
+        if bref.extraCopyCount > 0 {
+            out.write("copies=" + (1...bref.extraCopyCount).map { Text.hex(bref.copyDataOffset($0)) }.joined(separator: ",") + " ")
+        }
         if bref.type == .freemapNode || bref.type == .freemapLeaf {
             out.write("bigmask=\(Text.hex(UInt64(bref.check.freemapBigmask), width: 8)) avail=\(bref.check.freemapAvail) ")
         }

@@ -117,4 +117,10 @@ public final class ScratchVolume {
     }
 
     public func unmount() throws { try mount?.unmount() }
+
+    /// Mounts again read-write without fsck (after a test damaged the image on purpose).
+    public func remountWithoutFsck() throws {
+        try mount?.unmount()
+        mount = try MountedImage("\(image.path)@\(label)", options: ["-o", (["rw"] + keyOptions).joined(separator: ",")])
+    }
 }
