@@ -130,18 +130,21 @@ public final class MutableFilesystem: @unchecked Sendable {
     // MARK: Space
 
     /// Bytes the next flush will need at most for what is dirty now (data uncompressed,
-    /// plus metadata), so a write that would not fit fails with ENOSPC up front.
+    /// plus metadata, each times the most copies in use), so a write that would not fit
+    /// fails with ENOSPC up front.
     var pendingBytes: UInt64 {
         var bytes: UInt64 = 0
+        let dataCopies = UInt64(volumeCopies), metadataCopies = UInt64(sharedMetadataCopies)
         for pfs in mounted.values {
             // Blocks are stored at most as large as they are in memory, rounded up to 1 KiB.
-            bytes += UInt64(pfs.dirtyByteCount) + UInt64(pfs.dirtyBlockCount) * 1024 + UInt64(pfs.changedNodes + 1) * 4096
+            bytes += (UInt64(pfs.dirtyByteCount) + UInt64(pfs.dirtyBlockCount) * 1024) * dataCopies
+                + UInt64(pfs.changedNodes + 1) * 4096 * metadataCopies
         }
         return bytes + bytes / 16
     }
 
     /// Space kept back for the metadata of a flush (indirect blocks, inodes, freemap).
-    var reserveBytes: UInt64 { 2 << 20 }
+    var reserveBytes: UInt64 { UInt64(sharedMetadataCopies) * (2 << 20) }
 
     /// Whether `more` bytes of new data still fit; flushes first when it is close.
     func ensureSpace(for more: UInt64) throws {

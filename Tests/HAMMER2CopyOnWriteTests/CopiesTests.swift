@@ -343,3 +343,45 @@ final class LockedLines: @unchecked Sendable {
     func append(_ line: String) { lock.withLock { lines.append(line) } }
     var all: [String] { lock.withLock { lines } }
 }
+
+extension CopiesTests {
+    /// A full volume with copies: writes fail with ENOSPC up front (copies counted), what
+    /// was flushed stays intact and verifies, and bulkfree gives the space back.
+    func testFullVolumeWithCopiesFailsCleanly() throws {
+        let paths = try makeVolumes(1, size: 128 << 20)
+        var written: [String: [UInt8]] = [:]
+        var random = SplitMix64(seed: 3)
+        do {
+            let fs = try MutableFilesystem(paths: paths, writable: true)
+            let pfs = try fs.openPFS("DATA")
+            try pfs.setCopies(root, 3)
+            var full = false
+            for i in 0..<200 where !full {
+                let bytes = random.bytes(1 << 20)
+                do {
+                    let inum = try pfs.create(in: root, name: Array("f\(i)".utf8), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+                    _ = try bytes.withUnsafeBytes { try pfs.write(inum, offset: 0, $0) }
+                    try fs.flush()
+                    written["f\(i)"] = bytes
+                } catch let error as EngineError where error.errno == ENOSPC {
+                    full = true
+                    try? pfs.unlink(in: root, name: Array("f\(i)".utf8))
+                }
+            }
+            XCTAssertTrue(full, "128 MiB with 3 copies must fill up")
+            XCTAssertGreaterThan(written.count, 20)
+            XCTAssertLessThan(written.count, 45, "each MiB takes 3 MiB")
+            try fs.flush()
+        }
+        try verifyClean(paths)
+        let fs = try MutableFilesystem(paths: paths, writable: true)
+        let pfs = try fs.openPFS("DATA")
+        for (name, bytes) in written {
+            XCTAssertEqual(try pfs.read(try pfs.resolve(name), offset: 0, count: bytes.count), bytes, name)
+        }
+        for name in written.keys.sorted().prefix(10) { try pfs.unlink(in: root, name: Array(name.utf8)) }
+        let freed = try fs.bulkfree().freedBytes
+        XCTAssertGreaterThanOrEqual(freed, 30 << 20, "10 MiB of data with 3 copies each")
+        XCTAssertEqual(try fs.scrub().badCopies, 0)
+    }
+}

@@ -16,6 +16,16 @@ final class CrashStateTests: XCTestCase {
     typealias Tree = [String: [UInt8]]
 
     func testEveryPowerCutStateHoldsALastFlushedTree() throws {
+        try powerCuts(copies: 1, seed: 81)
+    }
+
+    /// The same with 2 copies of data and 3 of metadata (docs/copies.md): every copy of a
+    /// block is written before the header that names it.
+    func testEveryPowerCutStateHoldsALastFlushedTreeWithCopies() throws {
+        try powerCuts(copies: 2, seed: 82)
+    }
+
+    func powerCuts(copies: Int, seed: UInt64) throws {
         // Over 2 GiB: two volume header copies, so a torn header write falls back to the other.
         let size: UInt64 = (2 << 30) + (256 << 20)
         let device = RecordingDevice(size: size)
@@ -23,10 +33,11 @@ final class CrashStateTests: XCTestCase {
         let base = device.contents
         device.startRecording()
         var trees: [Tree] = [[:]]  // the tree after each flush; index 0: the empty PFS
-        var random = SplitMix64(seed: 81)
+        var random = SplitMix64(seed: seed)
         do {
             let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
             let pfs = try fs.openPFS("DATA")
+            if copies > 1 { try pfs.setCopies(1, copies) }
             let caller = Caller(uid: 0, gid: 0)
             var tree: Tree = [:]
             let dir = try pfs.create(in: 1, name: Array("d".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
@@ -105,6 +116,7 @@ final class CrashStateTests: XCTestCase {
                     let (_, problems) = verifier.verifyTree(.topology, header: volumes.header)
                     XCTAssertTrue(problems.isEmpty, "\(context): \(problems.prefix(3))")
                     let pfs = try Filesystem(volumes: volumes).openPFS("DATA")
+                    if copies > 1 { XCTAssertGreaterThanOrEqual(volumes.header.version, cut >= 2 ? HAMMER2.volumeVersionCopies : 2, context) }
                     XCTAssertTrue(verifier.verifyNamespace(pfs).problems.isEmpty, context)
                     let found = try read(pfs)
                     XCTAssertTrue(allowed.contains { trees[$0] == found },
@@ -115,7 +127,7 @@ final class CrashStateTests: XCTestCase {
             }
         }
         XCTAssertGreaterThan(tried, 200)
-        print("crash states tried: \(tried), barriers: \(barriers)")
+        print("crash states tried (copies \(copies)): \(tried), barriers: \(barriers)")
     }
 
     /// Every file below the PFS root, by path relative to it.
