@@ -280,6 +280,9 @@ extension MutableFilesystem {
         withLock {
             var lines = ["volume mirror_tid=0x\(String(header.mirrorTID, radix: 16)) header slot \(headerSlot)"
                          + " allocator_free=\(allocator.freeBytes) flushes=\(flushCount)"]
+            let copies = reader.copyEvents
+            lines.append("copies volume_ncopies=\(volumeCopies) bad=\(copies.badCopies) repaired=\(copies.repaired)"
+                         + " not_repaired=\(copies.notRepaired) lost=\(copies.lostBlocks)")
             for label in mounted.keys.sorted() {
                 let pfs = mounted[label]!
                 lines.append("pfs \(label) root data_off=0x\(String(pfs.rootBref.dataOffset, radix: 16))"
