@@ -13,31 +13,13 @@ enum BulkfreeDirective {
         }
         let result: BulkfreeResult
         if let image, operands.isEmpty {
-            let devices = image.split(separator: ":").map(String.init)
-            if let mount = devices.lazy.compactMap({ path in mountedFilesystem(source: path) }).first {
-                throw ToolError.failed("\(image) is mounted on \(mount); run bulkfree on the mount (hammer2 -s \(mount) bulkfree)")
-            }
-            let filesystem = try MutableFilesystem(paths: devices, writable: true)
-            let showProgress = !quiet && isatty(STDERR_FILENO) != 0
-            result = try filesystem.bulkfree { scanned in
-                if showProgress { FileHandle.standardError.write(Data("\rbulkfree: \(scanned) blockrefs scanned".utf8)) }
-            }
-            if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+            let filesystem = try ScanRequest.offlineFilesystem(image, directive: "bulkfree")
+            let progress = ScanRequest.ProgressLine(quiet: quiet)
+            result = try filesystem.bulkfree { scanned in progress.show("bulkfree: \(scanned) blockrefs scanned") }
+            progress.end()
         } else {
-            let path = operands.first ?? selected ?? "."
-            guard mountedFilesystem(containing: path) != nil else {
-                throw ToolError.failed("'\(path)' is not on a hammer2 mount (use -f IMAGE for an unmounted image)")
-            }
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw ToolError.failed("\(path): \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
-            var buffer = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
-            // The daemon answers when done; on a terminal, show that it is running.
-            let ticker = !quiet && isatty(STDERR_FILENO) != 0 ? ProgressTicker(label: "bulkfree") : nil
-            let status = buffer.withUnsafeMutableBytes { ioctl(fd, UInt(ControlRequest.bulkfree), $0.baseAddress!) }
-            ticker?.stop()
-            guard status == 0 else { throw ToolError.failed("bulkfree on \(path): \(String(cString: strerror(errno)))") }
-            result = ControlRequest.decodeBulkfree(buffer)
+            let reply = try ScanRequest.send(ControlRequest.bulkfree, path: operands.first ?? selected ?? ".", directive: "bulkfree", quiet: quiet)
+            result = ControlRequest.decodeBulkfree(reply)
         }
         print("bulkfree: \(result.blockrefsScanned) blockrefs scanned, \(formatBytes(result.referencedBytes)) in use, "
               + "\(formatBytes(result.freedBytes)) freed")
@@ -48,6 +30,43 @@ enum BulkfreeDirective {
 
     static func formatBytes(_ bytes: UInt64) -> String {
         String(format: "%.2fMB", Double(bytes) / 1_048_576)
+    }
+}
+
+/// What bulkfree and scrub share: offline, the image opened for writing (refused while it
+/// is mounted) with a progress line on a terminal; online, one ioctl to the mount's daemon,
+/// which answers when done, with a ticker on a terminal meanwhile.
+enum ScanRequest {
+    static func offlineFilesystem(_ image: String, directive: String) throws -> MutableFilesystem {
+        let devices = image.split(separator: ":").map(String.init)
+        if let mount = devices.lazy.compactMap({ path in mountedFilesystem(source: path) }).first {
+            throw ToolError.failed("\(image) is mounted on \(mount); run \(directive) on the mount (hammer2 -s \(mount) \(directive))")
+        }
+        return try MutableFilesystem(paths: devices, writable: true)
+    }
+
+    /// Sends `command` (a 64-byte request) to the daemon of the mount holding `path`.
+    static func send(_ command: UInt32, path: String, directive: String, quiet: Bool) throws -> [UInt8] {
+        guard mountedFilesystem(containing: path) != nil else {
+            throw ToolError.failed("'\(path)' is not on a hammer2 mount (use -f IMAGE for an unmounted image)")
+        }
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ToolError.failed("\(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
+        let ticker = !quiet && isatty(STDERR_FILENO) != 0 ? ProgressTicker(label: directive) : nil
+        let status = buffer.withUnsafeMutableBytes { ioctl(fd, UInt(command), $0.baseAddress!) }
+        ticker?.stop()
+        guard status == 0 else { throw ToolError.failed("\(directive) on \(path): \(String(cString: strerror(errno)))") }
+        return buffer
+    }
+
+    /// A progress line rewritten in place on stderr when it is a terminal.
+    struct ProgressLine {
+        let enabled: Bool
+        init(quiet: Bool) { enabled = !quiet && isatty(STDERR_FILENO) != 0 }
+        func show(_ text: String) { if enabled { FileHandle.standardError.write(Data("\r\(text)".utf8)) } }
+        func end() { if enabled { FileHandle.standardError.write(Data("\n".utf8)) } }
     }
 }
 

@@ -17,33 +17,14 @@ enum ScrubDirective {
         }
         let result: ScrubResult
         if let image {
-            let devices = image.split(separator: ":").map(String.init)
-            if let mount = devices.lazy.compactMap({ path in mountedFilesystem(source: path) }).first {
-                throw ToolError.failed("\(image) is mounted on \(mount); scrub the mount (hammer2 -s \(mount) scrub)")
-            }
-            let filesystem = try MutableFilesystem(paths: devices, writable: true)
-            let showProgress = !quiet && isatty(STDERR_FILENO) != 0
-            result = try filesystem.scrub { progress in
-                if showProgress {
-                    FileHandle.standardError.write(Data("\rscrub: \(progress.blocks) blocks, \(progress.copiesChecked) copies checked, \(progress.badCopies) bad".utf8))
-                }
-            }
-            if showProgress { FileHandle.standardError.write(Data("\n".utf8)) }
+            let filesystem = try ScanRequest.offlineFilesystem(image, directive: "scrub")
+            let progress = ScanRequest.ProgressLine(quiet: quiet)
+            result = try filesystem.scrub { progress.show("scrub: \($0.blocks) blocks, \($0.copiesChecked) copies checked, \($0.badCopies) bad") }
+            progress.end()
             for problem in result.problems { printError("hammer2", "scrub: \(problem)") }
         } else {
-            let path = operands.first ?? selected ?? "."
-            guard mountedFilesystem(containing: path) != nil else {
-                throw ToolError.failed("'\(path)' is not on a hammer2 mount (use -f IMAGE for an unmounted image)")
-            }
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { throw ToolError.failed("\(path): \(String(cString: strerror(errno)))") }
-            defer { close(fd) }
-            var buffer = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
-            let ticker = !quiet && isatty(STDERR_FILENO) != 0 ? ProgressTicker(label: "scrub") : nil
-            let status = buffer.withUnsafeMutableBytes { ioctl(fd, UInt(ControlRequest.scrub), $0.baseAddress!) }
-            ticker?.stop()
-            guard status == 0 else { throw ToolError.failed("scrub on \(path): \(String(cString: strerror(errno)))") }
-            result = ControlRequest.decodeScrub(buffer)
+            let reply = try ScanRequest.send(ControlRequest.scrub, path: operands.first ?? selected ?? ".", directive: "scrub", quiet: quiet)
+            result = ControlRequest.decodeScrub(reply)
         }
         print("scrub: \(result.blocks) blocks, \(result.copiesChecked) copies checked, \(result.badCopies) bad, "
               + "\(result.repaired) repaired, \(result.lostBlocks) without a good copy")

@@ -60,6 +60,16 @@ final class CopiesTests: XCTestCase {
         return expected
     }
 
+    /// `populate` on PFS DATA of `paths` with 2 copies, flushed.
+    func populated(_ paths: [String]) throws -> [String: [UInt8]] {
+        let fs = try MutableFilesystem(paths: paths, writable: true)
+        let pfs = try fs.openPFS("DATA")
+        try pfs.setCopies(root, 2)
+        let expected = try populate(pfs)
+        try fs.flush()
+        return expected
+    }
+
     func check(_ pfs: PFSHandle, _ expected: [String: [UInt8]], file: StaticString = #filePath, line: UInt = #line) throws {
         for (path, bytes) in expected {
             let inum = try pfs.resolve(path)
@@ -174,14 +184,7 @@ final class CopiesTests: XCTestCase {
 
     func testDamagedCopiesOfEveryKindAreHealedByReadsAndScrub() throws {
         let paths = try makeVolumes()
-        let expected: [String: [UInt8]]
-        do {
-            let fs = try MutableFilesystem(paths: paths, writable: true)
-            let pfs = try fs.openPFS("DATA")
-            try pfs.setCopies(root, 2)
-            expected = try populate(pfs)
-            try fs.flush()
-        }
+        let expected = try populated(paths)
         // Damage one copy of ~40% of the blocks of every kind: flipped bytes or zeros.
         var random = SplitMix64(seed: UInt64(ProcessInfo.processInfo.environment["HAMMER2_COPIES_SEED"].flatMap { UInt64($0) } ?? 11))
         var damaged: [BlockrefType: Int] = [:]
@@ -229,14 +232,7 @@ final class CopiesTests: XCTestCase {
 
     func testEveryCopyBadIsEIOForExactlyThatFile() throws {
         let paths = try makeVolumes()
-        let expected: [String: [UInt8]]
-        do {
-            let fs = try MutableFilesystem(paths: paths, writable: true)
-            let pfs = try fs.openPFS("DATA")
-            try pfs.setCopies(root, 2)
-            expected = try populate(pfs)
-            try fs.flush()
-        }
+        let expected = try populated(paths)
         let victim = "random-200000"
         do {
             let fs = try Filesystem(paths: paths)
@@ -302,17 +298,10 @@ final class CopiesTests: XCTestCase {
 
     func testTwoVolumeSetWithCopiesReadsWithOneVolumeMissing() throws {
         let paths = try makeVolumes(2)
-        let expected: [String: [UInt8]]
-        do {
-            let fs = try MutableFilesystem(paths: paths, writable: true)
-            XCTAssertEqual(fs.volumes.volumes.count, 2)
-            let pfs = try fs.openPFS("DATA")
-            try pfs.setCopies(root, 2)
-            expected = try populate(pfs)
-            try fs.flush()
-        }
+        let expected = try populated(paths)
         do {
             let fs = try MutableFilesystem(paths: paths, writable: false)
+            XCTAssertEqual(fs.volumes.volumes.count, 2)
             let half: UInt64 = 1 << 30
             for bref in try allBlockrefs(fs.reader) where bref.copyCount > 1 && bref.type != .freemapLeaf && bref.type != .freemapNode {
                 let volumes = Set(bref.copyMediaOffsets.map { $0 >= half })
