@@ -37,14 +37,16 @@ public enum Decompressor {
         guard length >= 0, length <= block.count - 4 else {
             throw DecompressionError.lz4BadLengthPrefix(length: length, available: block.count - 4)
         }
-        var output = [UInt8](repeating: 0, count: maximumOutput)
-        let produced = output.withUnsafeMutableBytes { out -> Int32 in
+        // Uninitialized: LZ4 writes every byte it reports (no 64 KiB memset per block).
+        var produced: Int32 = 0
+        let output = [UInt8](unsafeUninitializedCapacity: maximumOutput) { out, initialized in
             let src = block.baseAddress!.advanced(by: 4).assumingMemoryBound(to: CChar.self)
-            return LZ4_decompress_safe(src, out.baseAddress!.assumingMemoryBound(to: CChar.self),
-                                       Int32(length), Int32(maximumOutput))
+            produced = out.withMemoryRebound(to: CChar.self) {
+                LZ4_decompress_safe(src, $0.baseAddress!, Int32(length), Int32(maximumOutput))
+            }
+            initialized = max(0, Int(produced))
         }
         guard produced >= 0 else { throw DecompressionError.lz4Corrupt(code: Int(produced)) }
-        output.removeLast(maximumOutput - Int(produced))
         return output
     }
 
@@ -54,18 +56,17 @@ public enum Decompressor {
         var status = inflateInit_(&stream, ZLIB_VERSION, Int32(MemoryLayout<z_stream>.size))
         guard status == Z_OK else { throw DecompressionError.zlibCorrupt(code: status) }
         defer { inflateEnd(&stream) }
-        var output = [UInt8](repeating: 0, count: maximumOutput)
-        let produced: Int = output.withUnsafeMutableBytes { out in
+        // Uninitialized: inflate writes every byte it reports.
+        let output = [UInt8](unsafeUninitializedCapacity: maximumOutput) { out, initialized in
             stream.next_in = UnsafeMutablePointer(mutating: block.baseAddress?.assumingMemoryBound(to: Bytef.self))
             stream.avail_in = uInt(block.count)
-            stream.next_out = out.baseAddress!.assumingMemoryBound(to: Bytef.self)
+            stream.next_out = out.baseAddress!
             stream.avail_out = uInt(maximumOutput)
             status = inflate(&stream, Z_FINISH)
-            return maximumOutput - Int(stream.avail_out)
+            initialized = maximumOutput - Int(stream.avail_out)
         }
         switch status {
         case Z_STREAM_END:
-            output.removeLast(maximumOutput - produced)
             return output
         case Z_BUF_ERROR, Z_OK:
             throw DecompressionError.zlibTruncated

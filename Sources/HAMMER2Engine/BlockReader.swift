@@ -176,14 +176,12 @@ public final class BlockReader: Sendable {
     }
 
     /// The logical content of a DATA block: decompressed if it was compressed. The result
-    /// may be shorter than the logical block; the remainder reads as zeros. Decompressed
-    /// blocks are cached (a request may cover part of one); uncompressed ones are not: the
-    /// kernel's page cache already holds file data, and it would only evict metadata.
+    /// may be shorter than the logical block; the remainder reads as zeros. Used for reads
+    /// that cover part of a block (whole blocks are read in place, PFS.read), so the block
+    /// is cached, as DragonFly's buffer cache keeps the 64 KiB buffer: the next 4 KiB read
+    /// of it (random reads, read-modify-write) costs no media read, verification,
+    /// decompression or decryption.
     public func logicalData(_ bref: Blockref) throws -> [UInt8] {
-        // Decrypted blocks are cached like decompressed ones: a 4 KiB read would otherwise
-        // authenticate and decrypt the whole 64 KiB block each time.
-        let sealed = bref.checkMethod == .xaes256gcm
-        if (bref.compression == .none || bref.compression == .autozero) && !sealed { return try physical(bref) }
         let key = BlockCacheKey(bref, .logicalData)
         if case let .logicalData(hit) = cache.lookup(key) { return hit }
         let raw = try physical(bref)

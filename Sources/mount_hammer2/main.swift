@@ -20,7 +20,8 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -f            stay in the foreground (log to stderr instead of syslog)
   -d            FUSE debug output (implies -f)
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
-                (block cache, default 64), threads=<n> (default: one per CPU, at least 2),
+                (block cache; default 1/32 of RAM, 64 to 1024), threads=<n> (default: one
+                per CPU, at least 2),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
                 flush=<seconds> (background flush interval, default 5),
                 keyfile=<path> (key file of an encrypted PFS; without it the
@@ -49,7 +50,7 @@ func main() -> Int32 {
         return ExitCode.success.rawValue
     }
     var foreground = false, debug = false
-    var cacheMiB = 64
+    var cacheMiB = defaultCacheMiB()
     // One FUSE worker per CPU: more only switch contexts around the filesystem lock.
     var threads = UInt32(max(2, ProcessInfo.processInfo.activeProcessorCount))
     var allowOther = false
@@ -185,6 +186,15 @@ func openWaitingForPreviousWriter(_ devices: [String], writable: Bool, cacheByte
             usleep(100_000)
         }
     }
+}
+
+/// The block cache's default size: 1/32 of physical memory, from 64 MiB to 1 GiB. A read
+/// of part of a 64 KiB block (random 4 KiB reads, read-modify-write) needs the whole block
+/// verified, decompressed and decrypted; cached, the next read of it costs none of that,
+/// as DragonFly's buffer cache (which may use all free memory) keeps its 64 KiB buffers.
+func defaultCacheMiB() -> Int {
+    let bytes = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    return min(1024, max(64, (bytes >> 20) / 32))
 }
 
 /// A daemon must not hold its parent's descriptors (a pipe the caller waits on, say)
