@@ -75,30 +75,6 @@ enum DataBlockEncoding {
     }
 }
 
-/// Slots written by concurrent workers, each slot by one worker only, read after they end.
-final class ConcurrentResults<T>: @unchecked Sendable {
-    // Raw storage: workers write distinct slots, which an Array property would turn into
-    // overlapping accesses to the whole array.
-    private let slots: UnsafeMutablePointer<T?>
-    private let count: Int
-
-    init(count: Int) {
-        self.count = count
-        slots = .allocate(capacity: count)
-        slots.initialize(repeating: nil, count: count)
-    }
-
-    deinit {
-        slots.deinitialize(count: count)
-        slots.deallocate()
-    }
-
-    subscript(index: Int) -> T? {
-        get { slots[index] }
-        set { slots[index] = newValue }
-    }
-}
-
 /// Allocates new blocks from the freemap and writes them, merging neighbours into large
 /// writes (data blocks of one file are allocated one after the other). Each copy index has
 /// its own run, so the copies of consecutive blocks (placed apart) still merge.

@@ -22,14 +22,17 @@ struct ReadPlan {
     func execute(pfs: MountedPFS) throws -> [UInt8] {
         var out: [UInt8] = []
         for piece in pieces {
+            var data: [UInt8]
             switch piece {
-            case let .bytes(bytes): out += bytes
-            case let .zeros(count): out += [UInt8](repeating: 0, count: count)
+            case let .bytes(bytes): data = bytes
+            case let .zeros(count): data = [UInt8](repeating: 0, count: count)
             case let .disk(offset, count):
-                var data = try pfs.disk.read(inode, offset: offset, count: count)
+                data = try pfs.disk.read(inode, offset: offset, count: count)
                 if data.count < count { data += [UInt8](repeating: 0, count: count - data.count) }
-                out += data
             }
+            // The first piece is taken as it is: a request served by one piece (a read of
+            // clean data) is not copied again.
+            if out.isEmpty { out = data } else { out += data }
         }
         return out
     }

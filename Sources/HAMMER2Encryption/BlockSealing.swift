@@ -106,6 +106,22 @@ extension PFSKeys {
         try open(ciphertext: block, clear: [], bref: bref, physicalBytes: block.count)
     }
 
+    /// `openData` of a block read into the middle of `combined` (XAES256GCM's combined
+    /// layout; this fills in the nonce and tag from the blockref), the plaintext written into
+    /// `destination` (the block's size): nothing is written unless the tag verifies.
+    public func openData(combined: inout Data, bref: Blockref, into destination: UnsafeMutableRawBufferPointer) throws {
+        let check = SealedCheck(bref.check)
+        guard check.keyID == keyID else { throw SealError.wrongKey(expected: keyID, found: check.keyID) }
+        let prefix = XAES256GCM.combinedPrefixBytes
+        combined.replaceSubrange(0..<prefix, with: check.nonce[prefix...])
+        combined.replaceSubrange((combined.count - XAES256GCM.tagBytes)..<combined.count, with: check.tag)
+        let ad = associatedData(type: bref.type, compression: bref.compression, key: bref.key, keybits: bref.keybits,
+                                physicalBytes: destination.count, clear: [])
+        guard blocks.open(combined: combined, nonce: check.nonce, authenticating: ad, into: destination) else {
+            throw SealError.authenticationFailed
+        }
+    }
+
     /// An indirect block: authenticated, not encrypted (a tag over its blockrefs).
     public func sealIndirect(_ block: [UInt8], type: BlockrefType, key: UInt64, keybits: UInt8) -> CheckArea {
         seal(secret: [], clear: block, type: type, compression: .none, key: key, keybits: keybits,

@@ -57,6 +57,23 @@ public struct XAES256GCM: @unchecked Sendable {  // SymmetricKey is immutable
         return plaintext.withUnsafeBytes { Array($0) }
     }
 
+    /// Bytes before and after the ciphertext in a `combined` buffer: the GCM nonce (the last
+    /// 12 bytes of the XAES nonce) and the tag, AES.GCM.SealedBox's combined layout.
+    public static let combinedPrefixBytes = 12, combinedSuffixBytes = tagBytes
+
+    /// `open` of a buffer laid out as GCM nonce | ciphertext | tag (which a caller reads the
+    /// ciphertext into, between the two), handed to swift-crypto without copying it again.
+    public func open(combined: Data, nonce: [UInt8], authenticating ad: [UInt8],
+                     into destination: UnsafeMutableRawBufferPointer) -> Bool {
+        guard nonce.count == Self.nonceBytes,
+              combined.count == Self.combinedPrefixBytes + destination.count + Self.combinedSuffixBytes,
+              let box = try? AES.GCM.SealedBox(combined: combined),
+              let plaintext = try? AES.GCM.open(box, using: derivedKey(nonce), authenticating: ad),
+              plaintext.count == destination.count else { return false }
+        plaintext.withUnsafeBytes { destination.copyMemory(from: $0) }
+        return true
+    }
+
     /// 24 bytes from the system's CSPRNG.
     public static func randomNonce() -> [UInt8] {
         var generator = SystemRandomNumberGenerator()

@@ -3,6 +3,7 @@
 // data blocks decompress it. Nothing leaves this file unverified: a block whose check code
 // fails, whose methods are unknown, or that does not decompress is an error, never bytes.
 
+import Foundation
 import HAMMER2Codecs
 import HAMMER2Encryption
 import HAMMER2Format
@@ -56,6 +57,41 @@ public final class BlockReader: Sendable {
                 }
                 if !failures.isEmpty { raw.withUnsafeBytes { repair(bref, failures: failures, goodCopy: copy, stored: $0) } }
                 return opened
+            } catch where Self.isCopyFailure(error) {
+                failures.append((copy, error))
+            }
+        }
+        throw allCopiesFailed(bref, failures)
+    }
+
+    /// A sealed DATA block's plaintext, written into `buffer` (its physical size): what
+    /// `physical` returns for it, without the intermediate arrays (large encrypted reads).
+    public func openSealedData(_ bref: Blockref, into buffer: UnsafeMutableRawBufferPointer) throws {
+        let bytes = try checkedPhysicalSize(bref)
+        precondition(bref.type == .data && bref.checkMethod == .xaes256gcm && buffer.count == bytes, "a sealed data block")
+        let keys = try sealingKeys(bref)
+        var failures: [(copy: Int, error: any Error)] = []
+        // The ciphertext is read between the room swift-crypto's combined layout wants for
+        // the nonce and the tag, so it is not copied again before decryption.
+        let prefix = XAES256GCM.combinedPrefixBytes
+        var combined = Data(count: prefix + bytes + XAES256GCM.combinedSuffixBytes)
+        for copy in 0..<bref.copyCount {
+            do {
+                try combined.withUnsafeMutableBytes { whole in
+                    try readCopyVerified(bref, copy, into: UnsafeMutableRawBufferPointer(rebasing: whole[prefix..<(prefix + bytes)]),
+                                         buffered: false)
+                }
+                do {
+                    try keys.openData(combined: &combined, bref: bref, into: buffer)
+                } catch let error as SealError {
+                    throw EngineError.authenticationFailed(bref: bref, reason: error.description)
+                }
+                if !failures.isEmpty {
+                    combined.withUnsafeBytes { whole in
+                        repair(bref, failures: failures, goodCopy: copy, stored: UnsafeRawBufferPointer(rebasing: whole[prefix..<(prefix + bytes)]))
+                    }
+                }
+                return
             } catch where Self.isCopyFailure(error) {
                 failures.append((copy, error))
             }

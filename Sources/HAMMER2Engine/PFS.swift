@@ -6,6 +6,7 @@
 // A DIRENT names an inode number; the inode itself is always found in the index, which is
 // how hard links work.
 
+import Dispatch
 import HAMMER2Encryption
 import HAMMER2Format
 import Synchronization
@@ -197,6 +198,26 @@ public final class PFS: Sendable {
             return Array(bytes[Int(offset)..<Int(end)])
         case let .blockset(refs):
             var out = [UInt8](repeating: 0, count: Int(end - offset))
+            /// Copies a block's logical content into its place in `out`.
+            func place(_ data: [UInt8], of bref: Blockref) {
+                let logicalSize = UInt64(1) << UInt64(bref.keybits)
+                let blockStart = bref.key
+                // Saturating: a corrupt key near 2^64 must not overflow.
+                let (sum, overflow) = blockStart.addingReportingOverflow(min(UInt64(data.count), logicalSize))
+                let blockEnd = overflow ? UInt64.max : sum
+                let copyStart = max(blockStart, offset)
+                let copyEnd = min(blockEnd, end)
+                guard copyStart < copyEnd else { return }
+                out.withUnsafeMutableBytes { dst in
+                    data.withUnsafeBytes { src in
+                        (dst.baseAddress! + Int(copyStart - offset)).copyMemory(
+                            from: src.baseAddress! + Int(copyStart - blockStart), byteCount: Int(copyEnd - copyStart))
+                    }
+                }
+            }
+            // Encrypted blocks the request covers whole (sequential reads) are opened after
+            // the walk, on every core: authentication and decryption are the cost there.
+            var sealedWhole: [Blockref] = []
             try tree.forEachLeaf(in: refs, from: offset, through: end - 1) { bref in
                 guard bref.type == .data else {
                     throw EngineError.corrupt("\(describe(bref)) in the data tree of inode \(inode.meta.inum)")
@@ -224,26 +245,43 @@ public final class PFS: Sendable {
                     }
                     return true
                 }
-                // An encrypted block wholly inside the request (sequential reads) is opened
-                // without going through the cache, which it would only churn; partial reads
-                // of one are cached (a 4 KiB read must not decrypt 64 KiB each time).
-                let whole = bref.checkMethod == .xaes256gcm && bref.compression == .none
-                    && blockStart >= offset && end - blockStart >= logicalSize
-                let data = try whole ? reader.physical(bref) : reader.logicalData(bref)
-                // Saturating: a corrupt key near 2^64 must not overflow.
-                let (sum, overflow) = blockStart.addingReportingOverflow(min(UInt64(data.count), logicalSize))
-                let blockEnd = overflow ? UInt64.max : sum
-                let copyStart = max(blockStart, offset)
-                let copyEnd = min(blockEnd, end)
-                if copyStart < copyEnd {
-                    out.withUnsafeMutableBytes { dst in
-                        data.withUnsafeBytes { src in
-                            (dst.baseAddress! + Int(copyStart - offset)).copyMemory(
-                                from: src.baseAddress! + Int(copyStart - blockStart), byteCount: Int(copyEnd - copyStart))
-                        }
-                    }
+                // An encrypted block wholly inside the request is opened without going
+                // through the cache, which it would only churn; partial reads of one are
+                // cached (a 4 KiB read must not decrypt 64 KiB each time).
+                if bref.checkMethod == .xaes256gcm && bref.compression == .none
+                    && blockStart >= offset && end - blockStart >= logicalSize {
+                    sealedWhole.append(bref)
+                    return true
                 }
+                place(try reader.logicalData(bref), of: bref)
                 return true
+            }
+            // Each is decrypted straight into its place in `out` (a whole block lies inside
+            // the request; its plaintext is its physical size, at most the logical size).
+            var targets: [(bref: Blockref, start: Int, bytes: Int)] = []
+            for bref in sealedWhole {
+                let bytes = try reader.checkedPhysicalSize(bref)
+                guard UInt64(bytes) <= UInt64(1) << UInt64(bref.keybits), bref.key - offset + UInt64(bytes) <= UInt64(out.count) else {
+                    throw EngineError.corrupt("encrypted data block larger than its key range: \(describe(bref))")
+                }
+                targets.append((bref, Int(bref.key - offset), bytes))
+            }
+            if !targets.isEmpty {
+                try out.withUnsafeMutableBytes { buffer in
+                    let base = UInt(bitPattern: buffer.baseAddress!)
+                    let targets = targets, reader = reader
+                    @Sendable func open(_ i: Int) throws {
+                        let target = targets[i]
+                        let start = UnsafeMutableRawPointer(bitPattern: base + UInt(target.start))!
+                        try reader.openSealedData(target.bref, into: UnsafeMutableRawBufferPointer(start: start, count: target.bytes))
+                    }
+                    if targets.count == 1 { return try open(0) }
+                    let failures = ConcurrentResults<any Error>(count: targets.count)
+                    DispatchQueue.concurrentPerform(iterations: targets.count) { i in
+                        do { try open(i) } catch { failures[i] = error }
+                    }
+                    if let error = (0..<targets.count).lazy.compactMap({ failures[$0] }).first { throw error }
+                }
             }
             return out
         }

@@ -47,6 +47,29 @@ final class ConstructionTests: XCTestCase {
         XCTAssertEqual(cipher.open(ciphertext, tag: tag, nonce: nonce, authenticating: ad), data)
     }
 
+    /// The large-read path opens a data block read into swift-crypto's combined layout and
+    /// decrypts into the reply: the same plaintext as openData, nothing written on a bad tag.
+    func testOpeningDataIntoABuffer() throws {
+        let keys = PFSKeys(master: [UInt8](repeating: 9, count: 32), domain: [UInt8](repeating: 8, count: 16))
+        let data = (0..<65_536).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 8) }
+        let (sealed, check) = keys.sealData(data, type: .data, compression: .none, key: 0x20000, keybits: 16)
+        var bref = Blockref(type: .data, methods: Blockref.methods(check: .xaes256gcm, compression: .none), key: 0x20000, keybits: 16, tid: 1)
+        bref.check = check
+        func open(_ block: [UInt8], _ bref: Blockref) throws -> [UInt8] {
+            var combined = Data(count: XAES256GCM.combinedPrefixBytes + block.count + XAES256GCM.combinedSuffixBytes)
+            combined.replaceSubrange(XAES256GCM.combinedPrefixBytes..<(XAES256GCM.combinedPrefixBytes + block.count), with: block)
+            var out = [UInt8](repeating: 0xEE, count: block.count)
+            try out.withUnsafeMutableBytes { try keys.openData(combined: &combined, bref: bref, into: $0) }
+            return out
+        }
+        XCTAssertEqual(try open(sealed, bref), data)
+        XCTAssertEqual(try open(sealed, bref), try keys.openData(sealed, bref: bref))
+        var flipped = sealed; flipped[40_000] ^= 4
+        XCTAssertThrowsError(try open(flipped, bref)) { XCTAssertEqual($0 as? SealError, .authenticationFailed) }
+        var moved = bref; moved.key = 0x30000
+        XCTAssertThrowsError(try open(sealed, moved), "bound to its offset in the file")
+    }
+
     func testRandomNoncesDiffer() {
         let nonces = Set((0..<1000).map { _ in XAES256GCM.randomNonce() })
         XCTAssertEqual(nonces.count, 1000)
