@@ -129,6 +129,9 @@ extension MutableFilesystem {
         for (copy, offset, reason) in bad {
             do {
                 guard !readOnly else { throw EngineError.posix(EROFS, "read-only") }
+                guard reader.mayRepair(at: offset, bytes: bytes, type: bref.type) else {
+                    throw EngineError.corrupt("the copy's location is not one a block can have")
+                }
                 try good.withUnsafeBytes { try volumes.write($0, at: offset) }
                 reader.cache.invalidateMedia(offset, count: bytes)
                 result.repaired += 1

@@ -67,10 +67,24 @@ extension BlockReader {
         return offset
     }
 
+    /// Whether a repair may write `bytes` at `offset` for a block of `type`: never below
+    /// allocator_beg (volume headers, boot and aux areas, newfs's inodes), never into the
+    /// reserved first 4 MiB of a GiB except by a freemap block (never into buffer 0, the
+    /// volume header's), never past the volume set. A damaged or crafted blockref can then not make a repair
+    /// overwrite a volume header.
+    public func mayRepair(at offset: UInt64, bytes: Int, type: BlockrefType) -> Bool {
+        let inReserved = offset % (1 << 30) < (4 << 20)
+        let freemap = type == .freemapLeaf || type == .freemapNode
+        guard offset + UInt64(bytes) <= volumes.totalSize else { return false }
+        if freemap { return inReserved && offset % (4 << 20) >= 1 << 16 }
+        return !inReserved && offset >= volumes.header.allocatorBegin
+    }
+
     /// Rewrites the copies in `failures` with `stored`, the good copy's bytes as stored.
     func repair(_ bref: Blockref, failures: [(copy: Int, error: any Error)], goodCopy: Int, stored: UnsafeRawBufferPointer) {
         for (copy, error) in failures {
-            guard let offset = try? copyMediaOffset(bref, copy) else {
+            guard let offset = try? copyMediaOffset(bref, copy),
+                  mayRepair(at: offset, bytes: stored.count, type: bref.type) else {
                 copyEvents.record(bad: 1, notRepaired: 1)
                 copyEvents.log("copy \(copy) of \(describe(bref)) has an impossible location; served from copy \(goodCopy)")
                 continue

@@ -374,3 +374,34 @@ extension CopiesTests {
         XCTAssertEqual(try fs.scrub().badCopies, 0)
     }
 }
+
+extension CopiesTests {
+    /// A blockref whose copy addresses point at the volume header (damaged, or crafted with
+    /// valid check codes) must not make a repair overwrite it: the read is served from the
+    /// good copy, the bad copies in allowed places are rewritten, the header is not.
+    func testRepairsNeverWriteOutsideWhereBlocksCanBe() throws {
+        let paths = try makeVolumes()
+        let header = try FileBlockDevice(path: paths[0]).read(at: 0, count: 65_536)
+        let data = (0..<1024).map { UInt8(truncatingIfNeeded: $0 &* 29 &+ 7) }
+        let good: UInt64 = 200 << 20, damaged: UInt64 = 300 << 20
+        do {
+            let device = try FileBlockDevice(path: paths[0], writable: true)
+            try data.withUnsafeBytes { try device.write($0, at: good) }
+            try [UInt8](repeating: 0xA5, count: 1024).withUnsafeBytes { try device.write($0, at: damaged) }
+        }
+        var bref = Blockref(type: .data, methods: Blockref.methods(check: .xxhash64, compression: .none), key: 0, keybits: 10, tid: 20)
+        bref.setCheck(over: data)
+        // Copy 0 damaged, copy 1 "at" the volume header (fails its check), copy 2 good.
+        bref.place([damaged | 10, 0 | 10, good | 10])
+        let reader = BlockReader(volumes: try VolumeSet(paths: paths, writable: true))
+        let lines = LockedLines()
+        reader.copyEvents.setLogger { lines.append($0) }
+        XCTAssertEqual(try reader.physical(bref), data)
+        XCTAssertEqual(reader.copyEvents.repaired, 1, lines.all.joined(separator: "\n"))
+        XCTAssertEqual(reader.copyEvents.notRepaired, 1)
+        try reader.volumes.synchronize()
+        XCTAssertEqual(try FileBlockDevice(path: paths[0]).read(at: damaged, count: 1024), data, "copy 0 repaired")
+        XCTAssertEqual(try FileBlockDevice(path: paths[0]).read(at: 0, count: 65_536), header, "the volume header is untouched")
+        XCTAssertTrue(lines.all.contains { $0.contains("impossible location") }, lines.all.joined(separator: "\n"))
+    }
+}
