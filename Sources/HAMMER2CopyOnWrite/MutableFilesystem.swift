@@ -233,9 +233,14 @@ final class MountedPFS {
         node.dirty = false
     }
 
-    /// Drops clean nodes once many are held (a long listing loads every inode).
+    /// Clean nodes kept before they are dropped: a node is 1-2 KiB, so this bounds them to a
+    /// few MiB beside the block cache (which keeps their inode blocks) whatever the number
+    /// of files a walk visits (docs/benchmarks.md, "Memory").
+    static let cleanNodeLimit = 8_192
+
+    /// Drops clean nodes once many are held (a long listing or a tree walk loads every inode).
     func dropCleanNodesIfMany() {
-        if nodes.count > 65_536 { dropCleanNodes() }
+        if nodes.count > Self.cleanNodeLimit { dropCleanNodes() }
     }
 
     /// Removes directory entry `entry` (naming `target`) from `dir`.

@@ -89,7 +89,9 @@ public final class PFSHandle: @unchecked Sendable {
         try fs.withLock {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
-            return status(try pfs.node(entry.inum))
+            let found = status(try pfs.node(entry.inum))
+            pfs.dropCleanNodesIfMany()  // a walk of a large tree looks up every name
+            return found
         }
     }
 

@@ -44,7 +44,10 @@ public final class PFS: Sendable {
     public let rootBref: Blockref
     public let root: InodeData
     private let inodeCache = Mutex<(young: [UInt64: InodeRecord], old: [UInt64: InodeRecord])>(([:], [:]))
-    private static let inodeCacheGeneration = 16_384
+    /// Records per generation of the inum -> inode cache. It sits outside the block cache's
+    /// budget (which holds the inode blocks themselves), so it stays small: 2 x 2048
+    /// records of ~2 KiB bound it to ~8 MiB whatever the number of files walked.
+    private static let inodeCacheGeneration = 2_048
 
     /// The inode number of every PFS root directory.
     public static let rootInodeNumber: UInt64 = 1
