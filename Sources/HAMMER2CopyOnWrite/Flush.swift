@@ -19,20 +19,24 @@ extension MutableFilesystem {
 
     /// `allHeaderCopies` writes the new header to every copy instead of the next one in
     /// rotation (after bulkfree, no older header may point at freed space).
-    func flushLocked(allHeaderCopies: Bool = false) throws {
+    /// `midOperation`: the flush runs inside an operation that holds nodes it has not
+    /// finished changing (ensureSpace, a write past the dirty limit); clean nodes are then
+    /// kept, since one the operation holds would otherwise leave the table and its coming
+    /// changes would never be flushed.
+    func flushLocked(allHeaderCopies: Bool = false, midOperation: Bool = false) throws {
         guard !readOnly else { return }
         guard allHeaderCopies || allocator.hasChanges || superRootChanged
                 || mounted.values.contains(where: { $0.hasChanges }) else { return }
         let savedAllocator = allocator
         do {
-            try flushAll(allHeaderCopies: allHeaderCopies)
+            try flushAll(allHeaderCopies: allHeaderCopies, dropCleanNodes: !midOperation)
         } catch {
             allocator = savedAllocator
             throw error
         }
     }
 
-    private func flushAll(allHeaderCopies: Bool) throws {
+    private func flushAll(allHeaderCopies: Bool, dropCleanNodes: Bool) throws {
         let tid = header.mirrorTID + 1
         let sink = FlushSink(fs: self)
         var commits: [() -> Void] = []
@@ -76,7 +80,7 @@ extension MutableFilesystem {
         pendingRoots = []
         pendingRootRemovals = []
         for commit in commits { commit() }
-        for pfs in mounted.values { pfs.dropCleanNodes() }
+        if dropCleanNodes { for pfs in mounted.values { pfs.dropCleanNodes() } }
         flushCount += 1
     }
 

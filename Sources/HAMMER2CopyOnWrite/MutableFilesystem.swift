@@ -146,10 +146,16 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Space kept back for the metadata of a flush (indirect blocks, inodes, freemap).
     var reserveBytes: UInt64 { UInt64(sharedMetadataCopies) * (2 << 20) }
 
-    /// Whether `more` bytes of new data still fit; flushes first when it is close.
+    /// Changed inodes held in memory before a flush writes them (as `dirtyLimit` bounds
+    /// dirty data): creating a million files must not hold a million nodes until the timer.
+    public var changedNodeLimit = 16_384
+
+    /// Whether `more` bytes of new data still fit; flushes first when it is close, or when
+    /// too many inodes have changes (every namespace change passes here).
     func ensureSpace(for more: UInt64) throws {
+        if mounted.values.reduce(0, { $0 + $1.changedNodes }) > changedNodeLimit { try flushLocked(midOperation: true) }
         if allocator.freeBytes >= pendingBytes + more + reserveBytes { return }
-        try flushLocked()
+        try flushLocked(midOperation: true)
         guard allocator.freeBytes >= pendingBytes + more + reserveBytes else {
             throw EngineError.posix(ENOSPC, "volume full")
         }

@@ -432,7 +432,7 @@ public final class PFSHandle: @unchecked Sendable {
             }
             let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
             guard !overflow, end <= UInt64(Int64.max) else { throw EngineError.posix(EFBIG, "file too large") }
-            if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit { try fs.flushLocked() }
+            if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit { try fs.flushLocked(midOperation: true) }
             try fs.ensureSpace(for: UInt64(bytes.count) + UInt64(HAMMER2.physicalBufferSize))
             try pfs.writeData(node, at: offset, bytes)
             let now = currentTimeMicroseconds()

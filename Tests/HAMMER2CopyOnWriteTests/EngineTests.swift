@@ -58,6 +58,38 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// Flushes inside operations (too many changed inodes, a full dirty-data budget) must not
+    /// lose what the operation goes on to change: a regression of the flush dropping the
+    /// clean directory a create held, whose new entry then never reached the media.
+    func testFlushesInsideOperationsLoseNothing() throws {
+        do {
+            let fs = try MutableFilesystem(paths: [imagePath], writable: true)
+            fs.changedNodeLimit = 7
+            let pfs = try fs.openPFS("DATA")
+            var created = 0
+            for d in 0..<5 {
+                let dir = try pfs.create(in: 1, name: Array("d\(d)".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+                try fs.flush()  // the directory is clean when its files are created
+                for i in 0..<60 {
+                    let file = try pfs.create(in: dir, name: Array("f\(i)".utf8), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+                    let bytes = [UInt8](repeating: UInt8(i), count: 70_000)
+                    _ = try bytes.withUnsafeBytes { try pfs.write(file, offset: 0, $0) }
+                    created += 1
+                }
+            }
+            try fs.flush()
+            XCTAssertEqual(created, 300)
+        }
+        let pfs = try open()
+        for d in 0..<5 {
+            let dir = try pfs.resolve("d\(d)")
+            var names = 0
+            try pfs.readDirectory(dir, from: 0, withAttributes: false) { _, _ in names += 1; return true }
+            XCTAssertEqual(names, 60, "d\(d)")
+            XCTAssertEqual(try pfs.read(try pfs.resolve("d\(d)/f59"), offset: 0, count: 70_001), [UInt8](repeating: 59, count: 70_000))
+        }
+    }
+
     func testTruncateAcrossFlushes() throws {
         var pfs: PFSHandle! = try open()
         var random = SplitMix64(seed: 5)
