@@ -103,11 +103,7 @@ extension MutableFilesystem {
                     continue
                 }
                 do {
-                    switch bref.type {
-                    case .inode: _ = try keys.openInode(raw, bref: bref)
-                    case .indirect, .freemapNode: try keys.verifyIndirect(raw, bref: bref)
-                    default: _ = try keys.openData(raw, bref: bref)
-                    }
+                    _ = try keys.open(raw, bref: bref)
                     if good == nil { (good, goodCopy) = (raw, copy) }
                 } catch {
                     bad.append((copy, offset, "authentication failed: \(error)"))

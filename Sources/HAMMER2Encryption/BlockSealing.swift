@@ -122,6 +122,19 @@ extension PFSKeys {
         }
     }
 
+    /// Opens any sealed block by its type: an inode's plaintext (with its blockset), an
+    /// indirect or freemap node as stored once its tag verifies, data or a long name's
+    /// plaintext. What reads, fsck and scrub all do with a sealed block.
+    public func open(_ block: [UInt8], bref: Blockref) throws -> [UInt8] {
+        switch bref.type {
+        case .inode: return try openInode(block, bref: bref)
+        case .indirect, .freemapNode:
+            try verifyIndirect(block, bref: bref)
+            return block
+        default: return try openData(block, bref: bref)
+        }
+    }
+
     /// An indirect block: authenticated, not encrypted (a tag over its blockrefs).
     public func sealIndirect(_ block: [UInt8], type: BlockrefType, key: UInt64, keybits: UInt8) -> CheckArea {
         seal(secret: [], clear: block, type: type, compression: .none, key: key, keybits: keybits,

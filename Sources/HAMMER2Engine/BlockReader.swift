@@ -31,13 +31,7 @@ public final class BlockReader: Sendable {
         let keys = try sealingKeys(bref)
         func open(_ raw: [UInt8]) throws -> [UInt8] {
             do {
-                switch bref.type {
-                case .inode: return try keys.openInode(raw, bref: bref)
-                case .indirect, .freemapNode:
-                    try keys.verifyIndirect(raw, bref: bref)
-                    return raw
-                default: return try keys.openData(raw, bref: bref)
-                }
+                return try keys.open(raw, bref: bref)
             } catch let error as SealError {
                 throw EngineError.authenticationFailed(bref: bref, reason: error.description)
             }

@@ -151,11 +151,7 @@ public final class Verifier {
                     break
                 }
                 do {
-                    switch bref.type {
-                    case .inode: bytes = try keys.openInode(bytes, bref: bref)
-                    case .indirect, .freemapNode: try keys.verifyIndirect(bytes, bref: bref)
-                    default: bytes = try keys.openData(bytes, bref: bref)
-                    }
+                    bytes = try keys.open(bytes, bref: bref)
                 } catch {
                     good = false
                     badCopies.append("\(label)Bad HAMMER2_CHECK_XAES256GCM: \(error)")
