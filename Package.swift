@@ -2,7 +2,7 @@
 import PackageDescription
 
 // The targets mirror the architecture (docs/architecture.md):
-//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3) -> HAMMER2Format (structures, check codes, no I/O)
+//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3, CMalloc) -> HAMMER2Format (structures, check codes, no I/O)
 //   -> HAMMER2Codecs (compression) -> HAMMER2Engine (devices, volumes, block reads, trees, namespace)
 //   -> HAMMER2CopyOnWrite (freemap allocation, in-memory changes, flush, newfs, bulkfree)
 //   -> HAMMER2FUSE (the FUSE adapter) and HAMMER2Tools (directive implementations) -> executables.
@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
         .target(name: "CFUSE3", linkerSettings: [.linkedLibrary("fuse3")]),
+        .target(name: "CMalloc"),
         .target(
             name: "HAMMER2Format",
             dependencies: ["CXXHash", .product(name: "Crypto", package: "swift-crypto")]
@@ -36,7 +37,7 @@ let package = Package(
         ),
         .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2Encryption"]),
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption"]),
-        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3"]),
+        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3", "CMalloc"]),
         .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption"]),
         .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
@@ -49,7 +50,6 @@ let package = Package(
             path: "Tests/HAMMER2TestSupport"
         ),
         .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2TestSupport"]),
-        .executableTarget(name: "make-test-image", dependencies: ["HAMMER2TestSupport"], path: "Tests/make-test-image"),
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2CopyOnWriteTests", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2TestSupport"]),
         .executableTarget(name: "crypto-bench", dependencies: ["HAMMER2Encryption", .product(name: "Crypto", package: "swift-crypto")], path: "Tests/crypto-bench"),

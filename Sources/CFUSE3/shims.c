@@ -20,7 +20,7 @@ struct fuse_args h2fuse_args(int argc, char **argv) {
     return args;
 }
 
-void h2fuse_init_connection(struct fuse_conn_info *conn) {
+void h2fuse_init_connection(struct fuse_conn_info *conn, int writeback) {
     // The kernel clamps this to what it supports; larger readahead means fewer, larger
     // read requests on sequential access.
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
@@ -28,4 +28,8 @@ void h2fuse_init_connection(struct fuse_conn_info *conn) {
     conn->max_write = 1u << 20;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+    // Writes land in the kernel's page cache and reach the daemon in large batches at
+    // writeback, fsync and close, instead of one request per write() under the inode lock.
+    if (writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+    else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
 }

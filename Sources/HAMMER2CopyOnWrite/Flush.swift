@@ -246,6 +246,10 @@ extension MutableFilesystem {
 
     /// Blockrefs in an encrypted PFS: the tag is the check code.
     static let sealedMethods = Blockref.methods(check: .xaes256gcm, compression: .none)
+    /// Data blocks encoded at once in a file's flush: 4 MiB, enough to keep every core busy.
+    static let flushBatchBlocks = 64
+    /// The embedded data area of an empty file (one array: nodes of empty files share it).
+    static let emptyEmbeddedData = [UInt8](repeating: 0, count: HAMMER2.embeddedBytes)
 
     /// Writes a node's data blocks or directory entries and returns its new content and
     /// the metadata to store with it.
@@ -269,7 +273,7 @@ extension MutableFilesystem {
             let content: InodeContent
             if case .embedded = node.flushedContent, size <= UInt64(HAMMER2.embeddedBytes) {
                 // DIRECTDATA: up to 512 bytes live in the inode, uncompressed.
-                var bytes = [UInt8](repeating: 0, count: HAMMER2.embeddedBytes)
+                var bytes = Self.emptyEmbeddedData  // shared by every empty file until written to
                 if size > 0 {
                     let block = try pfs.loadBlock(node, 0).prefix(Int(size))
                     bytes.replaceSubrange(0..<block.count, with: block)
@@ -319,41 +323,48 @@ extension MutableFilesystem {
         let keys = pfs.keys
         let check = keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
         let indices = blocks.keys.sorted().filter { $0 * logicalBlockBytes < size }
-        let logical = indices.map { index -> ArraySlice<UInt8> in
-            let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
-            let block = blocks[index]!
-            return block.count >= physical ? block[0..<physical] : (block + [UInt8](repeating: 0, count: physical - block.count))[...]
-        }
-        let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
-        // Sealing runs on every core, like compression (each block has its own nonce).
-        var sealedBlocks: [(block: [UInt8], check: CheckArea)?] = []
-        if let keys {
-            let results = ConcurrentResults<(block: [UInt8], check: CheckArea)>(count: stored.count)
-            DispatchQueue.concurrentPerform(iterations: stored.count) { i in
-                guard let (bytes, methods) = stored[i] else { return }
-                results[i] = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
-                                           key: indices[i] * logicalBlockBytes, keybits: UInt8(HAMMER2.allocationMaxRadix))
+        // In batches, so a large file's flush holds one batch of encoded blocks beside its
+        // dirty data, not a second copy of all of it (the sink writes as it goes).
+        var batchStart = 0
+        while batchStart < indices.count {
+            let batch = Array(indices[batchStart..<min(indices.count, batchStart + Self.flushBatchBlocks)])
+            batchStart += batch.count
+            let logical = batch.map { index -> ArraySlice<UInt8> in
+                let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
+                let block = blocks[index]!
+                return block.count >= physical ? block[0..<physical] : (block + [UInt8](repeating: 0, count: physical - block.count))[...]
             }
-            sealedBlocks = (0..<stored.count).map { results[$0] }
-        }
-        for (position, (index, encoded)) in zip(indices, stored).enumerated() {
-            let offset = index * logicalBlockBytes
-            guard let (bytes, methods) = encoded else {
-                edit.removals.append(offset...(offset + logicalBlockBytes - 1))  // all zeros: a hole
-                continue
+            let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
+            // Sealing runs on every core, like compression (each block has its own nonce).
+            var sealedBlocks: [(block: [UInt8], check: CheckArea)?] = []
+            if let keys {
+                let results = ConcurrentResults<(block: [UInt8], check: CheckArea)>(count: stored.count)
+                DispatchQueue.concurrentPerform(iterations: stored.count) { i in
+                    guard let (bytes, methods) = stored[i] else { return }
+                    results[i] = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
+                                               key: batch[i] * logicalBlockBytes, keybits: UInt8(HAMMER2.allocationMaxRadix))
+                }
+                sealedBlocks = (0..<stored.count).map { results[$0] }
             }
-            var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: tid)
-            let copies = min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(bref.checkMethod))
-            if keys != nil, let (sealed, area) = sealedBlocks[position] {
-                // Compressed first, then sealed: the block's physical size shows only how
-                // well it compressed (docs/encryption.md).
-                bref.check = area
-                bref.place(try sink.writeNewBlock(sealed, type: .data, copies: copies))
-            } else {
-                if check != .none { bref.setCheck(over: bytes) }
-                bref.place(try sink.writeNewBlock(bytes, type: .data, copies: copies))
+            for (position, (index, encoded)) in zip(batch, stored).enumerated() {
+                let offset = index * logicalBlockBytes
+                guard let (bytes, methods) = encoded else {
+                    edit.removals.append(offset...(offset + logicalBlockBytes - 1))  // all zeros: a hole
+                    continue
+                }
+                var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: tid)
+                let copies = min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(bref.checkMethod))
+                if keys != nil, let (sealed, area) = sealedBlocks[position] {
+                    // Compressed first, then sealed: the block's physical size shows only how
+                    // well it compressed (docs/encryption.md).
+                    bref.check = area
+                    bref.place(try sink.writeNewBlock(sealed, type: .data, copies: copies))
+                } else {
+                    if check != .none { bref.setCheck(over: bytes) }
+                    bref.place(try sink.writeNewBlock(bytes, type: .data, copies: copies))
+                }
+                edit.puts.append(bref)
             }
-            edit.puts.append(bref)
         }
         node.compressionHeuristic = heuristic
         return try editor.apply(edit, to: base)

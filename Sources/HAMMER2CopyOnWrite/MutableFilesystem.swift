@@ -148,7 +148,7 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Changed inodes held in memory before a flush writes them (as `dirtyLimit` bounds
     /// dirty data): creating a million files must not hold a million nodes until the timer.
-    public var changedNodeLimit = 16_384
+    public var changedNodeLimit = 4096
 
     /// Whether `more` bytes of new data still fit; flushes first when it is close, or when
     /// too many inodes have changes (every namespace change passes here).
@@ -242,11 +242,18 @@ final class MountedPFS {
     /// Clean nodes kept before they are dropped: a node is 1-2 KiB, so this bounds them to a
     /// few MiB beside the block cache (which keeps their inode blocks) whatever the number
     /// of files a walk visits (docs/benchmarks.md, "Memory").
-    static let cleanNodeLimit = 8_192
+    static let cleanNodeLimit = 4096
 
-    /// Drops clean nodes once many are held (a long listing or a tree walk loads every inode).
+    /// Node count past which clean nodes are dropped; raised while most nodes are changed or
+    /// open, so that operations do not scan them all each time.
+    private var dropThreshold = MountedPFS.cleanNodeLimit
+
+    /// Drops clean nodes once many are held (a long listing, a tree walk or creating many
+    /// files loads or makes an inode per name; flushes inside operations keep theirs).
     func dropCleanNodesIfMany() {
-        if nodes.count > Self.cleanNodeLimit { dropCleanNodes() }
+        guard nodes.count > dropThreshold else { return }
+        dropCleanNodes()
+        dropThreshold = max(Self.cleanNodeLimit, nodes.count + Self.cleanNodeLimit / 2)
     }
 
     /// Removes directory entry `entry` (naming `target`) from `dir`.

@@ -68,6 +68,16 @@ public final class PFSHandle: @unchecked Sendable {
         return NodeStatus(meta: node.meta, allocatedBytes: bytes)
     }
 
+    /// Runs an operation with the filesystem lock held. Clean nodes are dropped first, when
+    /// many are held: at that point no operation holds a node (one dropped in the middle of
+    /// an operation would take the operation's changes with it).
+    private func locked<T>(_ body: () throws -> T) rethrows -> T {
+        try fs.withLock {
+            pfs.dropCleanNodesIfMany()
+            return try body()
+        }
+    }
+
     private func writable() throws {
         if fs.readOnly { throw EngineError.posix(EROFS, "filesystem is mounted read-only") }
     }
@@ -82,11 +92,11 @@ public final class PFSHandle: @unchecked Sendable {
     // MARK: Reading the namespace
 
     public func attributes(_ inum: UInt64) throws -> NodeStatus {
-        try fs.withLock { status(try pfs.node(inum)) }
+        try locked { status(try pfs.node(inum)) }
     }
 
     public func lookup(_ parent: UInt64, _ name: [UInt8]) throws -> NodeStatus {
-        try fs.withLock {
+        try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
             let found = status(try pfs.node(entry.inum))
@@ -98,7 +108,7 @@ public final class PFSHandle: @unchecked Sendable {
     /// Lists `dir` from readdir cookie `cookie`; `withAttributes` also loads each inode.
     public func readDirectory(_ inum: UInt64, from cookie: UInt64, withAttributes: Bool,
                               _ visit: (DirectoryEntry, NodeStatus?) throws -> Bool) throws {
-        try fs.withLock {
+        try locked {
             let dir = try pfs.node(inum)
             try pfs.listEntries(dir, from: cookie) { entry in
                 let attributes = withAttributes ? status(try pfs.node(entry.inum)) : nil
@@ -109,21 +119,21 @@ public final class PFSHandle: @unchecked Sendable {
     }
 
     public func parent(of inum: UInt64) throws -> UInt64 {
-        try fs.withLock {
+        try locked {
             let node = try pfs.node(inum)
             return node.meta.iparent == 0 ? inum : node.meta.iparent
         }
     }
 
     public func readLink(_ inum: UInt64) throws -> [UInt8] {
-        let node = try fs.withLock { try pfs.node(inum) }
-        guard try fs.withLock({ node.type }) == .softlink else { throw EngineError.notSymlink }
-        let size = try fs.withLock { node.meta.size }
+        let node = try locked { try pfs.node(inum) }
+        guard try locked({ node.type }) == .softlink else { throw EngineError.notSymlink }
+        let size = try locked { node.meta.size }
         return try read(inum, offset: 0, count: Int(size))
     }
 
     public func inodeInfo(_ inum: UInt64) throws -> InodeInfo {
-        try fs.withLock {
+        try locked {
             let node = try pfs.node(inum)
             return InodeInfo(meta: node.meta, dataCount: node.flushedBref?.statsDataCount ?? 0,
                              inodeCount: node.flushedBref?.statsInodeCount ?? 0)
@@ -148,7 +158,7 @@ public final class PFSHandle: @unchecked Sendable {
             // The tag is the check code; "none" or "disabled" would drop authentication.
             throw EngineError.invalidArgument("PFS \(pfs.label) is encrypted: its check code is the authentication tag (setcheck does not apply)")
         }
-        try fs.withLock {
+        try locked {
             let node = try pfs.node(inum)
             if let compAlgo { node.meta.compAlgo = compAlgo }
             if let checkAlgo { node.meta.checkAlgo = checkAlgo }
@@ -166,7 +176,7 @@ public final class PFSHandle: @unchecked Sendable {
         guard (1...limit).contains(copies) else {
             throw EngineError.invalidArgument("copies must be 1 to \(limit)" + (pfs.keys != nil ? " in an encrypted PFS" : ""))
         }
-        try fs.withLock {
+        try locked {
             let node = try pfs.node(inum)
             node.meta.ncopies = UInt8(copies)
             node.dirty = true
@@ -190,7 +200,7 @@ public final class PFSHandle: @unchecked Sendable {
     /// that `destroy-inum` can remove.
     public func destroyEntry(in parent: UInt64, name: [UInt8]) throws {
         try writable()
-        try fs.withLock {
+        try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
             pfs.removeEntry(dir, entry)
@@ -204,7 +214,7 @@ public final class PFSHandle: @unchecked Sendable {
     public func destroyInode(_ inum: UInt64) throws {
         try writable()
         guard inum != Self.rootInodeNumber else { throw EngineError.invalidArgument("the PFS root cannot be destroyed") }
-        try fs.withLock {
+        try locked {
             guard try BlockTree(reader: fs.reader).find(in: pfs.root.flushedContent.blockset, key: inum, type: .inode) != nil
                     || pfs.nodes[inum]?.flushedBref == nil && pfs.nodes[inum] != nil else {
                 throw EngineError.notFound
@@ -223,7 +233,7 @@ public final class PFSHandle: @unchecked Sendable {
                        target: [UInt8]? = nil, device: (UInt32, UInt32) = (0, 0)) throws -> NodeStatus {
         try writable()
         try Self.checkName(name)
-        return try fs.withLock {
+        return try locked {
             let dir = try pfs.node(parent)
             guard dir.isDirectory else { throw EngineError.notDirectory }
             guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
@@ -269,7 +279,7 @@ public final class PFSHandle: @unchecked Sendable {
 
     public func unlink(in parent: UInt64, name: [UInt8]) throws {
         try writable()
-        try fs.withLock {
+        try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
             let node = try pfs.node(entry.inum)
@@ -282,7 +292,7 @@ public final class PFSHandle: @unchecked Sendable {
         try writable()
         if name == Array(".".utf8) { throw EngineError.invalidArgument("cannot remove \".\"") }
         if name == Array("..".utf8) { throw EngineError.posix(ENOTEMPTY, "cannot remove \"..\"") }
-        try fs.withLock {
+        try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
             let node = try pfs.node(entry.inum)
@@ -297,7 +307,7 @@ public final class PFSHandle: @unchecked Sendable {
     public func link(_ inum: UInt64, into parent: UInt64, name: [UInt8]) throws -> NodeStatus {
         try writable()
         try Self.checkName(name)
-        return try fs.withLock {
+        return try locked {
             let node = try pfs.node(inum)
             guard !node.isDirectory else { throw EngineError.posix(EPERM, "hard links to directories are not allowed") }
             guard node.meta.nlinks > 0 else { throw EngineError.notFound }
@@ -324,7 +334,7 @@ public final class PFSHandle: @unchecked Sendable {
         try writable()
         try Self.checkName(newName)
         guard flags & ~Self.renameNoReplace == 0 else { throw EngineError.invalidArgument("unsupported rename flags") }
-        try fs.withLock {
+        try locked {
             let sourceDir = try pfs.node(parent)
             let targetDir = try pfs.node(newParent)
             guard targetDir.isDirectory else { throw EngineError.notDirectory }
@@ -373,7 +383,7 @@ public final class PFSHandle: @unchecked Sendable {
 
     public func setAttributes(_ inum: UInt64, _ changes: AttributeChanges) throws -> NodeStatus {
         try writable()
-        return try fs.withLock {
+        return try locked {
             let node = try pfs.node(inum)
             let now = currentTimeMicroseconds()
             if let size = changes.size {
@@ -397,11 +407,11 @@ public final class PFSHandle: @unchecked Sendable {
     // MARK: File data
 
     public func open(_ inum: UInt64) throws {
-        try fs.withLock { try pfs.node(inum).openCount += 1 }
+        try locked { try pfs.node(inum).openCount += 1 }
     }
 
     public func release(_ inum: UInt64) {
-        fs.withLock {
+        locked {
             guard let node = pfs.nodes[inum] else { return }
             node.openCount = max(0, node.openCount - 1)
             if node.openCount == 0 && node.meta.nlinks == 0 {
@@ -414,7 +424,7 @@ public final class PFSHandle: @unchecked Sendable {
     /// Reads up to `count` bytes at `offset`; holes and the space past a truncation read
     /// as zeros, short at the end of the file.
     public func read(_ inum: UInt64, offset: UInt64, count: Int) throws -> [UInt8] {
-        let plan = try fs.withLock { () -> ReadPlan in
+        let plan = try locked { () -> ReadPlan in
             let plan = try pfs.readPlan(try pfs.node(inum), offset: offset, count: count)
             fs.readsInFlight.add(1, ordering: .relaxed)
             return plan
@@ -425,7 +435,7 @@ public final class PFSHandle: @unchecked Sendable {
 
     public func write(_ inum: UInt64, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Int {
         try writable()
-        return try fs.withLock {
+        return try locked {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else {
                 throw node.isDirectory ? EngineError.isDirectory : EngineError.invalidArgument("write to a non-file")

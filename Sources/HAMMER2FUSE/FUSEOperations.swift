@@ -39,8 +39,10 @@ enum FUSEOperations {
 
     static func table() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
-        ops.`init` = { _, connection in
-            if let connection { h2fuse_init_connection(connection) }
+        ops.`init` = { userdata, connection in
+            guard let connection, let userdata else { return }
+            let server = Unmanaged<FUSEServer>.fromOpaque(userdata).takeUnretainedValue()
+            h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0)
         }
         ops.lookup = { request, parent, name in
             let server = FUSEOperations.server(request)

@@ -4,6 +4,7 @@
 // user data (an unretained reference to this server), never in globals.
 
 import CFUSE3
+import CMalloc
 import Foundation
 import Synchronization
 import Glibc
@@ -24,6 +25,12 @@ public struct MountOptions: Sendable {
     public var cacheTimeout: Double = 60
     /// Kernel readahead for the mount in KiB (0: leave the kernel's default of 128).
     public var readaheadKiB = 1024
+    /// The kernel's writeback cache: write() fills the page cache, the daemon gets the data
+    /// in large writes at writeback, fsync and close (docs/architecture.md, "FUSE").
+    public var writebackCache = true
+    /// Dirty pages the kernel may hold for the mount with the writeback cache, in MiB
+    /// (0: the kernel's default, 1% of its dirty limit). Needs root; best effort.
+    public var kernelDirtyMiB = 256
     /// Seconds between background flushes of a read-write mount. Shorter than DragonFly's
     /// 30 s syncer because sync(2) cannot reach a libfuse 3.14 daemon (no FUSE_SYNCFS).
     public var flushInterval: Double = 5
@@ -92,9 +99,11 @@ public final class FUSEServer: Sendable {
             } ?? options.mountpoint
             guard fuse_session_mount(session, options.mountpoint) == 0 else { return -3 }
             defer { fuse_session_unmount(session) }
-            if options.readaheadKiB > 0 { setReadahead(kib: options.readaheadKiB, mountpoint: resolvedMountpoint) }
+            tuneBackingDevice(readaheadKiB: options.readaheadKiB,
+                              maxDirtyBytes: options.writebackCache && !filesystem.readOnly ? options.kernelDirtyMiB << 20 : 0,
+                              mountpoint: resolvedMountpoint)
             guard fuse_daemonize(options.foreground ? 1 : 0) == 0 else { return -4 }
-            if !filesystem.readOnly { startFlushTimer() }
+            startFlushTimer()
             let status = h2fuse_session_loop_mt(session, options.maxThreads)
             stopping.withLock { $0 = true }
             return status
@@ -138,13 +147,19 @@ public final class FUSEServer: Sendable {
         _ = done.wait(timeout: .now() + 2)
     }
 
-    /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does.
+    /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does, and
+    /// gives the memory freed since back to the kernel (a flush frees the changes it wrote;
+    /// reads free cache evictions and decoded inodes), so resident memory follows what is
+    /// live rather than the peak.
     private func startFlushTimer() {
         let thread = Thread { [self] in
             while true {
                 Thread.sleep(forTimeInterval: options.flushInterval)
                 if stopping.withLock({ $0 }) { return }
-                do { try filesystem.flush() } catch { logger("periodic flush of \(options.fsname) failed: \(error)") }
+                if !filesystem.readOnly {
+                    do { try filesystem.flush() } catch { logger("periodic flush of \(options.fsname) failed: \(error)") }
+                }
+                _ = h2_malloc_trim()
             }
         }
         thread.start()
@@ -155,7 +170,12 @@ public final class FUSEServer: Sendable {
     /// requests. Raising the mount's bdi read_ahead_kb gives 1 MiB requests. Best effort:
     /// it needs root, and the mount works without it. The device number comes from
     /// /proc/self/mountinfo because a stat of the mount point would wait for this daemon.
-    func setReadahead(kib: Int, mountpoint resolved: String) {
+    ///
+    /// With the writeback cache, the kernel also limits the mount's dirty pages to 1% of
+    /// its dirty limit (a few tens of MiB) and throttles writers at that point, so random
+    /// small writes reach the daemon almost one page per request; `max_bytes` raises that
+    /// allowance (Linux 6.2 and later).
+    func tuneBackingDevice(readaheadKiB: Int, maxDirtyBytes: Int, mountpoint resolved: String) {
         guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return }
         // mountinfo escapes backslash, space, tab and newline as octal.
         let mountpoint = resolved.replacingOccurrences(of: "\\", with: "\\134").replacingOccurrences(of: " ", with: "\\040")
@@ -166,10 +186,13 @@ public final class FUSEServer: Sendable {
             if fields.count > 4, fields[4] == mountpoint, line.contains(" - fuse.hammer2 ") { device = String(fields[2]) }
         }
         guard let device else { return }
-        let path = "/sys/class/bdi/\(device)/read_ahead_kb"
-        guard let handle = FileHandle(forWritingAtPath: path) else { return }
-        try? handle.write(contentsOf: Data("\(kib)\n".utf8))
-        try? handle.close()
+        func set(_ name: String, _ value: Int) {
+            guard let handle = FileHandle(forWritingAtPath: "/sys/class/bdi/\(device)/\(name)") else { return }
+            try? handle.write(contentsOf: Data("\(value)\n".utf8))
+            try? handle.close()
+        }
+        if readaheadKiB > 0 { set("read_ahead_kb", readaheadKiB) }
+        if maxDirtyBytes > 0 { set("max_bytes", maxDirtyBytes) }
     }
 
     /// Reports an engine failure for `what`; media errors are logged, lookups are not.
@@ -201,5 +224,16 @@ public final class FUSEServer: Sendable {
         st.f_namemax = UInt(HAMMER2.inodeMaxName - 1)
         st.f_flag = filesystem.readOnly ? UInt(ST_RDONLY) : 0
         return st
+    }
+}
+
+/// The daemon's use of the C library's allocator.
+public enum DaemonMemory {
+    /// One malloc arena for the whole process, set before any thread allocates. With one
+    /// per thread (glibc's default, up to 8 per core) every request and worker thread kept
+    /// its own free memory, and RSS grew to more than twice what was live
+    /// (docs/benchmarks.md, "Memory"); allocation is not where the daemon's time goes.
+    public static func limitArenas() {
+        _ = h2_malloc_limit_arenas(1)
     }
 }

@@ -9,6 +9,8 @@ import HAMMER2Engine
 import HAMMER2FUSE
 import HAMMER2Tools
 
+DaemonMemory.limitArenas()
+
 let usageText = """
 usage: mount_hammer2 [-f] [-d] [-o options] special[@label] node
 
@@ -20,10 +22,17 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -f            stay in the foreground (log to stderr instead of syslog)
   -d            FUSE debug output (implies -f)
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
-                (block cache; default 1/32 of RAM, 64 to 1024), threads=<n> (default: one
+                (memory for file data: block cache and, a quarter of it up to 256,
+                data written but not yet flushed; default 1/32 of RAM, 64 to 1024),
+                threads=<n> (default: one
                 per CPU, at least 2),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
                 flush=<seconds> (background flush interval, default 5),
+                dirtymax=<MiB> (dirty pages the kernel may cache for the mount,
+                default 256, 0 = kernel default of 1% of its dirty limit; needs root),
+                nowriteback (no kernel writeback cache: every write() is a request
+                and errors such as ENOSPC come back from write() itself; with the
+                default writeback cache they come back from fsync and close),
                 keyfile=<path> (key file of an encrypted PFS; without it the
                 passphrase is asked on the terminal, or read from standard input
                 when that is not a terminal), degraded (a volume set with volumes
@@ -58,6 +67,8 @@ func main() -> Int32 {
     var readOnly = false
     var flushInterval = 5.0
     var degraded = false
+    var writeback = true
+    var kernelDirtyMiB = 256
     var extra: [String] = []
     for (letter, value) in parsed.options {
         switch letter {
@@ -75,6 +86,8 @@ func main() -> Int32 {
                 case "allow_other": allowOther = true
                 case "debug": debug = true; foreground = true
                 case "degraded": degraded = true
+                case "writeback": writeback = true
+                case "nowriteback": writeback = false
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -88,6 +101,12 @@ func main() -> Int32 {
                             return ExitCode.usage.rawValue
                         }
                         readaheadKiB = value
+                    } else if option.hasPrefix("dirtymax=") {
+                        guard let value = Int(option.dropFirst(9)), value >= 0, value <= 65_536 else {
+                            printError("mount_hammer2", "dirtymax=<MiB> wants a number from 0 to 65536")
+                            return ExitCode.usage.rawValue
+                        }
+                        kernelDirtyMiB = value
                     } else if option.hasPrefix("flush=") {
                         guard let value = Double(option.dropFirst(6)), value >= 1, value <= 3600 else {
                             printError("mount_hammer2", "flush=<seconds> wants a number from 1 to 3600")
@@ -138,8 +157,14 @@ func main() -> Int32 {
             logger = { message in withVaList([message]) { vsyslog(LOG_ERR, "%s", $0) } }
         }
         // Repairs of bad copies (and blocks lost) are logged from the first read on.
-        let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly, cacheBytes: cacheMiB << 20,
+        // cache= is the memory for file data: a quarter of it (at most 256 MiB) holds
+        // written data until a flush, the rest is the block cache, so that resident memory
+        // stays under cache= plus a fixed overhead whether the mount reads or writes.
+        let dirtyBytes = readOnly ? 0 : min(256 << 20, (cacheMiB << 20) / 4)
+        let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly,
+                                                          cacheBytes: (cacheMiB << 20) - dirtyBytes,
                                                           degraded: degraded, logger: logger)
+        if dirtyBytes > 0 { filesystem.dirtyLimit = dirtyBytes }
         if try filesystem.encryptionStatus(label) != nil {
             let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
             try filesystem.unlockPFS(label, source: source)
@@ -156,6 +181,8 @@ func main() -> Int32 {
         options.extraOptions = extra
         options.maxThreads = threads
         options.readaheadKiB = readaheadKiB
+        options.writebackCache = writeback
+        options.kernelDirtyMiB = kernelDirtyMiB
         options.flushInterval = flushInterval
         if !filesystem.volumes.missingVolumes.isEmpty {
             logger("\(options.fsname): degraded, volumes \(filesystem.volumes.missingVolumes) missing; mounted read-only")

@@ -90,6 +90,34 @@ final class EngineTests: XCTestCase {
         }
     }
 
+    /// Inodes held in memory stay bounded however many files are created (issue 8: the
+    /// daemon's memory must not grow with the file count). Creating files never looks up an
+    /// existing name, and flushes inside a create keep their clean nodes, so before clean
+    /// nodes were dropped at the start of operations every created inode stayed.
+    func testInodesInMemoryStayBoundedWhileCreatingManyFiles() throws {
+        let fs = try MutableFilesystem(paths: [imagePath], writable: true)
+        let pfs = try fs.openPFS("DATA")
+        func nodesInMemory() -> Int {
+            let line = fs.debugDump(all: false).first { $0.hasPrefix("pfs DATA") }!
+            let field = line.split(separator: " ").first { $0.hasPrefix("nodes=") }!
+            return Int(field.dropFirst(6))!
+        }
+        var most = 0
+        for d in 0..<3 {
+            let dir = try pfs.create(in: 1, name: Array("d\(d)".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+            for i in 0..<5000 {
+                _ = try pfs.create(in: dir, name: Array("f\(i)".utf8), type: .regularFile, mode: 0o644, caller: caller)
+                if i % 500 == 0 { most = max(most, nodesInMemory()) }
+            }
+        }
+        // Changed inodes (flushed past changedNodeLimit) plus clean ones (dropped past 4096).
+        XCTAssertLessThanOrEqual(most, fs.changedNodeLimit + 4096 + 16, "inodes in memory while creating 15,000 files")
+        try fs.flush()
+        var names = 0
+        try pfs.readDirectory(try pfs.resolve("d2"), from: 0, withAttributes: false) { _, _ in names += 1; return true }
+        XCTAssertEqual(names, 5000)
+    }
+
     func testTruncateAcrossFlushes() throws {
         var pfs: PFSHandle! = try open()
         var random = SplitMix64(seed: 5)

@@ -20,7 +20,8 @@ void h2fuse_set_cache_readdir(struct fuse_file_info *fi);
 // FUSE_ARGS_INIT is a macro.
 struct fuse_args h2fuse_args(int argc, char **argv);
 
-// Asks the kernel for large readahead, as much as it offers.
-void h2fuse_init_connection(struct fuse_conn_info *conn);
+// Asks the kernel for large readahead, as much as it offers, and for its writeback cache
+// when `writeback` is non-zero (and the filesystem is writable).
+void h2fuse_init_connection(struct fuse_conn_info *conn, int writeback);
 
 #endif

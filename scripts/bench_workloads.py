@@ -1,0 +1,252 @@
+"""Workloads of scripts/bench: each takes a freshly made Target and the Suite and returns
+{metric: value}. They run in the suite's process; fio does the block I/O."""
+import json
+import os
+import random
+import subprocess
+import tarfile
+import time
+
+MiB = 1 << 20
+
+
+def fio(suite, *jobs, directory=None, cwd=None):
+    """Runs fio with the given job option lists (one list per job, the first also carries
+    the global options); returns (parsed JSON, wall seconds)."""
+    args = ["fio", "--output-format=json", "--thread", "--ioengine=psync"]
+    for index, job in enumerate(jobs):
+        args += ["--name=job%d" % index] + ["--" + option for option in job]
+    start = time.perf_counter()
+    done = subprocess.run(args, check=True, capture_output=True, text=True, cwd=cwd,
+                          timeout=suite.seconds_left())
+    wall = time.perf_counter() - start
+    text = done.stdout
+    return json.loads(text[text.index("{"):]), wall
+
+
+def total_ios(report):
+    return sum(job["read"]["total_ios"] + job["write"]["total_ios"] for job in report["jobs"])
+
+
+def total_bytes(report):
+    return sum(job["read"]["io_bytes"] + job["write"]["io_bytes"] for job in report["jobs"])
+
+
+def lay_out(suite, target, path, mib):
+    """An incompressible file of mib MiB, flushed: the input of the read and overwrite rows."""
+    fio(suite, ["filename=" + path, "rw=write", "bs=1M", "size=%dM" % mib, "refill_buffers=1", "end_fsync=1"])
+    target.flush()
+
+
+def seq(suite, target, compressible=False):
+    path = os.path.join(target.mnt, "seq.bin")
+    mib = suite.seq_mib
+    job = ["filename=" + path, "rw=write", "bs=1M", "size=%dM" % mib, "end_fsync=1", "refill_buffers=1"]
+    if compressible:
+        job += ["buffer_compress_percentage=50", "buffer_compress_chunk=4096"]
+    _, wall = fio(suite, job)
+    write = mib * MiB / 1e6 / wall
+    if compressible:
+        return {"seqcomp_write": write}
+    target.cold()
+    report, wall = fio(suite, ["filename=" + path, "rw=read", "bs=1M", "size=%dM" % mib])
+    if total_bytes(report) != mib * MiB:
+        raise RuntimeError("seq read on %s read %d bytes" % (target.name, total_bytes(report)))
+    return {"seq_write": write, "seq_read": mib * MiB / 1e6 / wall}
+
+
+def seqcomp(suite, target):
+    return seq(suite, target, compressible=True)
+
+
+def random_io(suite, target, kind):
+    path = os.path.join(target.mnt, "rand.bin")
+    mib = 1024 if kind == "randread" else 256
+    lay_out(suite, target, path, mib)
+    results = {}
+    for depth in (1, 16):
+        target.cold()
+        job = ["filename=" + path, "rw=" + kind, "bs=4k", "size=%dM" % mib, "time_based=1",
+               "runtime=%d" % suite.rand_seconds, "numjobs=%d" % depth, "group_reporting=1",
+               "randrepeat=0"]
+        if kind == "randwrite":
+            job += ["end_fsync=1", "refill_buffers=1"]
+        report, wall = fio(suite, job)
+        results["%s_qd%d" % (kind, depth)] = total_ios(report) / wall
+    return results
+
+
+def randread(suite, target):
+    return random_io(suite, target, "randread")
+
+
+def randwrite(suite, target):
+    return random_io(suite, target, "randwrite")
+
+
+def files(suite, target):
+    directory = os.path.join(target.mnt, "files")
+    os.mkdir(directory)
+    count = suite.files
+    payload = random.Random(1).randbytes(100)
+    names = [os.path.join(directory, "f%06d" % i) for i in range(count)]
+    start = time.perf_counter()
+    for name in names:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, payload)
+        os.close(fd)
+    target.flush()
+    create = count / (time.perf_counter() - start)
+    target.cold()
+    start = time.perf_counter()
+    for name in names:
+        if os.stat(name).st_size != 100:
+            raise RuntimeError("%s on %s is not 100 bytes" % (name, target.name))
+    stat = count / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for name in names:
+        os.unlink(name)
+    target.flush()
+    unlink = count / (time.perf_counter() - start)
+    return {"files_create": create, "files_stat": stat, "files_unlink": unlink}
+
+
+def corpus(suite, target):
+    tar, content = suite.corpus()
+    start = time.perf_counter()
+    subprocess.run(["tar", "-xf", tar, "-C", target.mnt], check=True, timeout=suite.seconds_left())
+    target.flush()
+    seconds = time.perf_counter() - start
+    return {"corpus_write": content / 1e6 / seconds, "corpus_space": target.used() / content}
+
+
+def checkout(suite, target):
+    source, file_count = suite.checkout_source()
+    repo = os.path.join(target.mnt, "repo")
+    subprocess.run(["git", "clone", "-q", "--no-checkout", "--no-hardlinks", source, repo], check=True)
+    target.flush()
+    target.cold()
+    start = time.perf_counter()
+    subprocess.run(["git", "-C", repo, "checkout", "-q", "-f", "HEAD", "--", "."], check=True,
+                   timeout=suite.seconds_left())
+    target.flush()
+    seconds = time.perf_counter() - start
+    status = subprocess.run(["git", "-C", repo, "status", "--porcelain"], check=True, capture_output=True,
+                            text=True).stdout
+    if status:
+        raise RuntimeError("checkout on %s differs from the commit: %s" % (target.name, status[:200]))
+    return {"checkout": file_count / seconds}
+
+
+def mixed(suite, target):
+    reads = os.path.join(target.mnt, "mixed-read.bin")
+    randoms = os.path.join(target.mnt, "mixed-random.bin")
+    overwrites = os.path.join(target.mnt, "mixed-overwrite.bin")
+    for path, mib in ((reads, 512), (randoms, 256), (overwrites, 128)):
+        lay_out(suite, target, path, mib)
+    target.cold()
+    common = ["time_based=1", "runtime=%d" % suite.rand_seconds]
+    report, wall = fio(suite,
+                       ["filename=" + reads, "rw=read", "bs=1M", "size=512M"] + common,
+                       ["filename=" + randoms, "rw=randread", "bs=4k", "size=256M"] + common,
+                       ["filename=" + os.path.join(target.mnt, "mixed-new.bin"), "rw=write", "bs=1M",
+                        "size=4G", "refill_buffers=1", "end_fsync=1"] + common,
+                       ["filename=" + overwrites, "rw=randwrite", "bs=4k", "size=128M", "refill_buffers=1",
+                        "end_fsync=1"] + common)
+    return {"mixed": total_bytes(report) / 1e6 / wall}
+
+
+WORKLOADS = {"seq": seq, "seqcomp": seqcomp, "randread": randread, "randwrite": randwrite,
+             "files": files, "corpus": corpus, "checkout": checkout, "mixed": mixed}
+
+
+# --- Inputs built once per suite ----------------------------------------------------------
+
+def candidates(root):
+    """Regular files and symlinks under root, each inode once, sorted by path."""
+    seen, found = set(), []
+    for directory, dirs, names in os.walk(root):
+        dirs.sort()
+        for entry in sorted(names):
+            path = os.path.join(directory, entry)
+            try:
+                path.encode("utf-8")
+                st = os.lstat(path)
+            except (OSError, UnicodeEncodeError):
+                continue
+            if os.path.islink(path):
+                found.append((path, 0))
+            elif os.path.isfile(path) and (st.st_dev, st.st_ino) not in seen and st.st_size <= 64 << 20:
+                seen.add((st.st_dev, st.st_ino))
+                found.append((path, st.st_size))
+    return found
+
+
+class _Bytes:
+    def __init__(self, data):
+        self.data, self.offset = memoryview(data), 0
+
+    def read(self, size=-1):
+        end = len(self.data) if size < 0 else self.offset + size
+        chunk = self.data[self.offset:end]
+        self.offset += len(chunk)
+        return bytes(chunk)
+
+
+def build_corpus(out, mib):
+    """About mib MiB of file content: 40% sampled from /usr/share (documentation, text,
+    locale and data files), 45% from /usr/lib (shared libraries, binaries, scripts), 15%
+    random bytes in files of 64 KiB to 8 MiB. Seeded: the same machine gives the same tar.
+    Returns the content bytes."""
+    target = mib * MiB
+    rng = random.Random(42)
+    chosen = []
+    for root, share in (("/usr/share", 0.40), ("/usr/lib", 0.45)):
+        pool = candidates(root)
+        rng.shuffle(pool)
+        quota, total = int(target * share), 0
+        for path, size in pool:
+            if total >= quota:
+                break
+            if total + size > quota + MiB:
+                continue
+            chosen.append(path)
+            total += size
+    chosen.sort()
+    content = 0
+    with tarfile.open(out + ".tmp", "w", format=tarfile.GNU_FORMAT) as tar:
+        for path in chosen:
+            try:
+                info = tar.gettarinfo(path, arcname=path.lstrip("/"))
+                if info.issym():
+                    tar.addfile(info)
+                else:
+                    with open(path, "rb") as f:
+                        tar.addfile(info, f)
+                    content += info.size
+            except OSError:
+                continue
+        index = 0
+        while content < target:
+            size = min(rng.randrange(64 << 10, 8 << 20), target - content)
+            info = tarfile.TarInfo("random/r%04d.bin" % index)
+            info.size, info.mode, info.mtime = size, 0o644, 1700000000
+            tar.addfile(info, _Bytes(rng.randbytes(size)))
+            content += size
+            index += 1
+    os.rename(out + ".tmp", out)
+    return content
+
+
+def build_checkout_source(path, tree="/usr/include"):
+    """A git repository with one commit of a copy of tree (thousands of small source files).
+    Returns the number of files in it."""
+    subprocess.run(["rm", "-rf", path], check=True)
+    os.makedirs(path)
+    subprocess.run(["cp", "-r", tree, os.path.join(path, "include")], check=True)
+    git = ["git", "-C", path, "-c", "user.name=bench", "-c", "user.email=bench@localhost"]
+    subprocess.run(git + ["init", "-q"], check=True)
+    subprocess.run(git + ["add", "-A"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "tree"], check=True)
+    return int(subprocess.run(git + ["ls-files"], check=True, capture_output=True, text=True)
+               .stdout.count("\n"))
