@@ -2,7 +2,8 @@
 //
 // Two generations instead of a full LRU: lookups hit `young` or `old` (and move an old hit
 // to young); when young holds half the budget, old is dropped and young becomes old. That
-// keeps recently used blocks, evicts in O(1), and bounds memory to the budget.
+// keeps recently used blocks, evicts in O(1), and bounds memory to the budget. The cache
+// is split into shards by key, each with its own lock and generations.
 
 import HAMMER2Format
 import Synchronization
@@ -62,14 +63,34 @@ public final class BlockCache: Sendable {
     }
 
     public let budgetBytes: Int
-    private let state = Mutex(Generations())
+    /// Independent shards by key, each with its own lock and an equal share of the budget:
+    /// every block read looks up several blocks (inode, indirect blocks, data), and with one
+    /// lock, 16 concurrent readers on 2 cores spent a quarter of the CPU spinning on it
+    /// (4,500 random 4 KiB reads/s against 53,000 with 4 readers).
+    /// Up to 16, a power of two, none under 4 MiB (small budgets keep one shard, so a 64 KiB
+    /// block still fits in half of it).
+    private final class Shard: Sendable {
+        let state = Mutex(Generations())
+    }
+    private let shards: [Shard]
+    private let shardBudget: Int
 
     public init(budgetBytes: Int) {
         self.budgetBytes = budgetBytes
+        var count = 1
+        while count < 16 && budgetBytes / (count * 2) >= 4 << 20 { count *= 2 }
+        shards = (0..<count).map { _ in Shard() }
+        shardBudget = budgetBytes / count
+    }
+
+    private func shard(_ key: BlockCacheKey) -> Shard {
+        // Media buffers and blocks are 1 KiB-aligned at least: mix the offset's bits.
+        let mixed = (key.dataOffset >> 10) &* 0x9E37_79B9_7F4A_7C15 ^ key.checkWord ^ UInt64(key.kind)
+        return shards[Int(truncatingIfNeeded: mixed >> 59) & (shards.count - 1)]
     }
 
     func lookup(_ key: BlockCacheKey) -> CachedBlock? {
-        state.withLock { s in
+        shard(key).state.withLock { s in
             if let bytes = s.young[key] { s.hits += 1; return bytes }
             if let bytes = s.old.removeValue(forKey: key) {
                 s.hits += 1
@@ -82,13 +103,13 @@ public final class BlockCache: Sendable {
     }
 
     func insert(_ key: BlockCacheKey, _ block: CachedBlock) {
-        guard block.bytes <= budgetBytes / 2 else { return }
-        state.withLock { insertLocked(&$0, key, block) }
+        guard block.bytes <= shardBudget / 2 else { return }
+        shard(key).state.withLock { insertLocked(&$0, key, block) }
     }
 
     private func insertLocked(_ s: inout Generations, _ key: BlockCacheKey, _ block: CachedBlock) {
         if s.young.updateValue(block, forKey: key) == nil { s.youngBytes += block.bytes }
-        if s.youngBytes >= budgetBytes / 2 {
+        if s.youngBytes >= shardBudget / 2 {
             s.old = s.young
             s.young = [:]
             s.youngBytes = 0
@@ -102,25 +123,31 @@ public final class BlockCache: Sendable {
         guard count > 0 else { return }
         let first = offset & ~0xFFFF
         let last = (offset + UInt64(count) - 1) & ~0xFFFF
-        state.withLock { s in
-            var base = first
-            while base <= last {
-                let key = BlockCacheKey(mediaBufferAt: base)
+        var base = first
+        while base <= last {
+            let key = BlockCacheKey(mediaBufferAt: base)
+            shard(key).state.withLock { s in
                 if s.young.removeValue(forKey: key) != nil { s.youngBytes -= HAMMER2.physicalBufferSize + 64 }
                 s.old.removeValue(forKey: key)
-                base += 0x10000
             }
+            base += 0x10000
         }
     }
 
     /// Drops everything (after bulkfree, freed offsets can be reused with new contents).
     public func removeAll() {
-        state.withLock { s in
-            s.young = [:]
-            s.old = [:]
-            s.youngBytes = 0
+        for shard in shards {
+            shard.state.withLock { s in
+                s.young = [:]
+                s.old = [:]
+                s.youngBytes = 0
+            }
         }
     }
 
-    public var statistics: (hits: Int, misses: Int) { state.withLock { ($0.hits, $0.misses) } }
+    public var statistics: (hits: Int, misses: Int) {
+        shards.reduce((hits: 0, misses: 0)) { total, shard in
+            shard.state.withLock { (total.hits + $0.hits, total.misses + $0.misses) }
+        }
+    }
 }

@@ -42,8 +42,9 @@ extension BlockDevice {
 public final class FileBlockDevice: BlockDevice {
     public let name: String
     /// The size when opened or last refreshed (growfs).
-    public var size: UInt64 { currentSize.withLock { $0 } }
-    private let currentSize: Mutex<UInt64>
+    /// Read by every block read on every thread: an atomic, not a lock.
+    public var size: UInt64 { currentSize.load(ordering: .acquiring) }
+    private let currentSize: Atomic<UInt64>
     public let writable: Bool
     private let fd: Int32
     /// The same file opened with O_DIRECT for large aligned writes, which then skip the
@@ -85,7 +86,7 @@ public final class FileBlockDevice: BlockDevice {
         }
         self.fd = fd
         self.name = path
-        self.currentSize = Mutex(size)
+        self.currentSize = Atomic(size)
         self.writable = writable
         self.directFD = writable ? Glibc.open(path, O_RDWR | Self.openDirect | O_CLOEXEC) : -1
     }
@@ -136,7 +137,7 @@ public final class FileBlockDevice: BlockDevice {
             var device: UInt64 = 0
             if ioctl(fd, 0x8008_1272, &device) == 0 { bytes = device }  // BLKGETSIZE64
         }
-        currentSize.withLock { $0 = bytes }
+        currentSize.store(bytes, ordering: .releasing)
         return bytes
     }
 

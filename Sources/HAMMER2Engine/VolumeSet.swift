@@ -18,22 +18,23 @@ public struct VolumeHeaderCopy: Sendable {
 }
 
 public final class Volume: Sendable {
-    func setSize(_ size: UInt64) { sizeState.withLock { $0 = max($0, size) } }
+    func setSize(_ size: UInt64) { sizeState.max(size, ordering: .acquiringAndReleasing) }
 
     public let device: any BlockDevice
     public let id: Int
     /// Start of this volume in the logical address space (volu_loff[id]).
     public let logicalOffset: UInt64
     /// The volume's size; grows with growfs.
-    public var size: UInt64 { sizeState.withLock { $0 } }
-    private let sizeState: Mutex<UInt64>
+    /// Read by every block read on every thread: an atomic, not a lock.
+    public var size: UInt64 { sizeState.load(ordering: .acquiring) }
+    private let sizeState: Atomic<UInt64>
     public let header: VolumeHeader
     public let headerIndex: Int
     public let copies: [VolumeHeaderCopy]
 
     init(device: any BlockDevice, id: Int, logicalOffset: UInt64, size: UInt64, header: VolumeHeader,
          headerIndex: Int, copies: [VolumeHeaderCopy]) {
-        self.device = device; self.id = id; self.logicalOffset = logicalOffset; self.sizeState = Mutex(size)
+        self.device = device; self.id = id; self.logicalOffset = logicalOffset; self.sizeState = Atomic(size)
         self.header = header; self.headerIndex = headerIndex; self.copies = copies
     }
 }
@@ -261,3 +262,4 @@ struct MissingDevice: BlockDevice {
         throw EngineError.io(errno: EIO, what: "read of volume \(id), which is missing, at offset \(offset)")
     }
 }
+

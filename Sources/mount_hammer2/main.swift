@@ -24,8 +24,7 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
                 (memory for file data: block cache and, a quarter of it up to 256,
                 data written but not yet flushed; default 1/32 of RAM, 64 to 1024),
-                threads=<n> (default: one
-                per CPU, at least 2),
+                threads=<n> (default: two per CPU),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
                 flush=<seconds> (background flush interval, default 5),
                 dirtymax=<MiB> (dirty pages the kernel may cache for the mount,
@@ -61,7 +60,7 @@ func main() -> Int32 {
     var foreground = false, debug = false
     var cacheMiB = defaultCacheMiB()
     // One FUSE worker per CPU: more only switch contexts around the filesystem lock.
-    var threads = UInt32(max(2, ProcessInfo.processInfo.activeProcessorCount))
+    var threads = MountOptions(mountpoint: "", fsname: "").maxThreads
     var allowOther = false
     var readaheadKiB = 1024
     var readOnly = false
