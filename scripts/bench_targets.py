@@ -211,7 +211,14 @@ class ZfsFuse(Target):
         run(["zfs", "set", "bench:sync=%d" % time.time_ns(), self.dataset])
 
     def destroy(self):
-        run(["zpool", "destroy", "-f", self.pool], check=False)
+        # zfs-fuse may still hold the dataset for a moment after the last close ("pool is
+        # busy"): retry, then unmount it by force.
+        for attempt in range(10):
+            if attempt == 5:
+                run(["zfs", "umount", "-f", self.dataset], check=False)
+            if subprocess.run(["zpool", "destroy", "-f", self.pool], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.5)
         if os.path.exists(self.image):
             os.unlink(self.image)
 
