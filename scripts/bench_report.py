@@ -168,7 +168,10 @@ def plot(ctx, workload, directory):
     data = os.path.join(directory, "%s.dat" % workload)
     with open(data, "w") as f:
         for t in targets:
-            f.write("%s %s\n" % (t, " ".join(fmt(ratio(ctx, t, m), 4) if ratio(ctx, t, m) else "0" for m in metrics)))
+            f.write("%s %s\n" % (t, " ".join("%.4f" % ratio(ctx, t, m) if ratio(ctx, t, m) else "?" for m in metrics)))
+    ratios = [ratio(ctx, t, m) for t in targets for m in metrics if ratio(ctx, t, m)]
+    # Ratios from 0.01 to 100 (tmpfs, cached random reads) read better on a log scale.
+    logscale = max(ratios) / min(ratios) > 50
     columns = ", ".join("'%s' using %d%s title '%s'" % (data if i == 0 else "", i + 2, ":xtic(1)" if i == 0 else "",
                                                         ctx.metrics[m][0]) for i, m in enumerate(metrics))
     script = """set terminal png size 1100,520 font ",10"
@@ -179,13 +182,15 @@ set style histogram clustered gap 1
 set style fill solid 0.85 border -1
 set boxwidth 0.9
 set grid ytics
-set yrange [0:*]
+%s
+set datafile missing "?"
 set xtics rotate by -30
 set key top right
 set arrow from graph 0, first 1 to graph 1, first 1 nohead dt 2 lw 2
 plot %s
 """ % (os.path.join(directory, workload + ".png"), workload,
-       "; space: lower is better" if workload == "corpus" else "; higher is better", columns)
+       "; space: lower is better" if workload == "corpus" else "; higher is better",
+       "set logscale y\nset yrange [*:*]" if logscale else "set yrange [0:*]", columns)
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
     os.unlink(data)
 

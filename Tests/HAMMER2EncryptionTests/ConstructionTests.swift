@@ -128,6 +128,14 @@ final class ConstructionTests: XCTestCase {
         XCTAssertNotEqual(key, DirectoryHash.key(for: name))
         XCTAssertEqual(key & 0xFFFF, 0x8000)
         XCTAssertEqual(key & HAMMER2.dirhashVisible, HAMMER2.dirhashVisible)
+
+        // Both are on the media: pinned to HMAC-SHA256 under the derived keys (directory
+        // key: the first 8 bytes with DragonFly's low bits; IV: the first 16 bytes).
+        let dirhashMAC = Array(HMAC<SHA256>.authenticationCode(for: name, using: keys.dirhash))
+        let word = dirhashMAC[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
+        XCTAssertEqual(key, (word & ~UInt64(0xFFFF)) | HAMMER2.dirhashVisible | 0x8000)
+        let ivMAC = Array(HMAC<SHA256>.authenticationCode(for: [5, 0, 0, 0, 0, 0, 0, 0] + name, using: keys.siv))
+        XCTAssertEqual(Array(area[0..<16]), Array(ivMAC[0..<16]))
     }
 
     /// The derivations are part of the on-disk format: fixed inputs give fixed outputs, so a
