@@ -111,6 +111,10 @@ enum PFSDirectives {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ToolError.failed("\(path): \(String(cString: strerror(errno)))") }
         defer { close(fd) }
+        // A snapshot holds what was written before it, as DragonFly's ioctl syncs the mount
+        // first: data still in the kernel's writeback cache goes to the daemon before the
+        // daemon flushes and takes the snapshot. (sync(2): Swift's Glibc has no syncfs.)
+        if command == ControlRequest.pfsSnapshot { sync() }
         var buffer = argument.encoded()
         let status = buffer.withUnsafeMutableBytes { ioctl(fd, UInt(command), $0.baseAddress!) }
         guard status == 0 else { throw ToolError.failed("\(what) on \(path): \(String(cString: strerror(errno)))") }
