@@ -2,7 +2,7 @@
 import PackageDescription
 
 // The targets mirror the architecture (docs/architecture.md):
-//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3, CMalloc) -> HAMMER2Format (structures, check codes, no I/O)
+//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3, CMalloc, CAtomicMemory) -> HAMMER2Format (structures, check codes, no I/O)
 //   -> HAMMER2Codecs (compression) -> HAMMER2Engine (devices, volumes, block reads, trees, namespace)
 //   -> HAMMER2CopyOnWrite (freemap allocation, in-memory changes, flush, newfs, bulkfree)
 //   -> HAMMER2FUSE (the FUSE adapter) and HAMMER2Tools (directive implementations) -> executables.
@@ -25,6 +25,7 @@ let package = Package(
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
         .target(name: "CFUSE3", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "CMalloc"),
+        .target(name: "CAtomicMemory"),
         .target(
             name: "HAMMER2Format",
             dependencies: ["CXXHash", .product(name: "Crypto", package: "swift-crypto")]
@@ -38,6 +39,7 @@ let package = Package(
         .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2Encryption"]),
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption"]),
         .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3", "CMalloc"]),
+        .target(name: "HAMMER2Trace", dependencies: ["CAtomicMemory"]),
         .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption"]),
         .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
@@ -55,6 +57,7 @@ let package = Package(
         .executableTarget(name: "crypto-bench", dependencies: ["HAMMER2Encryption", .product(name: "Crypto", package: "swift-crypto")], path: "Tests/crypto-bench"),
         .executableTarget(name: "fuzz-seeds", dependencies: ["HAMMER2Fuzzing"], path: "Tests/fuzz-seeds"),
         .testTarget(name: "HAMMER2EncryptionTests", dependencies: ["HAMMER2Encryption", "HAMMER2Format", .product(name: "Crypto", package: "swift-crypto")]),
+        .testTarget(name: "HAMMER2TraceTests", dependencies: ["HAMMER2Trace"]),
         .testTarget(name: "HAMMER2FuzzingTests", dependencies: ["HAMMER2Fuzzing", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(

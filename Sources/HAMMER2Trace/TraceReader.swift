@@ -1,0 +1,135 @@
+// The reader's side of a trace segment: maps the file read-only, never writes to it and
+// never waits for the writer (a live daemon or a dead one's file), and knows objects and
+// fields only by the names in the segment's own directory.
+
+import CAtomicMemory
+import Glibc
+
+public struct TraceRecord: Sendable, Equatable {
+    public var timestamp: UInt64
+    public var event: UInt32
+    public var ring: UInt32
+    /// The record's position in its ring (0 for a ring's first record).
+    public var position: UInt64
+    public var arguments: [UInt64]
+}
+
+public struct TraceObjectInfo: Sendable, Equatable {
+    public var name: String
+    public var kind: UInt32
+    public var version: UInt32
+    public var offset: Int
+    public var bytes: Int
+    public var fields: [(name: String, type: UInt32, offset: Int, count: Int, unit: String)]
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.name == b.name && a.kind == b.kind && a.version == b.version && a.offset == b.offset
+    }
+}
+
+public final class TraceReader: @unchecked Sendable {
+    public let path: String
+    let base: UnsafeRawPointer
+    let bytes: Int
+
+    public init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw TraceError.system("open \(path)", errno) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw TraceError.system("stat \(path)", errno) }
+        bytes = Int(st.st_size)
+        guard bytes >= TraceLayout.headerBytes else { throw TraceError.notASegment(path) }
+        guard let mapped = mmap(nil, bytes, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
+            throw TraceError.system("mmap \(path)", errno)
+        }
+        base = UnsafeRawPointer(mapped)
+        guard h2_load_acquire_u64(base + TraceLayout.magicOffset) == TraceLayout.magic else {
+            munmap(mapped, bytes)
+            throw TraceError.notASegment(path)
+        }
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: base), bytes) }
+
+    public var writerPID: Int32 { Int32(bitPattern: load32(TraceLayout.pidOffset)) }
+    public var mask: UInt64 { h2_load_relaxed_u64(base + TraceLayout.maskOffset) }
+
+    /// Every object in the directory, with its schema; objects added later appear on the
+    /// next call.
+    public func objects() -> [TraceObjectInfo] {
+        let count = min(Int(h2_load_acquire_u32(base + TraceLayout.objectCountOffset)), TraceLayout.maxObjects)
+        return (0..<count).compactMap { i in
+            let entry = TraceLayout.directoryOffset + i * TraceLayout.entryBytes
+            let offset = Int(load64(entry + TraceLayout.entryOffset)), size = Int(load64(entry + TraceLayout.entryBytesField))
+            let schema = Int(load64(entry + TraceLayout.entrySchemaOffset))
+            let fieldCount = Int(load32(entry + TraceLayout.entrySchemaCount))
+            guard offset >= 0, size >= 0, offset + size <= bytes,
+                  schema + fieldCount * TraceLayout.fieldBytes <= bytes else { return nil }  // damaged: skipped
+            let fields = (0..<fieldCount).map { f in
+                let at = schema + f * TraceLayout.fieldBytes
+                return (name: string(at, TraceLayout.fieldNameBytes), type: load32(at + TraceLayout.fieldType),
+                        offset: Int(load32(at + TraceLayout.fieldOffset)), count: Int(load32(at + TraceLayout.fieldCount)),
+                        unit: string(at + TraceLayout.fieldUnit, TraceLayout.fieldUnitBytes))
+            }
+            return TraceObjectInfo(name: string(entry, TraceLayout.nameBytes), kind: load32(entry + TraceLayout.entryKind),
+                                   version: load32(entry + TraceLayout.entryVersion), offset: offset, bytes: size, fields: fields)
+        }
+    }
+
+    /// A consistent copy of a statistics object's fields by name (histograms as `name[i]`),
+    /// retried while the writer is mid-update; nil if the object is missing or the writer
+    /// stays mid-update (a writer killed inside an update leaves it odd for good).
+    public func statistics(_ name: String, attempts: Int = 10_000) -> [String: UInt64]? {
+        guard let object = objects().first(where: { $0.name == name && $0.kind == TraceObjectKind.statistics.rawValue }) else {
+            return nil
+        }
+        for _ in 0..<attempts {
+            let before = h2_load_acquire_u64(base + object.offset)
+            if before & 1 == 1 { sched_yield(); continue }
+            var values: [String: UInt64] = [:]
+            for field in object.fields where field.offset + 8 * field.count <= object.bytes {
+                for i in 0..<field.count {
+                    values[field.count == 1 ? field.name : "\(field.name)[\(i)]"] = load64(object.offset + field.offset + 8 * i)
+                }
+            }
+            h2_fence_acquire()
+            if h2_load_relaxed_u64(base + object.offset) == before { return values }
+        }
+        return nil
+    }
+
+    /// The records still in the rings, merged by time (per ring in the order written).
+    public func events() -> [TraceRecord] {
+        guard let rings = objects().first(where: { $0.kind == TraceObjectKind.rings.rawValue }) else { return [] }
+        let count = Int(load32(rings.offset)), records = Int(load32(rings.offset + 4))
+        guard records > 0, records & (records - 1) == 0,
+              TraceLayout.ringsHeaderBytes + count * (TraceLayout.ringHeaderBytes + records * TraceLayout.recordBytes) <= rings.bytes
+        else { return [] }
+        var all: [TraceRecord] = []
+        for ring in 0..<count {
+            let ringBase = rings.offset + TraceLayout.ringsHeaderBytes + ring * (TraceLayout.ringHeaderBytes + records * TraceLayout.recordBytes)
+            let head = h2_load_acquire_u64(base + ringBase)
+            let first = head > UInt64(records) ? head - UInt64(records) : 0
+            for position in first..<head {
+                let at = ringBase + TraceLayout.ringHeaderBytes + Int(position & UInt64(records - 1)) * TraceLayout.recordBytes
+                let commit = h2_load_acquire_u64(base + at + TraceLayout.recordCommit)
+                guard commit == position + 1 else { continue }  // overwritten since, or being written
+                let record = TraceRecord(timestamp: load64(at), event: load32(at + 8), ring: load32(at + 12), position: position,
+                                         arguments: (0..<TraceLayout.recordArguments).map { load64(at + 16 + 8 * $0) })
+                h2_fence_acquire()
+                guard h2_load_relaxed_u64(base + at + TraceLayout.recordCommit) == commit else { continue }
+                all.append(record)
+            }
+        }
+        return all.sorted { ($0.timestamp, $0.ring, $0.position) < ($1.timestamp, $1.ring, $1.position) }
+    }
+
+    func load64(_ offset: Int) -> UInt64 { UInt64(littleEndian: (base + offset).loadUnaligned(as: UInt64.self)) }
+    func load32(_ offset: Int) -> UInt32 { UInt32(littleEndian: (base + offset).loadUnaligned(as: UInt32.self)) }
+    func string(_ offset: Int, _ capacity: Int) -> String {
+        let bytes = UnsafeRawBufferPointer(start: base + offset, count: capacity)
+        return String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
+    }
+}
