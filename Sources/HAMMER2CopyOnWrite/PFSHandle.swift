@@ -99,9 +99,7 @@ public final class PFSHandle: @unchecked Sendable {
         try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
-            let found = status(try pfs.node(entry.inum))
-            pfs.dropCleanNodesIfMany()  // a walk of a large tree looks up every name
-            return found
+            return status(try pfs.node(entry.inum))
         }
     }
 
@@ -114,7 +112,6 @@ public final class PFSHandle: @unchecked Sendable {
                 let attributes = withAttributes ? status(try pfs.node(entry.inum)) : nil
                 return try visit(entry, attributes)
             }
-            pfs.dropCleanNodesIfMany()
         }
     }
 
@@ -126,9 +123,11 @@ public final class PFSHandle: @unchecked Sendable {
     }
 
     public func readLink(_ inum: UInt64) throws -> [UInt8] {
-        let node = try locked { try pfs.node(inum) }
-        guard try locked({ node.type }) == .softlink else { throw EngineError.notSymlink }
-        let size = try locked { node.meta.size }
+        let size = try locked { () -> UInt64 in
+            let node = try pfs.node(inum)
+            guard node.type == .softlink else { throw EngineError.notSymlink }
+            return node.meta.size
+        }
         return try read(inum, offset: 0, count: Int(size))
     }
 

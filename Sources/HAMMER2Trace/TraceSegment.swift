@@ -120,10 +120,12 @@ public final class TraceSegment: @unchecked Sendable {
     }
 
     /// Adds the event rings: `count` rings of `records` records (a power of two), one per
-    /// recording thread; threads past `count` record nothing.
+    /// recording thread; threads past `count` record nothing. Called once, before any
+    /// thread records (recording reads the rings' place without a lock).
     public func addRings(count: Int, records: Int) throws {
         precondition(records > 0 && records & (records - 1) == 0, "records per ring: a power of two")
         let size = TraceLayout.ringsHeaderBytes + count * (TraceLayout.ringHeaderBytes + records * TraceLayout.recordBytes)
+        precondition(layoutLock.withLock { _ in ringsObject == nil }, "one rings object per segment")
         let (offset, _) = try addObject(name: "events", kind: .rings, version: 1, bytes: size, fields: [])
         store32(offset, UInt32(count))
         store32(offset + 4, UInt32(records))
@@ -196,7 +198,11 @@ public final class TraceSegment: @unchecked Sendable {
         store64(record, Self.monotonicNanoseconds())
         store32(record + 8, event)
         store32(record + 12, UInt32(ring))
-        for (i, value) in [a0, a1, a2, a3, a4].enumerated() { store64(record + 16 + 8 * i, value) }
+        store64(record + 16, a0)
+        store64(record + 24, a1)
+        store64(record + 32, a2)
+        store64(record + 40, a3)
+        store64(record + 48, a4)
         h2_store_release_u64(base + record + TraceLayout.recordCommit, head + 1)
         h2_store_release_u64(base + ringBase, head + 1)
     }

@@ -60,14 +60,15 @@ func main() -> Int32 {
     var foreground = false, debug = false
     var cacheMiB = defaultCacheMiB()
     // One FUSE worker per CPU: more only switch contexts around the filesystem lock.
-    var threads = MountOptions(mountpoint: "", fsname: "").maxThreads
+    let defaults = MountOptions(mountpoint: "", fsname: "")
+    var threads = defaults.maxThreads
     var allowOther = false
     var readaheadKiB = 1024
     var readOnly = false
     var flushInterval = 5.0
     var degraded = false
-    var writeback = true
-    var kernelDirtyMiB = 256
+    var writeback = defaults.writebackCache
+    var kernelDirtyMiB = defaults.kernelDirtyMiB
     var extra: [String] = []
     for (letter, value) in parsed.options {
         switch letter {

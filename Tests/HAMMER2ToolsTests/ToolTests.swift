@@ -29,7 +29,7 @@ final class ToolTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-b", "5m", "x.img"]).status, 2)
         XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-L", "none", "-L", "A", "x.img"]).status, 2)
         XCTAssertEqual(try Binaries.run("newfs_hammer2", ["/nonexistent/dir/x.img"]).status, 1)
-        for bad in ["cache=abc", "cache=0", "threads=0", "readahead=-1"] {
+        for bad in ["cache=abc", "cache=0", "threads=0", "readahead=-1", "dirtymax=-1", "dirtymax=lots"] {
             let result = try Binaries.run("mount_hammer2", ["-f", "-o", bad, "x.img", "/tmp"])
             XCTAssertEqual(result.status, 2, "-o \(bad): \(result.stderr)")
             XCTAssertTrue(result.stderr.contains("wants a number"), result.stderr)
