@@ -36,7 +36,7 @@ let package = Package(
             dependencies: ["HAMMER2Format", .product(name: "Crypto", package: "swift-crypto"),
                            .product(name: "_CryptoExtras", package: "swift-crypto")]
         ),
-        .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2Encryption"]),
+        .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2Encryption", "HAMMER2Trace"]),
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption"]),
         .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3", "CMalloc"]),
         .target(name: "HAMMER2Trace", dependencies: ["CAtomicMemory"]),

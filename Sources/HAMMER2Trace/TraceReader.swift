@@ -8,10 +8,18 @@ import Glibc
 public struct TraceRecord: Sendable, Equatable {
     public var timestamp: UInt64
     public var event: UInt32
+    /// The recording thread's kernel id.
+    public var thread: UInt32
     public var ring: UInt32
     /// The record's position in its ring (0 for a ring's first record).
     public var position: UInt64
     public var arguments: [UInt64]
+}
+
+/// Names from a segment's catalog.
+public struct TraceCatalog: Sendable {
+    public var subsystems: [Int: String] = [:]
+    public var events: [UInt32: TraceEventInfo] = [:]
 }
 
 public struct TraceObjectInfo: Sendable, Equatable {
@@ -54,6 +62,40 @@ public final class TraceReader: @unchecked Sendable {
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), bytes) }
 
     public var writerPID: Int32 { Int32(bitPattern: load32(TraceLayout.pidOffset)) }
+    /// When the segment was made (CLOCK_REALTIME ns) and the writer's last heartbeat
+    /// (CLOCK_MONOTONIC ns, 0 if it never beat).
+    public var created: UInt64 { load64(TraceLayout.createdOffset) }
+    public var heartbeat: UInt64 { h2_load_acquire_u64(base + TraceLayout.heartbeatOffset) }
+    /// Whether the writer named in the header still runs.
+    public var writerAlive: Bool { writerPID > 0 && (kill(writerPID, 0) == 0 || errno == EPERM) }
+
+    /// The subsystems and events named in the segment's catalog (empty without one).
+    public func catalog() -> TraceCatalog {
+        var catalog = TraceCatalog()
+        guard let object = objects().first(where: { $0.kind == TraceObjectKind.catalog.rawValue }),
+              object.bytes >= TraceLayout.catalogHeaderBytes else { return catalog }
+        let subsystems = Int(load32(object.offset)), events = Int(load32(object.offset + 4))
+        guard TraceLayout.catalogHeaderBytes + subsystems * TraceLayout.subsystemBytes + events * TraceLayout.eventInfoBytes
+                <= object.bytes else { return catalog }
+        var at = object.offset + TraceLayout.catalogHeaderBytes
+        for _ in 0..<subsystems {
+            catalog.subsystems[Int(load32(at))] = string(at + 4, TraceLayout.subsystemNameBytes)
+            at += TraceLayout.subsystemBytes
+        }
+        for _ in 0..<events {
+            let count = min(Int(load32(at + TraceLayout.eventArgumentCount)), TraceLayout.recordArguments)
+            let arguments = (0..<count).map { i in
+                let a = at + TraceLayout.eventArguments + i * TraceLayout.argumentBytes
+                return (name: string(a, TraceLayout.argumentBytes - 1),
+                        format: TraceArgumentFormat(rawValue: base.load(fromByteOffset: a + TraceLayout.argumentBytes - 1, as: UInt8.self)) ?? .decimal)
+            }
+            var info = TraceEventInfo(load32(at), string(at + TraceLayout.eventNameOffset, TraceLayout.eventNameBytes))
+            info.arguments = arguments
+            catalog.events[info.id] = info
+            at += TraceLayout.eventInfoBytes
+        }
+        return catalog
+    }
     public var mask: UInt64 { h2_load_relaxed_u64(base + TraceLayout.maskOffset) }
 
     /// Every object in the directory, with its schema; objects added later appear on the
@@ -116,7 +158,8 @@ public final class TraceReader: @unchecked Sendable {
                 let at = ringBase + TraceLayout.ringHeaderBytes + Int(position & UInt64(records - 1)) * TraceLayout.recordBytes
                 let commit = h2_load_acquire_u64(base + at + TraceLayout.recordCommit)
                 guard commit == position + 1 else { continue }  // overwritten since, or being written
-                let record = TraceRecord(timestamp: load64(at), event: load32(at + 8), ring: load32(at + 12), position: position,
+                let record = TraceRecord(timestamp: load64(at), event: load32(at + 8), thread: load32(at + TraceLayout.recordThread),
+                                         ring: UInt32(ring), position: position,
                                          arguments: (0..<TraceLayout.recordArguments).map { load64(at + 16 + 8 * $0) })
                 h2_fence_acquire()
                 guard h2_load_relaxed_u64(base + at + TraceLayout.recordCommit) == commit else { continue }

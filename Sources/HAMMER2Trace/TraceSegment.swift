@@ -27,17 +27,27 @@ public enum TraceLayout {
     // Schema fields: 64 bytes each.
     public static let fieldBytes = 64, fieldNameBytes = 32, fieldType = 32, fieldOffset = 36, fieldCount = 40
     public static let fieldUnit = 44, fieldUnitBytes = 20
-    // Rings object: ring count, records per ring, rings claimed; then rings of a 64-byte
-    // header (head = records ever written, thread id) and 64-byte records.
-    public static let ringsHeaderBytes = 64, ringHeaderBytes = 64, recordBytes = 64
-    // Record fields: timestamp, event, ring, five arguments, commit (position + 1).
-    public static let recordArguments = 5, recordCommit = 56
+    // Rings object: ring count, records per ring, a bitmap of the rings held by threads;
+    // then rings of a 64-byte header (head = records ever written, holder's thread id) and
+    // 64-byte records.
+    public static let ringsHeaderBytes = 64, ringHeaderBytes = 64, recordBytes = 64, maxRings = 64
+    public static let ringsClaimedOffset = 8
+    // Record fields: timestamp, event, thread id, five arguments, commit (position + 1).
+    public static let recordArguments = 5, recordThread = 12, recordCommit = 56
+    // Catalog object: subsystem count, event count; subsystems (32 bytes: bit, name) from
+    // 64, then events (128 bytes: id, subsystem bit, name, argument count, five arguments
+    // of a 15-byte name and a format letter).
+    public static let catalogHeaderBytes = 64, subsystemBytes = 32, subsystemNameBytes = 28
+    public static let eventInfoBytes = 128, eventNameOffset = 8, eventNameBytes = 32, eventArgumentCount = 40
+    public static let eventArguments = 48, argumentBytes = 16
 }
 
 /// What an object in the directory holds.
 public enum TraceObjectKind: UInt32, Sendable {
     case statistics = 1
     case rings = 2
+    /// Names of the subsystems and events, with their arguments' names and formats.
+    case catalog = 3
 }
 
 /// A field of a statistics object: a name, a type, an offset in the object's data (after
@@ -94,13 +104,22 @@ public final class TraceSegment: @unchecked Sendable {
         h2_store_release_u64(base + TraceLayout.magicOffset, TraceLayout.magic)
     }
 
-    deinit { munmap(base, bytes) }
+    deinit {
+        h2_ring_unregister(generation)
+        munmap(base, bytes)
+    }
+
+    /// The pid named in the header (a daemon that forked into the background sets its own).
+    public func setWriterPID(_ pid: Int32) { store32(TraceLayout.pidOffset, UInt32(bitPattern: pid)) }
 
     /// Subsystems whose events are recorded (a bit each); tools may change it at run time.
     public var mask: UInt64 {
         get { h2_load_relaxed_u64(base + TraceLayout.maskOffset) }
         set { h2_store_relaxed_u64(base + TraceLayout.maskOffset, newValue) }
     }
+
+    /// The mask word, for the process's installed trace (Trace.install).
+    var maskWord: UnsafeMutablePointer<UInt64> { (base + TraceLayout.maskOffset).assumingMemoryBound(to: UInt64.self) }
 
     /// Marks the writer alive (readers show how long ago it last beat).
     public func heartbeat() {
@@ -119,23 +138,64 @@ public final class TraceSegment: @unchecked Sendable {
         return TraceStatistics(segment: self, offset: offset, fieldOffsets: offsets)
     }
 
-    /// Adds the event rings: `count` rings of `records` records (a power of two), one per
-    /// recording thread; threads past `count` record nothing. Called once, before any
-    /// thread records (recording reads the rings' place without a lock).
+    /// Adds the event rings: `count` rings (at most 64) of `records` records (a power of
+    /// two), one per recording thread, given back when the thread exits; threads past
+    /// `count` record nothing. Called once, before any thread records (recording reads the
+    /// rings' place without a lock).
     public func addRings(count: Int, records: Int) throws {
         precondition(records > 0 && records & (records - 1) == 0, "records per ring: a power of two")
+        precondition(count > 0 && count <= TraceLayout.maxRings, "1 to 64 rings")
         let size = TraceLayout.ringsHeaderBytes + count * (TraceLayout.ringHeaderBytes + records * TraceLayout.recordBytes)
         precondition(layoutLock.withLock { _ in ringsObject == nil }, "one rings object per segment")
         let (offset, _) = try addObject(name: "events", kind: .rings, version: 1, bytes: size, fields: [])
         store32(offset, UInt32(count))
         store32(offset + 4, UInt32(records))
+        h2_ring_register(generation, base + offset + TraceLayout.ringsClaimedOffset)
         layoutLock.withLock { _ in ringsObject = (offset, count, records) }
     }
 
+    /// Adds the catalog readers print events with: subsystem names by bit, and each
+    /// event's name and arguments.
+    public func addCatalog(subsystems: [(bit: Int, name: String)], events: [TraceEventInfo]) throws {
+        let size = TraceLayout.catalogHeaderBytes + subsystems.count * TraceLayout.subsystemBytes
+            + events.count * TraceLayout.eventInfoBytes
+        let (offset, _) = try addObject(name: "catalog", kind: .catalog, version: 1, bytes: size, fields: [], publish: false)
+        store32(offset, UInt32(subsystems.count))
+        store32(offset + 4, UInt32(events.count))
+        var at = offset + TraceLayout.catalogHeaderBytes
+        for subsystem in subsystems {
+            store32(at, UInt32(subsystem.bit))
+            storeString(at + 4, subsystem.name, TraceLayout.subsystemNameBytes)
+            at += TraceLayout.subsystemBytes
+        }
+        for event in events {
+            precondition(event.arguments.count <= TraceLayout.recordArguments, "five arguments at most")
+            store32(at, event.id)
+            store32(at + 4, UInt32(event.subsystem))
+            storeString(at + TraceLayout.eventNameOffset, event.name, TraceLayout.eventNameBytes)
+            store32(at + TraceLayout.eventArgumentCount, UInt32(event.arguments.count))
+            for (i, argument) in event.arguments.enumerated() {
+                let a = at + TraceLayout.eventArguments + i * TraceLayout.argumentBytes
+                storeString(a, argument.name, TraceLayout.argumentBytes - 1)
+                (base + a + TraceLayout.argumentBytes - 1).storeBytes(of: argument.format.rawValue, as: UInt8.self)
+            }
+            at += TraceLayout.eventInfoBytes
+        }
+        publishObjects()
+    }
+
+    /// Makes every entry added so far visible to readers.
+    private func publishObjects() {
+        layoutLock.withLock { _ in
+            h2_store_release_u32(base + TraceLayout.objectCountOffset, UInt32(pendingObjects))
+        }
+    }
+    private var pendingObjects = 0
+
     private func addObject(name: String, kind: TraceObjectKind, version: UInt32, bytes: Int,
-                           fields: [TraceField]) throws -> (Int, Int) {
+                           fields: [TraceField], publish: Bool = true) throws -> (Int, Int) {
         try layoutLock.withLock { _ in
-            let count = Int(h2_load_acquire_u32(base + TraceLayout.objectCountOffset))
+            let count = pendingObjects
             guard count < TraceLayout.maxObjects else { throw TraceError.full("directory of \(path)") }
             var next = Int(load64(TraceLayout.nextFreeOffset))
             let schemaOffset = next
@@ -161,8 +221,10 @@ public final class TraceSegment: @unchecked Sendable {
             store64(entry + TraceLayout.entrySchemaOffset, UInt64(schemaOffset))
             store32(entry + TraceLayout.entrySchemaCount, UInt32(fields.count))
             store64(TraceLayout.nextFreeOffset, UInt64(offset + bytes))
-            // Published last: readers only look at entries below the count.
-            h2_store_release_u32(base + TraceLayout.objectCountOffset, UInt32(count + 1))
+            pendingObjects = count + 1
+            // Published last: readers only look at entries below the count (an object
+            // filled in after its entry, such as the catalog, is published by its filler).
+            if publish { h2_store_release_u32(base + TraceLayout.objectCountOffset, UInt32(count + 1)) }
             return (offset, bytes)
         }
     }
@@ -178,17 +240,14 @@ public final class TraceSegment: @unchecked Sendable {
         recordEnabled(event, a0, a1, a2, a3, a4)
     }
 
-    private func recordEnabled(_ event: UInt32, _ a0: UInt64, _ a1: UInt64, _ a2: UInt64, _ a3: UInt64, _ a4: UInt64) {
+    func recordEnabled(_ event: UInt32, _ a0: UInt64, _ a1: UInt64, _ a2: UInt64, _ a3: UInt64, _ a4: UInt64) {
         guard let rings = ringsObject else { return }
         var ring = h2_thread_ring(generation)
         if ring < 0 {
-            ring = Int64(h2_fetch_add_u32(base + rings.offset + 8, 1))
-            h2_set_thread_ring(generation, ring)
-            if ring < rings.count {
-                store64(ringOffset(rings, Int(ring)) + 8, UInt64(h2_thread_id()))
-            }
+            ring = h2_ring_claim(generation, base + rings.offset + TraceLayout.ringsClaimedOffset, UInt32(rings.count))
+            guard ring >= 0 else { return }  // every ring held: this thread records nothing
+            store64(ringOffset(rings, Int(ring)) + 8, UInt64(h2_thread_id()))
         }
-        guard ring < rings.count else { return }
         let ringBase = ringOffset(rings, Int(ring))
         let head = load64(ringBase)  // only this thread writes it
         let record = ringBase + TraceLayout.ringHeaderBytes + Int(head & UInt64(rings.records - 1)) * TraceLayout.recordBytes
@@ -197,7 +256,7 @@ public final class TraceSegment: @unchecked Sendable {
         h2_fence_release()
         store64(record, Self.monotonicNanoseconds())
         store32(record + 8, event)
-        store32(record + 12, UInt32(ring))
+        store32(record + TraceLayout.recordThread, h2_thread_id())
         store64(record + 16, a0)
         store64(record + 24, a1)
         store64(record + 32, a2)
@@ -222,7 +281,7 @@ public final class TraceSegment: @unchecked Sendable {
         bytes.withUnsafeBytes { (base + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
     }
 
-    static func monotonicNanoseconds() -> UInt64 {
+    public static func monotonicNanoseconds() -> UInt64 {
         var ts = timespec()
         clock_gettime(CLOCK_MONOTONIC, &ts)
         return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
@@ -236,20 +295,35 @@ public final class TraceSegment: @unchecked Sendable {
 }
 
 /// A statistics object: `update` changes fields under the object's sequence lock (odd while
-/// a change is under way), so readers retry rather than see a torn update.
+/// a change is under way), so readers retry rather than see a torn update. The sequence
+/// word also keeps writers apart: any thread may update.
 public struct TraceStatistics: @unchecked Sendable {
     let segment: TraceSegment
     let offset: Int
     let fieldOffsets: [String: Int]
 
-    /// One writer at a time per object (the caller's lock); readers never block it.
+    /// A field's place, looked up once (updates on hot paths use it, not the name).
+    public struct Field: Sendable {
+        let offset: Int
+    }
+
+    public func field(_ name: String) -> Field {
+        guard let at = fieldOffsets[name] else { preconditionFailure("no field \(name) in this statistics object") }
+        return Field(offset: at)
+    }
+
     public func update(_ body: (inout TraceStatisticsWriter) -> Void) {
-        let sequence = segment.load64(offset)
-        h2_store_release_u64(segment.base + offset, sequence &+ 1)
-        h2_fence_release()
+        let begun = h2_seq_write_begin(segment.base + offset)
         var writer = TraceStatisticsWriter(statistics: self)
         body(&writer)
-        h2_store_release_u64(segment.base + offset, sequence &+ 2)
+        h2_seq_write_end(segment.base + offset, begun)
+    }
+
+    /// Adds `value` to one field.
+    public func add(_ field: Field, _ value: UInt64 = 1) {
+        let begun = h2_seq_write_begin(segment.base + offset)
+        segment.store64(offset + field.offset, segment.load64(offset + field.offset) &+ value)
+        h2_seq_write_end(segment.base + offset, begun)
     }
 }
 
@@ -259,5 +333,14 @@ public struct TraceStatisticsWriter {
     public subscript(field: String, index: Int = 0) -> UInt64 {
         get { statistics.segment.load64(statistics.offset + statistics.fieldOffsets[field]! + 8 * index) }
         nonmutating set { statistics.segment.store64(statistics.offset + statistics.fieldOffsets[field]! + 8 * index, newValue) }
+    }
+
+    public subscript(field: TraceStatistics.Field, index: Int = 0) -> UInt64 {
+        get { statistics.segment.load64(statistics.offset + field.offset + 8 * index) }
+        nonmutating set { statistics.segment.store64(statistics.offset + field.offset + 8 * index, newValue) }
+    }
+
+    public func add(_ field: TraceStatistics.Field, _ value: UInt64 = 1, index: Int = 0) {
+        self[field, index] = self[field, index] &+ value
     }
 }

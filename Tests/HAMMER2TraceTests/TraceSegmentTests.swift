@@ -42,9 +42,10 @@ final class TraceSegmentTests: XCTestCase {
         XCTAssertEqual(byThread.count, threads)
         for (thread, list) in byThread {
             let ordered = list.sorted { $0.position < $1.position }
-            XCTAssertEqual(ordered.map { $0.arguments[1] }, (0..<UInt64(perThread)).map { $0 }, "thread \(thread)")
+            XCTAssertTrue(ordered.map { $0.arguments[1] } == (0..<UInt64(perThread)).map { $0 }, "thread \(thread): \(ordered.count) records in rings \(Set(ordered.map(\.ring)))")
             XCTAssertTrue(ordered.allSatisfy { $0.event == 7 && $0.arguments[2] == $0.arguments[1] * 3 })
             XCTAssertEqual(Set(ordered.map(\.ring)).count, 1, "one ring per thread")
+            XCTAssertEqual(Set(ordered.map(\.thread)).count, 1, "one thread id per thread")
             XCTAssertTrue(zip(ordered, ordered.dropFirst()).allSatisfy { $0.timestamp <= $1.timestamp })
         }
     }
