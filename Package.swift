@@ -3,6 +3,7 @@ import PackageDescription
 
 // The targets mirror the architecture (docs/architecture.md):
 //   C libraries (CLZ4, CZlib, CXXHash, CFUSE3, CMalloc, CAtomicMemory) -> HAMMER2Format (structures, check codes, no I/O)
+//   and HAMMER2Trace (the trace segment: events and statistics in shared memory, docs/ktr.md)
 //   -> HAMMER2Codecs (compression) -> HAMMER2Engine (devices, volumes, block reads, trees, namespace)
 //   -> HAMMER2CopyOnWrite (freemap allocation, in-memory changes, flush, newfs, bulkfree)
 //   -> HAMMER2FUSE (the FUSE adapter) and HAMMER2Tools (directive implementations) -> executables.
@@ -37,10 +38,10 @@ let package = Package(
                            .product(name: "_CryptoExtras", package: "swift-crypto")]
         ),
         .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2Encryption", "HAMMER2Trace"]),
-        .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption"]),
-        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "CFUSE3", "CMalloc"]),
+        .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption", "HAMMER2Trace"]),
+        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Trace", "CAtomicMemory", "CFUSE3", "CMalloc"]),
         .target(name: "HAMMER2Trace", dependencies: ["CAtomicMemory"]),
-        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption"]),
+        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace"]),
         .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),

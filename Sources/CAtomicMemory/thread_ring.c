@@ -7,6 +7,10 @@
 static __thread uint64_t ring_generation;
 static __thread int64_t ring_index = -1;
 static __thread uint32_t cached_tid;
+static __thread int32_t noted_error;
+
+void h2_thread_error_set(int32_t code) { noted_error = code; }
+int32_t h2_thread_error_get(void) { return noted_error; }
 
 // Registered segments: a thread's ring goes back to its segment when the thread exits
 // (dispatch threads come and go; without this the rings would run out).

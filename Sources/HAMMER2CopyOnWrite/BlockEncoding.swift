@@ -6,6 +6,7 @@ import Glibc
 import HAMMER2Codecs
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 enum DataBlockEncoding {
     /// The stored form of a data block: nil for a hole (an all-zero block that the inode's
@@ -37,23 +38,37 @@ enum DataBlockEncoding {
         }
     }
 
+    /// What became of a block, as the compress.block event tells it.
+    enum Decision: UInt64 { case raw = 0, compressed, incompressible, skipped, zero }
+
     static func encode(_ logical: UnsafeRawBufferPointer, compAlgo: UInt8, check: CheckMethod,
                        heuristic: inout Int, precomputed: [UInt8]?? = nil) -> Stored {
         let algorithm = CompressionMethod(rawValue: compAlgo & 0x0F)
-        if algorithm != .none && check != .none && isAllZero(logical) { return nil }
-        if algorithm == .lz4 || algorithm == .zlib, heuristic < 8 || heuristic & 7 == 0 {
-            let compressed = precomputed ?? compress(logical, algorithm: algorithm, level: Int(compAlgo >> 4))
-            if var stored = compressed {
-                heuristic = 0
-                var bytes = 1024
-                while bytes < stored.count { bytes *= 2 }
-                stored += [UInt8](repeating: 0, count: bytes - stored.count)
-                return (stored, Blockref.methods(check: check, compression: algorithm))
-            }
-            heuristic += 1
-            if heuristic > 128 { heuristic = 8 }
+        func traced(_ stored: Stored, _ decision: Decision) -> Stored {
+            let physical = stored?.bytes.count ?? 0
+            Trace.record(.compressed, UInt64(logical.count), UInt64(physical), UInt64(compAlgo), decision.rawValue)
+            if stored != nil { Trace.session?.dataBlockWritten(logical: logical.count, physical: physical) }
+            return stored
         }
-        return (Array(logical), Blockref.methods(check: check, compression: .none))
+        if algorithm != .none && check != .none && isAllZero(logical) { return traced(nil, .zero) }
+        var decision = Decision.raw
+        if algorithm == .lz4 || algorithm == .zlib {
+            decision = .skipped
+            if heuristic < 8 || heuristic & 7 == 0 {
+                let compressed = precomputed ?? compress(logical, algorithm: algorithm, level: Int(compAlgo >> 4))
+                if var stored = compressed {
+                    heuristic = 0
+                    var bytes = 1024
+                    while bytes < stored.count { bytes *= 2 }
+                    stored += [UInt8](repeating: 0, count: bytes - stored.count)
+                    return traced((stored, Blockref.methods(check: check, compression: algorithm)), .compressed)
+                }
+                decision = .incompressible
+                heuristic += 1
+                if heuristic > 128 { heuristic = 8 }
+            }
+        }
+        return traced((Array(logical), Blockref.methods(check: check, compression: .none)), decision)
     }
 
     static func compress(_ logical: UnsafeRawBufferPointer, algorithm: CompressionMethod, level: Int) -> [UInt8]? {
@@ -81,6 +96,8 @@ enum DataBlockEncoding {
 final class FlushSink: BlockSink {
     let fs: MutableFilesystem
     private var runs: [PendingRun] = []
+    /// New blocks (copies counted) and their bytes, for the flush's trace event.
+    var blocksWritten = 0, bytesWritten = 0
     static let maximumWrite = 4 << 20
 
     /// Consecutive bytes waiting to be written at `offset`.
@@ -103,7 +120,12 @@ final class FlushSink: BlockSink {
 
     func writeNewBlock(_ bytes: [UInt8], type: BlockrefType, copies: Int) throws -> [UInt64] {
         let offsets = try fs.allocator.allocate(bytes.count, type: type, copies: copies)
-        for (copy, offset) in offsets.enumerated() { try write(bytes, at: offset, run: copy) }
+        for (copy, offset) in offsets.enumerated() {
+            Trace.record(.allocate, offset, UInt64(bytes.count), UInt64(type.rawValue))
+            try write(bytes, at: offset, run: copy)
+        }
+        blocksWritten += offsets.count
+        bytesWritten += bytes.count * offsets.count
         return offsets.map { Blockref.dataOffset($0, radix: bytes.count.trailingZeroBitCount) }
     }
 

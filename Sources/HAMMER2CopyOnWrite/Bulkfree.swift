@@ -12,6 +12,7 @@
 import Glibc
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 public struct BulkfreeResult: Sendable {
     /// Blockrefs visited and distinct bytes they reference.
@@ -34,7 +35,20 @@ extension MutableFilesystem {
     /// Runs bulkfree; `progress` is told the blockrefs scanned so far now and then.
     public func bulkfree(progress: ((Int) -> Void)? = nil) throws -> BulkfreeResult {
         guard !readOnly else { throw EngineError.posix(EROFS, "bulkfree needs a read-write filesystem") }
-        return try withLock {
+        let started = Trace.now
+        Trace.record(.bulkfreeStart, volumes.totalSize)
+        do {
+            let result = try bulkfreeLocked(progress: progress)
+            Trace.record(.bulkfreeEnd, result.freedBytes, UInt64(result.blockrefsScanned), Trace.now &- started)
+            return result
+        } catch {
+            Trace.record(.bulkfreeEnd, 0, 0, Trace.now &- started, UInt64((error as? EngineError)?.errno ?? EIO))
+            throw error
+        }
+    }
+
+    private func bulkfreeLocked(progress: ((Int) -> Void)?) throws -> BulkfreeResult {
+        try withLock {
             // Flush first when possible; a full volume may not take its dirty data, and the
             // scan is of the last flushed state either way (unflushed data owns no blocks).
             do { try flushLocked() } catch let error as EngineError where error.errno == ENOSPC {}
@@ -71,7 +85,10 @@ extension MutableFilesystem {
             func walk(_ refs: [Blockref]) throws {
                 for bref in refs where bref.type != .empty {
                     result.blockrefsScanned += 1
-                    if result.blockrefsScanned % 65_536 == 0 { progress?(result.blockrefsScanned) }
+                    if result.blockrefsScanned % 65_536 == 0 {
+                        progress?(result.blockrefsScanned)
+                        Trace.record(.bulkfreeProgress, UInt64(result.blockrefsScanned), result.referencedBytes)
+                    }
                     try mark(bref)
                     switch bref.type {
                     case .inode:

@@ -10,6 +10,7 @@ import Glibc
 import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 extension MutableFilesystem {
     /// Flushes if anything changed (sync, fsync, unmount, the periodic timer).
@@ -28,17 +29,26 @@ extension MutableFilesystem {
         guard allHeaderCopies || allocator.hasChanges || superRootChanged
                 || mounted.values.contains(where: { $0.hasChanges }) else { return }
         let savedAllocator = allocator
+        let started = Trace.now
+        if Trace.isOn(.flush) {
+            Trace.record(.flushStart, UInt64(mounted.values.reduce(0) { $0 + $1.changedNodes }), UInt64(dirtyDataBytes))
+        }
+        let sink = FlushSink(fs: self)
         do {
-            try flushAll(allHeaderCopies: allHeaderCopies, dropCleanNodes: !midOperation)
+            try flushAll(allHeaderCopies: allHeaderCopies, dropCleanNodes: !midOperation, sink: sink)
         } catch {
             allocator = savedAllocator
+            Trace.record(.flushEnd, UInt64(sink.blocksWritten), UInt64(sink.bytesWritten), Trace.now &- started,
+                         UInt64((error as? EngineError)?.errno ?? EIO))
             throw error
         }
+        let duration = Trace.now &- started
+        Trace.record(.flushEnd, UInt64(sink.blocksWritten), UInt64(sink.bytesWritten), duration, 0, header.mirrorTID)
+        Trace.session?.flushed(nanoseconds: duration)
     }
 
-    private func flushAll(allHeaderCopies: Bool, dropCleanNodes: Bool) throws {
+    private func flushAll(allHeaderCopies: Bool, dropCleanNodes: Bool, sink: FlushSink) throws {
         let tid = header.mirrorTID + 1
-        let sink = FlushSink(fs: self)
         var commits: [() -> Void] = []
         // Extra copies make the volume one DragonFly must not write (docs/copies.md).
         if volumeCopies > 1 { header.version = max(header.version, HAMMER2.volumeVersionCopies) }

@@ -181,6 +181,11 @@ public final class MutableFilesystem: @unchecked Sendable {
         mounted.values.reduce(0) { $0 + $1.dirtyByteCount }
     }
 
+    /// Dirty file data and inodes held in memory (the trace's gauges, once a second).
+    public var memoryGauges: (dirtyBytes: Int, inodes: Int) {
+        withLock { (dirtyDataBytes, mounted.values.reduce(0) { $0 + $1.nodes.count }) }
+    }
+
     public var hasChanges: Bool {
         withLock { superRootChanged || mounted.values.contains { $0.hasChanges } }
     }

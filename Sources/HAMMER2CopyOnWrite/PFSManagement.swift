@@ -11,6 +11,7 @@ import Glibc
 import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 /// A PFS root waiting for the next flush.
 struct PendingPFSRoot {
@@ -159,6 +160,7 @@ extension MutableFilesystem {
             do {
                 reader.keyring.add(try record.unwrap(source))
             } catch let error as KeyError {
+                Trace.record(.keyRejected, UInt64(record.keyID))
                 throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
             }
         }
@@ -177,10 +179,12 @@ extension MutableFilesystem {
             guard let current else { throw EngineError.invalidArgument("PFS \(label) is not encrypted") }
             let keys: PFSKeys
             do { keys = try current.unwrap(old) } catch let error as KeyError {
+                Trace.record(.keyRejected, UInt64(current.keyID))
                 throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
             }
             let record = try KeyRecord.wrap(keys, source: new, log2N: keyDerivationCost).encoded()
             reader.keyring.add(keys)  // the rewritten root is signed with them
+            Trace.record(.keyChanged, UInt64(keys.keyID))
             if let pfs = mounted[label] {
                 pfs.keyRecord = record
                 pfs.root.dirty = true

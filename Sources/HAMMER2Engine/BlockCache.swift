@@ -145,6 +145,13 @@ public final class BlockCache: Sendable {
         }
     }
 
+    /// Bytes held now (the trace's gauges sample it once a second).
+    public var cachedBytes: Int {
+        shards.reduce(0) { total, shard in
+            shard.state.withLock { total + $0.youngBytes + $0.old.values.reduce(0) { $0 + $1.bytes } }
+        }
+    }
+
     public var statistics: (hits: Int, misses: Int) {
         shards.reduce((hits: 0, misses: 0)) { total, shard in
             shard.state.withLock { (total.hits + $0.hits, total.misses + $0.misses) }

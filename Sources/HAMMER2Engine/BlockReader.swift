@@ -7,6 +7,7 @@ import Foundation
 import HAMMER2Codecs
 import HAMMER2Encryption
 import HAMMER2Format
+import HAMMER2Trace
 
 public final class BlockReader: Sendable {
     public let volumes: VolumeSet
@@ -29,15 +30,16 @@ public final class BlockReader: Sendable {
         let bytes = try checkedPhysicalSize(bref)
         guard bytes > 0 else { return [] }
         let keys = try sealingKeys(bref)
-        func open(_ raw: [UInt8]) throws -> [UInt8] {
-            do {
-                return try keys.open(raw, bref: bref)
-            } catch let error as SealError {
-                throw EngineError.authenticationFailed(bref: bref, reason: error.description)
-            }
-        }
         var failures: [(copy: Int, error: any Error)] = []
         for copy in 0..<bref.copyCount {
+            func open(_ raw: [UInt8]) throws -> [UInt8] {
+                do {
+                    return try keys.open(raw, bref: bref)
+                } catch let error as SealError {
+                    traceCheckFailure(bref, copy: copy, at: try? copyMediaOffset(bref, copy))
+                    throw EngineError.authenticationFailed(bref: bref, reason: error.description)
+                }
+            }
             do {
                 var raw = try readCopy(bref, copy, count: bytes, buffered: copy == 0 && bytes < HAMMER2.physicalBufferSize)
                 let opened: [UInt8]
@@ -78,6 +80,7 @@ public final class BlockReader: Sendable {
                 do {
                     try keys.openData(combined: &combined, bref: bref, into: buffer)
                 } catch let error as SealError {
+                    traceCheckFailure(bref, copy: copy, at: try? copyMediaOffset(bref, copy))
                     throw EngineError.authenticationFailed(bref: bref, reason: error.description)
                 }
                 if !failures.isEmpty {
@@ -159,14 +162,24 @@ public final class BlockReader: Sendable {
         } else {
             try volumes.read(into: buffer, at: offset)
         }
+        Trace.session?.blockRead()
         switch CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
         case .valid, .unchecked, .sealed:
             return
         case let .mismatch(expected, computed):
+            traceCheckFailure(bref, copy: copy, at: offset)
             throw EngineError.checkFailed(bref: bref, expected: expected, computed: computed)
         case let .unknownMethod(code):
             throw EngineError.unknownMethod(bref: bref, what: "check method \(code)")
         }
+    }
+
+    /// A copy that failed its check code or tag: an event, and the counters of the PFS and
+    /// of the volume holding it.
+    func traceCheckFailure(_ bref: Blockref, copy: Int, at offset: UInt64?) {
+        Trace.record(.checkFailed, offset ?? 0, UInt64(bref.physicalBytes), UInt64(bref.checkMethod.rawValue), UInt64(copy),
+                     UInt64(bref.type.rawValue))
+        Trace.session?.checkFailure(volume: offset.flatMap { volumes.volumeIndex(containing: $0) })
     }
 
     /// The raw 64 KiB media buffer at `base`, from the cache or the device; nil when it

@@ -7,6 +7,7 @@
 import Glibc
 import Synchronization
 import HAMMER2Format
+import HAMMER2Trace
 
 /// Counters of copy failures and repairs, and where their log lines go.
 public final class CopyEvents: Sendable {
@@ -93,6 +94,8 @@ extension BlockReader {
                 try volumes.write(stored, at: offset)
                 cache.invalidateMedia(offset, count: stored.count)
                 copyEvents.record(bad: 1, repaired: 1)
+                Trace.record(.copyRepaired, offset, UInt64(stored.count), UInt64(copy), UInt64(goodCopy))
+                Trace.session?.checkFailure(volume: volumes.volumeIndex(containing: offset), repaired: true)
                 copyEvents.log("repaired copy \(copy) at 0x\(String(offset, radix: 16)) of \(describe(bref)) "
                                + "from copy \(goodCopy) (\(error))")
             } catch let writeError {
@@ -107,6 +110,8 @@ extension BlockReader {
     func allCopiesFailed(_ bref: Blockref, _ failures: [(copy: Int, error: any Error)]) -> any Error {
         if failures.count > 1 {
             copyEvents.record(lost: 1)
+            Trace.record(.copyLost, bref.dataOffset & HAMMER2.offsetMask, UInt64(bref.physicalBytes), UInt64(failures.count))
+            Trace.session?.blockLost()
             copyEvents.log("all \(failures.count) copies of \(describe(bref)) are bad: "
                            + failures.map { "copy \($0.copy): \($0.error)" }.joined(separator: "; "))
         }

@@ -5,13 +5,17 @@
 import HAMMER2Encryption
 import HAMMER2Format
 import Synchronization
+import HAMMER2Trace
 
 public final class Keyring: Sendable {
     private let keys = Mutex<[UInt32: PFSKeys]>([:])
 
     public init() {}
 
-    public func add(_ pfsKeys: PFSKeys) { keys.withLock { $0[pfsKeys.keyID] = pfsKeys } }
+    public func add(_ pfsKeys: PFSKeys) {
+        keys.withLock { $0[pfsKeys.keyID] = pfsKeys }
+        Trace.record(.keyUnlocked, UInt64(pfsKeys.keyID))  // its id only, never key material
+    }
 
     public func keys(for keyID: UInt32) -> PFSKeys? { keys.withLock { $0[keyID] } }
 
@@ -21,10 +25,12 @@ public final class Keyring: Sendable {
     }
 
     public func removeAll() {
-        keys.withLock { all in
+        let count = keys.withLock { all in
             for key in all.values { key.wipe() }
-            all.removeAll()
+            defer { all.removeAll() }
+            return all.count
         }
+        Trace.record(.keysWiped, UInt64(count))
     }
 
     /// The key id an encrypted PFS root names in decrypt_check, nil for a PFS in clear.

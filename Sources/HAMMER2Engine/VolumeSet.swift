@@ -8,6 +8,7 @@
 import Glibc
 import Synchronization
 import HAMMER2Format
+import HAMMER2Trace
 
 /// What was found in one header slot of one device.
 public struct VolumeHeaderCopy: Sendable {
@@ -198,6 +199,11 @@ public final class VolumeSet: Sendable {
     /// Total logical size of the filesystem.
     public var totalSize: UInt64 { volumes.last.map { $0.logicalOffset + $0.size } ?? 0 }
 
+    /// The index of the volume holding logical media offset `offset`.
+    public func volumeIndex(containing offset: UInt64) -> Int? {
+        volumes.firstIndex { offset >= $0.logicalOffset && offset - $0.logicalOffset < $0.size }
+    }
+
     /// Reads `count` bytes at logical media offset `offset` from the volume that holds it.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         for volume in volumes where offset >= volume.logicalOffset && offset - volume.logicalOffset < volume.size {
@@ -205,7 +211,14 @@ public final class VolumeSet: Sendable {
             guard local + UInt64(buffer.count) <= volume.size else {
                 throw EngineError.corrupt("block at 0x\(String(offset, radix: 16)) (\(buffer.count) bytes) crosses the end of \(volume.device.name)")
             }
-            try volume.device.read(into: buffer, at: local)
+            let started = Trace.isOn(.io) ? Trace.now : 0
+            do {
+                try volume.device.read(into: buffer, at: local)
+            } catch {
+                Self.traceIO(volume.id, offset, buffer.count, write: false, started: started, error: error)
+                throw error
+            }
+            Self.traceIO(volume.id, offset, buffer.count, write: false, started: started, error: nil)
             return
         }
         throw EngineError.corrupt("media offset 0x\(String(offset, radix: 16)) is beyond the end of the volume set")
@@ -218,7 +231,14 @@ public final class VolumeSet: Sendable {
             guard local + UInt64(buffer.count) <= volume.size else {
                 throw EngineError.posix(ENOSPC, "write at 0x\(String(offset, radix: 16)) crosses the end of \(volume.device.name)")
             }
-            try volume.device.write(buffer, at: local)
+            let started = Trace.isOn(.io) ? Trace.now : 0
+            do {
+                try volume.device.write(buffer, at: local)
+            } catch {
+                Self.traceIO(volume.id, offset, buffer.count, write: true, started: started, error: error)
+                throw error
+            }
+            Self.traceIO(volume.id, offset, buffer.count, write: true, started: started, error: nil)
             return
         }
         throw EngineError.posix(ENOSPC, "media offset 0x\(String(offset, radix: 16)) is beyond the end of the volume set")
@@ -229,7 +249,26 @@ public final class VolumeSet: Sendable {
         let device = volumes[0].device
         let offsets = VolumeHeader.copyOffsets(deviceSize: volumes[0].size)
         precondition(index < offsets.count, "header slot \(index) does not fit the volume")
-        try bytes.withUnsafeBytes { try device.write($0, at: offsets[index]) }
+        let started = Trace.isOn(.io) ? Trace.now : 0
+        do {
+            try bytes.withUnsafeBytes { try device.write($0, at: offsets[index]) }
+        } catch {
+            Self.traceIO(0, offsets[index], bytes.count, write: true, started: started, error: error)
+            throw error
+        }
+        Self.traceIO(0, offsets[index], bytes.count, write: true, started: started, error: nil)
+    }
+
+    /// The trace event and volume counters of one device request (`started`: 0 when the
+    /// io subsystem was off as it began).
+    static func traceIO(_ volume: Int, _ offset: UInt64, _ bytes: Int, write: Bool, started: UInt64, error: (any Error)?) {
+        if let error {
+            let code = (error as? EngineError)?.errno ?? EIO
+            Trace.record(.deviceError, UInt64(volume), offset, UInt64(bytes), write ? 1 : 0, UInt64(code))
+        } else if started != 0 {
+            Trace.record(write ? .deviceWrite : .deviceRead, UInt64(volume), offset, UInt64(bytes), Trace.now &- started)
+        }
+        Trace.session?.volumeIO(volume, write: write, bytes: bytes, failed: error != nil)
     }
 
     /// A set with copies (version 5, which DragonFly refuses) also writes the root's header

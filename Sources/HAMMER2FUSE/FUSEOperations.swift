@@ -45,6 +45,8 @@ enum FUSEOperations {
             h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0)
         }
         ops.lookup = { request, parent, name in
+            let trace = RequestTrace(.lookup, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             let nameBytes = FUSEOperations.name(name)
             do {
@@ -54,6 +56,8 @@ enum FUSEOperations {
             }
         }
         ops.getattr = { request, ino, _ in
+            let trace = RequestTrace(.getattr, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 var st = Attributes.stat(for: try server.pfs.attributes(UInt64(ino)))
@@ -63,6 +67,8 @@ enum FUSEOperations {
             }
         }
         ops.setattr = { request, ino, attr, toSet, _ in
+            let trace = RequestTrace(.setattr, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let st = attr!.pointee
@@ -83,6 +89,8 @@ enum FUSEOperations {
             }
         }
         ops.readlink = { request, ino in
+            let trace = RequestTrace(.readlink, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let target = try server.pfs.readLink(UInt64(ino))
@@ -94,6 +102,8 @@ enum FUSEOperations {
             }
         }
         ops.mknod = { request, parent, name, mode, rdev in
+            let trace = RequestTrace(.mknod, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             let nameBytes = FUSEOperations.name(name)
             do {
@@ -116,6 +126,8 @@ enum FUSEOperations {
             }
         }
         ops.mkdir = { request, parent, name, mode in
+            let trace = RequestTrace(.mkdir, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 FUSEOperations.replyEntry(request, server, try server.pfs.create(
@@ -125,6 +137,8 @@ enum FUSEOperations {
             }
         }
         ops.symlink = { request, target, parent, name in
+            let trace = RequestTrace(.symlink, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 FUSEOperations.replyEntry(request, server, try server.pfs.create(
@@ -135,6 +149,8 @@ enum FUSEOperations {
             }
         }
         ops.unlink = { request, parent, name in
+            let trace = RequestTrace(.unlink, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 try server.pfs.unlink(in: UInt64(parent), name: FUSEOperations.name(name))
@@ -144,6 +160,8 @@ enum FUSEOperations {
             }
         }
         ops.rmdir = { request, parent, name in
+            let trace = RequestTrace(.rmdir, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 try server.pfs.removeDirectory(in: UInt64(parent), name: FUSEOperations.name(name))
@@ -153,6 +171,8 @@ enum FUSEOperations {
             }
         }
         ops.rename = { request, parent, name, newParent, newName, flags in
+            let trace = RequestTrace(.rename, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 try server.pfs.rename(from: UInt64(parent), name: FUSEOperations.name(name), to: UInt64(newParent),
@@ -163,6 +183,8 @@ enum FUSEOperations {
             }
         }
         ops.link = { request, ino, newParent, newName in
+            let trace = RequestTrace(.link, UInt64(ino), UInt64(newParent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 FUSEOperations.replyEntry(request, server, try server.pfs.link(UInt64(ino), into: UInt64(newParent), name: FUSEOperations.name(newName)))
@@ -171,6 +193,8 @@ enum FUSEOperations {
             }
         }
         ops.create = { request, parent, name, mode, info in
+            let trace = RequestTrace(.create, UInt64(parent))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let status = try server.pfs.create(in: UInt64(parent), name: FUSEOperations.name(name), type: .regularFile,
@@ -183,13 +207,15 @@ enum FUSEOperations {
             }
         }
         ops.open = { request, ino, info in
+            let trace = RequestTrace(.open, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let status = try server.pfs.attributes(UInt64(ino))
                 guard status.meta.type != .directory else { throw EngineError.isDirectory }
                 guard let info else { throw EngineError.invalidArgument("no file info") }
                 if server.pfs.fs.readOnly && (info.pointee.flags & O_ACCMODE != O_RDONLY || info.pointee.flags & O_TRUNC != 0) {
-                    fuse_reply_err(request, EROFS)
+                    server.replyError(request, EROFS)
                     return
                 }
                 // libfuse asks for atomic O_TRUNC: the kernel passes O_TRUNC here instead of
@@ -206,25 +232,33 @@ enum FUSEOperations {
             }
         }
         ops.read = { request, ino, size, offset, _ in
+            var trace = RequestTrace(.read, UInt64(ino), UInt64(max(offset, 0)), UInt64(size))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let bytes = try server.pfs.read(UInt64(ino), offset: UInt64(max(offset, 0)), count: size)
+                trace.bytes = bytes.count
                 bytes.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, $0.count) }
             } catch {
                 server.fail(request, error, "read of inode \(ino) at offset \(offset) (\(size) bytes)")
             }
         }
         ops.write = { request, ino, buffer, size, offset, _ in
+            var trace = RequestTrace(.write, UInt64(ino), UInt64(max(offset, 0)), UInt64(size))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let written = try server.pfs.write(UInt64(ino), offset: UInt64(max(offset, 0)),
                                                    UnsafeRawBufferPointer(start: buffer, count: size))
+                trace.bytes = written
                 fuse_reply_write(request, written)
             } catch {
                 server.fail(request, error, "write of inode \(ino) at offset \(offset) (\(size) bytes)")
             }
         }
         ops.fsync = { request, ino, _, _ in
+            let trace = RequestTrace(.fsync, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 try server.pfs.flush()
@@ -234,10 +268,14 @@ enum FUSEOperations {
             }
         }
         ops.release = { request, ino, _ in
+            let trace = RequestTrace(.release, UInt64(ino))
+            defer { trace.end() }
             FUSEOperations.server(request).pfs.release(UInt64(ino))
             fuse_reply_err(request, 0)
         }
         ops.opendir = { request, ino, info in
+            let trace = RequestTrace(.opendir, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 let status = try server.pfs.attributes(UInt64(ino))
@@ -248,13 +286,23 @@ enum FUSEOperations {
             }
         }
         ops.readdir = { request, ino, size, offset, _ in
+            let trace = RequestTrace(.readdir, UInt64(ino))
+            defer { trace.end() }
             FUSEOperations.readDirectory(request, ino, size, offset, plus: false)
         }
         ops.readdirplus = { request, ino, size, offset, _ in
+            let trace = RequestTrace(.readdirplus, UInt64(ino))
+            defer { trace.end() }
             FUSEOperations.readDirectory(request, ino, size, offset, plus: true)
         }
-        ops.releasedir = { request, _, _ in fuse_reply_err(request, 0) }
+        ops.releasedir = { request, ino, _ in
+            let trace = RequestTrace(.releasedir, UInt64(ino))
+            defer { trace.end() }
+            fuse_reply_err(request, 0)
+        }
         ops.fsyncdir = { request, ino, _, _ in
+            let trace = RequestTrace(.fsyncdir, UInt64(ino))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
                 try server.pfs.flush()
@@ -264,17 +312,19 @@ enum FUSEOperations {
             }
         }
         ops.ioctl = { request, ino, command, _, _, flags, input, inputSize, outSize in
+            let trace = RequestTrace(.ioctl, UInt64(ino), UInt64(command))
+            defer { trace.end() }
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
                          ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump, ControlRequest.scrub,
                          ControlRequest.growfs]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
-                fuse_reply_err(request, ENOTTY)
+                server.replyError(request, ENOTTY)
                 return
             }
             // As DragonFly's hammer2_ioctl: reading an inode's settings is for anyone.
             guard command == ControlRequest.inodeGet || FUSEOperations.caller(request).uid == 0 else {
-                fuse_reply_err(request, EPERM)  // DragonFly's hammer2 ioctls require root too
+                server.replyError(request, EPERM)  // DragonFly's hammer2 ioctls require root too
                 return
             }
             do {
@@ -351,7 +401,9 @@ enum FUSEOperations {
                 server.fail(request, error, "hammer2 ioctl via inode \(ino)")
             }
         }
-        ops.statfs = { request, _ in
+        ops.statfs = { request, ino in
+            let trace = RequestTrace(.statfs, UInt64(ino))
+            defer { trace.end() }
             var st = FUSEOperations.server(request).statfs()
             fuse_reply_statfs(request, &st)
         }

@@ -4,6 +4,7 @@
 // user data (an unretained reference to this server), never in globals.
 
 import CFUSE3
+import CAtomicMemory
 import CMalloc
 import Foundation
 import Synchronization
@@ -11,6 +12,7 @@ import Glibc
 import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 public struct MountOptions: Sendable {
     public var mountpoint: String
@@ -105,6 +107,10 @@ public final class FUSEServer: Sendable {
                               maxDirtyBytes: options.writebackCache && !filesystem.readOnly ? options.kernelDirtyMiB << 20 : 0,
                               mountpoint: resolvedMountpoint)
             guard fuse_daemonize(options.foreground ? 1 : 0) == 0 else { return -4 }
+            if let trace = Trace.session {
+                logger("\(options.fsname): trace segment \(trace.adoptCurrentProcess()) (hammer2 ktrdump, hammer2 stat)")
+                startHeartbeat(trace)
+            }
             startFlushTimer()
             let status = h2fuse_session_loop_mt(session, options.maxThreads)
             stopping.withLock { $0 = true }
@@ -167,6 +173,38 @@ public final class FUSEServer: Sendable {
         thread.start()
     }
 
+    /// Once a second: the trace segment's gauges (memory, cache) and heartbeat, so readers
+    /// see the daemon alive; a daemon stuck on its lock stops beating, which they show.
+    private func startHeartbeat(_ trace: TraceSession) {
+        let started = Trace.now
+        let thread = Thread { [self] in
+            while !stopping.withLock({ $0 }) {
+                var gauges = TraceSession.Gauges()
+                gauges.uptime = Trace.now &- started
+                gauges.resident = Self.residentBytes()
+                let cache = filesystem.reader.cache
+                gauges.cacheBytes = UInt64(cache.cachedBytes)
+                let (hits, misses) = cache.statistics
+                gauges.cacheHits = UInt64(hits)
+                gauges.cacheMisses = UInt64(misses)
+                let memory = filesystem.memoryGauges
+                gauges.dirtyBytes = UInt64(memory.dirtyBytes)
+                gauges.inodesInMemory = UInt64(memory.inodes)
+                trace.publish(gauges)
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+        thread.start()
+    }
+
+    /// Resident memory from /proc/self/statm (pages).
+    static func residentBytes() -> UInt64 {
+        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
+        let fields = text.split(separator: " ")
+        guard fields.count > 1, let pages = UInt64(fields[1]) else { return 0 }
+        return pages * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
     /// The kernel caps a FUSE mount's readahead at its backing-device default (128 KiB),
     /// whatever the INIT reply asks for, which splits sequential reads into 128 KiB
     /// requests. Raising the mount's bdi read_ahead_kb gives 1 MiB requests. Best effort:
@@ -207,6 +245,12 @@ public final class FUSEServer: Sendable {
             code = EIO
             logger("\(what()) on \(options.fsname): \(error)")
         }
+        replyError(request, code)
+    }
+
+    /// Answers with an error, noted for the request's trace event.
+    func replyError(_ request: fuse_req_t?, _ code: Int32) {
+        h2_thread_error_set(code)
         fuse_reply_err(request, code)
     }
 

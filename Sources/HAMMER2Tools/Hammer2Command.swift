@@ -46,6 +46,17 @@ public enum Hammer2Command {
                                           from good ones, report what could not be (online
                                           on a mount, or offline with -f image)
         stat [<path>...]                  Return inode quota & config
+        stat -w [-i secs] [-n count] [-a] <mountpoint>
+                                          Live statistics of a mount from its trace
+                                          segment (also: top); -a shows zero fields
+        ktrdump [-f] [-m mask] [-n count] <mountpoint|segment>
+                                          Print the daemon's trace events merged by time;
+                                          -f follows, -m subsystems shown, -n the last count;
+                                          a dead daemon's segment file reads too
+        ktrmask <mountpoint|segment> [mask]
+                                          Show or set the subsystems recorded (fuse,io,
+                                          check,compress,flush,alloc,bulkfree,copies,keys,
+                                          all, none; +name/-name change the current mask)
         printinode <path>                 Dump inode
         destroy <path>...                 Destroy directory entries (only use if inode bad)
         destroy-inum <inum>...            Destroy inodes (only use if inode bad)
@@ -155,8 +166,16 @@ public enum Hammer2Command {
                 status = try RepairDirectives.cleanup(operands)
             case "printinode":
                 try InodeDirectives.printInode(operands, image: context.image, verbose: context.verbose)
+            case "stat" where operands.first == "-w":
+                status = try StatWatch.run(operands)
+            case "top":
+                status = try StatWatch.run(["-w"] + operands)
             case "stat":
                 status = try InodeDirectives.stat(operands, image: context.image)
+            case "ktrdump":
+                status = try TraceDirectives.ktrdump(operands)
+            case "ktrmask":
+                status = try TraceDirectives.ktrmask(operands)
             case "key-status":
                 status = try KeyDirectives.status(operands, image: context.image, selected: context.selectedPath)
             case "key-change":

@@ -52,11 +52,13 @@ public final class TraceSession: Sendable {
     /// Histogram buckets: bucket i counts values below 2^i units, the last one the rest.
     public static let latencyBuckets = 20
 
-    public init(path: String, volumes volumeCount: Int, pfsLabel: String, rings: Int = 32, recordsPerRing: Int = 4096,
-                mask: UInt64 = TraceSubsystem.all) throws {
+    /// `mount`: the text object's lines (source, mountpoint, pfs), for tools to find it.
+    public init(path: String, volumes volumeCount: Int, pfsLabel: String, mount: [(String, String)] = [], rings: Int = 32,
+                recordsPerRing: Int = 4096, mask: UInt64 = TraceSubsystem.all) throws {
         let ringBytes = rings * (TraceLayout.ringHeaderBytes + recordsPerRing * TraceLayout.recordBytes)
         segment = try TraceSegment(path: path, bytes: (1 << 20) + ringBytes)
         segment.mask = mask
+        try segment.addText(name: "mount", mount + [("pfs", pfsLabel)])
         try segment.addCatalog(subsystems: TraceSubsystem.allCases.map { (Int($0.rawValue), $0.name) },
                                events: TraceEvent.catalog)
         try segment.addRings(count: rings, records: recordsPerRing)
@@ -122,7 +124,7 @@ public final class TraceSession: Sendable {
             object = try segment.addStatistics(name: "pfs.\(label)", version: 1, fields: [
                 TraceField("read_requests", unit: "requests"), TraceField("read_bytes", unit: "bytes"),
                 TraceField("write_requests", unit: "requests"), TraceField("write_bytes", unit: "bytes"),
-                TraceField("blocks_read", unit: "blocks"), TraceField("blocks_written", unit: "blocks"),
+                TraceField("blocks_read", unit: "blocks"), TraceField("data_blocks_written", unit: "blocks"),
                 TraceField("logical_bytes_flushed", unit: "bytes"), TraceField("physical_bytes_flushed", unit: "bytes"),
                 TraceField("check_failures", unit: "blocks"), TraceField("repairs", unit: "copies"),
                 TraceField("lost_blocks", unit: "blocks"), TraceField("flushes", unit: "flushes"),
@@ -131,7 +133,7 @@ public final class TraceSession: Sendable {
             ])
             readRequests = object.field("read_requests"); readBytes = object.field("read_bytes")
             writeRequests = object.field("write_requests"); writeBytes = object.field("write_bytes")
-            blocksRead = object.field("blocks_read"); blocksWritten = object.field("blocks_written")
+            blocksRead = object.field("blocks_read"); blocksWritten = object.field("data_blocks_written")
             logicalFlushed = object.field("logical_bytes_flushed"); physicalFlushed = object.field("physical_bytes_flushed")
             checkFailures = object.field("check_failures"); repairs = object.field("repairs"); lost = object.field("lost_blocks")
             flushes = object.field("flushes"); flushTime = object.field("flush_time"); flushLatency = object.field("flush_latency")
@@ -149,8 +151,8 @@ public final class TraceSession: Sendable {
     /// A block read from the media and verified (a cache miss).
     public func blockRead() { pfs.object.add(pfs.blocksRead) }
 
-    /// A block of `logical` bytes stored in `physical` bytes by a flush.
-    public func blockWritten(logical: Int, physical: Int) {
+    /// A data block of `logical` bytes stored in `physical` bytes by a flush.
+    public func dataBlockWritten(logical: Int, physical: Int) {
         pfs.object.update { w in
             w.add(pfs.blocksWritten)
             w.add(pfs.logicalFlushed, UInt64(logical))

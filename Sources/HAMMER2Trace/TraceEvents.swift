@@ -102,6 +102,7 @@ public struct TraceEvent: Sendable, Equatable {
     @inlinable public static var keyUnlocked: TraceEvent { TraceEvent(0x0801) }
     @inlinable public static var keyRejected: TraceEvent { TraceEvent(0x0802) }
     @inlinable public static var keysWiped: TraceEvent { TraceEvent(0x0803) }
+    @inlinable public static var keyChanged: TraceEvent { TraceEvent(0x0804) }
 
     /// Every event the daemon records, as the catalog names them.
     public static let catalog: [TraceEventInfo] = {
@@ -125,18 +126,19 @@ public struct TraceEvent: Sendable, Equatable {
             TraceEventInfo(deviceWrite.rawValue, "io.write", volumeIO),
             TraceEventInfo(deviceError.rawValue, "io.error", [("volume", .decimal), ("offset", .hex), ("size", .bytes), ("write", .decimal), ("error", .errno)]),
             TraceEventInfo(checkFailed.rawValue, "check.failed", [("offset", .hex), ("size", .bytes), ("method", .decimal), ("copy", .decimal), ("type", .decimal)]),
-            TraceEventInfo(compressed.rawValue, "compress.block", [("logical", .bytes), ("physical", .bytes), ("method", .decimal), ("stored", .decimal)]),
+            TraceEventInfo(compressed.rawValue, "compress.block", [("logical", .bytes), ("physical", .bytes), ("comp_algo", .hex), ("decision", .decimal)]),
             TraceEventInfo(flushStart.rawValue, "flush.start", [("inodes", .decimal), ("dirty", .bytes)]),
             TraceEventInfo(flushEnd.rawValue, "flush.end", [("blocks", .decimal), ("bytes", .bytes), ("duration", .nanoseconds), ("error", .errno), ("tid", .hex)]),
             TraceEventInfo(allocate.rawValue, "alloc.block", [("offset", .hex), ("size", .bytes), ("type", .decimal)]),
             TraceEventInfo(bulkfreeStart.rawValue, "bulkfree.start", [("volume_bytes", .bytes)]),
-            TraceEventInfo(bulkfreeProgress.rawValue, "bulkfree.progress", [("scanned", .decimal), ("pass", .decimal), ("passes", .decimal)]),
+            TraceEventInfo(bulkfreeProgress.rawValue, "bulkfree.progress", [("scanned", .decimal), ("referenced", .bytes)]),
             TraceEventInfo(bulkfreeEnd.rawValue, "bulkfree.end", [("freed", .bytes), ("scanned", .decimal), ("duration", .nanoseconds), ("error", .errno)]),
             TraceEventInfo(copyRepaired.rawValue, "copies.repaired", [("offset", .hex), ("size", .bytes), ("copy", .decimal), ("from", .decimal)]),
             TraceEventInfo(copyLost.rawValue, "copies.lost", [("offset", .hex), ("size", .bytes), ("copies", .decimal)]),
             TraceEventInfo(keyUnlocked.rawValue, "keys.unlocked", [("key_id", .hex)]),
             TraceEventInfo(keyRejected.rawValue, "keys.rejected", [("key_id", .hex)]),
             TraceEventInfo(keysWiped.rawValue, "keys.wiped", [("count", .decimal)]),
+            TraceEventInfo(keyChanged.rawValue, "keys.changed", [("key_id", .hex)]),
         ]
         return events
     }()

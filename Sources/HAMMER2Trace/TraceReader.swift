@@ -69,6 +69,18 @@ public final class TraceReader: @unchecked Sendable {
     /// Whether the writer named in the header still runs.
     public var writerAlive: Bool { writerPID > 0 && (kill(writerPID, 0) == 0 || errno == EPERM) }
 
+    /// The "key=value" lines of text object `name` ("mount": source, mountpoint, pfs).
+    public func text(_ name: String) -> [String: String] {
+        guard let object = objects().first(where: { $0.name == name && $0.kind == TraceObjectKind.text.rawValue }) else { return [:] }
+        let bytes = UnsafeRawBufferPointer(start: base + object.offset, count: object.bytes)
+        var values: [String: String] = [:]
+        for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
+            guard let equals = line.firstIndex(of: "=") else { continue }
+            values[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        }
+        return values
+    }
+
     /// The subsystems and events named in the segment's catalog (empty without one).
     public func catalog() -> TraceCatalog {
         var catalog = TraceCatalog()
@@ -142,8 +154,10 @@ public final class TraceReader: @unchecked Sendable {
         return nil
     }
 
-    /// The records still in the rings, merged by time (per ring in the order written).
-    public func events() -> [TraceRecord] {
+    /// The records still in the rings, merged by time (per ring in the order written);
+    /// with `since`, only records of each ring at or after the position given for it (a
+    /// follower passes the positions after what it printed).
+    public func events(since: [UInt32: UInt64] = [:]) -> [TraceRecord] {
         guard let rings = objects().first(where: { $0.kind == TraceObjectKind.rings.rawValue }) else { return [] }
         let count = Int(load32(rings.offset)), records = Int(load32(rings.offset + 4))
         guard records > 0, records & (records - 1) == 0,
@@ -153,7 +167,8 @@ public final class TraceReader: @unchecked Sendable {
         for ring in 0..<count {
             let ringBase = rings.offset + TraceLayout.ringsHeaderBytes + ring * (TraceLayout.ringHeaderBytes + records * TraceLayout.recordBytes)
             let head = h2_load_acquire_u64(base + ringBase)
-            let first = head > UInt64(records) ? head - UInt64(records) : 0
+            let first = max(head > UInt64(records) ? head - UInt64(records) : 0, since[UInt32(ring)] ?? 0)
+            guard first < head else { continue }
             for position in first..<head {
                 let at = ringBase + TraceLayout.ringHeaderBytes + Int(position & UInt64(records - 1)) * TraceLayout.recordBytes
                 let commit = h2_load_acquire_u64(base + at + TraceLayout.recordCommit)

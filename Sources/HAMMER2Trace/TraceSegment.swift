@@ -48,6 +48,8 @@ public enum TraceObjectKind: UInt32, Sendable {
     case rings = 2
     /// Names of the subsystems and events, with their arguments' names and formats.
     case catalog = 3
+    /// UTF-8 text, "key=value" lines (the mount's source, mount point, PFS).
+    case text = 4
 }
 
 /// A field of a statistics object: a name, a type, an offset in the object's data (after
@@ -72,7 +74,12 @@ public enum TraceError: Error, Equatable {
 
 /// The writer's side of a segment.
 public final class TraceSegment: @unchecked Sendable {
-    public let path: String
+    /// Where the file is (it follows a daemon that renames it after forking).
+    public var path: String {
+        get { layoutLock.withLock { _ in currentPath } }
+        set { layoutLock.withLock { _ in currentPath = newValue } }
+    }
+    private var currentPath: String
     public let bytes: Int
     let base: UnsafeMutableRawPointer
     /// Distinguishes this segment's thread rings from an earlier segment's in the same thread.
@@ -83,7 +90,7 @@ public final class TraceSegment: @unchecked Sendable {
 
     /// Creates (or replaces) the segment file at `path` with room for `bytes`.
     public init(path: String, bytes: Int = 4 << 20) throws {
-        self.path = path
+        self.currentPath = path
         self.bytes = bytes
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw TraceError.system("open \(path)", errno) }
@@ -152,6 +159,14 @@ public final class TraceSegment: @unchecked Sendable {
         store32(offset + 4, UInt32(records))
         h2_ring_register(generation, base + offset + TraceLayout.ringsClaimedOffset)
         layoutLock.withLock { _ in ringsObject = (offset, count, records) }
+    }
+
+    /// Adds a text object of "key=value" lines.
+    public func addText(name: String, _ values: [(String, String)]) throws {
+        let text = Array(values.map { "\($0.0)=\($0.1)\n" }.joined().utf8)
+        let (offset, _) = try addObject(name: name, kind: .text, version: 1, bytes: text.count, fields: [], publish: false)
+        text.withUnsafeBytes { (base + offset).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        publishObjects()
     }
 
     /// Adds the catalog readers print events with: subsystem names by bit, and each

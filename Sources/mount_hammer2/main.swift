@@ -8,6 +8,7 @@ import HAMMER2CopyOnWrite
 import HAMMER2Engine
 import HAMMER2FUSE
 import HAMMER2Tools
+import HAMMER2Trace
 
 DaemonMemory.limitArenas()
 
@@ -36,7 +37,11 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 passphrase is asked on the terminal, or read from standard input
                 when that is not a terminal), degraded (a volume set with volumes
                 missing, read-only: blocks with a copy on the volumes given read,
-                docs/copies.md), and any libfuse mount option
+                docs/copies.md), ktr=<path> (the trace segment; default
+                /dev/shm/hammer2.<pid>.ktr, removed at a clean unmount), noktr (no
+                trace segment), ktrmask=<mask> (subsystems recorded, names or a
+                number: fuse,io,check,compress,flush,alloc,bulkfree,copies,keys; default
+                all; hammer2 ktrmask changes it while mounted), and any libfuse mount option
   -h, --help    this text
 
 Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed
@@ -70,6 +75,9 @@ func main() -> Int32 {
     var writeback = defaults.writebackCache
     var kernelDirtyMiB = defaults.kernelDirtyMiB
     var extra: [String] = []
+    var tracePath: String?
+    var tracing = true
+    var traceMask = TraceSubsystem.all
     for (letter, value) in parsed.options {
         switch letter {
         case "f": foreground = true
@@ -88,6 +96,7 @@ func main() -> Int32 {
                 case "degraded": degraded = true
                 case "writeback": writeback = true
                 case "nowriteback": writeback = false
+                case "noktr": tracing = false
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -113,6 +122,19 @@ func main() -> Int32 {
                             return ExitCode.usage.rawValue
                         }
                         flushInterval = value
+                    } else if option.hasPrefix("ktr=") {
+                        let path = String(option.dropFirst(4))
+                        guard !path.isEmpty else {
+                            printError("mount_hammer2", "ktr=<path> wants a file name")
+                            return ExitCode.usage.rawValue
+                        }
+                        tracePath = URL(fileURLWithPath: path).standardizedFileURL.path
+                    } else if option.hasPrefix("ktrmask=") {
+                        guard let mask = TraceSubsystem.parseMask(String(option.dropFirst(8)), base: TraceSubsystem.all) else {
+                            printError("mount_hammer2", "ktrmask= wants subsystem names (\(TraceSubsystem.allCases.map(\.name).joined(separator: ","))) or a number")
+                            return ExitCode.usage.rawValue
+                        }
+                        traceMask = mask
                     } else if option.hasPrefix("keyfile=") {
                         keyFile = String(option.dropFirst(8))
                     } else if option.hasPrefix("threads=") {
@@ -147,6 +169,27 @@ func main() -> Int32 {
     }
     let label = specifier.labelOrDefault
     if !foreground { closeInheritedDescriptors() }
+    // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
+    let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+    // The trace segment first, so that opening and unlocking are in it too.
+    var traceSession: TraceSession?
+    if tracing {
+        TraceFiles.pruneDeadSegments()
+        let resolved = realpath(mountpoint, nil).map { p in
+            defer { free(p) }
+            return String(cString: p)
+        } ?? mountpoint
+        do {
+            let session = try TraceSession(path: tracePath ?? TraceFiles.defaultPath(), volumes: devices.count, pfsLabel: label,
+                                           mount: [("source", devices.joined(separator: ":") + "@" + label), ("mountpoint", resolved)],
+                                           mask: traceMask)
+            Trace.install(session)
+            traceSession = session
+        } catch {
+            printError("mount_hammer2", "warning: no trace segment (\(error)); mounting without one")
+        }
+    }
+    defer { traceSession?.finish() }
     do {
         if degraded { readOnly = true }
         let logger: @Sendable (String) -> Void
@@ -172,8 +215,6 @@ func main() -> Int32 {
             throw ToolError.failed("keyfile= given, but PFS \(label) is not encrypted")
         }
         let pfs = try filesystem.openPFS(label)
-        // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
-        let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
         var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)
         options.foreground = foreground
         options.debug = debug

@@ -46,6 +46,11 @@ void h2_ring_unregister(uint64_t generation);
 // The kernel's id of the calling thread (gettid is not in Swift's Glibc module), cached.
 uint32_t h2_thread_id(void);
 
+// An error code the calling thread noted for the request it is serving (the FUSE adapter's
+// reply error, for the request's trace event).
+void h2_thread_error_set(int32_t code);
+int32_t h2_thread_error_get(void);
+
 // The process's installed trace segment: its mask word (a zero word until one is
 // installed) and an opaque reference to it. A trace point costs these two loads and a
 // test when its subsystem is masked off.
