@@ -63,7 +63,7 @@ let package = Package(
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(
             name: "HAMMER2MountTests",
-            dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2TestSupport",
+            dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace", "HAMMER2TestSupport",
                            .product(name: "Crypto", package: "swift-crypto")]
         ),
     ],

@@ -25,12 +25,15 @@ public enum TraceSubsystem: UInt32, CaseIterable, Sendable {
     /// Every subsystem: the default mask.
     public static let all: UInt64 = allCases.reduce(0) { $0 | $1.bit }
 
-    /// Parses a mask: a number (0x… or decimal), or subsystem names separated by commas,
-    /// each optionally prefixed with + (add to `base`) or - (remove); "all" and "none".
+    /// Parses a mask: a number (0x… or decimal), or subsystem names separated by commas or
+    /// colons (inside -o options), each optionally prefixed with + (add to `base`) or -
+    /// (remove); "all" and "none".
     public static func parseMask(_ text: String, base: UInt64 = 0) -> UInt64? {
         if let number = text.hasPrefix("0x") ? UInt64(text.dropFirst(2), radix: 16) : UInt64(text) { return number }
         var mask = text.hasPrefix("+") || text.hasPrefix("-") ? base : 0
-        for part in text.split(separator: ",") {
+        let parts = text.split(whereSeparator: { $0 == "," || $0 == ":" })
+        guard !parts.isEmpty else { return nil }
+        for part in parts {
             var name = Substring(part)
             let remove = name.hasPrefix("-")
             if name.hasPrefix("+") || name.hasPrefix("-") { name = name.dropFirst() }

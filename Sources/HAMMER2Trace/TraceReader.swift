@@ -4,6 +4,7 @@
 
 import CAtomicMemory
 import Glibc
+import Synchronization
 
 public struct TraceRecord: Sendable, Equatable {
     public var timestamp: UInt64
@@ -39,6 +40,7 @@ public final class TraceReader: @unchecked Sendable {
     public let path: String
     let base: UnsafeRawPointer
     let bytes: Int
+    private let layoutCache = Mutex<[String: (TraceObjectInfo, [(String, Int)])]>([:])
 
     public init(path: String) throws {
         self.path = path
@@ -136,22 +138,34 @@ public final class TraceReader: @unchecked Sendable {
     /// retried while the writer is mid-update; nil if the object is missing or the writer
     /// stays mid-update (a writer killed inside an update leaves it odd for good).
     public func statistics(_ name: String, attempts: Int = 10_000) -> [String: UInt64]? {
-        guard let object = objects().first(where: { $0.name == name && $0.kind == TraceObjectKind.statistics.rawValue }) else {
-            return nil
-        }
+        guard let (object, keys) = statisticsLayout(name) else { return nil }
+        var copy = [UInt64](repeating: 0, count: object.bytes / 8)
         for _ in 0..<attempts {
             let before = h2_load_acquire_u64(base + object.offset)
             if before & 1 == 1 { sched_yield(); continue }
-            var values: [String: UInt64] = [:]
-            for field in object.fields where field.offset + 8 * field.count <= object.bytes {
-                for i in 0..<field.count {
-                    values[field.count == 1 ? field.name : "\(field.name)[\(i)]"] = load64(object.offset + field.offset + 8 * i)
-                }
-            }
+            copy.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(start: base + object.offset, count: $0.count)) }
             h2_fence_acquire()
-            if h2_load_relaxed_u64(base + object.offset) == before { return values }
+            guard h2_load_relaxed_u64(base + object.offset) == before else { continue }
+            var values: [String: UInt64] = [:]
+            values.reserveCapacity(keys.count)
+            for (key, offset) in keys { values[key] = UInt64(littleEndian: copy[offset / 8]) }
+            return values
         }
         return nil
+    }
+
+    /// An object's entry and its value names with their offsets, worked out once per
+    /// object (the directory only grows, and an entry never changes once published).
+    private func statisticsLayout(_ name: String) -> (TraceObjectInfo, [(String, Int)])? {
+        if let known = layoutCache.withLock({ $0[name] }) { return known }
+        guard let object = objects().first(where: { $0.name == name && $0.kind == TraceObjectKind.statistics.rawValue }),
+              object.bytes >= 8 else { return nil }
+        var keys: [(String, Int)] = []
+        for field in object.fields where field.offset + 8 * field.count <= object.bytes && field.offset >= 8 {
+            for i in 0..<field.count { keys.append((field.count == 1 ? field.name : "\(field.name)[\(i)]", field.offset + 8 * i)) }
+        }
+        layoutCache.withLock { $0[name] = (object, keys) }
+        return (object, keys)
     }
 
     /// The records still in the rings, merged by time (per ring in the order written);

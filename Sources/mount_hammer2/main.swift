@@ -39,9 +39,10 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 missing, read-only: blocks with a copy on the volumes given read,
                 docs/copies.md), ktr=<path> (the trace segment; default
                 /dev/shm/hammer2.<pid>.ktr, removed at a clean unmount), noktr (no
-                trace segment), ktrmask=<mask> (subsystems recorded, names or a
-                number: fuse,io,check,compress,flush,alloc,bulkfree,copies,keys; default
-                all; hammer2 ktrmask changes it while mounted), and any libfuse mount option
+                trace segment), ktrmask=<mask> (subsystems recorded: a number, or
+                names separated by colons: fuse:io:check:compress:flush:alloc:
+                bulkfree:copies:keys; default all; hammer2 ktrmask changes it while
+                mounted), and any libfuse mount option
   -h, --help    this text
 
 Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed

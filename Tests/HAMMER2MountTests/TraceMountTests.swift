@@ -1,0 +1,186 @@
+// The daemon's trace segment through a real mount (issue 9, docs/ktr.md): ktrdump shows
+// the events of what was done, the statistics count it, a reader attached under heavy
+// load never sees a torn update, masks change at run time, and the segment of a killed
+// daemon is still readable.
+
+import Foundation
+import Glibc
+import HAMMER2TestSupport
+import HAMMER2Trace
+import Synchronization
+import XCTest
+
+final class TraceMountTests: XCTestCase {
+    var image = ""
+
+    override func setUpWithError() throws {
+        image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-ktr-\(getpid())-\(UUID().uuidString.prefix(6)).img").path
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", image]).status, 0)
+    }
+
+    override func tearDown() {
+        unlink(image)
+        super.tearDown()
+    }
+
+    func write(_ path: String, _ bytes: [UInt8]) {
+        let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        XCTAssertEqual(bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }, bytes.count)
+        XCTAssertEqual(fsync(fd), 0)
+        close(fd)
+    }
+
+    func testKtrdumpAndStatShowWhatTheMountDidAndAKilledDaemonsSegmentStaysReadable() throws {
+        let mount = try MountedImage("\(image)@DATA", options: ["-o", "rw,flush=3600"])
+        let segment = TraceFiles.defaultPath(pid: mount.daemonPID)
+        XCTAssertTrue(FileManager.default.fileExists(atPath: segment), "the daemon's segment at \(segment)")
+        // 1 MiB of text (compresses) and 1 MiB of random bytes, fsynced, then read back.
+        let text = Array(String(repeating: "hammer2 trace segment ", count: 50_000).utf8.prefix(1 << 20))
+        var random = SplitMix64(seed: 9)
+        write(mount.mountpoint.path + "/text", text)
+        write(mount.mountpoint.path + "/random", random.bytes(1 << 20))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: mount.mountpoint.path + "/text")).count, text.count)
+
+        let dump = try Binaries.run("hammer2", ["ktrdump", mount.mountpoint.path])
+        XCTAssertEqual(dump.status, 0, dump.stderr)
+        for event in ["fuse.create ", "fuse.write ", "fuse.fsync.done ", "io.write ", "flush.start ", "flush.end ",
+                      "compress.block ", "alloc.block "] {
+            XCTAssertTrue(dump.stdout.contains(event), "ktrdump shows \(event): \(dump.stdout.suffix(2000))")
+        }
+        XCTAssertTrue(dump.stdout.contains("pid \(mount.daemonPID) running"), dump.stdout.prefix(300).description)
+        // Merged by time: the seconds column never goes back.
+        let times = dump.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") }
+            .compactMap { Double($0.split(separator: " ").first ?? "") }
+        XCTAssertGreaterThan(times.count, 50)
+        XCTAssertEqual(times, times.sorted(), "events merged by time")
+        // -m shows one subsystem only.
+        let io = try Binaries.run("hammer2", ["ktrdump", "-m", "io", mount.mountpoint.path])
+        let ioEvents = io.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") }
+        XCTAssertFalse(ioEvents.isEmpty)
+        XCTAssertTrue(ioEvents.allSatisfy { $0.contains(" io.") }, io.stdout.prefix(1000).description)
+
+        // The statistics: the PFS counted the bytes written, and compressed text stored
+        // in fewer bytes than it was.
+        let reader = try TraceReader(path: segment)
+        let pfs = try XCTUnwrap(reader.statistics("pfs.DATA"))
+        XCTAssertGreaterThanOrEqual(pfs["write_bytes"] ?? 0, 2 << 20)
+        XCTAssertGreaterThanOrEqual(pfs["logical_bytes_flushed"] ?? 0, 2 << 20)
+        XCTAssertLessThan(pfs["physical_bytes_flushed"] ?? .max, (pfs["logical_bytes_flushed"] ?? 0) - (512 << 10),
+                          "LZ4 stores the text in well under its size")
+        XCTAssertGreaterThanOrEqual(pfs["flushes"] ?? 0, 2)
+        let volume = try XCTUnwrap(reader.statistics("volume.0"))
+        XCTAssertGreaterThanOrEqual(volume["bytes_written"] ?? 0, (pfs["physical_bytes_flushed"] ?? 0))
+        let stat = try Binaries.run("hammer2", ["stat", "-w", "-n", "1", mount.mountpoint.path])
+        XCTAssertEqual(stat.status, 0, stat.stderr)
+        for line in ["pfs.DATA (version 1)", "volume.0 (version 1)", "fuse (version 1)", "write.latency", "logical_bytes_flushed"] {
+            XCTAssertTrue(stat.stdout.contains(line), "stat -w shows \(line): \(stat.stdout)")
+        }
+
+        // Killed: the file stays, and reads the same as before the kill.
+        let before = reader.events().count
+        mount.kill()
+        while !mount.isStopped { usleep(10_000) }
+        try mount.unmount()
+        XCTAssertTrue(FileManager.default.fileExists(atPath: segment), "a killed daemon leaves its segment")
+        let dead = try Binaries.run("hammer2", ["ktrdump", segment])
+        XCTAssertEqual(dead.status, 0, dead.stderr)
+        XCTAssertTrue(dead.stdout.contains("pid \(mount.daemonPID) gone"), dead.stdout.prefix(300).description)
+        XCTAssertTrue(dead.stdout.contains("flush.end "))
+        XCTAssertGreaterThanOrEqual(try TraceReader(path: segment).events().count, before)
+        XCTAssertEqual(try TraceReader(path: segment).statistics("pfs.DATA")?["write_bytes"], pfs["write_bytes"])
+        unlink(segment)
+    }
+
+    /// A reader polling the FUSE statistics while four threads hammer the mount: every copy
+    /// it gets is whole — each operation's latency histogram sums to its request count,
+    /// both changed in one update — and the counts it sees only grow.
+    func testAReaderUnderHeavyLoadNeverSeesATornUpdate() throws {
+        let mount = try MountedImage("\(image)@DATA", options: ["-o", "rw,nowriteback"])
+        let reader = try TraceReader(path: TraceFiles.defaultPath(pid: mount.daemonPID))
+        let stop = Atomic<Bool>(false)
+        let workers = DispatchGroup()
+        for t in 0..<4 {
+            workers.enter()
+            Thread { [mountpoint = mount.mountpoint.path] in
+                var random = SplitMix64(seed: UInt64(t))
+                let path = "\(mountpoint)/load\(t)"
+                let fd = open(path, O_CREAT | O_RDWR, 0o644)
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while !stop.load(ordering: .relaxed) {
+                    let block = off_t(random.next() % 256) * 4096
+                    let data = random.bytes(4096)
+                    _ = data.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, block) }
+                    _ = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 4096, block) }
+                    var st = stat()
+                    _ = stat(path, &st)
+                }
+                close(fd)
+                workers.leave()
+            }.start()
+        }
+        var reads = 0, torn = 0
+        var last: [String: UInt64] = [:]
+        var grew = 0
+        let deadline = Date().addingTimeInterval(3)
+        while Date() < deadline {
+            guard let fuse = reader.statistics("fuse") else { continue }
+            reads += 1
+            for op in ["write", "read", "getattr", "lookup"] {
+                let requests = fuse["\(op).requests"] ?? 0
+                let buckets = (0..<TraceSession.latencyBuckets).reduce(UInt64(0)) { $0 + (fuse["\(op).latency[\($1)]"] ?? 0) }
+                if buckets != requests { torn += 1 }
+                if requests < last[op] ?? 0 { torn += 1 }
+                if requests > last[op] ?? 0 { grew += 1 }
+                last[op] = requests
+            }
+        }
+        stop.store(true, ordering: .relaxed)
+        workers.wait()
+        XCTAssertGreaterThan(reads, 100)
+        XCTAssertGreaterThan(grew, 20, "the load ran while the reader read")
+        XCTAssertEqual(torn, 0, "torn or going-back copies among \(reads)")
+        XCTAssertGreaterThan(last["write"] ?? 0, 100)
+        try mount.unmount()
+    }
+
+    func testMaskChangesAtRunTimeAndBadTraceOptionsAreRefused() throws {
+        let mount = try MountedImage("\(image)@DATA", options: ["-o", "rw,ktrmask=io:flush"])
+        let path = mount.mountpoint.path
+        let segment = TraceFiles.defaultPath(pid: mount.daemonPID)
+        func eventNames() throws -> [String] {
+            let reader = try TraceReader(path: segment)
+            let catalog = reader.catalog()
+            return reader.events().map { catalog.events[$0.event]?.name ?? "?" }
+        }
+        write(path + "/a", [UInt8](repeating: 1, count: 8192))
+        XCTAssertTrue(try eventNames().contains("flush.end"))
+        XCTAssertFalse(try eventNames().contains { $0.hasPrefix("fuse.") }, "fuse is masked off at mount")
+        var result = try Binaries.run("hammer2", ["ktrmask", path])
+        XCTAssertEqual(result.stdout.split(separator: " ").last.map(String.init), "io,flush\n")
+
+        result = try Binaries.run("hammer2", ["ktrmask", path, "+fuse"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        write(path + "/b", [UInt8](repeating: 2, count: 8192))
+        XCTAssertTrue(try eventNames().contains("fuse.create"), "fuse turned on while mounted")
+
+        result = try Binaries.run("hammer2", ["ktrmask", path, "none"])
+        XCTAssertEqual(result.status, 0, result.stderr)
+        let count = try TraceReader(path: segment).events().count
+        write(path + "/c", [UInt8](repeating: 3, count: 8192))
+        XCTAssertEqual(try TraceReader(path: segment).events().count, count, "nothing recorded with the mask at none")
+
+        XCTAssertEqual(try Binaries.run("hammer2", ["ktrmask", path, "bogus"]).status, 2)
+        XCTAssertEqual(try Binaries.run("hammer2", ["ktrdump", "-m", "bogus", path]).status, 2)
+        XCTAssertEqual(try Binaries.run("hammer2", ["ktrdump", "/nonexistent/mount"]).status, 1)
+        try mount.unmount()
+        XCTAssertFalse(FileManager.default.fileExists(atPath: segment), "a clean unmount removes the segment")
+
+        // -o noktr: no segment; a bad ktrmask= is a usage error.
+        let quiet = try MountedImage("\(image)@DATA", options: ["-o", "rw,noktr"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: TraceFiles.defaultPath(pid: quiet.daemonPID)))
+        XCTAssertEqual(try Binaries.run("hammer2", ["ktrdump", quiet.mountpoint.path]).status, 1)
+        try quiet.unmount()
+        XCTAssertEqual(try Binaries.run("mount_hammer2", ["-f", "-o", "ktrmask=bogus", "\(image)@DATA", "/tmp"]).status, 2)
+    }
+}
