@@ -9,6 +9,7 @@ import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 import HAMMER2TestSupport
+import HAMMER2Trace
 import XCTest
 
 final class EncryptionMountTests: XCTestCase {
@@ -35,6 +36,13 @@ final class EncryptionMountTests: XCTestCase {
         // Write through the mount, snapshot online, unmount.
         let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
         let root = mount.mountpoint.path
+        // The trace names the key by id only: the key file's bytes are nowhere in it.
+        let keys = try Binaries.run("hammer2", ["ktrdump", "-m", "keys", root])
+        XCTAssertTrue(keys.stdout.contains("keys.unlocked            key_id=0x"), keys.stdout)
+        let keyBytes = try Data(contentsOf: URL(fileURLWithPath: keyFile))
+        let segment = try Data(contentsOf: URL(fileURLWithPath: TraceFiles.defaultPath(pid: mount.daemonPID)))
+        XCTAssertGreaterThanOrEqual(keyBytes.count, 16)
+        XCTAssertNil(segment.range(of: keyBytes.prefix(16)), "key material in the trace segment")
         let marker = String(repeating: "CONFIDENTIAL-LINE\n", count: 5000)
         XCTAssertTrue(FileManager.default.createFile(atPath: root + "/report-2026.txt", contents: Data(marker.utf8)))
         XCTAssertEqual(mkdir(root + "/private-dir", 0o700), 0)

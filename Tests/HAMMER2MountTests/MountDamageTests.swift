@@ -7,6 +7,7 @@ import Glibc
 import HAMMER2Engine
 import HAMMER2Format
 import HAMMER2TestSupport
+import HAMMER2Trace
 import XCTest
 
 final class MountDamageTests: XCTestCase {
@@ -82,6 +83,14 @@ final class MountDamageTests: XCTestCase {
         XCTAssertEqual(buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(3 << 16)) }, -1)
         XCTAssertEqual(errno, EIO)
         close(fd)
+        // The trace has the failure: an event naming the block, and the counters.
+        let trace = try TraceReader(path: TraceFiles.defaultPath(pid: mount.daemonPID))
+        let checkFailed = try XCTUnwrap(trace.catalog().events.values.first { $0.name == "check.failed" }?.id)
+        let failures = trace.events().filter { $0.event == checkFailed }
+        XCTAssertFalse(failures.isEmpty, "a check.failed event")
+        XCTAssertTrue(failures.allSatisfy { $0.arguments[0] == bref.mediaOffset && $0.arguments[1] == UInt64(bref.physicalBytes) })
+        XCTAssertEqual(trace.statistics("pfs.DATA")?["check_failures"], UInt64(failures.count))
+        XCTAssertEqual(trace.statistics("volume.0")?["check_failures"], UInt64(failures.count))
 
         let manifest = try Fixtures.manifest("sizes").pfs.first { $0.name == "DATA" }!
         for entry in manifest.entries where entry.type == "file" && entry.path != "/sizes/1MiB" {
