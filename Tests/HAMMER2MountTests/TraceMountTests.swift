@@ -77,6 +77,19 @@ final class TraceMountTests: XCTestCase {
             XCTAssertTrue(stat.stdout.contains(line), "stat -w shows \(line): \(stat.stdout)")
         }
 
+        // The readers never wait for the daemon: with it stopped (SIGSTOP), ktrdump and
+        // stat -w still answer from the segment, and say the heartbeat is getting old.
+        kill(mount.daemonPID, SIGSTOP)
+        let stopped = try Binaries.run("hammer2", ["ktrdump", "-n", "3", mount.mountpoint.path])
+        sleep(2)
+        let stale = try Binaries.run("hammer2", ["stat", "-w", "-n", "1", mount.mountpoint.path])
+        kill(mount.daemonPID, SIGCONT)
+        XCTAssertEqual(stopped.status, 0, stopped.stderr)
+        XCTAssertEqual(stopped.stdout.split(separator: "\n").filter { !$0.hasPrefix("#") }.count, 3)
+        XCTAssertEqual(stale.status, 0, stale.stderr)
+        let age = stale.stdout.components(separatedBy: "heartbeat ").last?.split(separator: " ").first.flatMap { Double($0) }
+        XCTAssertGreaterThanOrEqual(age ?? 0, 1.0, "the stopped daemon's heartbeat ages: \(stale.stdout.prefix(200))")
+
         // Killed: the file stays, and reads the same as before the kill.
         let before = reader.events().count
         mount.kill()
@@ -169,6 +182,28 @@ final class TraceMountTests: XCTestCase {
         let count = try TraceReader(path: segment).events().count
         write(path + "/c", [UInt8](repeating: 3, count: 8192))
         XCTAssertEqual(try TraceReader(path: segment).events().count, count, "nothing recorded with the mask at none")
+
+        // ktrdump -f prints what happens after it started.
+        XCTAssertEqual(try Binaries.run("hammer2", ["ktrmask", path, "all"]).status, 0)
+        let output = FileManager.default.temporaryDirectory.appendingPathComponent("ktrdump-f-\(getpid()).out")
+        FileManager.default.createFile(atPath: output.path, contents: nil)
+        defer { try? FileManager.default.removeItem(at: output) }
+        let follower = Process()
+        follower.executableURL = URL(fileURLWithPath: try Binaries.path("hammer2"))
+        follower.arguments = ["ktrdump", "-f", "-m", "fuse", path]
+        follower.standardOutput = try FileHandle(forWritingTo: output)
+        try follower.run()
+        usleep(300_000)
+        write(path + "/followed", [UInt8](repeating: 4, count: 100))
+        var followed = ""
+        for _ in 0..<50 where !followed.contains("fuse.create") {
+            usleep(100_000)
+            followed = (try? String(contentsOf: output, encoding: .utf8)) ?? ""
+        }
+        follower.terminate()
+        follower.waitUntilExit()
+        XCTAssertTrue(followed.contains("fuse.create              parent=1"), followed)
+        XCTAssertTrue(followed.contains("fuse.fsync.done"), followed)
 
         XCTAssertEqual(try Binaries.run("hammer2", ["ktrmask", path, "bogus"]).status, 2)
         XCTAssertEqual(try Binaries.run("hammer2", ["ktrdump", "-m", "bogus", path]).status, 2)
