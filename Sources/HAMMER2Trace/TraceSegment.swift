@@ -92,9 +92,11 @@ public final class TraceSegment: @unchecked Sendable {
     public init(path: String, bytes: Int = 4 << 20) throws {
         self.currentPath = path
         self.bytes = bytes
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        // Owner only: events name inodes, offsets and sizes (of encrypted PFSes too).
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw TraceError.system("open \(path)", errno) }
         defer { close(fd) }
+        _ = fchmod(fd, 0o600)  // an existing file given by ktr= too
         guard ftruncate(fd, off_t(bytes)) == 0 else { throw TraceError.system("ftruncate \(path)", errno) }
         guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
             throw TraceError.system("mmap \(path)", errno)
