@@ -47,7 +47,7 @@ enum DataBlockEncoding {
         func traced(_ stored: Stored, _ decision: Decision) -> Stored {
             let physical = stored?.bytes.count ?? 0
             Trace.record(.compressed, UInt64(logical.count), UInt64(physical), UInt64(compAlgo), decision.rawValue)
-            if stored != nil { Trace.session?.dataBlockWritten(logical: logical.count, physical: physical) }
+            if stored != nil { Trace.withSession { $0.dataBlockWritten(logical: logical.count, physical: physical) } }
             return stored
         }
         if algorithm != .none && check != .none && isAllZero(logical) { return traced(nil, .zero) }

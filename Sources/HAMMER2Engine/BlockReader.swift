@@ -162,7 +162,7 @@ public final class BlockReader: Sendable {
         } else {
             try volumes.read(into: buffer, at: offset)
         }
-        Trace.session?.blockRead()
+        Trace.withSession { $0.blockRead() }
         switch CheckCode.verify(bref, UnsafeRawBufferPointer(buffer)) {
         case .valid, .unchecked, .sealed:
             return
@@ -179,7 +179,8 @@ public final class BlockReader: Sendable {
     func traceCheckFailure(_ bref: Blockref, copy: Int, at offset: UInt64?) {
         Trace.record(.checkFailed, offset ?? 0, UInt64(bref.physicalBytes), UInt64(bref.checkMethod.rawValue), UInt64(copy),
                      UInt64(bref.type.rawValue))
-        Trace.session?.checkFailure(volume: offset.flatMap { volumes.volumeIndex(containing: $0) })
+        let volume = offset.flatMap { volumes.volumeIndex(containing: $0) }
+        Trace.withSession { $0.checkFailure(volume: volume) }
     }
 
     /// The raw 64 KiB media buffer at `base`, from the cache or the device; nil when it

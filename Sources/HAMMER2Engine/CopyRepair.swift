@@ -95,7 +95,7 @@ extension BlockReader {
                 cache.invalidateMedia(offset, count: stored.count)
                 copyEvents.record(bad: 1, repaired: 1)
                 Trace.record(.copyRepaired, offset, UInt64(stored.count), UInt64(copy), UInt64(goodCopy))
-                Trace.session?.checkFailure(volume: volumes.volumeIndex(containing: offset), repaired: true)
+                Trace.withSession { $0.checkFailure(volume: volumes.volumeIndex(containing: offset), repaired: true) }
                 copyEvents.log("repaired copy \(copy) at 0x\(String(offset, radix: 16)) of \(describe(bref)) "
                                + "from copy \(goodCopy) (\(error))")
             } catch let writeError {
@@ -111,7 +111,7 @@ extension BlockReader {
         if failures.count > 1 {
             copyEvents.record(lost: 1)
             Trace.record(.copyLost, bref.dataOffset & HAMMER2.offsetMask, UInt64(bref.physicalBytes), UInt64(failures.count))
-            Trace.session?.blockLost()
+            Trace.withSession { $0.blockLost() }
             copyEvents.log("all \(failures.count) copies of \(describe(bref)) are bad: "
                            + failures.map { "copy \($0.copy): \($0.error)" }.joined(separator: "; "))
         }

@@ -268,7 +268,7 @@ public final class VolumeSet: Sendable {
         } else if started != 0 {
             Trace.record(write ? .deviceWrite : .deviceRead, UInt64(volume), offset, UInt64(bytes), Trace.now &- started)
         }
-        Trace.session?.volumeIO(volume, write: write, bytes: bytes, failed: error != nil)
+        Trace.withSession { $0.volumeIO(volume, write: write, bytes: bytes, failed: error != nil) }
     }
 
     /// A set with copies (version 5, which DragonFly refuses) also writes the root's header

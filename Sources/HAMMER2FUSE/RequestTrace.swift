@@ -22,11 +22,13 @@ struct RequestTrace {
     /// After the reply: `FUSEServer.replyError` noted the error, if any.
     @inline(__always)
     func end() {
-        guard started != 0, let session = Trace.session else { return }
+        guard started != 0 else { return }
         let latency = Trace.now &- started
         let error = h2_thread_error_get()
         Trace.record(.fuseReply(op), UInt64(error), latency, UInt64(bytes))
-        session.request(op, nanoseconds: latency, failed: error != 0)
-        if error == 0 && (op == .read || op == .write) { session.fileIO(write: op == .write, bytes: bytes) }
+        Trace.withSession { session in
+            session.request(op, nanoseconds: latency, failed: error != 0)
+            if error == 0 && (op == .read || op == .write) { session.fileIO(write: op == .write, bytes: bytes) }
+        }
     }
 }

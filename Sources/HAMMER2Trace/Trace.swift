@@ -19,6 +19,14 @@ public enum Trace {
         return Unmanaged<TraceSession>.fromOpaque(context).takeUnretainedValue()
     }
 
+    /// Runs `body` with the installed session, if any, without retaining it (it lives as
+    /// long as the process): the trace points on hot paths use this, so that threads do not
+    /// take turns on the session's reference count.
+    @inlinable public static func withSession(_ body: (TraceSession) -> Void) {
+        guard let context = h2_trace_context() else { return }
+        Unmanaged<TraceSession>.fromOpaque(context)._withUnsafeGuaranteedRef(body)
+    }
+
     /// Whether events of `subsystem` are recorded now.
     @inlinable public static func isOn(_ subsystem: TraceSubsystem) -> Bool { h2_trace_mask() & subsystem.bit != 0 }
 

@@ -46,7 +46,7 @@ func report(_ name: String, _ nanoseconds: Double) {
     Trace.record(.fuseRequest(.read), UInt64(i), 0, 4096)
     let latency = Trace.now &- started
     Trace.record(.fuseReply(.read), 0, latency, 4096)
-    Trace.session?.request(.read, nanoseconds: latency, failed: false)
+    Trace.withSession { $0.request(.read, nanoseconds: latency, failed: false) }
 }
 
 let events = 4_000_000
