@@ -58,6 +58,7 @@ public final class BlockCache: Sendable {
         var young: [BlockCacheKey: CachedBlock] = [:]
         var youngBytes = 0
         var old: [BlockCacheKey: CachedBlock] = [:]
+        var oldBytes = 0
         var hits = 0
         var misses = 0
     }
@@ -93,6 +94,7 @@ public final class BlockCache: Sendable {
         shard(key).state.withLock { s in
             if let bytes = s.young[key] { s.hits += 1; return bytes }
             if let bytes = s.old.removeValue(forKey: key) {
+                s.oldBytes -= bytes.bytes
                 s.hits += 1
                 insertLocked(&s, key, bytes)
                 return bytes
@@ -111,6 +113,7 @@ public final class BlockCache: Sendable {
         if s.young.updateValue(block, forKey: key) == nil { s.youngBytes += block.bytes }
         if s.youngBytes >= shardBudget / 2 {
             s.old = s.young
+            s.oldBytes = s.youngBytes
             s.young = [:]
             s.youngBytes = 0
         }
@@ -128,7 +131,7 @@ public final class BlockCache: Sendable {
             let key = BlockCacheKey(mediaBufferAt: base)
             shard(key).state.withLock { s in
                 if s.young.removeValue(forKey: key) != nil { s.youngBytes -= HAMMER2.physicalBufferSize + 64 }
-                s.old.removeValue(forKey: key)
+                if let removed = s.old.removeValue(forKey: key) { s.oldBytes -= removed.bytes }
             }
             base += 0x10000
         }
@@ -140,6 +143,7 @@ public final class BlockCache: Sendable {
             shard.state.withLock { s in
                 s.young = [:]
                 s.old = [:]
+                s.oldBytes = 0
                 s.youngBytes = 0
             }
         }
@@ -148,7 +152,7 @@ public final class BlockCache: Sendable {
     /// Bytes held now (the trace's gauges sample it once a second).
     public var cachedBytes: Int {
         shards.reduce(0) { total, shard in
-            shard.state.withLock { total + $0.youngBytes + $0.old.values.reduce(0) { $0 + $1.bytes } }
+            shard.state.withLock { total + $0.youngBytes + $0.oldBytes }
         }
     }
 

@@ -15,9 +15,12 @@ enum TraceDirectives {
         let path = lexicalAbsolute(operand)
         var best: (mountpoint: String, segment: String)?
         var seen = Set<String>()
+        var denied = 0
         for candidate in TraceFiles.segments() {
-            guard let reader = try? TraceReader(path: candidate.path), let mountpoint = reader.text("mount")["mountpoint"],
-                  !seen.contains(mountpoint) else { continue }
+            let opened: TraceReader
+            do { opened = try TraceReader(path: candidate.path) } catch TraceError.system(_, EACCES) { denied += 1; continue } catch { continue }
+            guard let mountpoint = opened.text("mount")["mountpoint"], !seen.contains(mountpoint) else { continue }
+            let reader = opened
             let prefix = mountpoint.hasSuffix("/") ? mountpoint : mountpoint + "/"
             guard path == mountpoint || path.hasPrefix(prefix) else { continue }
             // A live writer's segment first, else the newest (segments() is newest first).
@@ -30,6 +33,10 @@ enum TraceDirectives {
         if let best { return best.segment }
         var st = stat()
         if lstat(path, &st) == 0 && st.st_mode & S_IFMT == S_IFREG { return path }
+        if denied > 0 {
+            throw ToolError.failed("\(operand): no trace segment readable: \(denied) belong to another user (segments are "
+                                   + "their daemon's owner's only; run as that user or root)")
+        }
         throw ToolError.failed("\(operand): no trace segment found (not a segment file, and no mount_hammer2 mount there "
                                + "with one; mounted with -o noktr, or its segment is at the path given by -o ktr=)")
     }
