@@ -132,7 +132,7 @@ func main() -> Int32 {
                         tracePath = URL(fileURLWithPath: path).standardizedFileURL.path
                     } else if option.hasPrefix("ktrmask=") {
                         guard let mask = TraceSubsystem.parseMask(String(option.dropFirst(8)), base: TraceSubsystem.all) else {
-                            printError("mount_hammer2", "ktrmask= wants subsystem names (\(TraceSubsystem.allCases.map(\.name).joined(separator: ","))) or a number")
+                            printError("mount_hammer2", "ktrmask= wants subsystem names separated by colons (\(TraceSubsystem.allCases.map(\.name).joined(separator: ":"))) or a number")
                             return ExitCode.usage.rawValue
                         }
                         traceMask = mask

@@ -211,6 +211,19 @@ final class TraceMountTests: XCTestCase {
         try mount.unmount()
         XCTAssertFalse(FileManager.default.fileExists(atPath: segment), "a clean unmount removes the segment")
 
+        // -o ktr=PATH: the segment there, kept after a clean unmount, read by its path.
+        let chosen = FileManager.default.temporaryDirectory.appendingPathComponent("chosen-\(getpid()).ktr").path
+        defer { unlink(chosen) }
+        let kept = try MountedImage("\(image)@DATA", options: ["-o", "rw,ktr=\(chosen)"])
+        write(kept.mountpoint.path + "/d", [UInt8](repeating: 5, count: 4096))
+        try kept.unmount()
+        let keptDump = try Binaries.run("hammer2", ["ktrdump", "-m", "flush", chosen])
+        XCTAssertEqual(keptDump.status, 0, keptDump.stderr)
+        XCTAssertTrue(keptDump.stdout.contains("flush.end"), keptDump.stdout)
+        var st = stat()
+        XCTAssertEqual(stat(chosen, &st), 0)
+        XCTAssertEqual(st.st_mode & 0o777, 0o600, "a segment is its owner's only")
+
         // -o noktr: no segment; a bad ktrmask= is a usage error.
         let quiet = try MountedImage("\(image)@DATA", options: ["-o", "rw,noktr"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: TraceFiles.defaultPath(pid: quiet.daemonPID)))
