@@ -181,9 +181,11 @@ func main() -> Int32 {
             return String(cString: p)
         } ?? mountpoint
         do {
+            // A ring per FUSE thread and some for the timer, heartbeat and dispatch workers.
+            let rings = min(TraceLayout.maxRings, max(32, Int(threads) + 16))
             let session = try TraceSession(path: tracePath ?? TraceFiles.defaultPath(), volumes: devices.count, pfsLabel: label,
                                            mount: [("source", devices.joined(separator: ":") + "@" + label), ("mountpoint", resolved)],
-                                           mask: traceMask)
+                                           rings: rings, mask: traceMask)
             Trace.install(session)
             traceSession = session
         } catch {
