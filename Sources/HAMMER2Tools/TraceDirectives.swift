@@ -13,22 +13,20 @@ enum TraceDirectives {
     /// absolute without touching the mount (a stat of it would wait for a hung daemon).
     static func segmentPath(_ operand: String) throws -> String {
         let path = lexicalAbsolute(operand)
-        var best: (mountpoint: String, segment: String)?
-        var seen = Set<String>()
+        // The segment whose mount point holds the path (the deepest mount point); of several
+        // for one mount point, a live writer's, else the newest (segments() is newest first).
+        var best: (mountpoint: String, segment: String, alive: Bool)?
         var denied = 0
         for candidate in TraceFiles.segments() {
-            let opened: TraceReader
-            do { opened = try TraceReader(path: candidate.path) } catch TraceError.system(_, EACCES) { denied += 1; continue } catch { continue }
-            guard let mountpoint = opened.text("mount")["mountpoint"], !seen.contains(mountpoint) else { continue }
-            let reader = opened
+            let reader: TraceReader
+            do { reader = try TraceReader(path: candidate.path) } catch TraceError.system(_, EACCES) { denied += 1; continue } catch { continue }
+            guard let mountpoint = reader.text("mount")["mountpoint"] else { continue }
             let prefix = mountpoint.hasSuffix("/") ? mountpoint : mountpoint + "/"
             guard path == mountpoint || path.hasPrefix(prefix) else { continue }
-            // A live writer's segment first, else the newest (segments() is newest first).
-            if reader.writerAlive || TraceFiles.segment(forMountpoint: mountpoint) == candidate.path {
-                seen.insert(mountpoint)
-                let segment = TraceFiles.segment(forMountpoint: mountpoint) ?? candidate.path
-                if best == nil || mountpoint.count > best!.mountpoint.count { best = (mountpoint, segment) }
-            }
+            let alive = reader.writerAlive
+            if let current = best, mountpoint.count < current.mountpoint.count
+                || (mountpoint == current.mountpoint && (current.alive || !alive)) { continue }
+            best = (mountpoint, candidate.path, alive)
         }
         if let best { return best.segment }
         var st = stat()

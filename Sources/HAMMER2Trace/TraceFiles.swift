@@ -52,18 +52,6 @@ public enum TraceFiles {
             if dead > keep { unlink(segment.path) }
         }
     }
-
-    /// The segment of the mount at `mountpoint` (an absolute path, compared as written):
-    /// the live writer's if there is one, else the newest dead one's.
-    public static func segment(forMountpoint mountpoint: String) -> String? {
-        var dead: String?
-        for segment in segments() {
-            guard let reader = try? TraceReader(path: segment.path), reader.text("mount")["mountpoint"] == mountpoint else { continue }
-            if reader.writerAlive { return segment.path }
-            if dead == nil { dead = segment.path }
-        }
-        return dead
-    }
 }
 
 extension TraceSession {
