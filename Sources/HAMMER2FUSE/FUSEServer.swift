@@ -97,10 +97,7 @@ public final class FUSEServer: Sendable {
             defer { fuse_remove_signal_handlers(session) }
             // Resolved before mounting: once mounted, any file-system call on the mount point
             // would wait for this very daemon, which is not serving requests yet.
-            let resolvedMountpoint = realpath(options.mountpoint, nil).map { p in
-                defer { free(p) }
-                return String(cString: p)
-            } ?? options.mountpoint
+            let resolvedMountpoint = Self.resolvedPath(options.mountpoint)
             guard fuse_session_mount(session, options.mountpoint) == 0 else { return -3 }
             defer { fuse_session_unmount(session) }
             tuneBackingDevice(readaheadKiB: options.readaheadKiB,
@@ -128,6 +125,15 @@ public final class FUSEServer: Sendable {
         case -4: throw ServeError.session("cannot detach into the background")
         default: throw ServeError.session("FUSE session ended with status \(result)")
         }
+    }
+
+    /// `path` with symbolic links resolved (realpath), or as given when it cannot be. For a
+    /// mount point, call it before mounting there.
+    public static func resolvedPath(_ path: String) -> String {
+        realpath(path, nil).map { p in
+            defer { free(p) }
+            return String(cString: p)
+        } ?? path
     }
 
     /// Tells the kernel to forget a cached name (after a change that did not come through

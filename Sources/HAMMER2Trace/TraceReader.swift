@@ -118,10 +118,12 @@ public final class TraceReader: @unchecked Sendable {
         let count = min(Int(h2_load_acquire_u32(base + TraceLayout.objectCountOffset)), TraceLayout.maxObjects)
         return (0..<count).compactMap { i in
             let entry = TraceLayout.directoryOffset + i * TraceLayout.entryBytes
-            let offset = Int(load64(entry + TraceLayout.entryOffset)), size = Int(load64(entry + TraceLayout.entryBytesField))
-            let schema = Int(load64(entry + TraceLayout.entrySchemaOffset))
+            // Damaged values (past the file, or past Int) skip the object.
+            guard let offset = Int(exactly: load64(entry + TraceLayout.entryOffset)), offset <= bytes,
+                  let size = Int(exactly: load64(entry + TraceLayout.entryBytesField)), size <= bytes,
+                  let schema = Int(exactly: load64(entry + TraceLayout.entrySchemaOffset)), schema <= bytes else { return nil }
             let fieldCount = Int(load32(entry + TraceLayout.entrySchemaCount))
-            guard offset >= 0, size >= 0, offset + size <= bytes,
+            guard offset + size <= bytes,
                   schema + fieldCount * TraceLayout.fieldBytes <= bytes else { return nil }  // damaged: skipped
             let fields = (0..<fieldCount).map { f in
                 let at = schema + f * TraceLayout.fieldBytes
@@ -174,7 +176,8 @@ public final class TraceReader: @unchecked Sendable {
     public func events(since: [UInt32: UInt64] = [:]) -> [TraceRecord] {
         guard let rings = objects().first(where: { $0.kind == TraceObjectKind.rings.rawValue }) else { return [] }
         let count = Int(load32(rings.offset)), records = Int(load32(rings.offset + 4))
-        guard records > 0, records & (records - 1) == 0,
+        guard records > 0, records & (records - 1) == 0, records <= rings.bytes / TraceLayout.recordBytes,
+              count <= rings.bytes / TraceLayout.ringHeaderBytes,
               TraceLayout.ringsHeaderBytes + count * (TraceLayout.ringHeaderBytes + records * TraceLayout.recordBytes) <= rings.bytes
         else { return [] }
         var all: [TraceRecord] = []

@@ -176,10 +176,7 @@ func main() -> Int32 {
     var traceSession: TraceSession?
     if tracing {
         TraceFiles.pruneDeadSegments()
-        let resolved = realpath(mountpoint, nil).map { p in
-            defer { free(p) }
-            return String(cString: p)
-        } ?? mountpoint
+        let resolved = FUSEServer.resolvedPath(mountpoint)
         do {
             // A ring per FUSE thread and some for the timer, heartbeat and dispatch workers.
             let rings = min(TraceLayout.maxRings, max(32, Int(threads) + 16))

@@ -230,5 +230,15 @@ final class TraceMountTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("hammer2", ["ktrdump", quiet.mountpoint.path]).status, 1)
         try quiet.unmount()
         XCTAssertEqual(try Binaries.run("mount_hammer2", ["-f", "-o", "ktrmask=bogus", "\(image)@DATA", "/tmp"]).status, 2)
+        XCTAssertEqual(try Binaries.run("mount_hammer2", ["-f", "-o", "ktr=", "\(image)@DATA", "/tmp"]).status, 2)
+        // A segment that cannot be made never stops the mount: a warning, and no tracing.
+        let untraced = try MountedImage("\(image)@DATA", options: ["-o", "rw,ktr=/nonexistent-dir/x.ktr"])
+        write(untraced.mountpoint.path + "/e", [UInt8](repeating: 6, count: 4096))
+        try untraced.unmount()
+        XCTAssertTrue(untraced.log.contains("warning: no trace segment"), untraced.log)
+        // ktrdump on a file that is not a segment says so.
+        let notSegment = try Binaries.run("hammer2", ["ktrdump", image])
+        XCTAssertEqual(notSegment.status, 1)
+        XCTAssertTrue(notSegment.stderr.contains("not a hammer2 trace segment"), notSegment.stderr)
     }
 }

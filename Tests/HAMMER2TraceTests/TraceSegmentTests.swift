@@ -8,19 +8,7 @@ import HAMMER2Trace
 import Synchronization
 import XCTest
 
-final class TraceSegmentTests: XCTestCase {
-    var path = ""
-
-    override func setUp() {
-        super.setUp()
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("h2-trace-\(UUID().uuidString.prefix(8))").path
-    }
-
-    override func tearDown() {
-        unlink(path)
-        super.tearDown()
-    }
-
+final class TraceSegmentTests: TraceFileTestCase {
     func testConcurrentEventsAreCompleteAndInPerThreadOrder() throws {
         let segment = try TraceSegment(path: path)
         try segment.addRings(count: 8, records: 4096)
@@ -141,5 +129,36 @@ final class TraceSegmentTests: XCTestCase {
     func testNotASegmentIsRefused() throws {
         XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: 8192)))
         XCTAssertThrowsError(try TraceReader(path: path)) { XCTAssertEqual($0 as? TraceError, .notASegment(path)) }
+    }
+
+    /// A damaged segment (offsets, sizes and counts pointing past the file) is read as far
+    /// as it is sound: the damaged objects are skipped, nothing is read out of bounds.
+    func testADamagedSegmentIsReadAsFarAsItIsSound() throws {
+        let session = try TraceSession(path: path, volumes: 1, pfsLabel: "DATA", rings: 2, recordsPerRing: 64)
+        session.segment.record(TraceEvent.deviceRead.rawValue, subsystem: TraceSubsystem.io.bit, 0, 1, 2, 3)
+        let objects = try TraceReader(path: path).objects()
+        let fd = open(path, O_RDWR)
+        XCTAssertGreaterThanOrEqual(fd, 0)
+        defer { close(fd) }
+        func poke(_ offset: Int, _ value: UInt64) {
+            XCTAssertEqual(withUnsafeBytes(of: value.littleEndian) { pwrite(fd, $0.baseAddress, 8, off_t(offset)) }, 8)
+        }
+        func entry(_ name: String) -> Int {
+            TraceLayout.directoryOffset + objects.firstIndex { $0.name == name }! * TraceLayout.entryBytes
+        }
+        let rings = objects.first { $0.name == "events" }!, catalog = objects.first { $0.name == "catalog" }!
+        poke(entry("volume.0") + TraceLayout.entryOffset, UInt64(1) << 40)     // data far past the end
+        poke(entry("fuse") + TraceLayout.entrySchemaOffset, UInt64(1) << 40)   // schema far past the end
+        poke(entry("daemon") + TraceLayout.entryBytesField, UInt64.max)          // a size past Int
+        poke(rings.offset, UInt64(1) << 63 | UInt64(1) << 31)                  // 2^31 rings of 2^31 records
+        poke(catalog.offset, UInt64(0x7FFF_FFFF) << 32 | 0x7FFF_FFFF)          // subsystem and event counts
+        let reader = try TraceReader(path: path)
+        XCTAssertEqual(Set(reader.objects().map(\.name)), Set(objects.map(\.name)).subtracting(["volume.0", "fuse", "daemon"]))
+        XCTAssertNil(reader.statistics("volume.0"))
+        XCTAssertNil(reader.statistics("fuse"))
+        XCTAssertNotNil(reader.statistics("pfs.DATA"), "sound objects still read")
+        XCTAssertEqual(reader.events(), [])
+        XCTAssertTrue(reader.catalog().events.isEmpty)
+        XCTAssertEqual(reader.text("mount")["pfs"], "DATA")
     }
 }

@@ -8,19 +8,7 @@ import HAMMER2Trace
 import Synchronization
 import XCTest
 
-final class TraceSessionTests: XCTestCase {
-    var path = ""
-
-    override func setUp() {
-        super.setUp()
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("h2-session-\(UUID().uuidString.prefix(8))").path
-    }
-
-    override func tearDown() {
-        unlink(path)
-        super.tearDown()
-    }
-
+final class TraceSessionTests: TraceFileTestCase {
     func testTheCatalogNamesEveryEventAndItsArguments() throws {
         let session = try TraceSession(path: path, volumes: 2, pfsLabel: "DATA",
                                        mount: [("mountpoint", "/mnt/x"), ("source", "/img@DATA")], rings: 4, recordsPerRing: 64)
