@@ -184,7 +184,12 @@ public final class FUSEServer: Sendable {
     private func startHeartbeat(_ trace: TraceSession) {
         let started = Trace.now
         let thread = Thread { [self] in
+            var reportedLoss = false
             while !stopping.withLock({ $0 }) {
+                if !reportedLoss && TraceSegment.anyMappingLost {
+                    reportedLoss = true
+                    logger("trace segment \(trace.segment.path) was truncated by someone; events go on in memory only")
+                }
                 var gauges = TraceSession.Gauges()
                 gauges.uptime = Trace.now &- started
                 gauges.resident = Self.residentBytes()

@@ -5,6 +5,7 @@ import Foundation
 import Glibc
 import HAMMER2CopyOnWrite
 import HAMMER2Engine
+import HAMMER2Trace
 import HAMMER2Format
 
 enum RepairDirectives {
@@ -234,11 +235,15 @@ enum RepairDirectives {
     }
 
     /// cleanup [path]: DragonFly's cleanup runs bulkfree on the given hammer2 mount, or on
-    /// every mounted one.
+    /// every mounted one. Ours also removes the caller's trace segments of daemons that
+    /// died, but the newest one of each image (a crash's post-mortem stays readable).
     static func cleanup(_ operands: [String]) throws -> Int32 {
         guard operands.count <= 1 else { throw ToolError.usage("cleanup: at most one path") }
         let mounts = operands.isEmpty ? allMountPoints() : operands
         var status: Int32 = 0
+        for removed in TraceFiles.pruneDeadSegments(perImage: 1) {
+            print("hammer2 cleanup: removed the dead daemon's trace segment \(removed)")
+        }
         for mount in mounts {
             print("hammer2 cleanup \"\(mount)\"")
             do {

@@ -55,11 +55,8 @@ enum TraceDirectives {
         do {
             return (path, try TraceReader(path: path))
         } catch let error as TraceError {
-            switch error {
-            case .notASegment: throw ToolError.failed("\(path): not a hammer2 trace segment")
-            case let .system(what, code): throw ToolError.failed("\(what): \(String(cString: strerror(code)))")
-            case let .full(what): throw ToolError.failed(what)
-            }
+            if case .notASegment = error { throw ToolError.failed("\(path): not a hammer2 trace segment") }
+            throw ToolError.failed(error.description)
         }
     }
 

@@ -44,24 +44,33 @@ public final class TraceReader: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // Non-blocking: a FIFO planted under a segment's name must not hang the tools.
+        let fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
         guard fd >= 0 else { throw TraceError.system("open \(path)", errno) }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw TraceError.system("stat \(path)", errno) }
+        guard st.st_mode & S_IFMT == S_IFREG else { throw TraceError.notASegment(path) }
         bytes = Int(st.st_size)
         guard bytes >= TraceLayout.headerBytes else { throw TraceError.notASegment(path) }
         guard let mapped = mmap(nil, bytes, PROT_READ, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
             throw TraceError.system("mmap \(path)", errno)
         }
         base = UnsafeRawPointer(mapped)
+        // The file may shrink while it is read (its owner truncates it): reads past the new
+        // end then see zeros instead of killing the tool with SIGBUS.
+        _ = h2_mapping_guard_add(mapped, UInt64(bytes))
         guard h2_load_acquire_u64(base + TraceLayout.magicOffset) == TraceLayout.magic else {
+            h2_mapping_guard_remove(mapped)
             munmap(mapped, bytes)
             throw TraceError.notASegment(path)
         }
     }
 
-    deinit { munmap(UnsafeMutableRawPointer(mutating: base), bytes) }
+    deinit {
+        h2_mapping_guard_remove(UnsafeMutableRawPointer(mutating: base))
+        munmap(UnsafeMutableRawPointer(mutating: base), bytes)
+    }
 
     public var writerPID: Int32 { Int32(bitPattern: load32(TraceLayout.pidOffset)) }
     /// When the segment was made (CLOCK_REALTIME ns) and the writer's last heartbeat

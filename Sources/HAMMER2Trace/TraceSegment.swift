@@ -70,6 +70,19 @@ public enum TraceError: Error, Equatable {
     case system(String, Int32)
     case full(String)
     case notASegment(String)
+    /// A file at the segment's path that must not be written (someone else's, a link).
+    case unsafeFile(String, String)
+}
+
+extension TraceError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case let .system(what, code): return "\(what): \(String(cString: strerror(code)))"
+        case let .full(what): return "segment full: \(what)"
+        case let .notASegment(path): return "\(path) is not a trace segment"
+        case let .unsafeFile(path, why): return "refusing \(path): it \(why)"
+        }
+    }
 }
 
 /// The writer's side of a segment.
@@ -88,19 +101,21 @@ public final class TraceSegment: @unchecked Sendable {
     private let layoutLock = Mutex(())
     private var ringsObject: (offset: Int, count: Int, records: Int)?
 
-    /// Creates (or replaces) the segment file at `path` with room for `bytes`.
+    /// Creates the segment file at `path` with room for `bytes`. A file already there is
+    /// used only when it is the caller's own regular file, with no other link, and empty or
+    /// a dead writer's segment (`openForWriting`); a symbolic link is never followed.
     public init(path: String, bytes: Int = 4 << 20) throws {
         self.currentPath = path
         self.bytes = bytes
-        // Owner only: events name inodes, offsets and sizes (of encrypted PFSes too).
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw TraceError.system("open \(path)", errno) }
+        let fd = try Self.openForWriting(path)
         defer { close(fd) }
-        _ = fchmod(fd, 0o600)  // an existing file given by ktr= too
         guard ftruncate(fd, off_t(bytes)) == 0 else { throw TraceError.system("ftruncate \(path)", errno) }
         guard let mapped = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0), mapped != MAP_FAILED else {
             throw TraceError.system("mmap \(path)", errno)
         }
+        // Its owner (or root) can still truncate the file: a store past the new end then
+        // lands in anonymous memory instead of killing the daemon with SIGBUS.
+        _ = h2_mapping_guard_add(mapped, UInt64(bytes))
         base = mapped
         generation = Self.generations.wrappingAdd(1, ordering: .relaxed).newValue
         store64(TraceLayout.segmentBytesOffset, UInt64(bytes))
@@ -115,8 +130,55 @@ public final class TraceSegment: @unchecked Sendable {
 
     deinit {
         h2_ring_unregister(generation)
+        h2_mapping_guard_remove(base)
         munmap(base, bytes)
     }
+
+    /// A new file is created exclusively (O_EXCL: a name someone planted, a symbolic link
+    /// included, is an error rather than followed or taken over). An existing file is
+    /// opened without following links and used only if it is a regular file of the
+    /// caller's, with one link (not a hard link to a file elsewhere), empty or a segment
+    /// whose writer is gone. The file is owner-only: events name inodes, offsets and sizes
+    /// (of encrypted PFSes too).
+    static func openForWriting(_ path: String) throws -> Int32 {
+        let created = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+        if created >= 0 { return created }
+        guard errno == EEXIST else { throw TraceError.system("create \(path)", errno) }
+        let fd = open(path, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ELOOP { throw TraceError.unsafeFile(path, "is a symbolic link") }
+            throw TraceError.system("open \(path)", errno)
+        }
+        do {
+            var st = stat()
+            guard fstat(fd, &st) == 0 else { throw TraceError.system("stat \(path)", errno) }
+            guard st.st_mode & S_IFMT == S_IFREG else { throw TraceError.unsafeFile(path, "is not a regular file") }
+            guard st.st_uid == geteuid() else { throw TraceError.unsafeFile(path, "belongs to uid \(st.st_uid)") }
+            guard st.st_nlink == 1 else { throw TraceError.unsafeFile(path, "has \(st.st_nlink) links") }
+            if st.st_size > 0 {
+                var header = [UInt8](repeating: 0, count: TraceLayout.pidOffset + 4)
+                let got = pread(fd, &header, header.count, 0)
+                let magic = header.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+                guard got == header.count, magic == TraceLayout.magic else {
+                    throw TraceError.unsafeFile(path, "holds something other than a trace segment")
+                }
+                let pid = header.withUnsafeBytes { Int32(littleEndian: $0.loadUnaligned(fromByteOffset: TraceLayout.pidOffset, as: Int32.self)) }
+                if pid > 0 && pid != getpid() && (kill(pid, 0) == 0 || errno == EPERM) {
+                    throw TraceError.unsafeFile(path, "is the live segment of process \(pid)")
+                }
+            }
+            guard ftruncate(fd, 0) == 0 else { throw TraceError.system("truncate \(path)", errno) }
+            _ = fchmod(fd, 0o600)
+            return fd
+        } catch {
+            close(fd)
+            throw error
+        }
+    }
+
+    /// Whether a page of the segment had to be replaced by anonymous memory because the
+    /// file shrank under the writer (what is recorded from there on is not in the file).
+    public static var anyMappingLost: Bool { h2_mapping_guard_replacements() > 0 }
 
     /// The pid named in the header (a daemon that forked into the background sets its own).
     public func setWriterPID(_ pid: Int32) { store32(TraceLayout.pidOffset, UInt32(bitPattern: pid)) }

@@ -175,14 +175,17 @@ func main() -> Int32 {
     // The trace segment first, so that opening and unlocking are in it too.
     var traceSession: TraceSession?
     if tracing {
-        TraceFiles.pruneDeadSegments()
+        TraceFiles.pruneDeadSegments()  // this image's and everyone's dead segments beyond the bound
         let resolved = FUSEServer.resolvedPath(mountpoint)
         do {
             // A ring per FUSE thread and some for the timer, heartbeat and dispatch workers.
             let rings = min(TraceLayout.maxRings, max(32, Int(threads) + 16))
-            let session = try TraceSession(path: tracePath ?? TraceFiles.defaultPath(), volumes: devices.count, pfsLabel: label,
-                                           mount: [("source", devices.joined(separator: ":") + "@" + label), ("mountpoint", resolved)],
-                                           rings: rings, mask: traceMask)
+            let make = { (path: String) in
+                try TraceSession(path: path, volumes: devices.count, pfsLabel: label,
+                                 mount: [("source", devices.joined(separator: ":") + "@" + label), ("mountpoint", resolved)],
+                                 rings: rings, mask: traceMask)
+            }
+            let session = try tracePath.map(make) ?? TraceFiles.atDefaultPath(make)
             Trace.install(session)
             traceSession = session
         } catch {

@@ -241,4 +241,51 @@ final class TraceMountTests: XCTestCase {
         XCTAssertEqual(notSegment.status, 1)
         XCTAssertTrue(notSegment.stderr.contains("not a hammer2 trace segment"), notSegment.stderr)
     }
+
+    /// Issue 18, item 1: a local user plants symbolic links under the names the next
+    /// daemons will use (hammer2.<pid>.ktr in /dev/shm, where everyone may create files);
+    /// a root daemon must neither follow them nor give up tracing, and a segment its owner
+    /// truncates must not kill it.
+    func testPlantedLinksAreNotFollowedAndATruncatedSegmentDoesNotKillTheDaemon() throws {
+        let victim = FileManager.default.temporaryDirectory.appendingPathComponent("ktr-victim-\(getpid())").path
+        let precious = Data(String(repeating: "root's file that must not change\n", count: 100).utf8)
+        FileManager.default.createFile(atPath: victim, contents: precious)
+        defer { unlink(victim) }
+        let last = Int32((try? String(contentsOfFile: "/proc/sys/kernel/ns_last_pid", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? getpid()
+        var planted: [String] = []
+        for pid in (last + 1)...(last + 400) {
+            let name = TraceFiles.defaultPath(pid: pid)
+            if symlink(victim, name) == 0 {
+                planted.append(name)
+                _ = lchown(name, 65534, 65534)  // as a local user would own them
+            }
+        }
+        defer { for name in planted { unlink(name) } }
+        XCTAssertGreaterThan(planted.count, 300)
+
+        let mount = try MountedImage("\(image)@DATA", options: ["-o", "rw"])
+        write(mount.mountpoint.path + "/file", [UInt8](repeating: 7, count: 65536))
+        XCTAssertEqual(FileManager.default.contents(atPath: victim), precious, "the planted link's target is untouched")
+        let stat = try Binaries.run("hammer2", ["stat", mount.mountpoint.path])
+        XCTAssertEqual(stat.status, 0, "the daemon traces under a fresh name: \(stat.stderr)")
+        let segments = TraceFiles.segments().filter { (try? TraceReader(path: $0.path))?.writerPID == mount.daemonPID }
+        XCTAssertEqual(segments.count, 1)
+        let segment = try XCTUnwrap(segments.first?.path)
+        XCTAssertTrue(planted.contains(TraceFiles.defaultPath(pid: mount.daemonPID)), "the daemon's own name was planted")
+        XCTAssertNotEqual(segment, TraceFiles.defaultPath(pid: mount.daemonPID))
+        var st = Glibc.stat()
+        XCTAssertEqual(lstat(segment, &st), 0)
+        XCTAssertEqual(st.st_mode & S_IFMT, S_IFREG, "a file of its own at \(segment)")
+
+        // The segment's owner truncates it under the running daemon: it keeps serving.
+        XCTAssertEqual(truncate(segment, 4096), 0)
+        for i in 0..<20 { write(mount.mountpoint.path + "/after-\(i)", [UInt8](repeating: UInt8(i), count: 20000)) }
+        usleep(1_500_000)  // a heartbeat
+        XCTAssertEqual(FileManager.default.contents(atPath: mount.mountpoint.path + "/after-19"), Data(repeating: 19, count: 20000))
+        XCTAssertFalse(mount.isStopped, "no SIGBUS")
+        XCTAssertEqual(try mount.unmount(), 0)
+        XCTAssertTrue(mount.log.contains("was truncated by someone"), mount.log)
+        XCTAssertEqual(FileManager.default.contents(atPath: victim), precious)
+    }
 }

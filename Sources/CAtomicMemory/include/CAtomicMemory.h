@@ -61,4 +61,12 @@ static inline uint64_t h2_trace_mask(void) {
 void h2_trace_install(uint64_t *mask_word, void *context);
 void *h2_trace_context(void);
 
+// Guards a shared file mapping that others may truncate: a SIGBUS inside it replaces the
+// pages from the fault to the mapping's end with anonymous zero pages (the access then
+// succeeds) instead of killing the process. Up to 64 mappings; -1 when none is free.
+int h2_mapping_guard_add(void *base, uint64_t bytes);
+void h2_mapping_guard_remove(void *base);
+// How many faults were absorbed so far (the writer reports a segment that shrank).
+uint64_t h2_mapping_guard_replacements(void);
+
 #endif
