@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "HAMMER2FormatTests", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2EngineTests", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2TestSupport"]),
         .testTarget(name: "HAMMER2CopyOnWriteTests", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2TestSupport"]),
-        .executableTarget(name: "crypto-bench", dependencies: ["HAMMER2Encryption", .product(name: "Crypto", package: "swift-crypto")], path: "Tests/crypto-bench"),
+        .executableTarget(name: "crypto-bench", dependencies: ["HAMMER2Encryption", .product(name: "Crypto", package: "swift-crypto"), .product(name: "_CryptoExtras", package: "swift-crypto")], path: "Tests/crypto-bench"),
         .executableTarget(name: "trace-bench", dependencies: ["HAMMER2Trace"], path: "Tests/trace-bench"),
         .executableTarget(name: "fuzz-seeds", dependencies: ["HAMMER2Fuzzing"], path: "Tests/fuzz-seeds"),
         .testTarget(name: "HAMMER2EncryptionTests", dependencies: ["HAMMER2Encryption", "HAMMER2Format", .product(name: "Crypto", package: "swift-crypto")]),

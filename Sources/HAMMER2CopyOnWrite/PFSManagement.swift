@@ -182,6 +182,13 @@ extension MutableFilesystem {
                 Trace.record(.keyRejected, UInt64(current.keyID))
                 throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
             }
+            // A root that was altered must not be re-signed into looking authentic: check
+            // it as a mount would (a pending root, not yet flushed, is unsigned and ours).
+            let pending = pendingRoots.contains { $0.key == bref.key }
+            if mounted[label] == nil && !pending && !keys.rootIsAuthentic(root) {
+                Trace.record(.keyRejected, UInt64(current.keyID))
+                throw EngineError.authenticationFailed(bref: bref, reason: "the root inode of encrypted PFS \(label) does not match its MAC; the key is not changed")
+            }
             let record = try KeyRecord.wrap(keys, source: new, log2N: keyDerivationCost).encoded()
             reader.keyring.add(keys)  // the rewritten root is signed with them
             Trace.record(.keyChanged, UInt64(keys.keyID))

@@ -55,9 +55,13 @@ public struct KeyRecord: Sendable, Equatable {
     public var wrappedKey: [UInt8]
     public var tag: [UInt8]
 
-    /// scrypt's cost: N = 2^15, r = 8, p = 1 (32 MiB, about 0.1 s here): the interactive
-    /// parameters recommended for scrypt, stored so they can grow later.
-    public static let defaultLog2N: UInt8 = 15
+    /// scrypt's cost for new records: N = 2^18, r = 8, p = 1 (256 MiB; about 0.7 s on the
+    /// 2-core machine of docs/benchmarks.md), stored in the record so it can grow later
+    /// (`-w` of newfs_hammer2, pfs-create and key-change). Reading accepts 2^10 to 2^22.
+    public static let defaultLog2N: UInt8 = 18
+    /// The costs a new record may be given: below 2^14 guessing is cheap, above 2^21 one
+    /// unlock needs 2 GiB of memory or more.
+    public static let creatableLog2N: ClosedRange<UInt8> = 14...21
 
     /// A new master key and domain, wrapped by `source`.
     public static func create(source: KeySource, log2N: UInt8 = defaultLog2N) throws -> (KeyRecord, PFSKeys) {
@@ -95,7 +99,7 @@ public struct KeyRecord: Sendable, Equatable {
             guard !passphrase.isEmpty else { throw KeyError.emptyPassphrase }
             return try KDF.Scrypt.deriveKey(from: passphrase, salt: salt, outputByteCount: 32,
                                             rounds: 1 << Int(scryptLog2N), blockSize: Int(scryptR),
-                                            parallelism: Int(scryptP), maxMemory: 1 << 30)
+                                            parallelism: Int(scryptP), maxMemory: 1 << 33)
         case let (.keyFile, .keyFile(material)):
             guard material.count >= 32 else { throw KeyError.keyFileTooShort(material.count) }
             return HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: material), salt: salt,

@@ -104,14 +104,21 @@ final class FsckRun {
     var damaged = false
     /// Keys of the encrypted PFSes the given key opens.
     let keyring = Keyring()
+    /// Whether a key was given (-k, -K): then an encrypted PFS it does not open is an error.
+    var keyGiven = false
+    /// Why the given key did not open a PFS (by key id): wrong key, or the wrong kind.
+    var keyRefusals: [UInt32: String] = [:]
 
     /// Unwraps every encrypted PFS's key the source opens (others stay structure-only).
     func unlock(_ source: KeySource) {
+        keyGiven = true
         guard let filesystem = try? Filesystem(volumes: volumes), let entries = try? filesystem.pfsEntries() else { return }
         for entry in entries {
             guard let bytes = entry.inode.keyRecord, let record = try? KeyRecord(decoding: bytes),
                   keyring.keys(for: record.keyID) == nil else { continue }
-            if let keys = try? record.unwrap(source) { keyring.add(keys) }
+            do { keyring.add(try record.unwrap(source)) } catch {
+                keyRefusals[record.keyID] = "\(error)"
+            }
         }
     }
 
@@ -216,13 +223,30 @@ final class FsckRun {
         for entry in selected {
             do {
                 if let keyID = Keyring.keyID(ofRoot: entry.inode.meta) {
+                    // What a mount checks first: a key record that decodes, a key that unwraps.
+                    guard let bytes = entry.inode.keyRecord else {
+                        err(1, "\(entry.name): encrypted (key \(Text.hex(UInt64(keyID), width: 8))) but its root holds no key record")
+                        continue
+                    }
+                    do { _ = try KeyRecord(decoding: bytes) } catch {
+                        err(1, "\(entry.name): damaged key record (\(error)): the PFS cannot be unlocked")
+                        continue
+                    }
                     guard let keys = keyring.keys(for: keyID) else {
-                        out(1, "\(entry.name): encrypted, no key given: structure checked, tags and namespace not verified")
+                        if keyGiven {
+                            err(1, "\(entry.name): the key given does not open it (\(keyRefusals[keyID] ?? "key \(Text.hex(UInt64(keyID), width: 8))")): tags and namespace not verified")
+                        } else {
+                            out(1, "\(entry.name): encrypted, no key given: structure checked, tags and namespace not verified")
+                        }
                         continue
                     }
                     filesystem.reader.keyring.add(keys)
                 }
                 let pfs = try filesystem.openPFS(entry.name)
+                if pfs.isEncrypted && !pfs.rootIsAuthentic {
+                    err(1, "\(entry.name): the root inode does not match its MAC (altered or replaced): a mount refuses it")
+                    continue
+                }
                 let verifier = Verifier(volumes: volumes)
                 let report = verifier.verifyNamespace(pfs)
                 var line = "\(entry.name): \(report.directories) directories, \(report.files) files, \(report.others) other"

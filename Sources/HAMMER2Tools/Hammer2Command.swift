@@ -27,12 +27,14 @@ public enum Hammer2Command {
         info [<devpath>...]               Info on all offline or online H2 partitions
         pfs-list [<path>...]              List PFSs
         pfs-clid <label>                  Print cluster id for specific PFS
-        pfs-create [-t type] [-c clid] [-n copies] [-e] [-k keyfile] <label>
+        pfs-create [-t type] [-c clid] [-n copies] [-e] [-k keyfile] [-w log2N] [-F] <label>
                                       Create a PFS (type MASTER by default); -n copies of
                                       its data (1-4, see setcopies); -e encrypted,
-                                      passphrase asked (or read from stdin), -k key file
+                                      passphrase asked (or read from stdin; at least 12
+                                      bytes unless -F), -k key file; -w scrypt cost
+                                      (log2 N, 14-21, default 18)
         key-status [label...]         Show which PFSes are encrypted, key ids and wrapping
-        key-change [-o oldkeyfile] [-k newkeyfile] <label>
+        key-change [-o oldkeyfile] [-k newkeyfile] [-w log2N] [-F] <label>
                                       Wrap an encrypted PFS's key anew (offline, -f IMAGE)
         pfs-delete <label>                Delete a PFS (not while it is mounted)
         snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:

@@ -34,23 +34,31 @@ enum KeyDirectives {
         return 0
     }
 
-    /// key-change [-o old-keyfile] [-k new-keyfile] label (offline: -f IMAGE).
+    /// key-change [-o old-keyfile] [-k new-keyfile] [-w log2N] [-F] label (offline: -f IMAGE).
     static func change(_ arguments: [String], image: String?, selected: String?) throws -> Int32 {
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "o:k:") } catch { throw ToolError.usage("key-change: \(error)") }
+        do { parsed = try GetOpt(arguments, spec: "o:k:w:F") } catch { throw ToolError.usage("key-change: \(error)") }
         guard parsed.operands.count == 1 else { throw ToolError.usage("key-change: requires the PFS label") }
         guard let image else {
             throw ToolError.failed("key-change: give the image (-f IMAGE) of an unmounted volume")
         }
         let label = parsed.operands[0]
         var oldFile: String?, newFile: String?
+        var scryptCost = KeyRecord.defaultLog2N, allowShort = false
         for (letter, value) in parsed.options {
-            if letter == "o" { oldFile = value } else if letter == "k" { newFile = value }
+            switch letter {
+            case "o": oldFile = value
+            case "k": newFile = value
+            case "w": scryptCost = try KeyInput.scryptCost(value)
+            case "F": allowShort = true
+            default: break
+            }
         }
         let filesystem = try PFSDirectives.offline(image)
+        filesystem.keyDerivationCost = scryptCost
         guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
         let old = try KeyInput.source(keyFile: oldFile, prompt: "Current passphrase for \(label): ")
-        let new = try KeyInput.source(keyFile: newFile, prompt: "New passphrase for \(label): ", confirm: true)
+        let new = try KeyInput.source(keyFile: newFile, prompt: "New passphrase for \(label): ", confirm: true, allowShort: allowShort)
         try filesystem.changeKey(label, old: old, new: new)
         print("key of \(label) changed")
         return 0

@@ -11,7 +11,7 @@ import HAMMER2Format
 public enum NewfsCommand {
     public static let usage = """
     usage: newfs_hammer2 [-b bootsize] [-r auxsize] [-V version] [-L label ...] [-s size] [-c copies]
-                         [-e] [-k keyfile] special ...
+                         [-e] [-k keyfile] [-w log2N] [-F] special ...
 
     Creates a HAMMER2 filesystem on an image file or block device, or on several as one
     volume set (mount them as dev1:dev2:...@LABEL): the LOCAL PFS and,
@@ -23,7 +23,8 @@ public enum NewfsCommand {
       -r auxsize    aux area size (8M..1G, a multiple of 8M)
       -V version    volume version, 1 or 2 (default 2)
       -L label      PFS label; repeatable, at most 3; "none" for LOCAL only
-      -s size       filesystem size (k, m, g, t suffixes); creates the image file;
+      -s size       filesystem size (k, m, g, t suffixes); creates the image file
+                    (mode 0600: the image holds every file's data);
                     with several specials, the size of each one that does not exist
       -c copies     copies of every PFS's data, 1-4 (3 with -e); metadata gets one
                     more, placed on other volumes when there are several
@@ -31,7 +32,10 @@ public enum NewfsCommand {
       -e            encrypt the -L PFSes (not LOCAL): passphrase asked twice, or read
                     from standard input when it is not a terminal (docs/encryption.md)
       -k keyfile    encrypt the -L PFSes with a key file (at least 32 bytes) instead
-                    if it does not exist
+                    of a passphrase
+      -w log2N      scrypt cost of the passphrase: N = 2^log2N (14-21, default 18:
+                    256 MiB and about 0.7 s per unlock)
+      -F            accept a passphrase shorter than 12 bytes
 
     Exit status: 0 created, 1 the device could not be formatted, 2 bad command line.
     """
@@ -54,7 +58,7 @@ public enum NewfsCommand {
     public static func main(_ arguments: [String]) -> Int32 {
         let tool = "newfs_hammer2"
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:dek:c:") } catch {
+        do { parsed = try GetOpt(arguments, spec: "b:r:V:L:s:dek:c:w:F") } catch {
             return usageError(tool, "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
@@ -64,10 +68,14 @@ public enum NewfsCommand {
         var encrypted = false
         var keyFile: String?
         var copies = 1
+        var scryptCost = KeyRecord.defaultLog2N, allowShort = false
         for (letter, value) in parsed.options {
             let value = value ?? ""
             switch letter {
             case "e": encrypted = true
+            case "F": allowShort = true
+            case "w":
+                do { scryptCost = try KeyInput.scryptCost(value) } catch { return usageError(tool, "\(error)", usage: usage) }
             case "c":
                 guard let number = Int(value), (1...HAMMER2.maximumCopies).contains(number) else {
                     return usageError(tool, "bad -c copies \"\(value)\" (1 to \(HAMMER2.maximumCopies))", usage: usage)
@@ -119,7 +127,10 @@ public enum NewfsCommand {
         }
         var keySource: KeySource?
         if encrypted {
-            do { keySource = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for the new PFSes: ", confirm: true) } catch {
+            do {
+                keySource = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for the new PFSes: ", confirm: true,
+                                                allowShort: allowShort)
+            } catch {
                 printError(tool, "\(error)")
                 return ExitCode.failure.rawValue
             }
@@ -130,7 +141,8 @@ public enum NewfsCommand {
                 printError(tool, "\(special): no such file (give -s SIZE to create an image file)")
                 return ExitCode.failure.rawValue
             }
-            let fd = open(special, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+            // Owner-only: whoever reads the image reads every file of its clear PFSes.
+            let fd = open(special, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             guard fd >= 0, ftruncate(fd, off_t(size)) == 0 else {
                 printError(tool, "\(special): cannot create: \(String(cString: strerror(errno)))")
                 return ExitCode.failure.rawValue
@@ -167,6 +179,7 @@ public enum NewfsCommand {
             print("fsid:             \(result.fsid)")
             if keySource != nil || copies > 1 {
                 let filesystem = try MutableFilesystem(volumes: volumes, readOnly: false)
+                filesystem.keyDerivationCost = scryptCost
                 if let keySource {
                     for label in options.labels { try filesystem.encryptEmptyPFS(label, source: keySource) }
                 }

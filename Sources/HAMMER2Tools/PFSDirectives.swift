@@ -5,6 +5,7 @@
 import Foundation
 import Glibc
 import HAMMER2CopyOnWrite
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -25,16 +26,19 @@ enum PFSDirectives {
         print("snapshot \(reply.label) created")
     }
 
-    /// pfs-create [-t type] [-c clid] [-e] [-k keyfile] label
+    /// pfs-create [-t type] [-c clid] [-n copies] [-e] [-k keyfile] [-w log2N] [-F] label
     static func create(_ arguments: [String], image: String?, selected: String?) throws {
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "t:c:ek:n:") } catch { throw ToolError.usage("pfs-create: \(error)") }
+        do { parsed = try GetOpt(arguments, spec: "t:c:ek:n:w:F") } catch { throw ToolError.usage("pfs-create: \(error)") }
         var argument = ControlRequest.PFSArgument(label: "")
         var encrypted = false
         var keyFile: String?
+        var scryptCost = KeyRecord.defaultLog2N, allowShort = false
         for (letter, value) in parsed.options {
             switch letter {
             case "e": encrypted = true
+            case "F": allowShort = true
+            case "w": scryptCost = try KeyInput.scryptCost(value)
             case "k":
                 encrypted = true
                 keyFile = value
@@ -61,7 +65,9 @@ enum PFSDirectives {
                 throw ToolError.failed("pfs-create -e: give the image (-f IMAGE) of an unmounted volume; keys are not sent to a running mount")
             }
             let filesystem = try offline(image)
-            let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(argument.label): ", confirm: true)
+            filesystem.keyDerivationCost = scryptCost
+            let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(argument.label): ", confirm: true,
+                                             allowShort: allowShort)
             try filesystem.createPFS(label: argument.label, type: argument.type, clusterID: argument.clusterID, encryption: source,
                                      copies: max(1, Int(argument.copies)))
             print("encrypted PFS \(argument.label) created")

@@ -35,7 +35,10 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 default writeback cache they come back from fsync and close),
                 keyfile=<path> (key file of an encrypted PFS; without it the
                 passphrase is asked on the terminal, or read from standard input
-                when that is not a terminal), degraded (a volume set with volumes
+                when that is not a terminal), encrypted (refuse the PFS unless it
+                is encrypted: keyfile= implies it, and so does a passphrase waiting
+                on standard input, so that a PFS replaced by a clear one never
+                takes data meant to be encrypted), degraded (a volume set with volumes
                 missing, read-only: blocks with a copy on the volumes given read,
                 docs/copies.md), ktr=<path> (the trace segment; default
                 /dev/shm/hammer2.<pid>.ktr, removed at a clean unmount), noktr (no
@@ -53,6 +56,7 @@ Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed
 func main() -> Int32 {
     let arguments = Array(CommandLine.arguments.dropFirst())
     var keyFile: String?
+    var requireEncryption = false
     let parsed: GetOpt
     do {
         parsed = try GetOpt(arguments, spec: "fdo:u")
@@ -98,6 +102,7 @@ func main() -> Int32 {
                 case "writeback": writeback = true
                 case "nowriteback": writeback = false
                 case "noktr": tracing = false
+                case "encrypted": requireEncryption = true
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -215,7 +220,12 @@ func main() -> Int32 {
             let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
             try filesystem.unlockPFS(label, source: source)
         } else if keyFile != nil {
-            throw ToolError.failed("keyfile= given, but PFS \(label) is not encrypted")
+            throw ToolError.failed("keyfile= given, but PFS \(label) is not encrypted (if it should be, it was replaced)")
+        } else if requireEncryption {
+            throw ToolError.failed("-o encrypted given, but PFS \(label) is not encrypted (if it should be, it was replaced)")
+        } else if KeyInput.standardInputHoldsData() {
+            throw ToolError.failed("a passphrase waits on standard input, but PFS \(label) is not encrypted (if it should be, "
+                                   + "it was replaced); refusing to mount it (give standard input from /dev/null to mount it in clear)")
         }
         let pfs = try filesystem.openPFS(label)
         var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)

@@ -107,15 +107,19 @@ final class EncryptionMountTests: XCTestCase {
         XCTAssertEqual(try snap.unmount(), 0)
 
         // A second encrypted PFS with a passphrase on stdin; key-status; key-change.
-        let created = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "VAULT"], input: "hunter2 hunter2\n")
+        let created = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "-w", "14", "VAULT"], input: "hunter2 hunter2\n")
         XCTAssertEqual(created.status, 0, created.stderr)
         let status = try Binaries.run("hammer2", ["-f", image, "key-status"])
         XCTAssertEqual(status.status, 0, status.stderr)
         XCTAssertTrue(status.stdout.contains("LOCAL\tnot encrypted"), status.stdout)
         XCTAssertTrue(status.stdout.contains("SECRET\tencrypted\tXAES-256-GCM"), status.stdout)
         XCTAssertTrue(status.stdout.contains("key file"), status.stdout)
-        XCTAssertTrue(status.stdout.contains("VAULT\tencrypted") && status.stdout.contains("passphrase (scrypt N=2^15"), status.stdout)
-        let changed = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", keyFile, "SECRET"], input: "new words\n")
+        XCTAssertTrue(status.stdout.contains("VAULT\tencrypted") && status.stdout.contains("passphrase (scrypt N=2^14"), status.stdout)
+        // A new passphrase under 12 bytes is refused unless forced (-F).
+        let short = try Binaries.run("hammer2", ["-f", image, "key-change", "-w", "14", "-o", keyFile, "SECRET"], input: "new words\n")
+        XCTAssertEqual(short.status, 1)
+        XCTAssertTrue(short.stderr.contains("at least 12 are needed"), short.stderr)
+        let changed = try Binaries.run("hammer2", ["-f", image, "key-change", "-w", "14", "-F", "-o", keyFile, "SECRET"], input: "new words\n")
         XCTAssertEqual(changed.status, 0, changed.stderr)
         XCTAssertThrowsError(try MountedImage("\(image)@SECRET", options: ["-o", "ro,keyfile=\(keyFile)"]), "the old key file no longer opens it")
         let withPassphrase = try Binaries.run("fsck_hammer2", ["-K", "-l", "SECRET", image], input: "new words\n")
@@ -130,9 +134,14 @@ final class EncryptionMountTests: XCTestCase {
         XCTAssertTrue(noPFS.stderr.contains("-e needs a PFS"), noPFS.stderr)
         let shortKey = folder.path + "/short.key"
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: shortKey))
-        let short = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-k", shortKey, "SHORT"])
-        XCTAssertEqual(short.status, 1)
-        XCTAssertTrue(short.stderr.contains("at least 32"), short.stderr)
+        let shortFile = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-k", shortKey, "SHORT"])
+        XCTAssertEqual(shortFile.status, 1)
+        XCTAssertTrue(shortFile.stderr.contains("at least 32"), shortFile.stderr)
+        for cost in ["13", "22", "x"] {
+            let badCost = try Binaries.run("hammer2", ["-f", image, "pfs-create", "-e", "-w", cost, "COSTLY"], input: "long enough words\n")
+            XCTAssertEqual(badCost.status, 2, "-w \(cost): \(badCost.stderr)")
+            XCTAssertTrue(badCost.stderr.contains("-w wants log2 of scrypt's N, 14 to 21"), badCost.stderr)
+        }
         let clearPFS = try Binaries.run("hammer2", ["-f", image, "key-change", "-o", keyFile, "LOCAL"])
         XCTAssertEqual(clearPFS.status, 1)
         XCTAssertTrue(clearPFS.stderr.contains("not encrypted"), clearPFS.stderr)

@@ -95,7 +95,8 @@ public final class MountedImage {
 
     /// Mounts `spec` ("IMAGE@LABEL") at a fresh temporary directory: read-only unless
     /// `options` say otherwise (fixture images are shared and must not change).
-    public init(_ spec: String, options: [String] = ["-o", "ro"]) throws {
+    /// `input`: the daemon's standard input (a passphrase); else it inherits the caller's.
+    public init(_ spec: String, options: [String] = ["-o", "ro"], input: String? = nil) throws {
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-mnt-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         mountpoint = base
@@ -106,7 +107,13 @@ public final class MountedImage {
         process.arguments = ["-f"] + options + [spec, base.path]
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         process.standardOutput = FileHandle.nullDevice
+        let inputPipe = Pipe()
+        if input != nil { process.standardInput = inputPipe }
         try process.run()
+        if let input {
+            inputPipe.fileHandleForWriting.write(Data(input.utf8))
+            try inputPipe.fileHandleForWriting.close()
+        }
         let deadline = Date().addingTimeInterval(15)
         while !Self.isMountpoint(base.path) {
             if !process.isRunning {
