@@ -8,9 +8,12 @@
 //   0x06 wrapping (1 = passphrase, scrypt; 2 = key file, HKDF)
 //   0x07 scrypt log2(N)    0x08 scrypt r         0x09 scrypt p        0x0A reserved (2)
 //   0x0C key id (LE)       0x10 domain (16)      0x20 salt (16)       0x30 wrap nonce (24)
-//   0x48 wrapped master key (32)                 0x68 wrap tag (16)   0x78 reserved (8)
+//   0x48 wrapped master key (32)                 0x68 wrap tag (16)
+//   0x78 xxhash64 of bytes 0x00-0x77 (LE; 0 in records written before it existed): tells a
+//        damaged record from a wrong passphrase, which the wrap tag alone cannot
 
 import Crypto
+import HAMMER2Format
 import Foundation
 import _CryptoExtras
 
@@ -25,11 +28,14 @@ public enum KeyError: Error, Equatable, CustomStringConvertible {
     case badRecord(String)
     case keyFileTooShort(Int)
     case emptyPassphrase
+    /// A key file given for a passphrase-wrapped key, or the other way round.
+    case wrongKind(String)
 
     public var description: String {
         switch self {
         case .wrongKey: return "wrong passphrase or key file (the PFS key does not unwrap)"
-        case let .badRecord(why): return "encryption key record: \(why)"
+        case let .badRecord(why): return "damaged key record: \(why)"
+        case let .wrongKind(why): return why
         case let .keyFileTooShort(n): return "key file holds \(n) bytes; at least 32 are needed"
         case .emptyPassphrase: return "empty passphrase"
         }
@@ -105,9 +111,9 @@ public struct KeyRecord: Sendable, Equatable {
             return HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: material), salt: salt,
                                           info: Data("hammer2 key file".utf8), outputByteCount: 32)
         case (.passphrase, .keyFile):
-            throw KeyError.badRecord("this PFS is unlocked by a passphrase, not a key file")
+            throw KeyError.wrongKind("this PFS is unlocked by a passphrase, not a key file")
         case (.keyFile, .passphrase):
-            throw KeyError.badRecord("this PFS is unlocked by a key file (-o keyfile=), not a passphrase")
+            throw KeyError.wrongKind("this PFS is unlocked by a key file (-o keyfile=), not a passphrase")
         }
     }
 
@@ -118,12 +124,25 @@ public struct KeyRecord: Sendable, Equatable {
         var out = Self.magic + [1, 1, wrapping.rawValue, scryptLog2N, scryptR, scryptP, 0, 0]
         out += withUnsafeBytes(of: keyID.littleEndian) { Array($0) }
         out += domain + salt + nonce + wrappedKey + tag
-        return out + [UInt8](repeating: 0, count: Self.bytes - out.count)
+        out += [UInt8](repeating: 0, count: Self.checksumOffset - out.count)
+        let sum = Self.checksum(out)
+        return out + withUnsafeBytes(of: sum.littleEndian) { Array($0) }
+    }
+
+    static let checksumOffset = 0x78
+
+    static func checksum(_ bytes: [UInt8]) -> UInt64 {
+        let sum = bytes.withUnsafeBytes { CheckCode.xxhash64(UnsafeRawBufferPointer(rebasing: $0[0..<checksumOffset])) }
+        return sum == 0 ? 1 : sum  // 0 means "no checksum" (older records)
     }
 
     public init(decoding bytes: [UInt8]) throws {
         guard bytes.count >= Self.bytes else { throw KeyError.badRecord("\(bytes.count) bytes") }
         guard Array(bytes[0..<4]) == Self.magic else { throw KeyError.badRecord("no H2EK magic") }
+        let stored = (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[Self.checksumOffset + $1]) << UInt64(8 * $1) }
+        guard stored == 0 || stored == Self.checksum(Array(bytes[0..<Self.bytes])) else {
+            throw KeyError.badRecord("its checksum does not match (the record was changed on the media)")
+        }
         guard bytes[4] == 1, bytes[5] == 1 else { throw KeyError.badRecord("version \(bytes[4]) cipher \(bytes[5]) unknown") }
         guard let wrapping = Wrapping(rawValue: bytes[6]) else { throw KeyError.badRecord("wrapping \(bytes[6]) unknown") }
         guard (10...22).contains(bytes[7]), (1...32).contains(bytes[8]), (1...16).contains(bytes[9]) else {

@@ -228,7 +228,10 @@ final class FsckRun {
                         err(1, "\(entry.name): encrypted (key \(Text.hex(UInt64(keyID), width: 8))) but its root holds no key record")
                         continue
                     }
-                    do { _ = try KeyRecord(decoding: bytes) } catch {
+                    do { _ = try KeyRecord(decoding: bytes) } catch KeyError.badRecord(let why) {
+                        err(1, "\(entry.name): damaged key record (\(why)): the PFS cannot be unlocked")
+                        continue
+                    } catch {
                         err(1, "\(entry.name): damaged key record (\(error)): the PFS cannot be unlocked")
                         continue
                     }
