@@ -56,6 +56,8 @@ public final class PFSHandle: @unchecked Sendable {
     }
 
     public var label: String { pfs.label }
+    /// Whether the PFS is encrypted (its names and contents must not reach logs).
+    public var isEncrypted: Bool { pfs.keys != nil }
     public static let rootInodeNumber = PFS.rootInodeNumber
 
     private func status(_ node: Node) -> NodeStatus {
@@ -134,7 +136,11 @@ public final class PFSHandle: @unchecked Sendable {
     public func inodeInfo(_ inum: UInt64) throws -> InodeInfo {
         try locked {
             let node = try pfs.node(inum)
-            return InodeInfo(meta: node.meta, dataCount: node.flushedBref?.statsDataCount ?? 0,
+            var meta = node.meta
+            // On an encrypted PFS every block is sealed and its AEAD tag is the check code,
+            // whatever check_algo the inode inherited: report what is applied.
+            if pfs.keys != nil { meta.checkAlgo = CheckMethod.xaes256gcm.rawValue }
+            return InodeInfo(meta: meta, dataCount: node.flushedBref?.statsDataCount ?? 0,
                              inodeCount: node.flushedBref?.statsInodeCount ?? 0)
         }
     }

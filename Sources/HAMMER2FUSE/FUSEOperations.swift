@@ -52,7 +52,7 @@ enum FUSEOperations {
             do {
                 FUSEOperations.replyEntry(request, server, try server.pfs.lookup(UInt64(parent), nameBytes))
             } catch {
-                server.fail(request, error, "lookup of \"\(String(decoding: nameBytes, as: UTF8.self))\" in inode \(parent)")
+                server.fail(request, error, "lookup of \(server.loggable(nameBytes)) in inode \(parent)")
             }
         }
         ops.getattr = { request, ino, _ in
@@ -122,7 +122,7 @@ enum FUSEOperations {
                     in: UInt64(parent), name: nameBytes, type: type, mode: UInt32(mode), caller: FUSEOperations.caller(request),
                     device: (major, minor)))
             } catch {
-                server.fail(request, error, "mknod of \"\(String(decoding: nameBytes, as: UTF8.self))\"")
+                server.fail(request, error, "mknod of \(server.loggable(nameBytes)) in inode \(parent)")
             }
         }
         ops.mkdir = { request, parent, name, mode in

@@ -246,6 +246,14 @@ public final class FUSEServer: Sendable {
         if maxDirtyBytes > 0 { set("max_bytes", maxDirtyBytes) }
     }
 
+    /// A file name as log lines may show it: quoted on a PFS in clear; on an encrypted PFS
+    /// only its length, since syslog is readable by more people than the PFS (the inode
+    /// numbers in the same line say where).
+    func loggable(_ name: [UInt8]) -> String {
+        pfs.isEncrypted ? "a name (\(name.count) bytes; names of encrypted PFSes are not logged)"
+                        : "\"\(String(decoding: name, as: UTF8.self))\""
+    }
+
     /// Reports an engine failure for `what`; media errors are logged, lookups are not.
     func fail(_ request: fuse_req_t?, _ error: any Error, _ what: @autoclosure () -> String) {
         let code: Int32

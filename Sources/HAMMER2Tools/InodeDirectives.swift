@@ -137,10 +137,11 @@ enum InodeDirectives {
         func apply(_ path: String) {
             do {
                 let current = try inode(target, path)
+                _ = try inode(target, path, set: argument)
+                // DragonFly prints before its ioctl; we print what was set, only once it was.
                 print(directive == "setcomp" ? "\(path)\tcomp_algo=0x\(Text.hex(UInt64(argument.compAlgo), width: 2))"
                       : directive == "setcopies" ? "\(path)\tncopies=\(argument.ncopies)"
                                                  : "\(path)\tcheck_algo=0x\(Text.hex(UInt64(argument.checkAlgo), width: 2))")
-                _ = try inode(target, path, set: argument)
                 if recurse && ObjectType(rawValue: current.type) == .directory {
                     for child in try children(target, path) { apply(child) }
                 }

@@ -90,7 +90,7 @@ public enum Text {
     }
 
     static let compressionNames = ["none", "autozero", "lz4", "zlib"]
-    static let checkNames = ["none", "disabled", "crc32", "xxhash64", "sha192", "freemap"]
+    static let checkNames = ["none", "disabled", "crc32", "xxhash64", "sha192", "freemap", "xaes256gcm"]
 
     /// hammer2_compmode_to_str: "lz4:default", "zlib:6", "unknown(9):default".
     public static func compressionMode(_ algo: UInt8) -> String {

@@ -141,4 +141,55 @@ final class KeyAttackTests: XCTestCase {
         let record = try KeyRecord.create(source: .passphrase(Array(passphrase.utf8)), log2N: 14).0
         XCTAssertEqual(try KeyRecord(decoding: record.encoded()).scryptLog2N, 14)
     }
+
+    /// Item 10: an EIO on an encrypted PFS is logged with inode numbers, never the name
+    /// (syslog is readable by more people than the PFS).
+    func testNamesOfEncryptedPFSesStayOutOfTheLog() throws {
+        try makeImage()
+        let secretName = "merger-plans-acme-2027.txt"
+        let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
+        XCTAssertTrue(FileManager.default.createFile(atPath: mount.mountpoint.path + "/" + secretName, contents: Data("x".utf8)))
+        XCTAssertEqual(try mount.unmount(), 0)
+        // Damage that file's inode (an encrypted block) so that looking it up fails.
+        let keys = try XCTUnwrap(try MutableFilesystem(paths: [image], writable: false).encryptionStatus("SECRET"))
+            .unwrap(.keyFile(Array(try Data(contentsOf: URL(fileURLWithPath: keyFile)))))
+        let filesystem = try Filesystem(paths: [image])
+        filesystem.reader.keyring.add(keys)
+        let pfs = try filesystem.openPFS("SECRET")
+        let record = try pfs.record(try pfs.lookup(in: pfs.root, name: Array(secretName.utf8)).inum)
+        let surgeon = ImageSurgeon(image)
+        var byte = try surgeon.read(record.bref.mediaOffset + 100, 1)
+        byte[0] ^= 0x10
+        try surgeon.write(byte, at: record.bref.mediaOffset + 100)
+
+        let again = try MountedImage("\(image)@SECRET", options: ["-o", "ro,keyfile=\(keyFile)"])
+        var st = stat()
+        XCTAssertEqual(stat(again.mountpoint.path + "/" + secretName, &st), -1)
+        XCTAssertEqual(errno, EIO)
+        XCTAssertEqual(try again.unmount(), 0)
+        XCTAssertTrue(again.log.contains("lookup of a name (\(secretName.utf8.count) bytes"), again.log)
+        XCTAssertFalse(again.log.contains("merger-plans"), again.log)
+    }
+
+    /// Item 11: stat shows the AEAD that checks sealed files; a refused setcheck or
+    /// setcopies prints no value as if it had been set.
+    func testStatShowsTheAEADAndRefusedSettingsPrintNothing() throws {
+        try makeImage()
+        let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
+        let file = mount.mountpoint.path + "/letter"
+        let stat = try Binaries.run("hammer2", ["stat", file])
+        XCTAssertEqual(stat.status, 0, stat.stderr)
+        XCTAssertTrue(stat.stdout.contains("xaes256gcm"), stat.stdout)
+        XCTAssertFalse(stat.stdout.contains("xxhash64"), stat.stdout)
+        let setcheck = try Binaries.run("hammer2", ["setcheck", "sha192", file])
+        XCTAssertEqual(setcheck.status, 3)
+        XCTAssertEqual(setcheck.stdout, "", "nothing printed as set")
+        let setcopies = try Binaries.run("hammer2", ["setcopies", "4", file])
+        XCTAssertEqual(setcopies.status, 3)
+        XCTAssertEqual(setcopies.stdout, "")
+        let ok = try Binaries.run("hammer2", ["setcopies", "2", file])
+        XCTAssertEqual(ok.status, 0, ok.stderr)
+        XCTAssertEqual(ok.stdout, "\(file)\tncopies=2\n")
+        XCTAssertEqual(try mount.unmount(), 0)
+    }
 }
