@@ -131,6 +131,16 @@ public struct KeyRecord: Sendable, Equatable {
 
     static let checksumOffset = 0x78
 
+    /// `raw` (a record's 128 bytes) with its checksum set to match its contents: for
+    /// tools that build or mutate records (the fuzzer).
+    public static func checksummed(_ raw: [UInt8]) -> [UInt8] {
+        guard raw.count >= bytes else { return raw }
+        var out = raw
+        let sum = checksum(out)
+        for i in 0..<8 { out[checksumOffset + i] = UInt8(truncatingIfNeeded: sum >> UInt64(8 * i)) }
+        return out
+    }
+
     static func checksum(_ bytes: [UInt8]) -> UInt64 {
         let sum = bytes.withUnsafeBytes { CheckCode.xxhash64(UnsafeRawBufferPointer(rebasing: $0[0..<checksumOffset])) }
         return sum == 0 ? 1 : sum  // 0 means "no checksum" (older records)

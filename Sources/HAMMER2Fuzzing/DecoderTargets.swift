@@ -7,6 +7,10 @@ import HAMMER2Codecs
 import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
+#if canImport(Glibc)
+import Glibc
+#endif
 
 public enum FuzzTarget: String, CaseIterable, Sendable {
     case volumeHeader = "volume-header"
@@ -18,6 +22,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case lz4
     case zlib
     case keyRecord = "key-record"
+    case traceSegment = "trace-segment"
     case image
 
     /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
@@ -32,6 +37,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .lz4: DecoderTargets.lz4(input)
         case .zlib: DecoderTargets.zlib(input)
         case .keyRecord: DecoderTargets.keyRecord(input)
+        case .traceSegment: DecoderTargets.traceSegment(input)
         case .image: preconditionFailure("the image target runs through ImageFuzzer")
         }
     }
@@ -157,11 +163,32 @@ public enum DecoderTargets {
         let raw = fitted(input, KeyRecord.bytes)
         let sealed = SealedCheck(CheckArea(bytes: Array(raw[0..<64])))
         require(SealedCheck(sealed.area) == sealed, "sealed check area does not survive encode/decode")
-        guard let record = try? KeyRecord(decoding: raw) else { return }
+        // As found, and with its checksum made right (so mutations reach the field checks).
+        _ = try? KeyRecord(decoding: raw)
+        guard let record = try? KeyRecord(decoding: KeyRecord.checksummed(raw)) else { return }
         require((try? KeyRecord(decoding: record.encoded())) == record, "key record does not survive encode/decode")
         if record.wrapping == .keyFile { _ = try? record.unwrap(.keyFile(fuzzKeyFile)) }
         let keys = PFSKeys(master: [UInt8](repeating: 1, count: 32), domain: record.domain)
         _ = keys.openInlineName(Array(raw[0..<64]), length: Int(raw[64] % 64), directory: UInt64(raw[65]))
+    }
+
+    /// A trace segment file as ktrdump, stat -w and the post-mortem readers map it: any
+    /// bytes, of any length (a segment truncated under its reader included), must read
+    /// without a trap or a hang.
+    public static func traceSegment(_ input: [UInt8]) {
+        let path = "\(TraceFiles.directory)/hammer2-fuzz.\(getpid()).ktr"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { return }
+        defer { unlink(path) }
+        let written = input.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        close(fd)
+        guard written == input.count, let reader = try? TraceReader(path: path) else { return }
+        _ = reader.writerPID
+        _ = reader.mask
+        _ = reader.text("mount")
+        let catalog = reader.catalog()
+        for object in reader.objects() { _ = reader.statistics(object.name, attempts: 3) }
+        for record in reader.events() { _ = catalog.events[record.event]?.name }
     }
 
     /// The derived values the engine computes from any blockref it meets.

@@ -6,6 +6,7 @@ import HAMMER2CopyOnWrite
 import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 public enum FuzzSeeds {
     /// Inputs for each target taken from `image`'s metadata, at most `limit` per target,
@@ -84,6 +85,37 @@ public enum FuzzSeeds {
             seeds.append(try KeyRecord.wrap(keys, source: .passphrase(Array("fuzz \(seed)".utf8)), log2N: 10).encoded())
             let name = Array("name-\(seed)".utf8)
             seeds.append(keys.sealInlineName(name, directory: UInt64(seed)) + [UInt8(name.count), seed])
+        }
+        return seeds
+    }
+
+    /// Trace segment seeds: small segments with every kind of object a daemon's has
+    /// (statistics, text, catalog, rings with records), whole and cut short.
+    public static func traceSegmentSeeds() throws -> [[UInt8]] {
+        let path = "\(TraceFiles.directory)/hammer2-seed.\(getpid()).ktr"
+        defer { unlink(path) }
+        var seeds: [[UInt8]] = []
+        for variant in 0..<3 {
+            unlink(path)
+            do {
+                let segment = try TraceSegment(path: path, bytes: 48 << 10)
+                let stats = try segment.addStatistics(name: "volume.0", version: 1, fields: [
+                    TraceField("reads", unit: "requests"), TraceField("bytes", .gauge, unit: "bytes"),
+                    TraceField("latency", .histogram, count: 4, unit: "us"),
+                ])
+                stats.update { $0.add(stats.field("reads"), UInt64(variant + 1)) }
+                try segment.addText(name: "mount", [("source", "/img/seed\(variant).img@DATA"), ("mountpoint", "/mnt")])
+                if variant > 0 {
+                    try segment.addCatalog(subsystems: [(0, "fuse"), (1, "io")],
+                                           events: Array(TraceEvent.catalog.prefix(8 * variant)))
+                }
+                try segment.addRings(count: 2, records: 8)
+                for i in 0..<(5 * (variant + 1)) { segment.record(UInt32(1 + i % 8), subsystem: 1, UInt64(i), UInt64(variant)) }
+            }
+            let whole = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+            let trimmedSegment = trimmed(whole, keeping: TraceLayout.headerBytes, multiple: 8)
+            seeds.append(trimmedSegment)
+            seeds.append(Array(trimmedSegment.prefix(TraceLayout.headerBytes + 512 * (variant + 1))))
         }
         return seeds
     }

@@ -35,8 +35,14 @@ final class PrivilegeTests: XCTestCase {
         let setcomp = try asNobody(["setcomp", "zlib", volume.path("d")])
         XCTAssertEqual(setcomp.status, 3)
         XCTAssertTrue(setcomp.stderr.contains("Operation not permitted"), setcomp.stderr)
+        // Every directive that changes or reveals more than an inode's settings: root only,
+        // with allow_other too (issue 18: whatever the mount options).
         for arguments in [["snapshot", volume.root, "s"], ["-s", volume.root, "pfs-create", "P"],
-                          ["-s", volume.root, "bulkfree"], ["destroy", volume.path("d")]] {
+                          ["-s", volume.root, "pfs-delete", "DATA"], ["-s", volume.root, "bulkfree"],
+                          ["destroy", volume.path("d")], ["-s", volume.root, "destroy-inum", "1"],
+                          ["-s", volume.root, "scrub"], ["-s", volume.root, "growfs"],
+                          ["setcheck", "sha192", volume.path("d")], ["setcopies", "2", volume.path("d")],
+                          ["-s", volume.root, "dumpchain"]] {
             let run = try asNobody(arguments)
             XCTAssertNotEqual(run.status, 0, "\(arguments) as nobody")
             XCTAssertTrue(run.stdout.contains("Operation not permitted") || run.stderr.contains("Operation not permitted"),

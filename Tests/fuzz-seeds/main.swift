@@ -27,6 +27,7 @@ do {
         if image.name == "generated" {
             seeds[.image] = FuzzSeeds.imageSeeds()
             seeds[.keyRecord] = try FuzzSeeds.keyRecordSeeds()
+            seeds[.traceSegment] = try FuzzSeeds.traceSegmentSeeds()
         }
         for (target, inputs) in seeds {
             let folder = URL(fileURLWithPath: output).appendingPathComponent(target.rawValue)
