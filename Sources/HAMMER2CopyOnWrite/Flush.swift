@@ -67,7 +67,7 @@ extension MutableFilesystem {
                 guard let keys = reader.keyring.keys(for: keyID) else {
                     throw EngineError.locked(keyID: keyID, what: "PFS \(String(decoding: root.filename, as: UTF8.self))")
                 }
-                root = keys.signRoot(root)
+                root = keys.signRoot(root, generation: tid)
             }
             var bref = try writeInode(root, key: pending.key, methods: superMethods, tid: tid, sink: sink, copies: shared)
             bref.flags = Blockref.flagPFSRoot
@@ -206,13 +206,15 @@ extension MutableFilesystem {
         var meta = root.meta
         meta.pfsInum = max(meta.pfsInum, pfs.nextInodeNumber)
         var inode = InodeData(meta: meta, filename: root.filename, content: .blockset(blockset), keyRecord: pfs.keyRecord)
-        if let keys = pfs.keys { inode = keys.signRoot(inode) }
+        if let keys = pfs.keys { inode = keys.signRoot(inode, generation: tid) }
         var bref = try writeInode(inode, key: pfs.rootBref.key, methods: pfs.rootBref.methods, tid: tid, sink: sink, copies: shared)
         bref.flags = pfs.rootBref.flags
         if bref.extraCopyCount == 0 { bref.copyid = pfs.rootBref.copyid }
         bref.vradix = pfs.rootBref.vradix
         let newRoot = bref
+        let signed = pfs.keys != nil ? rootSigned : nil
         commits.append { [unowned pfs, reader] in
+            signed?(pfs.label, inode.meta)  // durable now: the header naming it is written
             root.meta = meta
             root.flushedContent = .blockset(blockset)
             root.flushedBref = newRoot

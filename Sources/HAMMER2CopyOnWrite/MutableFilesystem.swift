@@ -31,6 +31,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     var pendingRootRemovals = Set<UInt64>()
     /// scrypt's log2(N) for keys wrapped from now on (tests lower it to save time).
     public var keyDerivationCost = KeyRecord.defaultLog2N
+    /// Called after a flush made a newly signed encrypted PFS root durable (label, its
+    /// metadata with the generation): mount_hammer2 keeps the host's rollback state.
+    public var rootSigned: (@Sendable (String, InodeMeta) -> Void)?
     /// Dirty file data held in memory; a flush starts when it passes `dirtyLimit`.
     public var dirtyLimit = 256 << 20
     /// Called with a description when a background flush fails (the FUSE adapter logs it).

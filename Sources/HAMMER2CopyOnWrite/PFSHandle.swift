@@ -2,6 +2,7 @@
 // filesystem lock; errors carry the errno a POSIX caller expects.
 
 import Glibc
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
 
@@ -58,6 +59,11 @@ public final class PFSHandle: @unchecked Sendable {
     public var label: String { pfs.label }
     /// Whether the PFS is encrypted (its names and contents must not reach logs).
     public var isEncrypted: Bool { pfs.keys != nil }
+    /// An encrypted PFS's keys and its root inode's metadata as last flushed (authentic:
+    /// the mount checked its MAC), for the host's rollback check.
+    public var encryptedRoot: (keys: PFSKeys, meta: InodeMeta)? {
+        locked { pfs.keys.map { ($0, pfs.disk.root.meta) } }
+    }
     public static let rootInodeNumber = PFS.rootInodeNumber
 
     private func status(_ node: Node) -> NodeStatus {

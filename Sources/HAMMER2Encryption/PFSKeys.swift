@@ -67,11 +67,20 @@ public final class PFSKeys: @unchecked Sendable {
         return (word(0), word(8))
     }
 
-    /// `inode` with its root MAC set.
-    public func signRoot(_ inode: InodeData) -> InodeData {
+    /// `inode` with its generation (the signing transaction, when given) and MAC set.
+    public func signRoot(_ inode: InodeData, generation: UInt64? = nil) -> InodeData {
         var signed = inode
-        (signed.meta.rootMAC0, signed.meta.rootMAC1) = rootMAC(inode)
+        if let generation { signed.meta.rootGeneration = generation }
+        (signed.meta.rootMAC0, signed.meta.rootMAC1) = rootMAC(signed)
         return signed
+    }
+
+    /// A name for the PFS with cluster id `clusterID` under this key in the host's
+    /// rollback state (docs/encryption.md, "Rollback"): keyed, so the state file says
+    /// nothing about which volumes or PFSes this machine has seen.
+    public func rollbackIdentifier(clusterID: [UInt8]) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array("hammer2 rollback id".utf8) + domain + clusterID, using: root)
+        return mac.prefix(16).map { String(format: "%02x", $0) }.joined()
     }
 
     public func rootIsAuthentic(_ inode: InodeData) -> Bool {

@@ -16,6 +16,30 @@ public struct VolumeHeaderCopy: Sendable {
     public var deviceOffset: UInt64
     public var header: VolumeHeader?
     public var problem: String?
+    /// For a copy that fails validation but still has HAMMER2's magic: the mirror_tid it
+    /// claims (unverified), to tell whether it may have been newer than the copy in use.
+    public var claimedMirrorTID: UInt64? = nil
+}
+
+/// A damaged header copy that may have been newer than the one in use: the filesystem is
+/// then opened at an older transaction than it last reached. A crash in the middle of a
+/// header write looks the same (that flush never completed), so it is reported, and a
+/// read-write mount asks for consent (-o rollback-ok) instead of silently going on.
+public struct HeaderRollback: Sendable, Equatable, CustomStringConvertible {
+    public var damagedSlot: Int
+    /// What the damaged copy claims, nil when not even that can be read.
+    public var claimedTID: UInt64?
+    public var usedSlot: Int
+    public var usedTID: UInt64
+    public var problem: String
+
+    public var description: String {
+        let claim = claimedTID.map { "claims transaction \($0), newer than" } ?? "cannot be read (it may have been newer than"
+        let close = claimedTID == nil ? ")" : ""
+        return "volume header copy \(damagedSlot) is damaged (\(problem)) and \(claim) the copy in use (\(usedSlot), "
+            + "transaction \(usedTID))\(close): either a flush was cut short by a crash, or the image was altered and "
+            + "its newest transactions are lost (a rollback)"
+    }
 }
 
 public final class Volume: Sendable {
@@ -54,7 +78,12 @@ public final class VolumeSet: Sendable {
             do {
                 let bytes = try device.read(at: offset, count: HAMMER2.volumeHeaderBytes)
                 if let problem = bytes.withUnsafeBytes({ VolumeHeader.validate($0) }) {
-                    copies.append(VolumeHeaderCopy(index: index, deviceOffset: offset, header: nil, problem: problem.description))
+                    var copy = VolumeHeaderCopy(index: index, deviceOffset: offset, header: nil, problem: problem.description)
+                    let magic = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
+                    if magic == HAMMER2.volumeMagicHostOrder {
+                        copy.claimedMirrorTID = bytes.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: 0x78, as: UInt64.self)) }
+                    }
+                    copies.append(copy)
                 } else {
                     copies.append(VolumeHeaderCopy(index: index, deviceOffset: offset, header: try VolumeHeader(decoding: bytes), problem: nil))
                 }
@@ -73,6 +102,19 @@ public final class VolumeSet: Sendable {
             if best == nil || best!.1.mirrorTID < header.mirrorTID { best = (copy.index, header) }
         }
         return best
+    }
+
+    /// A damaged header copy of the root volume that may have been newer than the copy in
+    /// use (nil when every copy is sound or the damaged ones are older): see HeaderRollback.
+    public var headerRollback: HeaderRollback? {
+        let root = volumes[0]
+        guard root.headerIndex < root.copies.count, root.copies[root.headerIndex].header != nil else { return nil }
+        for copy in root.copies where copy.header == nil {
+            if let claimed = copy.claimedMirrorTID, claimed <= root.header.mirrorTID { continue }
+            return HeaderRollback(damagedSlot: copy.index, claimedTID: copy.claimedMirrorTID, usedSlot: root.headerIndex,
+                                  usedTID: root.header.mirrorTID, problem: copy.problem ?? "unreadable")
+        }
+        return nil
     }
 
     /// Ids of volumes of the set that were not given (a degraded open): reads from them fail

@@ -267,6 +267,7 @@ extension InodeMeta {
         raw.putLE64(decryptCheck, at: 0xE0)
         raw.putLE64(rootMAC0, at: 0xE8)
         raw.putLE64(rootMAC1, at: 0xF0)
+        raw.putLE64(rootGeneration, at: 0xF8)
     }
 
     public func encoded() -> [UInt8] { encodeIntoNewArray(count: 256) { encode(into: $0) } }

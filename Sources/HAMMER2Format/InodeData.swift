@@ -117,6 +117,10 @@ public struct InodeMeta: Hashable, Sendable {
     /// reservedE0[0..1] (00E8-00F7): on an encrypted PFS root, the MAC of the root inode.
     public var rootMAC0: UInt64 = 0  // 00E8
     public var rootMAC1: UInt64 = 0  // 00F0
+    /// reservedE0[2] (00F8): on an encrypted PFS root, the transaction that signed it,
+    /// covered by the MAC: a counter the image's holder cannot raise, so a root older than
+    /// one seen before is told (docs/encryption.md, "Rollback").
+    public var rootGeneration: UInt64 = 0  // 00F8
 
     public static let opFlagDirectData: UInt8 = 0x01
     public static let opFlagPFSRoot: UInt8 = 0x02
@@ -159,6 +163,7 @@ public struct InodeMeta: Hashable, Sendable {
         decryptCheck = raw.le64(0xE0)
         rootMAC0 = raw.le64(0xE8)
         rootMAC1 = raw.le64(0xF0)
+        rootGeneration = raw.le64(0xF8)
     }
 
     public var hasDirectData: Bool { opFlags & Self.opFlagDirectData != 0 }

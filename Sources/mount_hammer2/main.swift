@@ -5,8 +5,10 @@
 import Foundation
 import Glibc
 import HAMMER2CopyOnWrite
+import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2FUSE
+import HAMMER2Format
 import HAMMER2Tools
 import HAMMER2Trace
 
@@ -38,7 +40,10 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 when that is not a terminal), encrypted (refuse the PFS unless it
                 is encrypted: keyfile= implies it, and so does a passphrase waiting
                 on standard input, so that a PFS replaced by a clear one never
-                takes data meant to be encrypted), degraded (a volume set with volumes
+                takes data meant to be encrypted), rollback-ok (mount read-write
+                although a damaged volume header copy may have been newer than
+                the one used, or an encrypted PFS is older than this machine last
+                saw it: see docs/encryption.md, "Rollback"), degraded (a volume set with volumes
                 missing, read-only: blocks with a copy on the volumes given read,
                 docs/copies.md), ktr=<path> (the trace segment; default
                 /dev/shm/hammer2.<pid>.ktr, removed at a clean unmount), noktr (no
@@ -57,6 +62,7 @@ func main() -> Int32 {
     let arguments = Array(CommandLine.arguments.dropFirst())
     var keyFile: String?
     var requireEncryption = false
+    var rollbackAccepted = false
     let parsed: GetOpt
     do {
         parsed = try GetOpt(arguments, spec: "fdo:u")
@@ -103,6 +109,7 @@ func main() -> Int32 {
                 case "nowriteback": writeback = false
                 case "noktr": tracing = false
                 case "encrypted": requireEncryption = true
+                case "rollback-ok": rollbackAccepted = true
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -216,6 +223,15 @@ func main() -> Int32 {
                                                           cacheBytes: (cacheMiB << 20) - dirtyBytes,
                                                           degraded: degraded, logger: logger)
         if dirtyBytes > 0 { filesystem.dirtyLimit = dirtyBytes }
+        // A damaged header copy that may have been the newest: said, and read-write only
+        // with consent, since the next flush would overwrite the evidence.
+        if let rollback = filesystem.volumes.headerRollback {
+            logger("\(devices.joined(separator: ":")): \(rollback)")
+            if !readOnly && !rollbackAccepted {
+                throw ToolError.failed("\(rollback). Mount read-only (-o ro) to look, or with -o rollback-ok to go on "
+                                       + "read-write from transaction \(rollback.usedTID) (the next flush replaces the damaged copy)")
+            }
+        }
         if try filesystem.encryptionStatus(label) != nil {
             let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
             try filesystem.unlockPFS(label, source: source)
@@ -228,6 +244,10 @@ func main() -> Int32 {
                                    + "it was replaced); refusing to mount it (give standard input from /dev/null to mount it in clear)")
         }
         let pfs = try filesystem.openPFS(label)
+        if let (keys, meta) = pfs.encryptedRoot {
+            try checkRollback(keys: keys, meta: meta, label: label, filesystem: filesystem, readOnly: readOnly,
+                              accepted: rollbackAccepted, logger: logger)
+        }
         var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)
         options.foreground = foreground
         options.debug = debug
@@ -248,6 +268,38 @@ func main() -> Int32 {
     } catch {
         printError("mount_hammer2", "\(specifier.devices.joined(separator: ":"))@\(label): \(error)")
         return ExitCode.failure.rawValue
+    }
+}
+
+/// An encrypted PFS older than this machine last saw it (its authenticated root generation
+/// below the recorded one) was rolled back by whoever can write the image: said, and a
+/// read-write mount needs -o rollback-ok (which then records the older state as seen).
+/// Every flush that signs a new root records its generation once it is durable.
+func checkRollback(keys: PFSKeys, meta: InodeMeta, label: String, filesystem: MutableFilesystem, readOnly: Bool,
+                   accepted: Bool, logger: @escaping @Sendable (String) -> Void) throws {
+    let state = RollbackState()
+    let id = keys.rollbackIdentifier(clusterID: meta.pfsClusterID.bytes)
+    if let seen = state.seen(id), seen > meta.rootGeneration {
+        let message = "PFS \(label) was rolled back: this machine saw it at transaction \(seen), the image holds "
+            + "transaction \(meta.rootGeneration) (an older copy of the PFS or of the image was put back)"
+        logger(message)
+        if !readOnly && !accepted {
+            throw ToolError.failed(message + ". Mount read-only (-o ro) to look, or with -o rollback-ok to accept it")
+        }
+        if !accepted { return }  // read-only: the record keeps the newer generation
+    }
+    do {
+        try state.record(id, meta.rootGeneration, replacing: accepted)
+    } catch {
+        logger("warning: rollback state not kept (\(error)); rollbacks of PFS \(label) cannot be detected")
+        return
+    }
+    guard !readOnly else { return }
+    filesystem.rootSigned = { signedLabel, signedMeta in
+        guard signedLabel == label else { return }
+        do { try state.record(id, signedMeta.rootGeneration) } catch {
+            logger("warning: rollback state of PFS \(label) not updated: \(error)")
+        }
     }
 }
 
