@@ -56,7 +56,7 @@ extension MountedPFS {
     /// upward, the first gap, or the key after a contiguous run (so a lone name gets
     /// hash + 1), as hammer2_xop_scanlhc and hammer2_inode_create_normal choose it.
     func newEntryKey(_ dir: Node, _ name: [UInt8]) throws -> UInt64 {
-        let hash = disk.directoryKey(for: name)
+        let hash = disk.directoryKey(for: name, in: dir.inum)
         let last = hash | HAMMER2.dirhashLowMask
         var used = Set<UInt64>()
         if dir.flushedBref != nil, case let .blockset(refs) = dir.flushedContent {

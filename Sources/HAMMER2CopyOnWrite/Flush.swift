@@ -394,10 +394,13 @@ extension MutableFilesystem {
             var bref = Blockref(type: .dirent, methods: methods, key: key, tid: tid)
             (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: entry.inum, nameLength: entry.name.count, type: entry.type)
             if let keys {
-                if entry.name.count <= PFSKeys.inlineNameBytes {
-                    bref.check = CheckArea(bytes: keys.sealInlineName(entry.name, directory: dir.inum))
-                } else {
-                    let block = entry.name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - entry.name.count)
+                // Scheme 2: the length field holds a length class and the type is sealed.
+                let sealedName = keys.sealDirentName(entry.name, type: entry.type, directory: dir.inum)
+                (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: entry.inum, nameLength: sealedName.lengthField,
+                                                                  type: sealedName.typeField)
+                if let area = sealedName.area {
+                    bref.check = CheckArea(bytes: area)
+                } else if let block = sealedName.block {
                     let (sealed, area) = keys.sealData(block, type: .dirent, compression: .none, key: key)
                     bref.check = area
                     bref.place(try sink.writeNewBlock(sealed, type: .dirent, copies: min(copies, Blockref.copyCapacity(bref.checkMethod))))

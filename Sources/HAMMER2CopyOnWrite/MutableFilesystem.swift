@@ -31,6 +31,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     var pendingRootRemovals = Set<UInt64>()
     /// scrypt's log2(N) for keys wrapped from now on (tests lower it to save time).
     public var keyDerivationCost = KeyRecord.defaultLog2N
+    /// The naming scheme of encryption roots created from now on (PFSKeys.scheme): the
+    /// current one; 1 makes PFSes as versions before scheme 2 did (compatibility tests).
+    public var encryptionScheme = PFSKeys.currentScheme
     /// Called after a flush made a newly signed encrypted PFS root durable (label, its
     /// metadata with the generation): mount_hammer2 keeps the host's rollback state.
     public var rootSigned: (@Sendable (String, InodeMeta) -> Void)?

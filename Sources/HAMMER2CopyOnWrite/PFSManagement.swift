@@ -108,7 +108,7 @@ extension MutableFilesystem {
     /// Makes `inode` (a new, empty PFS root) the root of an encrypted PFS: a new master key
     /// wrapped by `source`, unlocked in this process.
     private func seal(_ inode: inout InodeData, source: KeySource) throws {
-        let (record, keys) = try KeyRecord.create(source: source, log2N: keyDerivationCost)
+        let (record, keys) = try KeyRecord.create(source: source, log2N: keyDerivationCost, scheme: encryptionScheme)
         inode.meta.decryptCheck = KeyRecord.decryptCheckMagic | UInt64(keys.keyID)
         inode.keyRecord = record.encoded()
         reader.keyring.add(keys)

@@ -4,7 +4,8 @@
 // decrypt_check (0x00E0) holds "H2EN" and the key id: DragonFly's reserved field, nonzero
 // only on encrypted PFS roots.
 //
-//   0x00 magic "H2EK"      0x04 version (1)      0x05 cipher (1 = XAES-256-GCM)
+//   0x00 magic "H2EK"      0x04 version (1, or 2: the naming scheme of PFSKeys.scheme)
+//   0x05 cipher (1 = XAES-256-GCM)
 //   0x06 wrapping (1 = passphrase, scrypt; 2 = key file, HKDF)
 //   0x07 scrypt log2(N)    0x08 scrypt r         0x09 scrypt p        0x0A reserved (2)
 //   0x0C key id (LE)       0x10 domain (16)      0x20 salt (16)       0x30 wrap nonce (24)
@@ -51,6 +52,8 @@ public struct KeyRecord: Sendable, Equatable {
     public enum Wrapping: UInt8, Sendable { case passphrase = 1, keyFile = 2 }
 
     public var wrapping: Wrapping
+    /// The record's version, which is also the PFS's naming scheme (PFSKeys.scheme).
+    public var version: UInt8 = PFSKeys.currentScheme
     public var scryptLog2N: UInt8
     public var scryptR: UInt8
     public var scryptP: UInt8
@@ -70,9 +73,10 @@ public struct KeyRecord: Sendable, Equatable {
     public static let creatableLog2N: ClosedRange<UInt8> = 14...21
 
     /// A new master key and domain, wrapped by `source`.
-    public static func create(source: KeySource, log2N: UInt8 = defaultLog2N) throws -> (KeyRecord, PFSKeys) {
+    public static func create(source: KeySource, log2N: UInt8 = defaultLog2N,
+                              scheme: UInt8 = PFSKeys.currentScheme) throws -> (KeyRecord, PFSKeys) {
         let master = randomBytes(32)
-        let keys = PFSKeys(master: master, domain: randomBytes(16))
+        let keys = PFSKeys(master: master, domain: randomBytes(16), scheme: scheme)
         return (try wrap(keys, source: source, log2N: log2N), keys)
     }
 
@@ -81,6 +85,7 @@ public struct KeyRecord: Sendable, Equatable {
         var record = KeyRecord(wrapping: .passphrase, scryptLog2N: log2N, scryptR: 8, scryptP: 1, keyID: keys.keyID,
                                domain: keys.domain, salt: randomBytes(16), nonce: XAES256GCM.randomNonce(),
                                wrappedKey: [], tag: [])
+        record.version = keys.scheme
         if case .keyFile = source { record.wrapping = .keyFile }
         let wrapper = try record.wrappingKey(source)
         (record.wrappedKey, record.tag) = XAES256GCM(key: wrapper).seal(keys.masterKey, nonce: record.nonce,
@@ -94,7 +99,7 @@ public struct KeyRecord: Sendable, Equatable {
         guard let master = XAES256GCM(key: wrapper).open(wrappedKey, tag: tag, nonce: nonce, authenticating: header) else {
             throw KeyError.wrongKey
         }
-        let keys = PFSKeys(master: master, domain: domain)
+        let keys = PFSKeys(master: master, domain: domain, scheme: version)
         guard keys.keyID == keyID else { throw KeyError.badRecord("key id does not match the unwrapped key") }
         return keys
     }
@@ -121,7 +126,7 @@ public struct KeyRecord: Sendable, Equatable {
     var header: [UInt8] { Array(encoded()[0..<0x30]) }
 
     public func encoded() -> [UInt8] {
-        var out = Self.magic + [1, 1, wrapping.rawValue, scryptLog2N, scryptR, scryptP, 0, 0]
+        var out = Self.magic + [version, 1, wrapping.rawValue, scryptLog2N, scryptR, scryptP, 0, 0]
         out += withUnsafeBytes(of: keyID.littleEndian) { Array($0) }
         out += domain + salt + nonce + wrappedKey + tag
         out += [UInt8](repeating: 0, count: Self.checksumOffset - out.count)
@@ -153,7 +158,9 @@ public struct KeyRecord: Sendable, Equatable {
         guard stored == 0 || stored == Self.checksum(Array(bytes[0..<Self.bytes])) else {
             throw KeyError.badRecord("its checksum does not match (the record was changed on the media)")
         }
-        guard bytes[4] == 1, bytes[5] == 1 else { throw KeyError.badRecord("version \(bytes[4]) cipher \(bytes[5]) unknown") }
+        guard (1...PFSKeys.currentScheme).contains(bytes[4]), bytes[5] == 1 else {
+            throw KeyError.badRecord("version \(bytes[4]) cipher \(bytes[5]) unknown")
+        }
         guard let wrapping = Wrapping(rawValue: bytes[6]) else { throw KeyError.badRecord("wrapping \(bytes[6]) unknown") }
         guard (10...22).contains(bytes[7]), (1...32).contains(bytes[8]), (1...16).contains(bytes[9]) else {
             throw KeyError.badRecord("scrypt parameters out of range")
@@ -162,6 +169,7 @@ public struct KeyRecord: Sendable, Equatable {
                   keyID: UInt32(bytes[12]) | UInt32(bytes[13]) << 8 | UInt32(bytes[14]) << 16 | UInt32(bytes[15]) << 24,
                   domain: Array(bytes[0x10..<0x20]), salt: Array(bytes[0x20..<0x30]), nonce: Array(bytes[0x30..<0x48]),
                   wrappedKey: Array(bytes[0x48..<0x68]), tag: Array(bytes[0x68..<0x78]))
+        version = bytes[4]
     }
 
     init(wrapping: Wrapping, scryptLog2N: UInt8, scryptR: UInt8, scryptP: UInt8, keyID: UInt32, domain: [UInt8],

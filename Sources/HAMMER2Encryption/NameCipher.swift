@@ -4,10 +4,29 @@
 // encrypted twice under one IV with different contents; decryption recomputes it, so a
 // changed byte is caught even before the parent's tag is checked. Longer names go to a
 // name block sealed like any other block.
+//
+// Scheme 2 (key record version 2, new PFSes) hides lengths and types too: the plaintext is
+// the entry's type byte, the name and zeros up to a length class (16, 32 or 48 bytes
+// inline; a name of 48 bytes or more goes to the 1 KiB name block), the dirent's length
+// field holds the class (16, 32, 48, or 255 for a name block) and its type field "unknown".
+// Names hold no NUL byte, so the first zero ends the name.
 
 import Crypto
 import Foundation
+import HAMMER2Format
 import _CryptoExtras
+
+/// What a dirent stores for an entry of an encrypted PFS.
+public struct SealedDirentName: Sendable, Equatable {
+    /// The dirent's name length field (the exact length in scheme 1, a class in scheme 2).
+    public var lengthField: Int
+    /// The dirent's type field (the real type in scheme 1, "unknown" in scheme 2).
+    public var typeField: ObjectType
+    /// The 64-byte check area of an inline name, or nil.
+    public var area: [UInt8]?
+    /// The 1 KiB plaintext of the name block (to be sealed as a block), or nil.
+    public var block: [UInt8]?
+}
 
 extension PFSKeys {
     public static let inlineNameBytes = 48
@@ -24,6 +43,64 @@ extension PFSKeys {
         let iv = nameIV(directory: directory, name: name)
         let ciphertext = try! AES._CTR.encrypt(name, using: names, nonce: try! AES._CTR.Nonce(nonceBytes: iv))
         return iv + ciphertext + [UInt8](repeating: 0, count: 64 - 16 - ciphertext.count)
+    }
+
+    /// Length field of a scheme-2 name block.
+    public static let nameBlockLengthField = 255
+
+    /// Names this long or shorter sit in the dirent itself.
+    public var inlineNameCapacity: Int { scheme >= 2 ? Self.inlineNameBytes - 1 : Self.inlineNameBytes }
+
+    /// The dirent fields and sealed name of entry `name` (of `type`) in `directory`.
+    public func sealDirentName(_ name: [UInt8], type: ObjectType, directory: UInt64) -> SealedDirentName {
+        precondition(!name.isEmpty && name.count <= HAMMER2.inodeMaxName && !name.contains(0), "a name is 1-255 bytes without NUL")
+        guard scheme >= 2 else {
+            if name.count <= Self.inlineNameBytes {
+                return SealedDirentName(lengthField: name.count, typeField: type, area: sealInlineName(name, directory: directory))
+            }
+            return SealedDirentName(lengthField: name.count, typeField: type,
+                                    block: name + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - name.count))
+        }
+        let plain = [type.rawValue] + name
+        if plain.count <= Self.inlineNameBytes {
+            let lengthClass = (plain.count + 15) / 16 * 16
+            let padded = plain + [UInt8](repeating: 0, count: lengthClass - plain.count)
+            return SealedDirentName(lengthField: lengthClass, typeField: .unknown, area: sealInlineName(padded, directory: directory))
+        }
+        return SealedDirentName(lengthField: Self.nameBlockLengthField, typeField: .unknown,
+                                block: plain + [UInt8](repeating: 0, count: HAMMER2.inodeBytes - plain.count))
+    }
+
+    /// Whether a dirent with this length field keeps its name in a (sealed) name block.
+    public func nameIsInBlock(lengthField: Int) -> Bool { lengthField > Self.inlineNameBytes }
+
+    /// The name and type of a dirent: from its check area (`area`), or from its opened name
+    /// block (`block`) when `nameIsInBlock`. Nil when it does not authenticate or parse.
+    public func openDirentName(lengthField: Int, typeField: ObjectType, area: [UInt8], block: [UInt8]?,
+                               directory: UInt64) -> (name: [UInt8], type: ObjectType)? {
+        guard scheme >= 2 else {
+            if !nameIsInBlock(lengthField: lengthField) {
+                return openInlineName(area, length: lengthField, directory: directory).map { ($0, typeField) }
+            }
+            guard let block, block.count >= lengthField, lengthField <= HAMMER2.inodeMaxName else { return nil }
+            return (Array(block[0..<lengthField]), typeField)
+        }
+        let plain: [UInt8]
+        if !nameIsInBlock(lengthField: lengthField) {
+            guard [16, 32, 48].contains(lengthField), let opened = openInlineName(area, length: lengthField, directory: directory) else {
+                return nil
+            }
+            plain = opened
+        } else {
+            guard lengthField == Self.nameBlockLengthField, let block, block.count >= HAMMER2.inodeMaxName + 1 else { return nil }
+            plain = Array(block[0..<(HAMMER2.inodeMaxName + 1)])
+        }
+        guard plain.count >= 2 else { return nil }
+        let body = plain[1...]
+        let end = body.firstIndex(of: 0) ?? body.endIndex
+        let name = Array(body[body.startIndex..<end])
+        guard !name.isEmpty, body[end...].allSatisfy({ $0 == 0 }) else { return nil }
+        return (name, ObjectType(rawValue: plain[0]))
     }
 
     /// The name in a dirent check area, or nil if it does not authenticate.

@@ -16,6 +16,10 @@ public final class PFSKeys: @unchecked Sendable {
     /// The encryption root's id: shared by the PFS and its snapshots (which share blocks),
     /// bound into every block's associated data.
     public let domain: [UInt8]
+    /// The naming scheme, the key record's version: 1 hashes a name alone and stores its
+    /// exact length and type in clear; 2 (new PFSes) binds the directory into the hash and
+    /// hides lengths and types (NameCipher, docs/encryption.md).
+    public let scheme: UInt8
     public let keyID: UInt32
     public let blocks: XAES256GCM
     let names: SymmetricKey
@@ -25,10 +29,11 @@ public final class PFSKeys: @unchecked Sendable {
     /// Kept only to wrap again (key-change); wiped by `wipe()`.
     private var master: [UInt8]
 
-    public init(master: [UInt8], domain: [UInt8]) {
+    public init(master: [UInt8], domain: [UInt8], scheme: UInt8 = PFSKeys.currentScheme) {
         precondition(master.count == 32 && domain.count == 16, "a master key is 32 bytes, a domain id 16")
         self.master = master
         self.domain = domain
+        self.scheme = scheme
         let key = SymmetricKey(data: master)
         func derive(_ label: String) -> SymmetricKey {
             HKDF<SHA256>.deriveKey(inputKeyMaterial: key, salt: domain, info: Data("hammer2 \(label)".utf8), outputByteCount: 32)
@@ -43,15 +48,21 @@ public final class PFSKeys: @unchecked Sendable {
 
     public var masterKey: [UInt8] { master }
 
+    /// The scheme new encryption roots get.
+    public static let currentScheme: UInt8 = 2
+
     /// Overwrites the copy of the master key this object holds (unmount). The derived keys
     /// live in SymmetricKey storage, which swift-crypto zeroes when it is released.
     public func wipe() {
         master.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } }
     }
 
-    /// DragonFly's directory hash layout (bit 63 visible, low 15 bits for collisions), keyed.
-    public func directoryKey(for name: [UInt8]) -> UInt64 {
-        let mac = HMAC<SHA256>.authenticationCode(for: name, using: dirhash)
+    /// DragonFly's directory hash layout (bit 63 visible, low 15 bits for collisions), keyed,
+    /// and (scheme 2) bound to the directory's inode number, so that equal names in two
+    /// directories do not show as equal keys.
+    public func directoryKey(for name: [UInt8], in directory: UInt64) -> UInt64 {
+        let message = scheme >= 2 ? withUnsafeBytes(of: directory.littleEndian) { Array($0) } + name : name
+        let mac = HMAC<SHA256>.authenticationCode(for: message, using: dirhash)
         let value = mac.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self).littleEndian }
         return (value & ~UInt64(0xFFFF)) | HAMMER2.dirhashVisible | 0x8000
     }

@@ -80,9 +80,10 @@ public final class PFS: Sendable {
         }
     }
 
-    /// The directory hash of `name`: DragonFly's, or keyed on an encrypted PFS.
-    public func directoryKey(for name: [UInt8]) -> UInt64 {
-        keys?.directoryKey(for: name) ?? DirectoryHash.key(for: name)
+    /// The directory hash of `name` in directory `directory`: DragonFly's, or keyed (and
+    /// bound to the directory) on an encrypted PFS.
+    public func directoryKey(for name: [UInt8], in directory: UInt64) -> UInt64 {
+        keys?.directoryKey(for: name, in: directory) ?? DirectoryHash.key(for: name)
     }
 
     // MARK: Inodes
@@ -122,17 +123,14 @@ public final class PFS: Sendable {
         switch bref.type {
         case .dirent where bref.checkMethod == .xaes256gcm:
             let keys = try sealingKeys(bref)
-            let length = bref.direntNameLength
-            let name: [UInt8]?
-            if length <= PFSKeys.inlineNameBytes {
-                name = keys.openInlineName(bref.check.bytes, length: length, directory: directory)
-            } else {
-                name = try reader.cachedPhysical(bref).prefix(length).map { $0 }  // opened and verified
-            }
-            guard let name, name.count == length, length <= HAMMER2.inodeMaxName else {
+            let lengthField = bref.direntNameLength
+            let block = keys.nameIsInBlock(lengthField: lengthField) ? try reader.cachedPhysical(bref) : nil  // opened, verified
+            guard let (name, type) = keys.openDirentName(lengthField: lengthField, typeField: bref.direntType,
+                                                         area: bref.check.bytes, block: block, directory: directory),
+                  name.count <= HAMMER2.inodeMaxName else {
                 throw EngineError.authenticationFailed(bref: bref, reason: "encrypted name of directory \(directory)")
             }
-            return DirectoryEntry(name: name, inum: bref.direntInodeNumber, type: bref.direntType, key: bref.key)
+            return DirectoryEntry(name: name, inum: bref.direntInodeNumber, type: type, key: bref.key)
         case .dirent:
             let name: [UInt8]
             do {
@@ -161,7 +159,7 @@ public final class PFS: Sendable {
     public func lookup(in dir: InodeData, name: [UInt8]) throws -> DirectoryEntry {
         guard dir.meta.type == .directory else { throw EngineError.notDirectory }
         guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { throw EngineError.notFound }
-        let hash = directoryKey(for: name)
+        let hash = directoryKey(for: name, in: dir.meta.inum)
         var found: DirectoryEntry?
         try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
             if let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {

@@ -144,6 +144,71 @@ final class EncryptedPFSTests: XCTestCase {
         XCTAssertEqual(keyedCounts.authenticated, counts.sealedWithoutKey)
     }
 
+    /// Issue 18, item 6: on the media (the dirents, read without decrypting anything), the
+    /// same name in two directories has different keys, name lengths show only as one of
+    /// four classes, and entry types not at all; scheme-1 PFSes (made before) still read.
+    func testDirentsHideEqualNamesLengthsAndTypes() throws {
+        for scheme in [UInt8(1), 2] {
+            let lengths = [1, 15, 16, 31, 32, 47, 48, 64, 100, 255]
+            do {
+                let fs = try open()
+                fs.encryptionScheme = scheme
+                try fs.createPFS(label: "SECRET", encryption: passphrase)
+                let pfs = try fs.openPFS("SECRET")
+                for dir in ["a", "b"] {
+                    let inum = try pfs.create(in: root, name: Array(dir.utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+                    _ = try file(pfs, inum, "same-name.txt", Array(dir.utf8))
+                }
+                let a = try pfs.resolve("a")
+                for length in lengths { _ = try file(pfs, a, String(repeating: "x", count: length - 1) + "f", []) }
+                _ = try pfs.create(in: a, name: Array("sub".utf8), type: .directory, mode: 0o700, caller: caller)
+                _ = try pfs.create(in: a, name: Array("ln".utf8), type: .softlink, mode: 0o777, caller: caller, target: Array("f".utf8))
+                try fs.flush()
+            }
+            // What the media shows: the dirent blockrefs in each directory's blockset.
+            let disk = try keyedDisk()
+            func dirents(_ path: String) throws -> [Blockref] {
+                let inum = try disk.lookup(in: disk.root, name: Array(path.utf8)).inum
+                var out: [Blockref] = []
+                try disk.tree.forEachLeaf(in: try disk.inode(inum).blockset, from: 0, through: .max) { bref in
+                    if bref.type == .dirent { out.append(bref) }
+                    return true
+                }
+                return out
+            }
+            let inA = try dirents("a"), inB = try dirents("b")
+            XCTAssertEqual(inA.count, lengths.count + 3)
+            let sameA = try disk.lookup(in: try disk.inode(try disk.lookup(in: disk.root, name: Array("a".utf8)).inum),
+                                        name: Array("same-name.txt".utf8)).key
+            let sameB = try disk.lookup(in: try disk.inode(try disk.lookup(in: disk.root, name: Array("b".utf8)).inum),
+                                        name: Array("same-name.txt".utf8)).key
+            XCTAssertEqual(inB.map(\.key), [sameB])
+            if scheme == 2 {
+                XCTAssertNotEqual(sameA, sameB, "equal names in two directories have different keys")
+                XCTAssertTrue(Set(inA.map(\.direntNameLength)).isSubset(of: [16, 32, 48, 255]), "\(inA.map(\.direntNameLength))")
+                XCTAssertEqual(Set(inA.map(\.direntType)), [.unknown], "types are sealed")
+            } else {
+                XCTAssertEqual(sameA, sameB, "scheme 1 hashes the name alone")
+                XCTAssertTrue(Set(inA.map(\.direntNameLength)).isSuperset(of: Set(lengths)))
+            }
+            // Through the engine every name, length and type comes back.
+            let fs = try open(writable: false)
+            try fs.unlockPFS("SECRET", source: passphrase)
+            let pfs = try fs.openPFS("SECRET")
+            var listed: [String: ObjectType] = [:]
+            try pfs.readDirectory(try pfs.resolve("a"), from: 0, withAttributes: false) { entry, _ in
+                listed[String(decoding: entry.name, as: UTF8.self)] = entry.type
+                return true
+            }
+            XCTAssertEqual(listed.count, lengths.count + 3)
+            for length in lengths { XCTAssertEqual(listed[String(repeating: "x", count: length - 1) + "f"], .regularFile, "\(length)") }
+            XCTAssertEqual(listed["sub"], .directory)
+            XCTAssertEqual(listed["ln"], .softlink)
+            XCTAssertEqual(try content(pfs, "b/same-name.txt"), Array("b".utf8))
+            if scheme == 1 { try tearDownWithError(); try setUpWithError() }  // a fresh image for scheme 2
+        }
+    }
+
     func testSnapshotKeyChangeAndMixedVolume() throws {
         do {
             let fs = try open()

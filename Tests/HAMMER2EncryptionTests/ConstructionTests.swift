@@ -122,28 +122,69 @@ final class ConstructionTests: XCTestCase {
         XCTAssertNil(keys.openInlineName(flipped, length: name.count, directory: 5))
         XCTAssertNotEqual(keys.sealInlineName(name, directory: 6), area, "the same name in another directory looks different")
 
-        let key = keys.directoryKey(for: name)
-        XCTAssertEqual(key, keys.directoryKey(for: name))
-        XCTAssertNotEqual(key, other.directoryKey(for: name))
+        let key = keys.directoryKey(for: name, in: 5)
+        XCTAssertEqual(key, keys.directoryKey(for: name, in: 5))
+        XCTAssertNotEqual(key, keys.directoryKey(for: name, in: 6), "scheme 2: equal names in two directories differ")
+        XCTAssertNotEqual(key, other.directoryKey(for: name, in: 5))
         XCTAssertNotEqual(key, DirectoryHash.key(for: name))
         XCTAssertEqual(key & 0xFFFF, 0x8000)
         XCTAssertEqual(key & HAMMER2.dirhashVisible, HAMMER2.dirhashVisible)
+        let schemeOne = PFSKeys(master: [UInt8](repeating: 9, count: 32), domain: [UInt8](repeating: 1, count: 16), scheme: 1)
+        XCTAssertEqual(schemeOne.directoryKey(for: name, in: 5), schemeOne.directoryKey(for: name, in: 6), "scheme 1: the name alone")
 
         // Both are on the media: pinned to HMAC-SHA256 under the derived keys (directory
         // key: the first 8 bytes with DragonFly's low bits; IV: the first 16 bytes).
-        let dirhashMAC = Array(HMAC<SHA256>.authenticationCode(for: name, using: keys.dirhash))
+        let dirhashMAC = Array(HMAC<SHA256>.authenticationCode(for: [5, 0, 0, 0, 0, 0, 0, 0] + name, using: keys.dirhash))
         let word = dirhashMAC[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
         XCTAssertEqual(key, (word & ~UInt64(0xFFFF)) | HAMMER2.dirhashVisible | 0x8000)
+        let oneMAC = Array(HMAC<SHA256>.authenticationCode(for: name, using: schemeOne.dirhash))
+        let oneWord = oneMAC[0..<8].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) }
+        XCTAssertEqual(schemeOne.directoryKey(for: name, in: 5), (oneWord & ~UInt64(0xFFFF)) | HAMMER2.dirhashVisible | 0x8000)
         let ivMAC = Array(HMAC<SHA256>.authenticationCode(for: [5, 0, 0, 0, 0, 0, 0, 0] + name, using: keys.siv))
         XCTAssertEqual(Array(area[0..<16]), Array(ivMAC[0..<16]))
+    }
+
+    /// Scheme 2 dirents: a length class instead of the length, the type sealed with the
+    /// name, every length and type round trips, and a changed byte does not open.
+    func testSchemeTwoDirentNamesHideLengthAndType() {
+        let keys = PFSKeys(master: [UInt8](repeating: 4, count: 32), domain: [UInt8](repeating: 2, count: 16))
+        let other = PFSKeys(master: [UInt8](repeating: 5, count: 32), domain: [UInt8](repeating: 2, count: 16))
+        var classes = Set<Int>()
+        for length in 1...255 {
+            let name = (0..<length).map { UInt8(0x41 + $0 % 26) }
+            for type in [ObjectType.regularFile, .directory, .softlink] {
+                let sealed = keys.sealDirentName(name, type: type, directory: 77)
+                XCTAssertEqual(sealed.typeField, .unknown)
+                XCTAssertEqual(sealed.lengthField, length <= 15 ? 16 : length <= 31 ? 32 : length <= 47 ? 48 : 255, "\(length)")
+                classes.insert(sealed.lengthField)
+                XCTAssertEqual(sealed.area == nil, length > 47)
+                let opened = keys.openDirentName(lengthField: sealed.lengthField, typeField: sealed.typeField,
+                                                 area: sealed.area ?? [UInt8](repeating: 0, count: 64), block: sealed.block,
+                                                 directory: 77)
+                XCTAssertEqual(opened?.name, name)
+                XCTAssertEqual(opened?.type, type)
+                if let area = sealed.area {
+                    XCTAssertNil(area.firstRange(of: name))
+                    XCTAssertNil(keys.openDirentName(lengthField: sealed.lengthField, typeField: .unknown, area: area, block: nil, directory: 78))
+                    XCTAssertNil(other.openDirentName(lengthField: sealed.lengthField, typeField: .unknown, area: area, block: nil, directory: 77))
+                    XCTAssertNil(keys.openDirentName(lengthField: 32 - sealed.lengthField % 32 + 16, typeField: .unknown, area: area,
+                                                     block: nil, directory: 77), "another length class")
+                }
+            }
+        }
+        XCTAssertEqual(classes, [16, 32, 48, 255], "four length classes in all")
+        // A name block whose padding is not zeros (a forged block) does not parse.
+        var block = keys.sealDirentName(Array(repeating: 0x61, count: 60), type: .regularFile, directory: 1).block!
+        block[200] = 1
+        XCTAssertNil(keys.openDirentName(lengthField: 255, typeField: .unknown, area: [], block: block, directory: 1))
     }
 
     /// The derivations are part of the on-disk format: fixed inputs give fixed outputs, so a
     /// change to them (which would make existing encrypted PFSes unreadable) fails here.
     func testKeyDerivationKnownAnswers() {
-        let keys = PFSKeys(master: (0..<32).map { UInt8($0) }, domain: (0..<16).map { UInt8(0xA0 + $0) })
+        let keys = PFSKeys(master: (0..<32).map { UInt8($0) }, domain: (0..<16).map { UInt8(0xA0 + $0) }, scheme: 1)
         XCTAssertEqual(String(format: "%08x", keys.keyID), "d5d5c178")
-        XCTAssertEqual(String(keys.directoryKey(for: Array("hello.txt".utf8)), radix: 16), "c23d8171e06b8000")
+        XCTAssertEqual(String(keys.directoryKey(for: Array("hello.txt".utf8), in: 1), radix: 16), "c23d8171e06b8000")
         XCTAssertEqual(hex(keys.sealInlineName(Array("hello.txt".utf8), directory: 1)), "e70c688e4c64ba09b7146340690ff673bd83c220cfccc2708b" + String(repeating: "0", count: 78))
         let nonce = [UInt8](repeating: 0x11, count: 24)
         let ad = keys.associatedData(type: .data, compression: .lz4, key: 0x10000, keybits: 16, physicalBytes: 1024, clear: [])
