@@ -57,57 +57,22 @@ extension MutableFilesystem {
             var result = BulkfreeResult()
             var referenced = Set<UInt64>()  // 16 KiB block numbers in use
             var linearEnds: [UInt64: UInt64] = [:]  // segment -> end of its highest sub-16 KiB block
-            var visitedNodes = Set<UInt64>()  // shared subtrees (snapshots) are walked once
             let begin = header.allocatorBegin
-            let volumeEnd = volumes.totalSize
-            // A blockref that cannot be a block stops bulkfree: with a damaged tree it cannot
-            // know what is in use, and freeing on a guess would destroy data.
             // Every copy of a block is in use (DragonFly's bulkfree would free the extra ones).
-            func mark(_ bref: Blockref) throws {
-                let bytes = UInt64(try reader.checkedPhysicalSize(bref))
-                guard bytes > 0 else { return }
-                for offset in bref.copyMediaOffsets where offset >= begin {
-                    guard offset + bytes <= volumeEnd, (offset & 0xFFFF) + bytes <= 0x10000 else {
-                        throw EngineError.corrupt("bulkfree: \(describe(bref)) has a copy at 0x\(String(offset, radix: 16)) that cannot be a block")
-                    }
-                    var block = offset / FreemapAllocator.blockBytes
-                    let last = (offset + bytes - 1) / FreemapAllocator.blockBytes
-                    while block <= last {
-                        if referenced.insert(block).inserted { result.referencedBytes += FreemapAllocator.blockBytes }
-                        block += 1
-                    }
-                    if bytes < FreemapAllocator.blockBytes {
-                        let segment = offset / FreemapAllocator.segmentBytes
-                        linearEnds[segment] = max(linearEnds[segment] ?? 0, offset + bytes - segment * FreemapAllocator.segmentBytes)
-                    }
+            result.blockrefsScanned = try forEachReferencedBlock(progress: { scanned in
+                progress?(scanned)
+                Trace.record(.bulkfreeProgress, UInt64(scanned), result.referencedBytes)
+            }) { bref, offset, bytes in
+                guard offset >= begin else { return }
+                var block = offset / FreemapAllocator.blockBytes
+                let last = (offset + bytes - 1) / FreemapAllocator.blockBytes
+                while block <= last {
+                    if referenced.insert(block).inserted { result.referencedBytes += FreemapAllocator.blockBytes }
+                    block += 1
                 }
-            }
-            func walk(_ refs: [Blockref]) throws {
-                for bref in refs where bref.type != .empty {
-                    result.blockrefsScanned += 1
-                    if result.blockrefsScanned % 65_536 == 0 {
-                        progress?(result.blockrefsScanned)
-                        Trace.record(.bulkfreeProgress, UInt64(result.blockrefsScanned), result.referencedBytes)
-                    }
-                    try mark(bref)
-                    switch bref.type {
-                    case .inode:
-                        guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
-                        // Encrypted inodes keep their blockset readable: no key is needed here.
-                        if let children = try reader.blocksetForWalk(bref) { try walk(children) }
-                    case .indirect:
-                        guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
-                        try walk(reader.childBlockrefs(bref))
-                    default:
-                        break
-                    }
-                }
-            }
-            try walk(header.superRootBlockset)
-            // Open files already unlinked are out of the index but still read their blocks.
-            for pfs in mounted.values {
-                for node in pfs.nodes.values where node.meta.nlinks == 0 && node.openCount > 0 {
-                    try walk(node.flushedContent.blockset)
+                if bytes < FreemapAllocator.blockBytes {
+                    let segment = offset / FreemapAllocator.segmentBytes
+                    linearEnds[segment] = max(linearEnds[segment] ?? 0, offset + bytes - segment * FreemapAllocator.segmentBytes)
                 }
             }
             progress?(result.blockrefsScanned)
@@ -118,6 +83,56 @@ extension MutableFilesystem {
             try commitFreemapLocked(allHeaderCopies: true)
             return result
         }
+    }
+}
+
+extension MutableFilesystem {
+    /// Visits every copy of every block the last flushed state references, and the blocks
+    /// of open files already unlinked (out of the index, still read): `visit(bref, media
+    /// offset, bytes)`; shared subtrees (snapshots) once. The caller holds the lock. A
+    /// blockref that cannot be a block throws: with a damaged tree nothing can know what is
+    /// in use, and bulkfree or key erasure acting on a guess would destroy data. Returns the
+    /// number of blockrefs walked.
+    @discardableResult
+    func forEachReferencedBlock(progress: ((Int) -> Void)? = nil,
+                                _ visit: (Blockref, UInt64, UInt64) throws -> Void) throws -> Int {
+        var visitedNodes = Set<UInt64>()
+        var scanned = 0
+        let volumeEnd = volumes.totalSize
+        func walk(_ refs: [Blockref]) throws {
+            for bref in refs where bref.type != .empty {
+                scanned += 1
+                if scanned % 65_536 == 0 { progress?(scanned) }
+                let bytes = UInt64(try reader.checkedPhysicalSize(bref))
+                if bytes > 0 {
+                    for offset in bref.copyMediaOffsets {
+                        guard offset + bytes <= volumeEnd, (offset & 0xFFFF) + bytes <= 0x10000 else {
+                            throw EngineError.corrupt("\(describe(bref)) has a copy at 0x\(String(offset, radix: 16)) that cannot be a block")
+                        }
+                        try visit(bref, offset, bytes)
+                    }
+                }
+                switch bref.type {
+                case .inode:
+                    guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
+                    // Encrypted inodes keep their blockset readable: no key is needed here.
+                    if let children = try reader.blocksetForWalk(bref) { try walk(children) }
+                case .indirect:
+                    guard visitedNodes.insert(bref.dataOffset).inserted else { continue }
+                    try walk(reader.childBlockrefs(bref))
+                default:
+                    break
+                }
+            }
+        }
+        try walk(header.superRootBlockset)
+        for pfs in mounted.values {
+            for node in pfs.nodes.values where node.meta.nlinks == 0 && node.openCount > 0 {
+                try walk(node.flushedContent.blockset)
+            }
+        }
+        progress?(scanned)
+        return scanned
     }
 }
 

@@ -171,49 +171,71 @@ extension MutableFilesystem {
         try withLock { try keyRecord(of: label).record }
     }
 
-    /// hammer2 key-change: wraps the same master key by `new` (nothing else is rewritten).
-    public func changeKey(_ label: String, old: KeySource, new: KeySource) throws {
+    /// hammer2 key-change: wraps the same master key by `new` in PFS `label`'s root and in
+    /// every other root that wraps the same key (its snapshots, or its origin), so the old
+    /// passphrase opens none of them; then zeroes the old wrapping's stale copies
+    /// (KeyErasure). Returns what the erasure did. Nothing else is rewritten: blocks stay
+    /// under the same key (docs/encryption.md, "Changing keys").
+    @discardableResult
+    public func changeKey(_ label: String, old: KeySource, new: KeySource,
+                          progress: ((UInt64, UInt64) -> Void)? = nil) throws -> KeyErasureResult {
         guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
-        try withLock {
-            let (bref, root, current) = try keyRecord(of: label)
+        let domain: [UInt8] = try withLock {
+            let (_, _, current) = try keyRecord(of: label)
             guard let current else { throw EngineError.invalidArgument("PFS \(label) is not encrypted") }
             let keys: PFSKeys
             do { keys = try current.unwrap(old) } catch let error as KeyError {
                 Trace.record(.keyRejected, UInt64(current.keyID))
                 throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
             }
-            // A root that was altered must not be re-signed into looking authentic: check
-            // it as a mount would (a pending root, not yet flushed, is unsigned and ours).
-            let pending = pendingRoots.contains { $0.key == bref.key }
-            if mounted[label] == nil && !pending && !keys.rootIsAuthentic(root) {
-                Trace.record(.keyRejected, UInt64(current.keyID))
-                throw EngineError.authenticationFailed(bref: bref, reason: "the root inode of encrypted PFS \(label) does not match its MAC; the key is not changed")
+            // Every root wrapping this key. A root that was altered must not be re-signed
+            // into looking authentic: check each as a mount would (a pending root, not yet
+            // flushed, is unsigned and ours).
+            var holders: [(label: String, bref: Blockref, root: InodeData)] = []
+            for (other, _) in try pfsRootBrefs() {
+                let (bref, root, record) = try keyRecord(of: other)
+                guard record?.keyID == current.keyID else { continue }
+                let pending = pendingRoots.contains { $0.key == bref.key }
+                if mounted[other] == nil && !pending && !keys.rootIsAuthentic(root) {
+                    Trace.record(.keyRejected, UInt64(current.keyID))
+                    throw EngineError.authenticationFailed(bref: bref, reason: "the root inode of encrypted PFS \(other) does not match its MAC; the key is not changed")
+                }
+                holders.append((other, bref, root))
             }
             let record = try KeyRecord.wrap(keys, source: new, log2N: keyDerivationCost).encoded()
-            reader.keyring.add(keys)  // the rewritten root is signed with them
+            reader.keyring.add(keys)  // the rewritten roots are signed with them
             Trace.record(.keyChanged, UInt64(keys.keyID))
-            if let pfs = mounted[label] {
-                pfs.keyRecord = record
-                pfs.root.dirty = true
-            } else {
-                var updated = root
-                updated.keyRecord = record
-                pendingRoots.removeAll { $0.key == bref.key }
-                pendingRoots.append(PendingPFSRoot(inode: updated, key: bref.key))
+            for holder in holders {
+                if let pfs = mounted[holder.label] {
+                    pfs.keyRecord = record
+                    pfs.root.dirty = true
+                } else {
+                    var updated = holder.root
+                    updated.keyRecord = record
+                    pendingRoots.removeAll { $0.key == holder.bref.key }
+                    pendingRoots.append(PendingPFSRoot(inode: updated, key: holder.bref.key))
+                }
             }
-            try flushLocked()
+            try flushLocked(allHeaderCopies: true)
+            return keys.domain
         }
+        return try eraseStaleKeyRecords(domain: domain, progress: progress)
     }
 
     /// hammer2 pfs-delete: removes a PFS that is not in use. Its blocks come back with the
-    /// next bulkfree (snapshots may still share them).
-    public func deletePFS(label: String) throws {
+    /// next bulkfree (snapshots may still share them). When it was the last PFS of its
+    /// encryption root, its key records are erased (returned: what the erasure did).
+    @discardableResult
+    public func deletePFS(label: String, progress: ((UInt64, UInt64) -> Void)? = nil) throws -> KeyErasureResult? {
         guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
+        var deletedDomain: [UInt8]?
+        var erasure: KeyErasureResult?
         try withLock {
             if mounted[label] != nil { throw EngineError.posix(EBUSY, "PFS \"\(label)\" is mounted") }
-            guard let (bref, _) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
+            guard let (bref, deletedRoot) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
                 throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
             }
+            deletedDomain = deletedRoot.keyRecord.flatMap { try? KeyRecord(decoding: $0) }?.domain
             pendingRootRemovals.insert(bref.key)
             // The last encrypted PFS gone: DragonFly may have the volume back (version 2,
             // its default; a version-1 volume that held encrypted PFSes comes back as 2).
@@ -230,8 +252,13 @@ extension MutableFilesystem {
                     lowered = true
                 }
             }
-            try flushLocked(allHeaderCopies: lowered)
+            try flushLocked(allHeaderCopies: lowered || deletedDomain != nil)
+            if let domain = deletedDomain, try liveKeyDomains().contains(domain) { deletedDomain = nil }
         }
+        // The last PFS of an encryption root gone: its key records (this root's and the stale
+        // copies of earlier ones) are zeroed, so the passphrase opens nothing it left behind.
+        if let deletedDomain { erasure = try eraseStaleKeyRecords(domain: deletedDomain, progress: progress) }
+        return erasure
     }
 
     /// hammer2 snapshot: flushes, then creates PFS `label` sharing `source`'s tree. The

@@ -1,5 +1,6 @@
 // hammer2 key-status and key-change: the encryption facts of each PFS, and rewrapping a
-// PFS's master key under a new passphrase or key file (nothing else is rewritten).
+// PFS's master key under a new passphrase or key file, in every root that holds it (its
+// snapshots too), erasing the old wrapping's stale copies. Blocks are not re-encrypted.
 
 import Foundation
 import HAMMER2CopyOnWrite
@@ -59,8 +60,12 @@ enum KeyDirectives {
         guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
         let old = try KeyInput.source(keyFile: oldFile, prompt: "Current passphrase for \(label): ")
         let new = try KeyInput.source(keyFile: newFile, prompt: "New passphrase for \(label): ", confirm: true, allowShort: allowShort)
-        try filesystem.changeKey(label, old: old, new: new)
-        print("key of \(label) changed")
+        let progress = ScanRequest.ProgressLine(quiet: false)
+        let erasure = try filesystem.changeKey(label, old: old, new: new, progress: { done, total in
+            progress.show("erasing the old wrapping: \(done * 100 / max(total, 1))% of the media scanned")
+        })
+        progress.end()
+        print("key of \(label) changed; \(erasure.erased) stale copies of its old key records erased")
         return 0
     }
 }

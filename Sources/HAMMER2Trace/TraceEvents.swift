@@ -106,6 +106,7 @@ public struct TraceEvent: Sendable, Equatable {
     @inlinable public static var keyRejected: TraceEvent { TraceEvent(0x0802) }
     @inlinable public static var keysWiped: TraceEvent { TraceEvent(0x0803) }
     @inlinable public static var keyChanged: TraceEvent { TraceEvent(0x0804) }
+    @inlinable public static var keysErased: TraceEvent { TraceEvent(0x0805) }
 
     /// Every event the daemon records, as the catalog names them.
     public static let catalog: [TraceEventInfo] = {
@@ -142,6 +143,7 @@ public struct TraceEvent: Sendable, Equatable {
             TraceEventInfo(keyRejected.rawValue, "keys.rejected", [("key_id", .hex)]),
             TraceEventInfo(keysWiped.rawValue, "keys.wiped", [("count", .decimal)]),
             TraceEventInfo(keyChanged.rawValue, "keys.changed", [("key_id", .hex)]),
+            TraceEventInfo(keysErased.rawValue, "keys.erased", [("erased", .decimal), ("live", .decimal)]),
         ]
         return events
     }()

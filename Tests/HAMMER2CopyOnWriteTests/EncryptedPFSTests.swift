@@ -232,26 +232,39 @@ final class EncryptedPFSTests: XCTestCase {
             XCTAssertThrowsError(try snap.resolve("after"))
             XCTAssertEqual(try content(try fs.openPFS("SECRET"), "after"), Array("after snapshot".utf8))
             XCTAssertEqual(try content(try fs.openPFS("DATA"), "clear"), Array("in clear".utf8))
-            // key-change: a key file replaces the passphrase of SECRET (not of the snapshot).
+            // key-change: a key file replaces the passphrase of SECRET and of its snapshot,
+            // which wraps the same key (else the old passphrase would still open it, and with
+            // it the key of SECRET's newest data).
             let material = Array(repeating: UInt8(0x5C), count: 48)
             XCTAssertThrowsError(try fs.changeKey("SECRET", old: .passphrase(Array("nope".utf8)), new: .keyFile(material)))
-            try fs.changeKey("SECRET", old: passphrase, new: .keyFile(material))
+            XCTAssertGreaterThan(try staleRecords(), 0, "earlier roots of SECRET are still on the media")
+            let erasure = try fs.changeKey("SECRET", old: passphrase, new: .keyFile(material))
+            XCTAssertGreaterThan(erasure.erased, 0)
+            XCTAssertEqual(erasure.live, 2, "SECRET's root and its snapshot's")
             XCTAssertEqual(try fs.encryptionStatus("SECRET")?.wrapping, .keyFile)
+            XCTAssertEqual(try fs.encryptionStatus("SECRET.snap")?.wrapping, .keyFile)
         }
+        // Item 9: no copy of the old wrapping is left anywhere on the media.
+        XCTAssertEqual(try staleRecords(unwrappingWith: passphrase), 0, "the old passphrase unwraps nothing on the media")
         do {
             let fs = try open()
             XCTAssertThrowsError(try fs.unlockPFS("SECRET", source: passphrase))
+            XCTAssertThrowsError(try fs.unlockPFS("SECRET.snap", source: passphrase))
             try fs.unlockPFS("SECRET", source: .keyFile(Array(repeating: UInt8(0x5C), count: 48)))
             XCTAssertEqual(try content(try fs.openPFS("SECRET"), "before"), Array("before snapshot".utf8))
-            XCTAssertEqual(try fs.encryptionStatus("SECRET.snap")?.wrapping, .passphrase)
+            XCTAssertEqual(try content(try fs.openPFS("SECRET.snap"), "before"), Array("before snapshot".utf8))
         }
         do {
-            // Deleting the encrypted PFSes gives the volume back to DragonFly (version 2).
+            // Deleting the encrypted PFSes gives the volume back to DragonFly (version 2),
+            // and the last one gone takes every record of its key with it.
             let fs = try open()
-            try fs.deletePFS(label: "SECRET.snap")
+            XCTAssertNil(try fs.deletePFS(label: "SECRET.snap"), "SECRET still holds the key: nothing erased")
             XCTAssertEqual(try VolumeSet(paths: [image]).header.version, HAMMER2.volumeVersionEncryption, "SECRET is left")
-            try fs.deletePFS(label: "SECRET")
+            let erasure = try XCTUnwrap(try fs.deletePFS(label: "SECRET"))
+            XCTAssertGreaterThan(erasure.erased, 0)
+            XCTAssertEqual(erasure.live, 0)
         }
+        XCTAssertEqual(try staleRecords(), 0, "no key record of the deleted encryption root is left on the media")
         let volumes = try VolumeSet(paths: [image])
         XCTAssertEqual(volumes.header.version, HAMMER2.volumeVersionMultiVolumes)
         XCTAssertTrue(volumes.volumes[0].copies.compactMap(\.header).allSatisfy { $0.version == HAMMER2.volumeVersionMultiVolumes },
@@ -304,6 +317,22 @@ final class EncryptedPFSTests: XCTestCase {
                 guard case .authenticationFailed = error as? EngineError else { return XCTFail("\(what): \(error)") }
             }
         }
+    }
+
+    /// Key records ("H2EK" at 0x180 of a 1 KiB slot) on the whole image, or those that
+    /// `source` unwraps.
+    func staleRecords(unwrappingWith source: KeySource? = nil) throws -> Int {
+        let data = try Data(contentsOf: URL(fileURLWithPath: image))
+        var found = 0
+        data.withUnsafeBytes { raw in
+            for slot in stride(from: 0, to: raw.count - 1024, by: 1024)
+            where raw[slot + 0x180] == 0x48 && raw[slot + 0x181] == 0x32 && raw[slot + 0x182] == 0x45 && raw[slot + 0x183] == 0x4B {
+                guard let source else { found += 1; continue }
+                let bytes = Array(raw[(slot + 0x180)..<(slot + 0x200)])
+                if let record = try? KeyRecord(decoding: bytes), (try? record.unwrap(source)) != nil { found += 1 }
+            }
+        }
+        return found
     }
 
     // MARK: Structure tampering, swaps and replays
