@@ -198,6 +198,28 @@ public enum ControlRequest {
         return result
     }
 
+    /// _IOWR('h', 98, 64 bytes), not DragonFly's: hammer2 reencrypt on the mounted PFS. The
+    /// reply holds inodes, bytes, entries, cursor, older keys left and finished (u64 each).
+    public static let reencrypt: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 98, size: argumentBytes)
+
+    public static func encode(_ progress: ReencryptionProgress) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: argumentBytes)
+        let values = [UInt64(progress.inodes), progress.bytes, UInt64(progress.entries), progress.cursor,
+                      UInt64(progress.olderKeys), progress.finished ? 1 : 0]
+        for (i, value) in values.enumerated() {
+            for b in 0..<8 { bytes[i * 8 + b] = UInt8(truncatingIfNeeded: value >> UInt64(b * 8)) }
+        }
+        return bytes
+    }
+
+    public static func decodeReencryption(_ bytes: [UInt8]) -> ReencryptionProgress {
+        let words = bytes.withUnsafeBytes { raw in (0..<6).map { raw.le64($0 * 8) } }
+        var progress = ReencryptionProgress()
+        progress.inodes = Int(words[0]); progress.bytes = words[1]; progress.entries = Int(words[2])
+        progress.cursor = words[3]; progress.olderKeys = Int(words[4]); progress.finished = words[5] != 0
+        return progress
+    }
+
     /// _IOWR('h', 96, 64 bytes): HAMMER2IOC_GROWFS's number; the reply holds modified
     /// (u32 at 0) and the size (u64 at 8).
     public static let growfs: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 96, size: argumentBytes)

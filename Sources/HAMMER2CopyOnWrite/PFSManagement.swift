@@ -163,6 +163,12 @@ extension MutableFilesystem {
                 Trace.record(.keyRejected, UInt64(record.keyID))
                 throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
             }
+            // A rekeyed PFS: its older keys, for what was written before (authentic root first).
+            if mounted[label] == nil, let (bref, root) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) {
+                let disk = PFS(name: label, reader: reader, rootBref: bref, root: root)
+                try disk.requireKey()
+                try reader.keyring.addHistory(of: disk)
+            }
         }
     }
 

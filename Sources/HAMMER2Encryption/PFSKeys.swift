@@ -48,6 +48,12 @@ public final class PFSKeys: @unchecked Sendable {
 
     public var masterKey: [UInt8] { master }
 
+    /// A new master key for the same encryption root (hammer2 rekey): same domain and
+    /// naming scheme, another key id.
+    public func nextGeneration() -> PFSKeys {
+        PFSKeys(master: randomBytes(32), domain: domain, scheme: scheme)
+    }
+
     /// The scheme new encryption roots get.
     public static let currentScheme: UInt8 = 2
 

@@ -19,6 +19,12 @@ public final class Keyring: Sendable {
 
     public func keys(for keyID: UInt32) -> PFSKeys? { keys.withLock { $0[keyID] } }
 
+    /// Every key held of encryption root `domain` (after a rekey: the current one and the
+    /// older ones from its key history).
+    public func keys(forDomain domain: [UInt8]) -> [PFSKeys] {
+        keys.withLock { all in all.values.filter { $0.domain == domain }.sorted { $0.keyID < $1.keyID } }
+    }
+
     /// Adds every key held here to `other` (the same keys, for another reader).
     public func copy(into other: Keyring) {
         for key in keys.withLock({ Array($0.values) }) { other.add(key) }

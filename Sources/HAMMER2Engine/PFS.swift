@@ -55,6 +55,9 @@ public final class PFS: Sendable {
     /// The keys of an encrypted PFS (nil in clear); `keyID` names them even when locked.
     public let keys: PFSKeys?
     public let keyID: UInt32?
+    /// The older keys of the same encryption root held in the keyring (after a rekey):
+    /// entries and blocks written before it are under them.
+    public let olderKeys: [PFSKeys]
 
     public init(name: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
         self.name = name
@@ -64,6 +67,7 @@ public final class PFS: Sendable {
         self.root = root
         keyID = Keyring.keyID(ofRoot: root.meta)
         keys = keyID.flatMap { reader.keyring.keys(for: $0) }
+        olderKeys = keys.map { current in reader.keyring.keys(forDomain: current.domain).filter { $0.keyID != current.keyID } } ?? []
         rootIsAuthentic = keys.map { $0.rootIsAuthentic(root) } ?? true
     }
 
@@ -125,9 +129,12 @@ public final class PFS: Sendable {
             let keys = try sealingKeys(bref)
             let lengthField = bref.direntNameLength
             let block = keys.nameIsInBlock(lengthField: lengthField) ? try reader.cachedPhysical(bref) : nil  // opened, verified
-            guard let (name, type) = keys.openDirentName(lengthField: lengthField, typeField: bref.direntType,
-                                                         area: bref.check.bytes, block: block, directory: directory),
-                  name.count <= HAMMER2.inodeMaxName else {
+            // Inline names carry no key id: the current key first, then older generations.
+            let opened = ([keys] + olderKeys).lazy.compactMap {
+                $0.openDirentName(lengthField: lengthField, typeField: bref.direntType, area: bref.check.bytes,
+                                  block: block, directory: directory)
+            }.first
+            guard let (name, type) = opened, name.count <= HAMMER2.inodeMaxName else {
                 throw EngineError.authenticationFailed(bref: bref, reason: "encrypted name of directory \(directory)")
             }
             return DirectoryEntry(name: name, inum: bref.direntInodeNumber, type: type, key: bref.key)
@@ -159,14 +166,17 @@ public final class PFS: Sendable {
     public func lookup(in dir: InodeData, name: [UInt8]) throws -> DirectoryEntry {
         guard dir.meta.type == .directory else { throw EngineError.notDirectory }
         guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { throw EngineError.notFound }
-        let hash = directoryKey(for: name, in: dir.meta.inum)
+        // After a rekey, entries not yet re-encrypted sit at their older key's hash.
+        let hashes = [directoryKey(for: name, in: dir.meta.inum)] + olderKeys.map { $0.directoryKey(for: name, in: dir.meta.inum) }
         var found: DirectoryEntry?
-        try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
-            if let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {
-                found = entry
-                return false
+        for hash in hashes where found == nil {
+            try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
+                if let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {
+                    found = entry
+                    return false
+                }
+                return true
             }
-            return true
         }
         guard let found else { throw EngineError.notFound }
         return found

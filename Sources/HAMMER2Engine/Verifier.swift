@@ -305,13 +305,18 @@ public final class Verifier {
         }
         do {
             try pfs.tree.forEachLeaf(in: pfs.root.blockset, from: 0, through: HAMMER2.dirhashVisible - 1) { bref in
-                if bref.type == .inode && !visitedDirectories.contains(bref.key) && linksFound[bref.key] == nil {
+                // An encrypted PFS's key history (inode 2) is in no directory by design.
+                if bref.type == .inode && !visitedDirectories.contains(bref.key) && linksFound[bref.key] == nil
+                    && !(pfs.isEncrypted && bref.key == KeyHistory.inodeNumber) {
                     report.orphans.append(bref.key)
                 }
                 return true
             }
         } catch {
             problem("inode index cannot be walked: \(error)")
+        }
+        if pfs.isEncrypted {
+            do { _ = try pfs.keyHistory() } catch { problem("\(error)") }
         }
         return report
     }

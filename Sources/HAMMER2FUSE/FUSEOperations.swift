@@ -317,7 +317,7 @@ enum FUSEOperations {
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
                          ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump, ControlRequest.scrub,
-                         ControlRequest.growfs]
+                         ControlRequest.growfs, ControlRequest.reencrypt]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 server.replyError(request, ENOTTY)
                 return
@@ -375,6 +375,10 @@ enum FUSEOperations {
                     let result = try server.filesystem.scrub()
                     for problem in result.problems { server.logger("scrub of \(server.options.fsname): \(problem)") }
                     reply = ControlRequest.encode(result)
+                } else if command == ControlRequest.reencrypt {
+                    guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
+                    // In steps, each flushed: the mount keeps serving between them.
+                    reply = ControlRequest.encode(try server.filesystem.reencrypt(server.pfs.label))
                 } else if command == ControlRequest.bulkfree {
                     guard outSize >= ControlRequest.argumentBytes else { throw EngineError.invalidArgument("short ioctl buffer") }
                     reply = ControlRequest.encode(try server.filesystem.bulkfree())

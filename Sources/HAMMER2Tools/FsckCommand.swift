@@ -116,7 +116,15 @@ final class FsckRun {
         for entry in entries {
             guard let bytes = entry.inode.keyRecord, let record = try? KeyRecord(decoding: bytes),
                   keyring.keys(for: record.keyID) == nil else { continue }
-            do { keyring.add(try record.unwrap(source)) } catch {
+            do {
+                let keys = try record.unwrap(source)
+                keyring.add(keys)
+                // A rekeyed PFS's older keys (its key history, sealed under the current one).
+                filesystem.reader.keyring.add(keys)
+                if let pfs = try? filesystem.openPFS(entry.name), pfs.rootIsAuthentic, (try? filesystem.reader.keyring.addHistory(of: pfs)) != nil {
+                    filesystem.reader.keyring.copy(into: keyring)
+                }
+            } catch {
                 keyRefusals[record.keyID] = "\(error)"
             }
         }

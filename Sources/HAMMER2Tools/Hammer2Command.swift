@@ -33,9 +33,17 @@ public enum Hammer2Command {
                                       passphrase asked (or read from stdin; at least 12
                                       bytes unless -F), -k key file; -w scrypt cost
                                       (log2 N, 14-21, default 18)
-        key-status [label...]         Show which PFSes are encrypted, key ids and wrapping
+        key-status [-k keyfile|-K] [label...]
+                                      Show which PFSes are encrypted, key ids and wrapping;
+                                      with a key, the older keys a rekey left
         key-change [-o oldkeyfile] [-k newkeyfile] [-w log2N] [-F] <label>
-                                      Wrap an encrypted PFS's key anew (offline, -f IMAGE)
+                                      Wrap an encrypted PFS's key anew in it and its
+                                      snapshots, erase the old wrapping (offline, -f IMAGE)
+        rekey [-k keyfile] [-w log2N] <label>
+                                      A new key for new writes; the old one kept for older
+                                      blocks until reencrypt (offline, -f IMAGE)
+        reencrypt [<path>]            Rewrite what is under older keys and retire them
+                                      (on a mount; offline: -f IMAGE reencrypt [-k keyfile] <label>)
         pfs-delete <label>                Delete a PFS (not while it is mounted)
         snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:
                                           PFS.YYYYMMDD.HHMMSS); offline: -f image snapshot <pfs> [<label>]
@@ -182,6 +190,11 @@ public enum Hammer2Command {
                 status = try KeyDirectives.status(operands, image: context.image, selected: context.selectedPath)
             case "key-change":
                 status = try KeyDirectives.change(operands, image: context.image, selected: context.selectedPath)
+            case "rekey":
+                status = try KeyDirectives.rekey(operands, image: context.image)
+            case "reencrypt":
+                status = try KeyDirectives.reencrypt(operands, image: context.image, selected: context.selectedPath,
+                                                     quiet: context.quiet > 0)
             case "pfs-delete":
                 try PFSDirectives.delete(operands, image: context.image, selected: context.selectedPath)
             case "scrub":

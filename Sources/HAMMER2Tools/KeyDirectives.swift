@@ -18,11 +18,19 @@ enum KeyDirectives {
         return String(mount.source.split(separator: "@").first ?? "")
     }
 
-    /// key-status [label...]: every PFS (or those named): encrypted or not, key id, wrapping.
-    static func status(_ operands: [String], image: String?, selected: String?) throws -> Int32 {
+    /// key-status [-k keyfile | -K] [label...]: every PFS (or those named): encrypted or not,
+    /// key id, wrapping; with a key, the older keys a rekey left and re-encryption's cursor.
+    static func status(_ arguments: [String], image: String?, selected: String?) throws -> Int32 {
+        let parsed: GetOpt
+        do { parsed = try GetOpt(arguments, spec: "k:K") } catch { throw ToolError.usage("key-status: \(error)") }
+        var keyFile: String?, askPassphrase = false
+        for (letter, value) in parsed.options {
+            if letter == "k" { keyFile = value } else if letter == "K" { askPassphrase = true }
+        }
         let devices = try Self.image(image, selected: selected).split(separator: ":").map(String.init)
         let filesystem = try MutableFilesystem(paths: devices, writable: false)
-        let labels = operands.isEmpty ? try filesystem.pfsLabels().sorted() : operands
+        let labels = parsed.operands.isEmpty ? try filesystem.pfsLabels().sorted() : parsed.operands
+        let source = keyFile != nil || askPassphrase ? try KeyInput.source(keyFile: keyFile, prompt: "Passphrase: ") : nil
         for label in labels {
             guard let record = try filesystem.encryptionStatus(label) else {
                 print("\(label)\tnot encrypted")
@@ -30,9 +38,76 @@ enum KeyDirectives {
             }
             let wrapping = record.wrapping == .passphrase
                 ? "passphrase (scrypt N=2^\(record.scryptLog2N) r=\(record.scryptR) p=\(record.scryptP))" : "key file"
-            print("\(label)\tencrypted\tXAES-256-GCM\tkey \(String(format: "%08x", record.keyID))\t\(wrapping)")
+            var line = "\(label)\tencrypted\tXAES-256-GCM\tkey \(String(format: "%08x", record.keyID))\t\(wrapping)"
+            if let source {
+                do {
+                    try filesystem.unlockPFS(label, source: source)
+                    let generations = try filesystem.keyGenerations(label)
+                    line += generations.older.isEmpty ? "\tno older keys"
+                        : "\tolder keys " + generations.older.map { String(format: "%08x", $0) }.joined(separator: ",")
+                        + (generations.cursor != 0 ? " (reencrypt in progress at inode \(generations.cursor))" : " (run hammer2 reencrypt to retire them)")
+                } catch {
+                    line += "\t(the key given does not open it)"
+                }
+            }
+            print(line)
         }
         return 0
+    }
+
+    /// rekey [-k keyfile] [-w log2N] label (offline: -f IMAGE): a new key for new writes.
+    static func rekey(_ arguments: [String], image: String?) throws -> Int32 {
+        let parsed: GetOpt
+        do { parsed = try GetOpt(arguments, spec: "k:w:") } catch { throw ToolError.usage("rekey: \(error)") }
+        guard parsed.operands.count == 1 else { throw ToolError.usage("rekey: requires the PFS label") }
+        guard let image else { throw ToolError.failed("rekey: give the image (-f IMAGE) of an unmounted volume") }
+        var keyFile: String?, cost = KeyRecord.defaultLog2N
+        for (letter, value) in parsed.options {
+            if letter == "k" { keyFile = value } else if letter == "w" { cost = try KeyInput.scryptCost(value) }
+        }
+        let label = parsed.operands[0]
+        let filesystem = try PFSDirectives.offline(image)
+        filesystem.keyDerivationCost = cost
+        guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
+        let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
+        let progress = ScanRequest.ProgressLine(quiet: false)
+        let result = try filesystem.rekeyPFS(label, source: source, progress: { done, total in
+            progress.show("erasing the old wrapping: \(done * 100 / max(total, 1))% of the media scanned")
+        })
+        progress.end()
+        print("PFS \(label) rekeyed: new writes use key \(String(format: "%08x", result.newKeyID)); key "
+              + "\(String(format: "%08x", result.oldKeyID)) is kept for older blocks (hammer2 reencrypt retires it); "
+              + "\(result.erasure.erased) stale key records erased")
+        return 0
+    }
+
+    /// reencrypt [path] on a mount, or -f IMAGE reencrypt [-k keyfile] label offline.
+    static func reencrypt(_ arguments: [String], image: String?, selected: String?, quiet: Bool) throws -> Int32 {
+        let parsed: GetOpt
+        do { parsed = try GetOpt(arguments, spec: "k:") } catch { throw ToolError.usage("reencrypt: \(error)") }
+        let result: ReencryptionProgress
+        if let image {
+            guard parsed.operands.count == 1 else { throw ToolError.usage("reencrypt: -f IMAGE reencrypt [-k keyfile] <label>") }
+            let label = parsed.operands[0]
+            let keyFile = parsed.options.first { $0.0 == "k" }?.1
+            let filesystem = try ScanRequest.offlineFilesystem(image, directive: "reencrypt")
+            guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
+            try filesystem.unlockPFS(label, source: try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): "))
+            let progress = ScanRequest.ProgressLine(quiet: quiet)
+            result = try filesystem.reencrypt(label) { step in
+                progress.show("reencrypt: \(step.inodes) inodes, \(Text.size(step.bytes).trimmingCharacters(in: .whitespaces)) rewritten, at inode \(step.cursor)")
+            }
+            progress.end()
+        } else {
+            guard parsed.operands.count <= 1, parsed.options.isEmpty else { throw ToolError.usage("reencrypt: at most one path on a mount") }
+            let reply = try ScanRequest.send(ControlRequest.reencrypt, path: parsed.operands.first ?? selected ?? ".",
+                                             directive: "reencrypt", quiet: quiet)
+            result = ControlRequest.decodeReencryption(reply)
+        }
+        print("reencrypt: \(result.inodes) inodes, \(result.entries) directory entries, "
+              + "\(Text.size(result.bytes).trimmingCharacters(in: .whitespaces)) of file data rewritten under the current key; "
+              + (result.finished ? "the older keys are retired" : "stopped at inode \(result.cursor) (run it again to go on)"))
+        return result.finished ? 0 : 1
     }
 
     /// key-change [-o old-keyfile] [-k new-keyfile] [-w log2N] [-F] label (offline: -f IMAGE).

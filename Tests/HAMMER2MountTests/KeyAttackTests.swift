@@ -192,4 +192,41 @@ final class KeyAttackTests: XCTestCase {
         XCTAssertEqual(ok.stdout, "\(file)\tncopies=2\n")
         XCTAssertEqual(try mount.unmount(), 0)
     }
+
+    /// Item 2 through the tools: rekey offline, a mount writes under the new key and reads
+    /// the old blocks, reencrypt online retires the old key; key-status lists the keys.
+    func testRekeyOfflineAndReencryptOnline() throws {
+        try makeImage()
+        let status = try Binaries.run("hammer2", ["-f", image, "key-status", "-k", keyFile, "SECRET"])
+        XCTAssertTrue(status.stdout.contains("no older keys"), status.stdout)
+        let oldKey = try XCTUnwrap(status.stdout.split(separator: "\t").first { $0.hasPrefix("key ") }).dropFirst(4)
+        let rekey = try Binaries.run("hammer2", ["-f", image, "rekey", "-w", "14", "-k", keyFile, "SECRET"])
+        XCTAssertEqual(rekey.status, 0, rekey.stderr)
+        XCTAssertTrue(rekey.stdout.contains("key \(oldKey) is kept for older blocks"), rekey.stdout)
+        let listed = try Binaries.run("hammer2", ["-f", image, "key-status", "-k", keyFile, "SECRET"])
+        XCTAssertTrue(listed.stdout.contains("older keys \(oldKey) (run hammer2 reencrypt to retire them)"), listed.stdout)
+        XCTAssertFalse(listed.stdout.contains("\tkey \(oldKey)\t"), "a new current key")
+
+        let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
+        XCTAssertEqual(try String(contentsOfFile: mount.mountpoint.path + "/letter", encoding: .utf8), "dear diary")
+        write(mount.mountpoint.path + "/new", "under the new key")
+        let online = try Binaries.run("hammer2", ["reencrypt", mount.mountpoint.path])
+        XCTAssertEqual(online.status, 0, online.stderr)
+        XCTAssertTrue(online.stdout.contains("the older keys are retired"), online.stdout)
+        XCTAssertEqual(try String(contentsOfFile: mount.mountpoint.path + "/letter", encoding: .utf8), "dear diary")
+        XCTAssertEqual(try mount.unmount(), 0)
+        let after = try Binaries.run("hammer2", ["-f", image, "key-status", "-k", keyFile, "SECRET"])
+        XCTAssertTrue(after.stdout.contains("no older keys"), after.stdout)
+        let fsck = try Binaries.run("fsck_hammer2", ["-k", keyFile, "-l", "SECRET", image])
+        XCTAssertEqual(fsck.status, 0, fsck.stdout + fsck.stderr)
+        XCTAssertFalse(fsck.stdout.contains("orphans"), fsck.stdout)
+        // Bad uses: not encrypted, not offline, nothing to do twice.
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "rekey", "-k", keyFile, "DATA"]).status, 1)
+        XCTAssertEqual(try Binaries.run("hammer2", ["rekey", "SECRET"]).status, 1)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "reencrypt", "-k", keyFile, "SECRET"]).status, 0, "nothing left to do")
+    }
+
+    func write(_ path: String, _ text: String) {
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
+    }
 }

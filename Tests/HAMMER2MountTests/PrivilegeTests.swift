@@ -42,7 +42,7 @@ final class PrivilegeTests: XCTestCase {
                           ["destroy", volume.path("d")], ["-s", volume.root, "destroy-inum", "1"],
                           ["-s", volume.root, "scrub"], ["-s", volume.root, "growfs"],
                           ["setcheck", "sha192", volume.path("d")], ["setcopies", "2", volume.path("d")],
-                          ["-s", volume.root, "dumpchain"]] {
+                          ["-s", volume.root, "dumpchain"], ["reencrypt", volume.root]] {
             let run = try asNobody(arguments)
             XCTAssertNotEqual(run.status, 0, "\(arguments) as nobody")
             XCTAssertTrue(run.stdout.contains("Operation not permitted") || run.stderr.contains("Operation not permitted"),
