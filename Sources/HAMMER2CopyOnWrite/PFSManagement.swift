@@ -157,18 +157,22 @@ extension MutableFilesystem {
             guard let record = try keyRecord(of: label).record else {
                 throw EngineError.invalidArgument("PFS \(label) is not encrypted")
             }
-            do {
-                reader.keyring.add(try record.unwrap(source))
-            } catch let error as KeyError {
-                Trace.record(.keyRejected, UInt64(record.keyID))
-                throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
-            }
+            reader.keyring.add(try Self.unwrap(record, source, label: label))
             // A rekeyed PFS: its older keys, for what was written before (authentic root first).
             if mounted[label] == nil, let (bref, root) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) {
                 let disk = PFS(name: label, reader: reader, rootBref: bref, root: root)
                 try disk.requireKey()
                 try reader.keyring.addHistory(of: disk)
             }
+        }
+    }
+
+    /// `record`'s key unwrapped by `source`; a wrong key is EACCES (traced by key id), a
+    /// key of the wrong kind or a damaged record EINVAL.
+    static func unwrap(_ record: KeyRecord, _ source: KeySource, label: String) throws -> PFSKeys {
+        do { return try record.unwrap(source) } catch let error as KeyError {
+            Trace.record(.keyRejected, UInt64(record.keyID))
+            throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
         }
     }
 
@@ -189,11 +193,7 @@ extension MutableFilesystem {
         let domain: [UInt8] = try withLock {
             let (_, _, current) = try keyRecord(of: label)
             guard let current else { throw EngineError.invalidArgument("PFS \(label) is not encrypted") }
-            let keys: PFSKeys
-            do { keys = try current.unwrap(old) } catch let error as KeyError {
-                Trace.record(.keyRejected, UInt64(current.keyID))
-                throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
-            }
+            let keys = try Self.unwrap(current, old, label: label)
             // Every root wrapping this key. A root that was altered must not be re-signed
             // into looking authentic: check each as a mount would (a pending root, not yet
             // flushed, is unsigned and ours).

@@ -47,11 +47,7 @@ extension MutableFilesystem {
             if mounted[label] != nil { throw EngineError.posix(EBUSY, "PFS \(label) is in use; rekey it unmounted") }
             let (bref, root, record) = try keyRecord(of: label)
             guard let record else { throw EngineError.invalidArgument("PFS \(label) is not encrypted") }
-            let keys: PFSKeys
-            do { keys = try record.unwrap(source) } catch let error as KeyError {
-                Trace.record(.keyRejected, UInt64(record.keyID))
-                throw EngineError.posix(error == .wrongKey ? EACCES : EINVAL, "PFS \(label): \(error)")
-            }
+            let keys = try Self.unwrap(record, source, label: label)
             reader.keyring.add(keys)
             let disk = PFS(name: label, reader: reader, rootBref: bref, root: root)
             try disk.requireKey()  // an altered root is not re-signed

@@ -23,6 +23,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case zlib
     case keyRecord = "key-record"
     case traceSegment = "trace-segment"
+    case keyHistory = "key-history"
     case image
 
     /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
@@ -38,6 +39,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .zlib: DecoderTargets.zlib(input)
         case .keyRecord: DecoderTargets.keyRecord(input)
         case .traceSegment: DecoderTargets.traceSegment(input)
+        case .keyHistory: DecoderTargets.keyHistoryAndNames(input)
         case .image: preconditionFailure("the image target runs through ImageFuzzer")
         }
     }
@@ -170,6 +172,24 @@ public enum DecoderTargets {
         if record.wrapping == .keyFile { _ = try? record.unwrap(.keyFile(fuzzKeyFile)) }
         let keys = PFSKeys(master: [UInt8](repeating: 1, count: 32), domain: record.domain)
         _ = keys.openInlineName(Array(raw[0..<64]), length: Int(raw[64] % 64), directory: UInt64(raw[65]))
+    }
+
+    /// The parsers added against issue 18's attacks: a key history (inode 2 of a rekeyed
+    /// PFS) and a scheme-2 dirent name (check area, length field, name block), from any bytes.
+    public static func keyHistoryAndNames(_ input: [UInt8]) {
+        if let history = try? KeyHistory(decoding: input) {
+            require((try? KeyHistory(decoding: history.encoded())) == history, "key history does not survive encode/decode")
+            _ = history.keys(domain: [UInt8](repeating: 2, count: 16), scheme: 2)
+        }
+        let raw = fitted(input, 64 + 2 + HAMMER2.inodeBytes)
+        for scheme in [UInt8(1), 2] {
+            let keys = PFSKeys(master: [UInt8](repeating: 3, count: 32), domain: [UInt8](repeating: 4, count: 16), scheme: scheme)
+            let lengthField = Int(raw[64]) | Int(raw[65] & 1) << 8
+            if let (name, _) = keys.openDirentName(lengthField: lengthField, typeField: ObjectType(rawValue: raw[65] >> 1),
+                                                   area: Array(raw[0..<64]), block: Array(raw[66...]), directory: 9) {
+                require(!name.isEmpty && name.count <= HAMMER2.inodeMaxName, "a dirent name of \(name.count) bytes")
+            }
+        }
     }
 
     /// A trace segment file as ktrdump, stat -w and the post-mortem readers map it: any

@@ -89,6 +89,30 @@ public enum FuzzSeeds {
         return seeds
     }
 
+    /// Key history and dirent name seeds: histories of 0-3 older keys with cursors, and
+    /// scheme-2 names of every length class (inline and name block) as the engine writes them.
+    public static func keyHistorySeeds() -> [[UInt8]] {
+        var seeds: [[UInt8]] = []
+        for count in 0...3 {
+            var entries: [KeyHistory.Entry] = []
+            for i in 0..<count {
+                let master = [UInt8](repeating: UInt8(i + 1), count: 32)
+                entries.append(KeyHistory.Entry(keyID: UInt32(0x1000 + i), retiredAt: UInt64(50 + i), master: master))
+            }
+            seeds.append(KeyHistory(entries: entries, cursorInode: UInt64(count * 1024), cursorOffset: UInt64(count) << 16).encoded())
+        }
+        let keys = PFSKeys(master: [UInt8](repeating: 3, count: 32), domain: [UInt8](repeating: 4, count: 16), scheme: 2)
+        for length in [3, 20, 40, 100] {
+            let sealed = keys.sealDirentName((0..<length).map { UInt8(0x61 + $0 % 26) }, type: .regularFile, directory: 9)
+            let low = UInt8(sealed.lengthField & 0xFF)
+            let high: UInt8 = UInt8(sealed.lengthField >> 8) | (sealed.typeField.rawValue << 1)
+            let area: [UInt8] = sealed.area ?? [UInt8](repeating: 0, count: 64)
+            let block: [UInt8] = sealed.block ?? []
+            seeds.append(area + [low, high] + block)
+        }
+        return seeds
+    }
+
     /// Trace segment seeds: small segments with every kind of object a daemon's has
     /// (statistics, text, catalog, rings with records), whole and cut short.
     public static func traceSegmentSeeds() throws -> [[UInt8]] {

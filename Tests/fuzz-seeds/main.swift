@@ -28,6 +28,7 @@ do {
             seeds[.image] = FuzzSeeds.imageSeeds()
             seeds[.keyRecord] = try FuzzSeeds.keyRecordSeeds()
             seeds[.traceSegment] = try FuzzSeeds.traceSegmentSeeds()
+            seeds[.keyHistory] = FuzzSeeds.keyHistorySeeds()
         }
         for (target, inputs) in seeds {
             let folder = URL(fileURLWithPath: output).appendingPathComponent(target.rawValue)
