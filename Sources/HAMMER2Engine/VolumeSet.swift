@@ -36,9 +36,11 @@ public struct HeaderRollback: Sendable, Equatable, CustomStringConvertible {
     public var description: String {
         let claim = claimedTID.map { "claims transaction \($0), newer than" } ?? "cannot be read (it may have been newer than"
         let close = claimedTID == nil ? ")" : ""
+        let empty = problem.hasSuffix("0x0000000000000000")
+            ? ", never written (a volume grown by DragonFly's growfs before its flushes reached that copy)" : ""
         return "volume header copy \(damagedSlot) is damaged (\(problem)) and \(claim) the copy in use (\(usedSlot), "
-            + "transaction \(usedTID))\(close): either a flush was cut short by a crash, or the image was altered and "
-            + "its newest transactions are lost (a rollback)"
+            + "transaction \(usedTID))\(close): either a flush was cut short by a crash\(empty), or the image was "
+            + "altered and its newest transactions are lost (a rollback)"
     }
 }
 
