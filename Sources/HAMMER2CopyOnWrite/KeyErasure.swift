@@ -39,6 +39,19 @@ extension MutableFilesystem {
         return true
     }
 
+    /// The erasure that ends a key operation whose own change (`done`) is already durable:
+    /// its failure must not read as the operation's, so the error says both.
+    func eraseStaleKeyRecords(domain: [UInt8], after done: String,
+                              progress: ((UInt64, UInt64) -> Void)?) throws -> KeyErasureResult {
+        do {
+            return try eraseStaleKeyRecords(domain: domain, progress: progress)
+        } catch {
+            throw EngineError.posix((error as? EngineError)?.errno ?? EIO,
+                                    "\(done), but erasing the stale copies of its old key records failed (\(error)); "
+                                    + "they stay on the media until their space is reused")
+        }
+    }
+
     /// Zeroes every key record of encryption root `domain` that no live block holds.
     /// `progress(scanned, total)` is called as the scan goes.
     public func eraseStaleKeyRecords(domain: [UInt8], progress: ((UInt64, UInt64) -> Void)? = nil) throws -> KeyErasureResult {

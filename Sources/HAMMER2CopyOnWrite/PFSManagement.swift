@@ -225,7 +225,7 @@ extension MutableFilesystem {
             try flushLocked(allHeaderCopies: true)
             return keys.domain
         }
-        return try eraseStaleKeyRecords(domain: domain, progress: progress)
+        return try eraseStaleKeyRecords(domain: domain, after: "the key of PFS \(label) was changed", progress: progress)
     }
 
     /// hammer2 pfs-delete: removes a PFS that is not in use. Its blocks come back with the
@@ -263,7 +263,9 @@ extension MutableFilesystem {
         }
         // The last PFS of an encryption root gone: its key records (this root's and the stale
         // copies of earlier ones) are zeroed, so the passphrase opens nothing it left behind.
-        if let deletedDomain { erasure = try eraseStaleKeyRecords(domain: deletedDomain, progress: progress) }
+        if let deletedDomain {
+            erasure = try eraseStaleKeyRecords(domain: deletedDomain, after: "PFS \(label) was deleted", progress: progress)
+        }
         return erasure
     }
 

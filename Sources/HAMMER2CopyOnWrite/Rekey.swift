@@ -70,7 +70,7 @@ extension MutableFilesystem {
             try flushLocked(allHeaderCopies: true)
             Trace.record(.keyChanged, UInt64(next.keyID))
         }
-        let erasure = try eraseStaleKeyRecords(domain: current.domain, progress: progress)
+        let erasure = try eraseStaleKeyRecords(domain: current.domain, after: "PFS \(label) was rekeyed", progress: progress)
         return RekeyResult(oldKeyID: current.keyID, newKeyID: next.keyID, erasure: erasure)
     }
 

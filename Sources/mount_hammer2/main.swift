@@ -4,6 +4,7 @@
 
 import Foundation
 import Glibc
+import Synchronization
 import HAMMER2CopyOnWrite
 import HAMMER2Encryption
 import HAMMER2Engine
@@ -244,9 +245,10 @@ func main() -> Int32 {
                                    + "it was replaced); refusing to mount it (give standard input from /dev/null to mount it in clear)")
         }
         let pfs = try filesystem.openPFS(label)
+        var rollbackRecorder: RollbackRecorder?
         if let (keys, meta) = pfs.encryptedRoot {
-            try checkRollback(keys: keys, meta: meta, label: label, filesystem: filesystem, readOnly: readOnly,
-                              accepted: rollbackAccepted, logger: logger)
+            rollbackRecorder = try checkRollback(keys: keys, meta: meta, label: label, filesystem: filesystem,
+                                                 readOnly: readOnly, accepted: rollbackAccepted, logger: logger)
         }
         var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)
         options.foreground = foreground
@@ -264,6 +266,7 @@ func main() -> Int32 {
         let server = FUSEServer(filesystem: filesystem, pfs: pfs, options: options, logger: logger)
         defer { filesystem.reader.keyring.removeAll() }  // keys are wiped at unmount
         try server.serve()
+        rollbackRecorder?.finish()  // the generation of the final flush
         return ExitCode.success.rawValue
     } catch {
         printError("mount_hammer2", "\(specifier.devices.joined(separator: ":"))@\(label): \(error)")
@@ -274,9 +277,9 @@ func main() -> Int32 {
 /// An encrypted PFS older than this machine last saw it (its authenticated root generation
 /// below the recorded one) was rolled back by whoever can write the image: said, and a
 /// read-write mount needs -o rollback-ok (which then records the older state as seen).
-/// Every flush that signs a new root records its generation once it is durable.
+/// A read-write mount returns the recorder of the generations its flushes sign.
 func checkRollback(keys: PFSKeys, meta: InodeMeta, label: String, filesystem: MutableFilesystem, readOnly: Bool,
-                   accepted: Bool, logger: @escaping @Sendable (String) -> Void) throws {
+                   accepted: Bool, logger: @escaping @Sendable (String) -> Void) throws -> RollbackRecorder? {
     let state = RollbackState()
     let id = keys.rollbackIdentifier(clusterID: meta.pfsClusterID.bytes)
     if let seen = state.seen(id), seen > meta.rootGeneration {
@@ -286,18 +289,52 @@ func checkRollback(keys: PFSKeys, meta: InodeMeta, label: String, filesystem: Mu
         if !readOnly && !accepted {
             throw ToolError.failed(message + ". Mount read-only (-o ro) to look, or with -o rollback-ok to accept it")
         }
-        if !accepted { return }  // read-only: the record keeps the newer generation
+        if !accepted { return nil }  // read-only: the record keeps the newer generation
     }
     do {
         try state.record(id, meta.rootGeneration, replacing: accepted)
     } catch {
         logger("warning: rollback state not kept (\(error)); rollbacks of PFS \(label) cannot be detected")
-        return
+        return nil
     }
-    guard !readOnly else { return }
+    guard !readOnly else { return nil }
+    let recorder = RollbackRecorder(state: state, id: id, label: label, logger: logger)
     filesystem.rootSigned = { signedLabel, signedMeta in
-        guard signedLabel == label else { return }
-        do { try state.record(id, signedMeta.rootGeneration) } catch {
+        if signedLabel == label { recorder.signed(signedMeta.rootGeneration) }
+    }
+    return recorder
+}
+
+/// Writes the root generations the mount's flushes sign into the rollback state at most
+/// once every few seconds: each write is an fsync of the state file, which must not ride
+/// on every fsync an application makes. The newest is written at unmount; a crash can
+/// leave the record that much behind (docs/encryption.md, "Rollback").
+final class RollbackRecorder: Sendable {
+    static let interval: UInt64 = 5_000_000_000  // ns, the default flush interval
+    let state: RollbackState
+    let id: String, label: String
+    let logger: @Sendable (String) -> Void
+    private let progress = Mutex<(pending: UInt64?, written: UInt64)>((nil, 0))
+
+    init(state: RollbackState, id: String, label: String, logger: @escaping @Sendable (String) -> Void) {
+        self.state = state; self.id = id; self.label = label; self.logger = logger
+    }
+
+    func signed(_ generation: UInt64) {
+        let now = Trace.now
+        let due = progress.withLock { p -> Bool in
+            p.pending = max(p.pending ?? 0, generation)
+            guard now &- p.written >= Self.interval else { return false }
+            p.written = now
+            return true
+        }
+        if due { finish() }
+    }
+
+    /// Writes what is pending now.
+    func finish() {
+        guard let generation = progress.withLock({ p -> UInt64? in defer { p.pending = nil }; return p.pending }) else { return }
+        do { try state.record(id, generation) } catch {
             logger("warning: rollback state of PFS \(label) not updated: \(error)")
         }
     }

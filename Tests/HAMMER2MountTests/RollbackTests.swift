@@ -120,4 +120,16 @@ final class RollbackTests: XCTestCase {
         XCTAssertEqual(stat(stateDirectory, &st), 0)
         XCTAssertEqual(st.st_mode & 0o777, 0o700)
     }
+
+    /// A state directory that cannot be used costs the rollback check, never the mount.
+    func testAnUnusableStateDirectoryIsAWarningNotAFailedMount() throws {
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", "-L", "SECRET", "-k", keyFile, image]).status, 0)
+        FileManager.default.createFile(atPath: stateDirectory, contents: Data("not a directory".utf8))
+        let mount = try MountedImage("\(image)@SECRET", options: ["-o", "rw,keyfile=\(keyFile)"])
+        write(mount.mountpoint.path + "/still", "works")
+        XCTAssertEqual(try mount.unmount(), 0)
+        XCTAssertTrue(mount.log.contains("warning: rollback state not kept"), mount.log)
+        XCTAssertTrue(mount.log.contains("is not a directory of this user's"), mount.log)
+        XCTAssertEqual(try String(contentsOfFile: stateDirectory, encoding: .utf8), "not a directory", "left as it was")
+    }
 }
