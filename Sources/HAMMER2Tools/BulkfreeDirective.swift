@@ -68,6 +68,18 @@ enum ScanRequest {
         func show(_ text: String) { if enabled { FileHandle.standardError.write(Data("\r\(text)".utf8)) } }
         func end() { if enabled { FileHandle.standardError.write(Data("\n".utf8)) } }
     }
+
+    /// Runs a key operation with a progress line for its scan of the media for stale key
+    /// records (KeyErasure), ended before the operation's result or error is printed.
+    static func withErasureProgress<T>(_ body: (@escaping (UInt64, UInt64) -> Void) throws -> T) rethrows -> T {
+        let line = ProgressLine(quiet: false)
+        var shown = false
+        defer { if shown { line.end() } }
+        return try body { done, total in
+            shown = true
+            line.show("erasing stale key records: \(done * 100 / max(total, 1))% of the media scanned")
+        }
+    }
 }
 
 /// "label: running, N s" on stderr once a second until stopped (for requests that report

@@ -70,11 +70,7 @@ enum KeyDirectives {
         filesystem.keyDerivationCost = cost
         guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
         let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")
-        let progress = ScanRequest.ProgressLine(quiet: false)
-        let result = try filesystem.rekeyPFS(label, source: source, progress: { done, total in
-            progress.show("erasing the old wrapping: \(done * 100 / max(total, 1))% of the media scanned")
-        })
-        progress.end()
+        let result = try ScanRequest.withErasureProgress { try filesystem.rekeyPFS(label, source: source, progress: $0) }
         print("PFS \(label) rekeyed: new writes use key \(String(format: "%08x", result.newKeyID)); key "
               + "\(String(format: "%08x", result.oldKeyID)) is kept for older blocks (hammer2 reencrypt retires it); "
               + "\(result.erasure.erased) stale key records erased")
@@ -135,11 +131,7 @@ enum KeyDirectives {
         guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
         let old = try KeyInput.source(keyFile: oldFile, prompt: "Current passphrase for \(label): ")
         let new = try KeyInput.source(keyFile: newFile, prompt: "New passphrase for \(label): ", confirm: true, allowShort: allowShort)
-        let progress = ScanRequest.ProgressLine(quiet: false)
-        let erasure = try filesystem.changeKey(label, old: old, new: new, progress: { done, total in
-            progress.show("erasing the old wrapping: \(done * 100 / max(total, 1))% of the media scanned")
-        })
-        progress.end()
+        let erasure = try ScanRequest.withErasureProgress { try filesystem.changeKey(label, old: old, new: new, progress: $0) }
         print("key of \(label) changed; \(erasure.erased) stale copies of its old key records erased")
         return 0
     }

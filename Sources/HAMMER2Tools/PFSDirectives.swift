@@ -82,12 +82,8 @@ enum PFSDirectives {
     static func delete(_ operands: [String], image: String?, selected: String?) throws {
         guard operands.count == 1, !operands[0].isEmpty else { throw ToolError.usage("pfs-delete: requires name") }
         if let image {
-            let progress = ScanRequest.ProgressLine(quiet: false)
-            let erasure = try offline(image).deletePFS(label: operands[0], progress: { done, total in
-                progress.show("erasing key records: \(done * 100 / max(total, 1))% of the media scanned")
-            })
-            if let erasure {
-                progress.end()
+            let filesystem = try offline(image)
+            if let erasure = try ScanRequest.withErasureProgress({ try filesystem.deletePFS(label: operands[0], progress: $0) }) {
                 print("pfs-delete: the last PFS of its encryption root: \(erasure.erased) key record(s) erased")
             }
         } else {
