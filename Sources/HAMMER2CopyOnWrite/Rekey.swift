@@ -75,9 +75,10 @@ extension MutableFilesystem {
     }
 
     /// hammer2 reencrypt: rewrites what PFS `label` (unlocked; mounted here or not) still
-    /// holds under older keys, in steps of about `stepBytes` of file data, each flushed;
+    /// holds under older keys, in steps of about `stepBytes` (file data; an inode counts 16
+    /// KiB, a directory entry 1 KiB, as their flush costs more than their bytes), each flushed;
     /// stops after `maxSteps` (to be resumed) or at the end, where the older keys retire.
-    public func reencrypt(_ label: String, stepBytes: UInt64 = 64 << 20, maxSteps: Int = .max,
+    public func reencrypt(_ label: String, stepBytes: UInt64 = 16 << 20, maxSteps: Int = .max,
                           progress: ((ReencryptionProgress) -> Void)? = nil) throws -> ReencryptionProgress {
         guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
         let handle = try openPFS(label)
@@ -88,6 +89,9 @@ extension MutableFilesystem {
             try flush()
             progress?(total)
             if done { break }
+            // The lock is not fair: taken again at once, it would starve every request
+            // waiting for it for the whole run. A pause lets them in between steps.
+            usleep(2_000)
         }
         return total
     }
@@ -107,6 +111,11 @@ extension MutableFilesystem {
 }
 
 extension MountedPFS {
+    /// What an inode and a directory entry count against a re-encryption step's budget:
+    /// measured so that a step's flush, which holds the filesystem lock, stays short while
+    /// a mount serves (docs/benchmarks.md, "Re-encryption under load").
+    static let inodeWeight: UInt64 = 16 << 10, entryWeight: UInt64 = 1 << 10
+
     /// Makes `keys` the key of every write from now on (rekey): the root names it and
     /// carries its wrapping; the history holds the older ones. The caller flushes.
     func switchKey(to keys: PFSKeys, record: [UInt8], history: KeyHistory) throws {
@@ -189,7 +198,7 @@ extension MountedPFS {
                         try addEntry(node, name: entry.name, inum: entry.inum, type: entry.type)
                     }
                     progress.entries += entries.count
-                    spent += UInt64(entries.count) * 128
+                    spent += UInt64(entries.count) * Self.entryWeight
                 } else if node.flushedBref != nil, case .blockset = node.flushedContent {
                     var resumeAt: UInt64?
                     let limit = min(node.flushedSize, node.diskLimit, node.meta.size)
@@ -219,7 +228,7 @@ extension MountedPFS {
                 }
                 node.dirty = true
                 progress.inodes += 1
-                spent += UInt64(HAMMER2.inodeBytes)
+                spent += Self.inodeWeight
             }
             offset = 0
             inum = try nextIndexedInode(after: current)

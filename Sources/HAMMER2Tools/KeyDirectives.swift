@@ -82,28 +82,40 @@ enum KeyDirectives {
         let parsed: GetOpt
         do { parsed = try GetOpt(arguments, spec: "k:") } catch { throw ToolError.usage("reencrypt: \(error)") }
         let result: ReencryptionProgress
-        if let image {
-            guard parsed.operands.count == 1 else { throw ToolError.usage("reencrypt: -f IMAGE reencrypt [-k keyfile] <label>") }
-            let label = parsed.operands[0]
-            let keyFile = parsed.options.first { $0.0 == "k" }?.1
-            let filesystem = try ScanRequest.offlineFilesystem(image, directive: "reencrypt")
-            guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
-            try filesystem.unlockPFS(label, source: try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): "))
-            let progress = ScanRequest.ProgressLine(quiet: quiet)
-            result = try filesystem.reencrypt(label) { step in
-                progress.show("reencrypt: \(step.inodes) inodes, \(Text.size(step.bytes).trimmingCharacters(in: .whitespaces)) rewritten, at inode \(step.cursor)")
-            }
-            progress.end()
-        } else {
-            guard parsed.operands.count <= 1, parsed.options.isEmpty else { throw ToolError.usage("reencrypt: at most one path on a mount") }
-            let reply = try ScanRequest.send(ControlRequest.reencrypt, path: parsed.operands.first ?? selected ?? ".",
-                                             directive: "reencrypt", quiet: quiet)
-            result = ControlRequest.decodeReencryption(reply)
+        do {
+            result = try runReencryption(parsed, image: image, selected: selected, quiet: quiet)
+        } catch {
+            // Rewritten blocks need new space; the ones they replace come back only with
+            // bulkfree. The cursor of the last flushed step is kept.
+            let full = (error as? EngineError)?.errno == ENOSPC || "\(error)".contains(String(cString: strerror(ENOSPC)))
+            guard full else { throw error }
+            throw ToolError.failed("\(error); the blocks it replaced come back with hammer2 bulkfree: run it, then "
+                                   + "reencrypt again, which goes on where it stopped")
         }
         print("reencrypt: \(result.inodes) inodes, \(result.entries) directory entries, "
               + "\(Text.size(result.bytes).trimmingCharacters(in: .whitespaces)) of file data rewritten under the current key; "
               + (result.finished ? "the older keys are retired" : "stopped at inode \(result.cursor) (run it again to go on)"))
         return result.finished ? 0 : 1
+    }
+
+    static func runReencryption(_ parsed: GetOpt, image: String?, selected: String?, quiet: Bool) throws -> ReencryptionProgress {
+        guard let image else {
+            guard parsed.operands.count <= 1, parsed.options.isEmpty else { throw ToolError.usage("reencrypt: at most one path on a mount") }
+            let reply = try ScanRequest.send(ControlRequest.reencrypt, path: parsed.operands.first ?? selected ?? ".",
+                                             directive: "reencrypt", quiet: quiet)
+            return ControlRequest.decodeReencryption(reply)
+        }
+        guard parsed.operands.count == 1 else { throw ToolError.usage("reencrypt: -f IMAGE reencrypt [-k keyfile] <label>") }
+        let label = parsed.operands[0]
+        let keyFile = parsed.options.first { $0.0 == "k" }?.1
+        let filesystem = try ScanRequest.offlineFilesystem(image, directive: "reencrypt")
+        guard try filesystem.encryptionStatus(label) != nil else { throw ToolError.failed("PFS \(label) is not encrypted") }
+        try filesystem.unlockPFS(label, source: try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): "))
+        let progress = ScanRequest.ProgressLine(quiet: quiet)
+        defer { progress.end() }
+        return try filesystem.reencrypt(label) { step in
+            progress.show("reencrypt: \(step.inodes) inodes, \(Text.size(step.bytes).trimmingCharacters(in: .whitespaces)) rewritten, at inode \(step.cursor)")
+        }
     }
 
     /// key-change [-o old-keyfile] [-k new-keyfile] [-w log2N] [-F] label (offline: -f IMAGE).

@@ -226,6 +226,30 @@ final class KeyAttackTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "reencrypt", "-k", keyFile, "SECRET"]).status, 0, "nothing left to do")
     }
 
+    /// Re-encryption needs new space for what it rewrites; on a full volume it stops with
+    /// ENOSPC and says what to do, and after bulkfree it goes on and finishes, data intact.
+    func testReencryptionOnAFullVolumeStopsAndGoesOnAfterBulkfree() throws {
+        let small = folder.appendingPathComponent("small.img").path
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "256m", "-L", "S", "-k", keyFile, small]).status, 0)
+        var random = SplitMix64(seed: 256)
+        let data = Data(random.bytes(150 << 20))
+        let mount = try MountedImage("\(small)@S", options: ["-o", "rw,keyfile=\(keyFile)"])
+        XCTAssertTrue(FileManager.default.createFile(atPath: mount.mountpoint.path + "/a", contents: data))
+        XCTAssertEqual(try mount.unmount(), 0)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", small, "rekey", "-k", keyFile, "S"]).status, 0)
+        let full = try Binaries.run("hammer2", ["-f", small, "reencrypt", "-k", keyFile, "S"])
+        XCTAssertEqual(full.status, 1)
+        XCTAssertTrue(full.stderr.contains("No space left on device; the blocks it replaced come back with hammer2 bulkfree"), full.stderr)
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", ["-k", keyFile, small]).status, 0, "a full volume stays consistent")
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", small, "bulkfree"]).status, 0)
+        let rest = try Binaries.run("hammer2", ["-f", small, "reencrypt", "-k", keyFile, "S"])
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        XCTAssertTrue(rest.stdout.contains("the older keys are retired"), rest.stdout)
+        let again = try MountedImage("\(small)@S", options: ["-o", "ro,keyfile=\(keyFile)"])
+        XCTAssertEqual(FileManager.default.contents(atPath: again.mountpoint.path + "/a"), data)
+        XCTAssertEqual(try again.unmount(), 0)
+    }
+
     func write(_ path: String, _ text: String) {
         XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(text.utf8)))
     }
