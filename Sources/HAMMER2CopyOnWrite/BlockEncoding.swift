@@ -15,28 +15,46 @@ enum DataBlockEncoding {
 
     /// Encodes `blocks` (logical contents, each already cut to its physical size) in order,
     /// as encoding them one after the other with `encode` would, `heuristic` included. The
-    /// compression attempts run on every core: while the heuristic still tries every block
-    /// (fewer than 8 failures in a row) all blocks are compressed speculatively in parallel
-    /// and the sequential pass keeps exactly the results it would have computed.
+    /// compression attempts run on every core: in each window of blocks that starts while
+    /// the heuristic still tries every block (fewer than 8 failures in a row), all blocks
+    /// are compressed speculatively in parallel and the sequential pass keeps exactly the
+    /// results it would have computed; a window that starts in a skipping run is encoded
+    /// one block at a time (it tries only every 8th block).
     static func encodeAll(_ blocks: [ArraySlice<UInt8>], compAlgo: UInt8, check: CheckMethod,
                           heuristic: inout Int) -> [Stored] {
         let algorithm = CompressionMethod(rawValue: compAlgo & 0x0F)
-        guard algorithm == .lz4 || algorithm == .zlib, heuristic < 8, blocks.count > 1 else {
-            return blocks.map { block in block.withUnsafeBytes { encode($0, compAlgo: compAlgo, check: check, heuristic: &heuristic) } }
-        }
-        let candidates = ConcurrentResults<[UInt8]?>(count: blocks.count)
-        DispatchQueue.concurrentPerform(iterations: blocks.count) { i in
-            blocks[i].withUnsafeBytes { raw in
-                if check != .none && isAllZero(raw) { return }
-                candidates[i] = compress(raw, algorithm: algorithm, level: Int(compAlgo >> 4))
+        let compresses = algorithm == .lz4 || algorithm == .zlib
+        var stored: [Stored] = []
+        stored.reserveCapacity(blocks.count)
+        var start = blocks.startIndex
+        while start < blocks.endIndex {
+            let window = blocks[start..<min(blocks.endIndex, start + speculativeWindow)]
+            start = window.endIndex
+            guard compresses, heuristic < 8, window.count > 1 else {
+                for block in window {
+                    stored.append(block.withUnsafeBytes { encode($0, compAlgo: compAlgo, check: check, heuristic: &heuristic) })
+                }
+                continue
+            }
+            let candidates = ConcurrentResults<[UInt8]?>(count: window.count)
+            DispatchQueue.concurrentPerform(iterations: window.count) { i in
+                window[window.startIndex + i].withUnsafeBytes { raw in
+                    if check != .none && isAllZero(raw) { return }
+                    candidates[i] = compress(raw, algorithm: algorithm, level: Int(compAlgo >> 4))
+                }
+            }
+            for (i, block) in window.enumerated() {
+                stored.append(block.withUnsafeBytes { raw in
+                    encode(raw, compAlgo: compAlgo, check: check, heuristic: &heuristic, precomputed: candidates[i])
+                })
             }
         }
-        return blocks.indices.map { i in
-            blocks[i].withUnsafeBytes { raw in
-                encode(raw, compAlgo: compAlgo, check: check, heuristic: &heuristic, precomputed: candidates[i])
-            }
-        }
+        return stored
     }
+
+    /// Blocks compressed speculatively at once: a run of incompressible data wastes at most
+    /// this many attempts beyond what the heuristic makes.
+    static let speculativeWindow = 16
 
     /// What became of a block, as the compress.block event tells it.
     enum Decision: UInt64 { case raw = 0, compressed, incompressible, skipped, zero }
@@ -64,9 +82,12 @@ enum DataBlockEncoding {
                     return traced((stored, Blockref.methods(check: check, compression: algorithm)), .compressed)
                 }
                 decision = .incompressible
-                heuristic += 1
-                if heuristic > 128 { heuristic = 8 }
             }
+            // As hammer2_compress_and_write: every block stored raw counts, skipped ones too,
+            // so a run of incompressible blocks is retried every 8th block (and the count
+            // wraps back to 8 past 128) instead of stopping at the first skipped one.
+            heuristic += 1
+            if heuristic > 128 { heuristic = 8 }
         }
         return traced((Array(logical), Blockref.methods(check: check, compression: .none)), decision)
     }

@@ -40,4 +40,39 @@ final class BlockEncodingTests: XCTestCase {
             XCTAssertTrue(sequential.contains { $0?.methods == Blockref.methods(check: check, compression: .none) })
         }
     }
+
+    /// hammer2_compress_and_write counts every block stored raw, skipped ones too: after a
+    /// run of incompressible blocks it tries again every 8th block, so compressible data
+    /// after it (a tar of text after a tar of binaries) is compressed again. Issue 19: ours
+    /// stopped counting when it skipped, and never tried again for that file.
+    func testCompressionResumesAfterARunOfIncompressibleBlocks() {
+        var random = SplitMix64(seed: 19)
+        let text = Array((0..<10_000).map { "line \($0) of text\n" }.joined().utf8)
+        let blocks = (0..<20).map { _ in random.bytes(65_536)[...] } + (0..<40).map { _ in text[0..<65_536] }
+        let raw = Blockref.methods(check: .xxhash64, compression: .none)
+        for compAlgo in [InodeMeta.compAlgo(.lz4), InodeMeta.compAlgo(.zlib, level: 6)] {
+            var heuristic = 0
+            let stored = DataBlockEncoding.encodeAll(blocks, compAlgo: compAlgo, check: .xxhash64, heuristic: &heuristic)
+            // Tried: 0-7 (fail), 8 and 16 (fail); skipped 9-15 and 17-23 (the count goes on
+            // through 20-23, text already); block 24 is tried, compresses, and resets it.
+            let firstCompressed = stored.firstIndex { $0?.methods != raw }
+            XCTAssertEqual(firstCompressed, 24)
+            XCTAssertTrue(stored[24...].allSatisfy { $0?.methods == Blockref.methods(check: .xxhash64, compression: CompressionMethod(rawValue: compAlgo & 0x0F)) })
+            XCTAssertEqual(heuristic, 0)
+        }
+        // A long incompressible run: the count wraps from 128 back to 8 and never stops
+        // trying, so text after 400 random blocks compresses within 8 blocks.
+        var heuristic = 0
+        let lz4 = InodeMeta.compAlgo(.lz4)
+        for _ in 0..<400 {
+            _ = random.bytes(4096).withUnsafeBytes {
+                DataBlockEncoding.encode($0, compAlgo: lz4, check: .xxhash64, heuristic: &heuristic)
+            }
+            XCTAssertTrue((1...128).contains(heuristic))
+        }
+        let after = (0..<8).map { _ in
+            text[0..<4096].withUnsafeBytes { DataBlockEncoding.encode($0, compAlgo: lz4, check: .xxhash64, heuristic: &heuristic) }
+        }
+        XCTAssertTrue(after.contains { $0?.methods == Blockref.methods(check: .xxhash64, compression: .lz4) })
+    }
 }
