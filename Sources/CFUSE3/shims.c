@@ -1,16 +1,6 @@
 #include <stddef.h>
 #include "CFUSE3.h"
 
-int h2fuse_session_loop_mt(struct fuse_session *se, unsigned int max_threads) {
-    struct fuse_loop_config *config = fuse_loop_cfg_create();
-    if (config == NULL) return -1;
-    fuse_loop_cfg_set_clone_fd(config, 0);
-    fuse_loop_cfg_set_max_threads(config, max_threads);
-    int result = fuse_session_loop_mt(se, config);
-    fuse_loop_cfg_destroy(config);
-    return result;
-}
-
 void h2fuse_set_keep_cache(struct fuse_file_info *fi) { fi->keep_cache = 1; }
 
 void h2fuse_set_cache_readdir(struct fuse_file_info *fi) { fi->cache_readdir = 1; }
@@ -20,16 +10,144 @@ struct fuse_args h2fuse_args(int argc, char **argv) {
     return args;
 }
 
-void h2fuse_init_connection(struct fuse_conn_info *conn, int writeback) {
+int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback) {
     // The kernel clamps this to what it supports; larger readahead means fewer, larger
     // read requests on sequential access.
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
     // libfuse derives the kernel's max_pages from max_write; 1 MiB lets reads be 1 MiB too.
     conn->max_write = 1u << 20;
+    // HAMMER2 stores microseconds: the kernel rounds the times it keeps (mtime and ctime
+    // with the writeback cache) the same way, so stat shows what a remount will show.
+    conn->time_gran = 1000;
     if (conn->capable & FUSE_CAP_ASYNC_READ) conn->want |= FUSE_CAP_ASYNC_READ;
     if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
     // Writes land in the kernel's page cache and reach the daemon in large batches at
     // writeback, fsync and close, instead of one request per write() under the inode lock.
     if (writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
     else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    return (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
+}
+
+// --- The request loop ----------------------------------------------------------------------
+// libfuse 3.14's loop answers opcodes it does not know with ENOSYS, FUSE_TMPFILE (kernel
+// 6.1+, libfuse 3.17+) among them, and the kernel then turns O_TMPFILE into EOPNOTSUPP for
+// good. This loop is libfuse's multi-threaded one reduced to a fixed pool (each worker
+// receives and processes requests, as fuse_session_loop_mt's do), plus FUSE_TMPFILE
+// handed to `tmpfile` and answered here.
+
+#include <errno.h>
+#include <pthread.h>
+#include <semaphore.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include <linux/fuse.h>
+
+struct h2fuse_loop {
+    struct fuse_session *se;
+    h2fuse_tmpfile_handler tmpfile;
+    void *userdata;
+    sem_t finished;
+};
+
+static void h2fuse_reply_raw(struct fuse_session *se, uint64_t unique, int error, const void *body, size_t size) {
+    struct fuse_out_header header = { .len = (uint32_t)(sizeof header + (error ? 0 : size)), .error = -error, .unique = unique };
+    struct iovec iov[2] = { { &header, sizeof header }, { (void *)body, error ? 0 : size } };
+    ssize_t ignored = writev(fuse_session_fd(se), iov, error ? 1 : 2);
+    (void)ignored;  // the kernel may have dropped the request (interrupted): nothing to do
+}
+
+static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf) {
+    const struct fuse_in_header *in = buf->mem;
+    struct { struct fuse_entry_out entry; struct fuse_open_out open; } out;
+    memset(&out, 0, sizeof out);
+    if (buf->size < sizeof *in + sizeof(struct fuse_create_in)) {
+        h2fuse_reply_raw(loop->se, in->unique, EINVAL, NULL, 0);
+        return;
+    }
+    const struct fuse_create_in *create = (const void *)((const char *)buf->mem + sizeof *in);
+    struct h2fuse_tmpfile_result result;
+    memset(&result, 0, sizeof result);
+    int error = loop->tmpfile(loop->userdata, in->nodeid, in->uid, in->gid, create->mode & ~create->umask,
+                              create->flags, &result);
+    const struct stat *st = &result.attr;
+    uint64_t seconds = (uint64_t)result.timeout;
+    uint32_t nanoseconds = (uint32_t)((result.timeout - (double)seconds) * 1e9);
+    out.entry.nodeid = st->st_ino;
+    out.entry.entry_valid = seconds;
+    out.entry.entry_valid_nsec = nanoseconds;
+    out.entry.attr_valid = seconds;
+    out.entry.attr_valid_nsec = nanoseconds;
+    struct fuse_attr *attr = &out.entry.attr;
+    attr->ino = st->st_ino;
+    attr->size = st->st_size;
+    attr->blocks = st->st_blocks;
+    attr->atime = st->st_atim.tv_sec;
+    attr->atimensec = st->st_atim.tv_nsec;
+    attr->mtime = st->st_mtim.tv_sec;
+    attr->mtimensec = st->st_mtim.tv_nsec;
+    attr->ctime = st->st_ctim.tv_sec;
+    attr->ctimensec = st->st_ctim.tv_nsec;
+    attr->mode = st->st_mode;
+    attr->nlink = st->st_nlink;
+    attr->uid = st->st_uid;
+    attr->gid = st->st_gid;
+    attr->rdev = st->st_rdev;
+    attr->blksize = st->st_blksize;
+    out.open.open_flags = FOPEN_KEEP_CACHE;
+    h2fuse_reply_raw(loop->se, in->unique, error, &out, sizeof out);
+}
+
+static void *h2fuse_worker(void *argument) {
+    struct h2fuse_loop *loop = argument;
+    sigset_t blocked;
+    sigemptyset(&blocked);
+    sigaddset(&blocked, SIGINT);
+    sigaddset(&blocked, SIGTERM);
+    sigaddset(&blocked, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &blocked, NULL);  // signals go to the waiting main thread
+    struct fuse_buf buf = { .mem = NULL };
+    while (!fuse_session_exited(loop->se)) {
+        int received = fuse_session_receive_buf(loop->se, &buf);
+        if (received == -EINTR) continue;
+        if (received <= 0) {
+            if (received < 0) fuse_session_exit(loop->se);
+            break;
+        }
+        const struct fuse_in_header *in = buf.mem;
+        if (!(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
+            h2fuse_tmpfile(loop, &buf);
+        } else {
+            fuse_session_process_buf(loop->se, &buf);
+        }
+    }
+    free(buf.mem);
+    sem_post(&loop->finished);
+    return NULL;
+}
+
+int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile, void *userdata) {
+    struct h2fuse_loop loop = { .se = se, .tmpfile = tmpfile, .userdata = userdata };
+    if (threads < 1) threads = 1;
+    pthread_t *workers = calloc(threads, sizeof *workers);
+    if (workers == NULL || sem_init(&loop.finished, 0, 0) != 0) { free(workers); return -1; }
+    unsigned int started = 0;
+    for (; started < threads; started++) {
+        if (pthread_create(&workers[started], NULL, h2fuse_worker, &loop) != 0) break;
+    }
+    if (started == 0) fuse_session_exit(se);
+    // Until a worker ends (unmount: the device read says ENODEV) or a signal handler of
+    // fuse_set_signal_handlers ends the session (the wait is interrupted then).
+    while (!fuse_session_exited(se)) {
+        if (sem_wait(&loop.finished) == 0) break;
+    }
+    fuse_session_exit(se);
+    for (unsigned int i = 0; i < started; i++) pthread_cancel(workers[i]);  // blocked in read()
+    for (unsigned int i = 0; i < started; i++) pthread_join(workers[i], NULL);
+    sem_destroy(&loop.finished);
+    free(workers);
+    fuse_session_reset(se);
+    return 0;
 }

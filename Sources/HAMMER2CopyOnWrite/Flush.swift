@@ -334,7 +334,15 @@ extension MutableFilesystem {
         var heuristic = node.compressionHeuristic
         let keys = pfs.keys
         let check = keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
-        let indices = blocks.keys.sorted().filter { $0 * logicalBlockBytes < size }
+        var indices: [UInt64] = []
+        for index in blocks.keys.sorted() where index * logicalBlockBytes < size {
+            if blocks[index]!.isEmpty {
+                // Punched (fallocate): a hole, whatever the compression setting.
+                edit.removals.append((index * logicalBlockBytes)...(index * logicalBlockBytes + logicalBlockBytes - 1))
+            } else {
+                indices.append(index)
+            }
+        }
         // In batches, so a large file's flush holds one batch of encoded blocks beside its
         // dirty data, not a second copy of all of it (the sink writes as it goes).
         var batchStart = 0

@@ -44,6 +44,11 @@ final class Node {
     /// Open file handles and kernel references (FUSE lookups); the node stays in memory
     /// while either is non-zero or it is dirty.
     var openCount = 0
+    /// Of those, handles open for writing (FileSpace: SEEK_DATA must see the kernel's
+    /// dirty pages, which exist only while one is open).
+    var writerCount = 0
+    /// An O_TMPFILE file not yet given a name: it may be linked although nlinks is 0.
+    var linkable = false
     var lookupCount: UInt64 = 0
 
     init(inum: UInt64, meta: InodeMeta, filename: [UInt8], content: InodeContent, bref: Blockref?, owner: MountedPFS?) {

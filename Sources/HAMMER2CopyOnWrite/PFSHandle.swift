@@ -40,10 +40,14 @@ public struct AttributeChanges: Sendable {
     public var size: UInt64?
     public var atime: UInt64?
     public var mtime: UInt64?
+    /// The kernel's ctime (with the writeback cache it owns a file's mtime and ctime); nil
+    /// means now.
+    public var ctime: UInt64?
 
     public init(mode: UInt32? = nil, uid: UInt32? = nil, gid: UInt32? = nil, size: UInt64? = nil,
-                atime: UInt64? = nil, mtime: UInt64? = nil) {
+                atime: UInt64? = nil, mtime: UInt64? = nil, ctime: UInt64? = nil) {
         self.mode = mode; self.uid = uid; self.gid = gid; self.size = size; self.atime = atime; self.mtime = mtime
+        self.ctime = ctime
     }
 }
 
@@ -56,6 +60,17 @@ public final class PFSHandle: @unchecked Sendable {
         self.pfs = pfs
     }
 
+    /// Whether the kernel keeps regular files' mtime and ctime (FUSE's writeback cache): it
+    /// then sends them with a setattr after writing, and a write reaching the daemon later
+    /// (at writeback) must not replace them with the daemon's clock, or a file's mtime
+    /// would move after a remount.
+    public var kernelOwnsFileTimes = false
+    /// Called (with the lock held; it must not block) when a file's size on media, as
+    /// stat's st_blocks reports it, changes without a request that returns attributes:
+    /// the first data written to it since a flush. The FUSE server tells the kernel to
+    /// drop the attributes it caches, which a writeback-cache write never refreshes.
+    public var allocationChanged: (@Sendable (UInt64) -> Void)?
+
     public var label: String { pfs.label }
     /// Whether the PFS is encrypted (its names and contents must not reach logs).
     public var isEncrypted: Bool { pfs.keys != nil }
@@ -66,7 +81,7 @@ public final class PFSHandle: @unchecked Sendable {
     }
     public static let rootInodeNumber = PFS.rootInodeNumber
 
-    private func status(_ node: Node) -> NodeStatus {
+    func status(_ node: Node) -> NodeStatus {
         var bytes = node.flushedBref?.statsDataCount ?? 0
         if node.type == .directory {
             bytes = UInt64(HAMMER2.inodeBytes)
@@ -79,21 +94,27 @@ public final class PFSHandle: @unchecked Sendable {
     /// Runs an operation with the filesystem lock held. Clean nodes are dropped first, when
     /// many are held: at that point no operation holds a node (one dropped in the middle of
     /// an operation would take the operation's changes with it).
-    private func locked<T>(_ body: () throws -> T) rethrows -> T {
+    func locked<T>(_ body: () throws -> T) rethrows -> T {
         try fs.withLock {
             pfs.dropCleanNodesIfMany()
             return try body()
         }
     }
 
-    private func writable() throws {
+    func writable() throws {
         if fs.readOnly { throw EngineError.posix(EROFS, "filesystem is mounted read-only") }
     }
 
-    private static func checkName(_ name: [UInt8]) throws {
+    static func checkName(_ name: [UInt8]) throws {
         guard !name.isEmpty, !name.contains(0), !name.contains(UInt8(ascii: "/")) else {
             throw EngineError.invalidArgument("bad file name")
         }
+        try checkNameLength(name)
+    }
+
+    /// POSIX: every operation given a name longer than the filesystem allows says
+    /// ENAMETOOLONG, lookups and removals too (not ENOENT).
+    static func checkNameLength(_ name: [UInt8]) throws {
         guard name.count < HAMMER2.inodeMaxName else { throw EngineError.posix(ENAMETOOLONG, "name of \(name.count) bytes") }
     }
 
@@ -104,7 +125,8 @@ public final class PFSHandle: @unchecked Sendable {
     }
 
     public func lookup(_ parent: UInt64, _ name: [UInt8]) throws -> NodeStatus {
-        try locked {
+        try Self.checkNameLength(name)
+        return try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
             return status(try pfs.node(entry.inum))
@@ -211,11 +233,13 @@ public final class PFSHandle: @unchecked Sendable {
     /// that `destroy-inum` can remove.
     public func destroyEntry(in parent: UInt64, name: [UInt8]) throws {
         try writable()
+        try Self.checkNameLength(name)
         try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
             pfs.removeEntry(dir, entry)
             dir.meta.mtime = currentTimeMicroseconds()
+            dir.meta.ctime = dir.meta.mtime
             dir.dirty = true
         }
     }
@@ -250,46 +274,73 @@ public final class PFSHandle: @unchecked Sendable {
             guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
             if try pfs.findEntry(dir, name) != nil { throw EngineError.posix(EEXIST, "file exists") }
             try fs.ensureSpace(for: UInt64(HAMMER2.inodeBytes))
-            let now = currentTimeMicroseconds()
-            let inum = pfs.allocateInodeNumber()
-            var gid = caller.gid
-            var mode = mode & 0o7777
-            if dir.meta.mode & UInt32(S_ISGID) != 0 {
-                gid = dir.meta.gid.unixID  // BSD semantics under a setgid directory
-                if type == .directory { mode |= UInt32(S_ISGID) }
-            }
-            var meta = InodeMeta.fresh(type: type, inum: inum, mode: mode, uid: caller.uid, gid: gid, now: now)
-            meta.iparent = dir.inum
-            meta.atime = 0  // hammer2_inode_create_normal leaves atime and btime zero
-            meta.btime = 0
-            if type == .regularFile || type == .softlink { meta.opFlags = InodeMeta.opFlagDirectData }
-            meta.compAlgo = dir.meta.compAlgo
-            meta.checkAlgo = dir.meta.checkAlgo
-            meta.ncopies = dir.meta.ncopies
-            meta.nameKey = inum
-            meta.rmajor = device.0
-            meta.rminor = device.1
-            let filename = inodeIndexName(inum)
-            meta.nameLength = UInt16(filename.count)
-            let directData = type == .regularFile || type == .softlink
-            let node = Node(inum: inum, meta: meta, filename: filename,
-                            content: directData ? .embedded([UInt8](repeating: 0, count: HAMMER2.embeddedBytes)) : .blockset([]),
-                            bref: nil, owner: pfs)
-            node.dirty = true
-            pfs.nodes[inum] = node
+            let node = newNode(in: dir, type: type, mode: mode, caller: caller, device: device)
             if let target {
                 try target.withUnsafeBytes { try pfs.writeData(node, at: 0, $0) }
-                node.meta.mtime = now
             }
-            try pfs.addEntry(dir, name: name, inum: inum, type: type)
-            dir.meta.mtime = now
+            try pfs.addEntry(dir, name: name, inum: node.inum, type: type)
+            dir.meta.mtime = node.meta.ctime
+            dir.meta.ctime = node.meta.ctime
             dir.dirty = true
             return status(node)
         }
     }
 
+    /// open(O_TMPFILE): an unnamed regular file in directory `parent`, open once, that
+    /// linkat(2) can give a name. Until then it has no links and is never flushed (its data
+    /// lives in memory, as an unlinked open file's does); closed unnamed, it is gone.
+    public func createTemporary(in parent: UInt64, mode: UInt32, caller: Caller) throws -> NodeStatus {
+        try writable()
+        return try locked {
+            let dir = try pfs.node(parent)
+            guard dir.isDirectory else { throw EngineError.notDirectory }
+            guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
+            try fs.ensureSpace(for: UInt64(HAMMER2.inodeBytes))
+            let node = newNode(in: dir, type: .regularFile, mode: mode, caller: caller)
+            node.meta.nlinks = 0
+            node.linkable = true
+            node.openCount += 1
+            return status(node)
+        }
+    }
+
+    /// A new inode created in `dir` (inheriting its methods and copies, and its group under
+    /// a setgid directory), in memory and dirty; the caller gives it a name (or none: an
+    /// O_TMPFILE file). hammer2_inode_create_normal.
+    func newNode(in dir: Node, type: ObjectType, mode: UInt32, caller: Caller, device: (UInt32, UInt32) = (0, 0)) -> Node {
+        let now = currentTimeMicroseconds()
+        let inum = pfs.allocateInodeNumber()
+        var gid = caller.gid
+        var mode = mode & 0o7777
+        if dir.meta.mode & UInt32(S_ISGID) != 0 {
+            gid = dir.meta.gid.unixID  // BSD semantics under a setgid directory
+            if type == .directory { mode |= UInt32(S_ISGID) }
+        }
+        var meta = InodeMeta.fresh(type: type, inum: inum, mode: mode, uid: caller.uid, gid: gid, now: now)
+        meta.iparent = dir.inum
+        meta.atime = 0  // hammer2_inode_create_normal leaves atime and btime zero
+        meta.btime = 0
+        if type == .regularFile || type == .softlink { meta.opFlags = InodeMeta.opFlagDirectData }
+        meta.compAlgo = dir.meta.compAlgo
+        meta.checkAlgo = dir.meta.checkAlgo
+        meta.ncopies = dir.meta.ncopies
+        meta.nameKey = inum
+        meta.rmajor = device.0
+        meta.rminor = device.1
+        let filename = inodeIndexName(inum)
+        meta.nameLength = UInt16(filename.count)
+        let directData = type == .regularFile || type == .softlink
+        let node = Node(inum: inum, meta: meta, filename: filename,
+                        content: directData ? .embedded([UInt8](repeating: 0, count: HAMMER2.embeddedBytes)) : .blockset([]),
+                        bref: nil, owner: pfs)
+        node.dirty = true
+        pfs.nodes[inum] = node
+        return node
+    }
+
     public func unlink(in parent: UInt64, name: [UInt8]) throws {
         try writable()
+        try Self.checkNameLength(name)
         try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
@@ -303,6 +354,7 @@ public final class PFSHandle: @unchecked Sendable {
         try writable()
         if name == Array(".".utf8) { throw EngineError.invalidArgument("cannot remove \".\"") }
         if name == Array("..".utf8) { throw EngineError.posix(ENOTEMPTY, "cannot remove \"..\"") }
+        try Self.checkNameLength(name)
         try locked {
             let dir = try pfs.node(parent)
             guard let entry = try pfs.findEntry(dir, name) else { throw EngineError.notFound }
@@ -321,7 +373,7 @@ public final class PFSHandle: @unchecked Sendable {
         return try locked {
             let node = try pfs.node(inum)
             guard !node.isDirectory else { throw EngineError.posix(EPERM, "hard links to directories are not allowed") }
-            guard node.meta.nlinks > 0 else { throw EngineError.notFound }
+            guard node.meta.nlinks > 0 || node.linkable else { throw EngineError.notFound }
             let dir = try pfs.node(parent)
             guard dir.isDirectory else { throw EngineError.notDirectory }
             if try pfs.findEntry(dir, name) != nil { throw EngineError.posix(EEXIST, "file exists") }
@@ -329,6 +381,7 @@ public final class PFSHandle: @unchecked Sendable {
             try pfs.addEntry(dir, name: name, inum: inum, type: node.type)
             let now = currentTimeMicroseconds()
             node.meta.nlinks += 1
+            node.linkable = false  // linkat publishes an O_TMPFILE file once
             node.meta.ctime = now
             node.dirty = true
             dir.meta.mtime = now
@@ -340,30 +393,36 @@ public final class PFSHandle: @unchecked Sendable {
 
     public static let renameNoReplace: UInt32 = 1  // RENAME_NOREPLACE
     public static let renameExchange: UInt32 = 2  // RENAME_EXCHANGE
+    public static let renameWhiteout: UInt32 = 4  // RENAME_WHITEOUT
 
-    public func rename(from parent: UInt64, name: [UInt8], to newParent: UInt64, newName: [UInt8], flags: UInt32 = 0) throws {
+    /// rename(2) and renameat2(2): NOREPLACE fails if `newName` exists, EXCHANGE swaps two
+    /// existing names atomically (files or directories, across directories), WHITEOUT
+    /// leaves an overlayfs whiteout (a 0/0 character device) at the old name.
+    public func rename(from parent: UInt64, name: [UInt8], to newParent: UInt64, newName: [UInt8], flags: UInt32 = 0,
+                       caller: Caller = Caller(uid: 0, gid: 0)) throws {
         try writable()
+        try Self.checkNameLength(name)
         try Self.checkName(newName)
-        guard flags & ~Self.renameNoReplace == 0 else { throw EngineError.invalidArgument("unsupported rename flags") }
+        let known = Self.renameNoReplace | Self.renameExchange | Self.renameWhiteout
+        guard flags & ~known == 0, flags & Self.renameExchange == 0 || flags == Self.renameExchange else {
+            throw EngineError.invalidArgument("unsupported rename flags 0x\(String(flags, radix: 16))")
+        }
         try locked {
             let sourceDir = try pfs.node(parent)
             let targetDir = try pfs.node(newParent)
-            guard targetDir.isDirectory else { throw EngineError.notDirectory }
+            guard sourceDir.isDirectory, targetDir.isDirectory else { throw EngineError.notDirectory }
             guard let entry = try pfs.findEntry(sourceDir, name) else { throw EngineError.notFound }
             let node = try pfs.node(entry.inum)
-            if node.isDirectory {
-                // Refuse moving a directory under itself: walk up from the target.
-                var up = targetDir.inum
-                while up != PFS.rootInodeNumber && up != 0 {
-                    if up == node.inum { throw EngineError.invalidArgument("cannot move a directory into itself") }
-                    up = try pfs.node(up).meta.iparent
-                }
-                if targetDir.inum == node.inum { throw EngineError.invalidArgument("cannot move a directory into itself") }
-            }
+            if node.isDirectory { try refuseMoveIntoItself(node, targetDir) }
             let existing = try pfs.findEntry(targetDir, newName)
+            if flags & Self.renameExchange != 0 {
+                guard let existing else { throw EngineError.notFound }
+                try exchange(entry, node, in: sourceDir, with: existing, in: targetDir)
+                return
+            }
             if let existing {
                 if flags & Self.renameNoReplace != 0 { throw EngineError.posix(EEXIST, "file exists") }
-                if existing.inum == node.inum { return }  // both names are links to one inode
+                if existing.inum == node.inum { return }  // both names are links to one inode (vfs_rename)
                 let victim = try pfs.node(existing.inum)
                 if victim.isDirectory {
                     guard node.isDirectory else { throw EngineError.isDirectory }
@@ -371,14 +430,19 @@ public final class PFSHandle: @unchecked Sendable {
                 } else if node.isDirectory {
                     throw EngineError.notDirectory
                 }
-                try fs.ensureSpace(for: 0)
+                try fs.ensureSpace(for: flags & Self.renameWhiteout != 0 ? UInt64(HAMMER2.inodeBytes) : 0)
                 pfs.removeName(existing, from: targetDir, target: victim)
             } else {
-                try fs.ensureSpace(for: 0)
+                try fs.ensureSpace(for: flags & Self.renameWhiteout != 0 ? UInt64(HAMMER2.inodeBytes) : 0)
             }
             let now = currentTimeMicroseconds()
             pfs.removeEntry(sourceDir, entry)
             try pfs.addEntry(targetDir, name: newName, inum: node.inum, type: node.type)
+            if flags & Self.renameWhiteout != 0 {
+                // overlayfs's whiteout: a character device 0/0 with mode 0 (WHITEOUT_DEV).
+                let whiteout = newNode(in: sourceDir, type: .characterDevice, mode: 0, caller: caller)
+                try pfs.addEntry(sourceDir, name: name, inum: whiteout.inum, type: .characterDevice)
+            }
             if node.isDirectory { node.meta.iparent = targetDir.inum }
             node.meta.ctime = now
             node.dirty = true
@@ -388,6 +452,39 @@ public final class PFSHandle: @unchecked Sendable {
                 dir.dirty = true
             }
         }
+    }
+
+    /// Refuses moving (or exchanging) directory `node` into `targetDir` when that is the
+    /// directory itself or lies under it.
+    private func refuseMoveIntoItself(_ node: Node, _ targetDir: Node) throws {
+        var up = targetDir.inum
+        while up != 0 {
+            if up == node.inum { throw EngineError.invalidArgument("cannot move a directory into itself") }
+            if up == PFS.rootInodeNumber { break }
+            up = try pfs.node(up).meta.iparent
+        }
+    }
+
+    /// RENAME_EXCHANGE: each name then names the other's inode.
+    private func exchange(_ first: DirectoryEntry, _ firstNode: Node, in firstDir: Node,
+                          with second: DirectoryEntry, in secondDir: Node) throws {
+        guard first.inum != second.inum else { return }  // two links to one inode: nothing to swap
+        let secondNode = try pfs.node(second.inum)
+        if secondNode.isDirectory { try refuseMoveIntoItself(secondNode, firstDir) }
+        try fs.ensureSpace(for: 0)
+        let now = currentTimeMicroseconds()
+        pfs.removeEntry(firstDir, first)
+        pfs.removeEntry(secondDir, second)
+        try pfs.addEntry(firstDir, name: first.name, inum: secondNode.inum, type: secondNode.type)
+        try pfs.addEntry(secondDir, name: second.name, inum: firstNode.inum, type: firstNode.type)
+        if firstNode.isDirectory { firstNode.meta.iparent = secondDir.inum }
+        if secondNode.isDirectory { secondNode.meta.iparent = firstDir.inum }
+        for node in [firstNode, secondNode, firstDir, secondDir] {
+            node.meta.ctime = now
+            node.dirty = true
+        }
+        firstDir.meta.mtime = now
+        secondDir.meta.mtime = now
     }
 
     // MARK: Attributes
@@ -402,14 +499,14 @@ public final class PFSHandle: @unchecked Sendable {
                 guard node.type == .regularFile else { throw EngineError.invalidArgument("truncate of a non-file") }
                 if size > node.meta.size { try fs.ensureSpace(for: 0) }
                 try pfs.truncate(node, to: size)
-                node.meta.mtime = now
+                node.meta.mtime = changes.ctime ?? now
             }
             if let mode = changes.mode { node.meta.mode = mode & 0o7777 }
             if let uid = changes.uid { node.meta.uid = .unixID(uid) }
             if let gid = changes.gid { node.meta.gid = .unixID(gid) }
             if let atime = changes.atime { node.meta.atime = atime }
             if let mtime = changes.mtime { node.meta.mtime = mtime }
-            node.meta.ctime = now
+            node.meta.ctime = changes.ctime ?? now
             node.dirty = true
             return status(node)
         }
@@ -455,10 +552,14 @@ public final class PFSHandle: @unchecked Sendable {
             guard !overflow, end <= UInt64(Int64.max) else { throw EngineError.posix(EFBIG, "file too large") }
             if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit { try fs.flushLocked(midOperation: true) }
             try fs.ensureSpace(for: UInt64(bytes.count) + UInt64(HAMMER2.physicalBufferSize))
+            let hadDirtyData = node.dirtyBytes > 0
             try pfs.writeData(node, at: offset, bytes)
-            let now = currentTimeMicroseconds()
-            node.meta.mtime = now
-            node.meta.ctime = now
+            if !hadDirtyData { allocationChanged?(inum) }
+            if !kernelOwnsFileTimes {
+                let now = currentTimeMicroseconds()
+                node.meta.mtime = now
+                node.meta.ctime = now
+            }
             return bytes.count
         }
     }

@@ -22,8 +22,20 @@ enum Attributes {
         }
     }
 
+    /// A stored time as a timespec. The field is unsigned on disk, but DragonFly's
+    /// hammer2_timespec_to_time stores a time before 1970 as the two's complement of the
+    /// signed microsecond count, so it reads back as signed.
     static func timespec(microseconds: UInt64) -> Glibc.timespec {
-        Glibc.timespec(tv_sec: Int(microseconds / 1_000_000), tv_nsec: Int(microseconds % 1_000_000) * 1000)
+        let signed = Int64(bitPattern: microseconds)
+        var seconds = signed / 1_000_000, micro = signed % 1_000_000
+        if micro < 0 { seconds -= 1; micro += 1_000_000 }
+        return Glibc.timespec(tv_sec: Int(seconds), tv_nsec: Int(micro) * 1000)
+    }
+
+    /// hammer2_timespec_to_time: microseconds since the epoch, wrapping (a negative time
+    /// becomes its two's complement; nanoseconds are truncated to microseconds).
+    static func microseconds(_ ts: Glibc.timespec) -> UInt64 {
+        UInt64(bitPattern: Int64(ts.tv_sec) &* 1_000_000 &+ Int64(ts.tv_nsec / 1000))
     }
 
     /// Linux's makedev: 12 bits of major and 20 of minor in the classic layout, split.
@@ -37,7 +49,9 @@ enum Attributes {
         var st = Glibc.stat()
         st.st_ino = ino_t(meta.inum)
         st.st_mode = fileTypeBits(meta.type) | mode_t(meta.mode & 0o7777)
-        st.st_nlink = nlink_t(max(meta.nlinks, 1))
+        // An unlinked file still open has no links (fstat says 0); the PFS root, which no
+        // directory entry names, has one.
+        st.st_nlink = nlink_t(meta.inum == PFSHandle.rootInodeNumber ? max(meta.nlinks, 1) : meta.nlinks)
         st.st_uid = meta.uid.unixID
         st.st_gid = meta.gid.unixID
         st.st_size = off_t(clamping: meta.size)

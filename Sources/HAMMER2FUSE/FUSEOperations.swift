@@ -42,7 +42,9 @@ enum FUSEOperations {
         ops.`init` = { userdata, connection in
             guard let connection, let userdata else { return }
             let server = Unmanaged<FUSEServer>.fromOpaque(userdata).takeUnretainedValue()
-            h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0)
+            let writeback = h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0)
+            server.pfs.kernelOwnsFileTimes = writeback != 0
+            server.pfs.allocationChanged = { [unowned server] inum in server.invalidateAttributes(inum) }
         }
         ops.lookup = { request, parent, name in
             let trace = RequestTrace(.lookup, UInt64(parent))
@@ -74,14 +76,16 @@ enum FUSEOperations {
                 let st = attr!.pointee
                 var changes = AttributeChanges()
                 let set = Int32(toSet)
-                let now = UInt64(time(nil)) * 1_000_000
-                func micro(_ ts: timespec) -> UInt64 { UInt64(max(ts.tv_sec, 0)) * 1_000_000 + UInt64(max(ts.tv_nsec, 0) / 1000) }
+                let now = currentTimeMicroseconds()
+                let micro = Attributes.microseconds
                 if set & FUSE_SET_ATTR_MODE != 0 { changes.mode = UInt32(st.st_mode) }
                 if set & FUSE_SET_ATTR_UID != 0 { changes.uid = st.st_uid }
                 if set & FUSE_SET_ATTR_GID != 0 { changes.gid = st.st_gid }
                 if set & FUSE_SET_ATTR_SIZE != 0 { changes.size = UInt64(max(st.st_size, 0)) }
                 if set & FUSE_SET_ATTR_ATIME_NOW != 0 { changes.atime = now } else if set & FUSE_SET_ATTR_ATIME != 0 { changes.atime = micro(st.st_atim) }
                 if set & FUSE_SET_ATTR_MTIME_NOW != 0 { changes.mtime = now } else if set & FUSE_SET_ATTR_MTIME != 0 { changes.mtime = micro(st.st_mtim) }
+                // With the writeback cache the kernel sends a file's ctime with its mtime.
+                if set & FUSE_SET_ATTR_CTIME != 0 { changes.ctime = micro(st.st_ctim) }
                 var result = Attributes.stat(for: try server.pfs.setAttributes(UInt64(ino), changes))
                 fuse_reply_attr(request, &result, server.options.cacheTimeout)
             } catch {
@@ -176,7 +180,8 @@ enum FUSEOperations {
             let server = FUSEOperations.server(request)
             do {
                 try server.pfs.rename(from: UInt64(parent), name: FUSEOperations.name(name), to: UInt64(newParent),
-                                      newName: FUSEOperations.name(newName), flags: UInt32(flags))
+                                      newName: FUSEOperations.name(newName), flags: UInt32(flags),
+                                      caller: FUSEOperations.caller(request))
                 fuse_reply_err(request, 0)
             } catch {
                 server.fail(request, error, "rename in inode \(parent)")
@@ -200,6 +205,7 @@ enum FUSEOperations {
                 let status = try server.pfs.create(in: UInt64(parent), name: FUSEOperations.name(name), type: .regularFile,
                                                    mode: UInt32(mode), caller: FUSEOperations.caller(request))
                 try server.pfs.open(status.meta.inum)
+                if FUSEOperations.writes(info) { server.pfs.openForWriting(status.meta.inum, 1) }
                 var entry = FUSEOperations.entry(server, status)
                 fuse_reply_create(request, &entry, info)
             } catch {
@@ -224,6 +230,7 @@ enum FUSEOperations {
                     _ = try server.pfs.setAttributes(UInt64(ino), AttributeChanges(size: 0))
                 }
                 try server.pfs.open(UInt64(ino))
+                if FUSEOperations.writes(info) { server.pfs.openForWriting(UInt64(ino), 1) }
                 // Every change goes through this mount, so cached pages stay valid across opens.
                 h2fuse_set_keep_cache(info)
                 fuse_reply_open(request, info)
@@ -267,10 +274,12 @@ enum FUSEOperations {
                 server.fail(request, error, "fsync of inode \(ino)")
             }
         }
-        ops.release = { request, ino, _ in
+        ops.release = { request, ino, info in
             let trace = RequestTrace(.release, UInt64(ino))
             defer { trace.end() }
-            FUSEOperations.server(request).pfs.release(UInt64(ino))
+            let server = FUSEOperations.server(request)
+            if FUSEOperations.writes(info) { server.pfs.openForWriting(UInt64(ino), -1) }
+            server.pfs.release(UInt64(ino))
             fuse_reply_err(request, 0)
         }
         ops.opendir = { request, ino, info in
@@ -411,6 +420,7 @@ enum FUSEOperations {
             var st = FUSEOperations.server(request).statfs()
             fuse_reply_statfs(request, &st)
         }
+        addFileSpaceOperations(&ops)
         return ops
     }
 

@@ -109,7 +109,7 @@ public final class FUSEServer: Sendable {
                 startHeartbeat(trace)
             }
             startFlushTimer()
-            let status = h2fuse_session_loop_mt(session, options.maxThreads)
+            let status = h2fuse_session_loop(session, options.maxThreads, FUSEOperations.temporaryFile, userdata)
             stopping.withLock { $0 = true }
             return status
         }
@@ -150,15 +150,30 @@ public final class FUSEServer: Sendable {
         notify { session in _ = fuse_lowlevel_notify_inval_inode(session, fuse_ino_t(inum), 0, 0) }
     }
 
+    /// Makes the kernel write back its dirty pages of `inum` (invalidating them launders
+    /// each dirty one through a write request, which other threads serve) and waits for
+    /// that, for an answer that must see all of the file's data (SEEK_DATA / SEEK_HOLE).
+    func writeBackKernelPages(_ inum: UInt64) {
+        notify(waiting: 30) { session in _ = fuse_lowlevel_notify_inval_inode(session, fuse_ino_t(inum), 0, 0) }
+    }
+
+    /// Tells the kernel its cached attributes of `inum` are stale (st_blocks after data
+    /// arrived by writeback), without waiting.
+    func invalidateAttributes(_ inum: UInt64) {
+        DispatchQueue.global().async { [self] in
+            if let current = session.withLock({ $0 }) { _ = fuse_lowlevel_notify_inval_inode(current.pointer, fuse_ino_t(inum), -1, 0) }
+        }
+    }
+
     /// Runs a kernel notification on another thread and waits for it a little: the kernel
     /// may need a lock the current request holds, and then the notification lands later.
-    private func notify(_ body: @escaping @Sendable (OpaquePointer) -> Void) {
+    private func notify(waiting seconds: Double = 2, _ body: @escaping @Sendable (OpaquePointer) -> Void) {
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async { [self] in
             if let current = session.withLock({ $0 }) { body(current.pointer) }
             done.signal()
         }
-        _ = done.wait(timeout: .now() + 2)
+        _ = done.wait(timeout: .now() + seconds)
     }
 
     /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does, and

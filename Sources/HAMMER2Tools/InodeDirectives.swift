@@ -96,18 +96,27 @@ enum InodeDirectives {
         }
     }
 
-    /// The entries of directory `path`, for -r.
+    /// The regular files and directories in directory `path`, for -r. Symlinks are not
+    /// followed and, like fifos and device nodes (which an open would block on or reach
+    /// through to a device), skipped: only files and directories hold data to set methods for.
     static func children(_ target: Target, _ path: String) throws -> [String] {
+        let prefix = path.hasSuffix("/") ? path : path + "/"
         switch target {
         case let .offline(_, pfs):
             var names: [String] = []
             try pfs.readDirectory(try pfs.resolve(path), from: 0, withAttributes: false) { entry, _ in
-                names.append(String(decoding: entry.name, as: UTF8.self))
+                if entry.type == .regularFile || entry.type == .directory {
+                    names.append(String(decoding: entry.name, as: UTF8.self))
+                }
                 return true
             }
-            return names.map { path.hasSuffix("/") ? path + $0 : path + "/" + $0 }
+            return names.map { prefix + $0 }
         case .online:
-            return try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { path + "/" + $0 }
+            return try FileManager.default.contentsOfDirectory(atPath: path).sorted().map { prefix + $0 }.filter { child in
+                var st = Glibc.stat()
+                guard lstat(child, &st) == 0 else { return true }  // let the open report why
+                return st.st_mode & S_IFMT == S_IFREG || st.st_mode & S_IFMT == S_IFDIR
+            }
         }
     }
 

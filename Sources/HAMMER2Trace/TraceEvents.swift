@@ -54,7 +54,8 @@ public enum TraceSubsystem: UInt32, CaseIterable, Sendable {
 /// The FUSE requests the daemon answers; request events are `rawValue`, replies `0x80 | rawValue`.
 public enum FUSEOpcode: UInt32, CaseIterable, Sendable {
     case lookup = 1, getattr, setattr, readlink, mknod, mkdir, symlink, unlink, rmdir, rename, link, create, open,
-         read, write, fsync, release, opendir, readdir, readdirplus, releasedir, fsyncdir, ioctl, statfs
+         read, write, fsync, release, opendir, readdir, readdirplus, releasedir, fsyncdir, ioctl, statfs,
+         fallocate, lseek, tmpfile
 
     public var name: String { "\(self)" }
 }

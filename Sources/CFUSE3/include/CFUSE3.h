@@ -3,15 +3,23 @@
 #ifndef CFUSE3_H
 #define CFUSE3_H
 
-// 3.12: fuse_session_loop_mt must take the 3.12 loop config (fuse_loop_cfg_*); under an older
-// API version it maps to an entry point that misreads it and ends each worker after one request.
 #define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
-// fuse_session_loop_mt is a versioned macro (fuse_session_loop_mt_312 in libfuse 3.12+).
-int h2fuse_session_loop_mt(struct fuse_session *se, unsigned int max_threads);
+
+// The request loop (shims.c): `threads` workers; FUSE_TMPFILE requests (which libfuse 3.14
+// does not know) go to `tmpfile`, which fills `result` (the new inode's attributes) and
+// returns 0 or an errno.
+// `mode` has the umask applied.
+struct h2fuse_tmpfile_result {
+    struct stat attr;
+    double timeout;
+};
+typedef int (*h2fuse_tmpfile_handler)(void *userdata, uint64_t parent, uint32_t uid, uint32_t gid, uint32_t mode,
+                                      uint32_t flags, struct h2fuse_tmpfile_result *result);
+int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile, void *userdata);
 
 // fuse_file_info flags are bitfields.
 void h2fuse_set_keep_cache(struct fuse_file_info *fi);
@@ -22,6 +30,6 @@ struct fuse_args h2fuse_args(int argc, char **argv);
 
 // Asks the kernel for large readahead, as much as it offers, and for its writeback cache
 // when `writeback` is non-zero (and the filesystem is writable).
-void h2fuse_init_connection(struct fuse_conn_info *conn, int writeback);
+int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback);
 
 #endif
