@@ -8,8 +8,9 @@ import XCTest
 /// Linux's makedev for small numbers (major < 4096, minor < 256).
 func makedev(_ major: UInt32, _ minor: UInt32) -> dev_t { dev_t(major) << 8 | dev_t(minor) }
 
-class PosixTests: XCTestCase {
-    /// EncryptedPosixTests runs every test again on an encrypted PFS.
+/// Helpers of the tests that work through a mount like a user program.
+class MountTestCase: XCTestCase {
+    /// Subclasses for encrypted PFSes run the same tests again on one.
     class var encrypted: Bool { false }
 
     func newVolume() throws -> ScratchVolume { try ScratchVolume(encrypted: Self.encrypted) }
@@ -41,6 +42,9 @@ class PosixTests: XCTestCase {
         XCTAssertEqual(errno, code, "\(what): got \(String(cString: strerror(errno)))", line: line)
     }
 
+}
+
+class PosixTests: MountTestCase {
     func testFilesSparseWritesAppendsOverwritesAndTruncation() throws {
         let volume = try newVolume()
         var random = SplitMix64(seed: 7)
