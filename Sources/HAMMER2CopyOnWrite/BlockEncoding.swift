@@ -72,7 +72,10 @@ enum DataBlockEncoding {
         var decision = Decision.raw
         if algorithm == .lz4 || algorithm == .zlib {
             decision = .skipped
-            if heuristic < 8 || heuristic & 7 == 0 {
+            // DragonFly's rule, plus a probe of a sample of each block it would skip: data
+            // that turns compressible again (text after binaries in a tar) is caught at
+            // once, not up to 8 blocks later. Every block DragonFly tries, we try too.
+            if heuristic < 8 || heuristic & 7 == 0 || Compressor.sampleCompresses(logical) {
                 let compressed = precomputed ?? compress(logical, algorithm: algorithm, level: Int(compAlgo >> 4))
                 if var stored = compressed {
                     heuristic = 0
