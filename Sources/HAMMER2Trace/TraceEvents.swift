@@ -119,6 +119,9 @@ public struct TraceEvent: Sendable, Equatable {
             case .lookup, .mknod, .mkdir, .symlink, .unlink, .rmdir, .create, .rename: arguments = [("parent", .decimal)]
             case .link: arguments = [("ino", .decimal), ("newparent", .decimal)]
             case .ioctl: arguments = [("ino", .decimal), ("command", .hex)]
+            case .fallocate: arguments = [("ino", .decimal), ("offset", .hex), ("length", .bytes)]
+            case .lseek: arguments = [("ino", .decimal), ("offset", .hex), ("whence", .decimal)]
+            case .tmpfile: arguments = [("parent", .decimal)]
             default: arguments = [("ino", .decimal)]
             }
             events.append(TraceEventInfo(fuseRequest(op).rawValue, "fuse.\(op.name)", arguments))
