@@ -98,7 +98,10 @@ public final class FUSEServer: Sendable {
             // Resolved before mounting: once mounted, any file-system call on the mount point
             // would wait for this very daemon, which is not serving requests yet.
             let resolvedMountpoint = Self.resolvedPath(options.mountpoint)
-            guard fuse_session_mount(session, options.mountpoint) == 0 else { return -3 }
+            // The absolute path: libfuse unmounts by the name it was given, after the daemon
+            // changed to "/" (a relative name then fails, EINVAL, and a signalled daemon
+            // would leave its mount point disconnected).
+            guard fuse_session_mount(session, resolvedMountpoint) == 0 else { return -3 }
             defer { fuse_session_unmount(session) }
             tuneBackingDevice(readaheadKiB: options.readaheadKiB,
                               maxDirtyBytes: options.writebackCache && !filesystem.readOnly ? options.kernelDirtyMiB << 20 : 0,

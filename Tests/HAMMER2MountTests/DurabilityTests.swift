@@ -165,4 +165,49 @@ final class DurabilityTests: XCTestCase {
         }
         XCTAssertGreaterThan(durable.count, 5)
     }
+
+    /// SIGTERM (systemd stopping the mount, kill) ends the daemon as an unmount does: what
+    /// was written is flushed, the mount point is unmounted (not left disconnected), exit 0.
+    func testSIGTERMFlushesAndUnmounts() throws {
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-term-\(getpid()).img")
+        defer { try? FileManager.default.removeItem(at: image) }
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "256m", image.path]).status, 0)
+        let mount = try MountedImage(image.path + "@DATA", options: ["-o", "rw"])
+        var random = SplitMix64(seed: 41)
+        let data = random.bytes(3 << 20)
+        XCTAssertEqual(writeFile(mount.mountpoint.path + "/unsynced", data, sync: false), 0)
+        XCTAssertEqual(Glibc.kill(mount.daemonPID, SIGTERM), 0)
+        let deadline = Date().addingTimeInterval(15)
+        while !mount.isStopped && Date() < deadline { usleep(20_000) }
+        XCTAssertTrue(mount.isStopped, "the daemon did not exit on SIGTERM")
+        XCTAssertFalse(MountedImage.isMountpoint(mount.mountpoint.path), "SIGTERM left the mount behind")
+        XCTAssertEqual(try mount.unmount(), 0, "exit status after SIGTERM")
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [image.path]).status, 0)
+        let check = try MountedImage(image.path + "@DATA")
+        XCTAssertEqual(sha256Hex(try Data(contentsOf: URL(fileURLWithPath: check.mountpoint.path + "/unsynced"))), sha256Hex(data))
+        try check.unmount()
+        // A mount point given relative to the caller's directory: the daemon (which changes
+        // to "/") must still find it to unmount.
+        let parent = image.deletingLastPathComponent().path
+        let relative = "hammer2-term-mnt-\(getpid())"
+        try FileManager.default.createDirectory(atPath: parent + "/" + relative, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: parent + "/" + relative) }
+        let mounted = try Binaries.runDetaching("mount_hammer2", [image.path + "@DATA", relative], in: parent)
+        XCTAssertEqual(mounted.status, 0, mounted.output)
+        XCTAssertTrue(MountedImage.isMountpoint(parent + "/" + relative))
+        // The daemon: the process whose command line names this mount point.
+        let pid = (try FileManager.default.contentsOfDirectory(atPath: "/proc")).compactMap { pid_t($0) }.first { candidate in
+            let line = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(candidate)/cmdline"))) ?? Data()
+            let words = line.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            return words.first?.hasSuffix("mount_hammer2") == true && words.last == relative
+        } ?? 0
+        XCTAssertGreaterThan(pid, 0)
+        XCTAssertEqual(Glibc.kill(pid, SIGTERM), 0)
+        let until = Date().addingTimeInterval(15)
+        while Glibc.kill(pid, 0) == 0 && Date() < until { usleep(20_000) }
+        XCTAssertFalse(MountedImage.isMountpoint(parent + "/" + relative), "a relative mount point was left behind")
+        if MountedImage.isMountpoint(parent + "/" + relative) {
+            _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-uz", parent + "/" + relative])
+        }
+    }
 }

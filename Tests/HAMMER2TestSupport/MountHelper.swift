@@ -27,13 +27,14 @@ public enum Binaries {
 
     /// Runs a tool that leaves a daemon behind (mount_hammer2 without -f): output goes to
     /// a file, since the daemon may inherit pipe ends and keep them open.
-    public static func runDetaching(_ name: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
+    public static func runDetaching(_ name: String, _ arguments: [String], in directory: String? = nil) throws -> (status: Int32, output: String) {
         let log = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-run-\(getpid())-\(UUID().uuidString.prefix(8)).log")
         FileManager.default.createFile(atPath: log.path, contents: nil)
         defer { try? FileManager.default.removeItem(at: log) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: try path(name))
         process.arguments = arguments
+        if let directory { process.currentDirectoryURL = URL(fileURLWithPath: directory) }
         let handle = try FileHandle(forWritingTo: log)
         process.standardOutput = handle
         process.standardError = handle
