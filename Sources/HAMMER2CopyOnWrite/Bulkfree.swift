@@ -3,11 +3,8 @@
 // super-root, and every 16 KiB block the freemap marks allocated that no blockref reaches
 // is freed.
 //
-// DragonFly frees in two passes (11 -> 10 -> 00) because its front end keeps allocating
-// while the scan runs. Here the scan holds the filesystem lock after a flush, so nothing
-// is allocated behind its back and one pass frees directly. Older volume header copies
-// still point at older trees whose blocks this frees, so the flush that follows writes
-// the new header to every copy: no header is left pointing at space that may be reused.
+// The pass itself (scan without the lock, then apply) is in Reclaim.swift; this file has
+// the walk over every referenced block and the freemap rebuild.
 
 import Glibc
 import HAMMER2Engine
@@ -32,61 +29,6 @@ public struct BulkfreeResult: Sendable {
 }
 
 extension MutableFilesystem {
-    /// Runs bulkfree; `progress` is told the blockrefs scanned so far now and then.
-    public func bulkfree(progress: ((Int) -> Void)? = nil) throws -> BulkfreeResult {
-        guard !readOnly else { throw EngineError.posix(EROFS, "bulkfree needs a read-write filesystem") }
-        let started = Trace.now
-        Trace.record(.bulkfreeStart, volumes.totalSize)
-        do {
-            let result = try bulkfreeLocked(progress: progress)
-            Trace.record(.bulkfreeEnd, result.freedBytes, UInt64(result.blockrefsScanned), Trace.now &- started)
-            return result
-        } catch {
-            Trace.record(.bulkfreeEnd, 0, 0, Trace.now &- started, UInt64((error as? EngineError)?.errno ?? EIO))
-            throw error
-        }
-    }
-
-    private func bulkfreeLocked(progress: ((Int) -> Void)?) throws -> BulkfreeResult {
-        try withLock {
-            // Flush first when possible; a full volume may not take its dirty data, and the
-            // scan is of the last flushed state either way (unflushed data owns no blocks).
-            do { try flushLocked() } catch let error as EngineError where error.errno == ENOSPC {}
-            // Reads started before the lock was taken may still use blocks about to be freed.
-            while readsInFlight.load(ordering: .relaxed) > 0 { usleep(1000) }
-            var result = BulkfreeResult()
-            var referenced = Set<UInt64>()  // 16 KiB block numbers in use
-            var linearEnds: [UInt64: UInt64] = [:]  // segment -> end of its highest sub-16 KiB block
-            let begin = header.allocatorBegin
-            // Every copy of a block is in use (DragonFly's bulkfree would free the extra ones).
-            result.blockrefsScanned = try forEachReferencedBlock(progress: { scanned in
-                progress?(scanned)
-                Trace.record(.bulkfreeProgress, UInt64(scanned), result.referencedBytes)
-            }) { bref, offset, bytes in
-                guard offset >= begin else { return }
-                var block = offset / FreemapAllocator.blockBytes
-                let last = (offset + bytes - 1) / FreemapAllocator.blockBytes
-                while block <= last {
-                    if referenced.insert(block).inserted { result.referencedBytes += FreemapAllocator.blockBytes }
-                    block += 1
-                }
-                if bytes < FreemapAllocator.blockBytes {
-                    let segment = offset / FreemapAllocator.segmentBytes
-                    linearEnds[segment] = max(linearEnds[segment] ?? 0, offset + bytes - segment * FreemapAllocator.segmentBytes)
-                }
-            }
-            progress?(result.blockrefsScanned)
-            let before = allocator.freeBytes
-            result.repairedBlocks = allocator.rebuild(referenced: referenced, linearEnds: linearEnds)
-            result.freedBytes = allocator.freeBytes > before ? allocator.freeBytes - before : 0
-            reader.cache.removeAll()  // freed offsets will hold new blocks
-            try commitFreemapLocked(allHeaderCopies: true)
-            return result
-        }
-    }
-}
-
-extension MutableFilesystem {
     /// Visits every copy of every block the last flushed state references, and the blocks
     /// of open files already unlinked (out of the index, still read): `visit(bref, media
     /// offset, bytes)`; shared subtrees (snapshots) once. The caller holds the lock. A
@@ -96,9 +38,29 @@ extension MutableFilesystem {
     @discardableResult
     func forEachReferencedBlock(progress: ((Int) -> Void)? = nil,
                                 _ visit: (Blockref, UInt64, UInt64) throws -> Void) throws -> Int {
+        try Self.forEachReferencedBlock(in: referencedRoots(), reader: reader, volumeEnd: volumes.totalSize,
+                                        progress: progress, visit)
+    }
+
+    /// The trees the last flushed state consists of: the super-root's blockset, and the
+    /// blocksets of unlinked files still open. Taken under the lock; the trees themselves
+    /// never change (copy-on-write), so they can be walked without it.
+    func referencedRoots() -> [[Blockref]] {
+        var roots = [header.superRootBlockset]
+        for pfs in mounted.values {
+            for node in pfs.nodes.values where node.meta.nlinks == 0 && node.openCount > 0 {
+                roots.append(node.flushedContent.blockset)
+            }
+        }
+        return roots
+    }
+
+    @discardableResult
+    static func forEachReferencedBlock(in roots: [[Blockref]], reader: BlockReader, volumeEnd: UInt64,
+                                       progress: ((Int) -> Void)? = nil,
+                                       _ visit: (Blockref, UInt64, UInt64) throws -> Void) throws -> Int {
         var visitedNodes = Set<UInt64>()
         var scanned = 0
-        let volumeEnd = volumes.totalSize
         func walk(_ refs: [Blockref]) throws {
             for bref in refs where bref.type != .empty {
                 scanned += 1
@@ -125,12 +87,7 @@ extension MutableFilesystem {
                 }
             }
         }
-        try walk(header.superRootBlockset)
-        for pfs in mounted.values {
-            for node in pfs.nodes.values where node.meta.nlinks == 0 && node.openCount > 0 {
-                try walk(node.flushedContent.blockset)
-            }
-        }
+        for root in roots { try walk(root) }
         progress?(scanned)
         return scanned
     }
@@ -140,7 +97,7 @@ extension FreemapAllocator {
     /// Sets every 16 KiB block at or above allocator_beg to allocated if `referenced`
     /// holds it and free otherwise (the reserved areas and space past the end stay
     /// allocated). Returns how many referenced blocks were marked free before.
-    mutating func rebuild(referenced: Set<UInt64>, linearEnds: [UInt64: UInt64]) -> Int {
+    mutating func rebuild(referenced: BlockBitmap, linearEnds: [UInt64: UInt64]) -> Int {
         var repaired = 0
         let entriesPerLeaf = UInt64(BitmapData.entriesPerLeaf)
         for leafIndex in leaves.keys.sorted() {
@@ -155,7 +112,7 @@ extension FreemapAllocator {
                 var highest = -1
                 for block in 0..<BitmapData.blocksPerEntry {
                     let number = segment * UInt64(BitmapData.blocksPerEntry) + UInt64(block)
-                    if referenced.contains(number) {
+                    if referenced.contains(number) {  // out of its range (growfs since): kept
                         if entry.state(ofBlock: block) == .free { repaired += 1 }
                         entry.setState(.allocated, ofBlock: block)
                         used += 1

@@ -31,7 +31,7 @@ extension PFSHandle {
         guard length > 0 else { throw EngineError.invalidArgument("fallocate of 0 bytes") }
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= UInt64(Int64.max) else { throw EngineError.posix(EFBIG, "file too large") }
-        return try locked {
+        return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard !node.isDirectory else { throw EngineError.isDirectory }
             guard node.type == .regularFile else { throw EngineError.posix(ENODEV, "fallocate of a non-file") }

@@ -45,6 +45,7 @@ extension MutableFilesystem {
         let duration = Trace.now &- started
         Trace.record(.flushEnd, UInt64(sink.blocksWritten), UInt64(sink.bytesWritten), duration, 0, header.mirrorTID)
         Trace.withSession { $0.flushed(nanoseconds: duration) }
+        reclaimIfWorthIt()
     }
 
     private func flushAll(allHeaderCopies: Bool, dropCleanNodes: Bool, sink: FlushSink) throws {

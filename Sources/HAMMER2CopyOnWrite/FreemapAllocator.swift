@@ -52,6 +52,12 @@ public struct FreemapAllocator {
     public var volumeRanges: [Range<UInt64>] = []
     /// allocator_free: bytes of 16 KiB blocks not allocated.
     public internal(set) var freeBytes: UInt64
+    /// Bytes allocated since the last bulkfree began: what copy-on-write may have left
+    /// behind for the next pass to free (Reclaim.swift).
+    var bytesAllocatedSinceReclaim: UInt64 = 0
+    /// While a bulkfree scans without the lock: the 16 KiB blocks allocated since its scan
+    /// began, which it must not free (they are not in the tree it scans).
+    var allocatedDuringScan: BlockBitmap?
 
     /// A freemap with nothing allocated yet (newfs).
     public init(volumeSize: UInt64, allocatorBegin: UInt64, freeBytes: UInt64) {
@@ -154,6 +160,15 @@ public struct FreemapAllocator {
                 throw EngineError.posix(ENOSPC, "no free block of \(bytes) bytes left in the freemap")
             }
             offsets.append(offset)
+        }
+        bytesAllocatedSinceReclaim &+= UInt64(bytes * offsets.count)
+        if allocatedDuringScan != nil {
+            for offset in offsets {
+                // Every 16 KiB block the new block covers (a 64 KiB block spans four).
+                for block in (offset / Self.blockBytes)...((offset + UInt64(bytes) - 1) / Self.blockBytes) {
+                    allocatedDuringScan!.insert(block)
+                }
+            }
         }
         return offsets
     }

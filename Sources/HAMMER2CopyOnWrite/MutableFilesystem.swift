@@ -46,6 +46,14 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// them, since the blocks they read may be about to be freed and reused.
     let readsInFlight = Atomic<Int>(0)
 
+    // Reclaim (Reclaim.swift): one bulkfree pass at a time, the background reclaimer's
+    // state and policy, and the condition writers waiting for space sleep on.
+    let passLock = NSLock()
+    let reclaimState = Mutex(ReclaimState())
+    let reclaimPolicy = Mutex(ReclaimPolicy())
+    let reclaimSignal = NSCondition()
+    let reclaimerStarted = Atomic<Bool>(false)
+
     /// Opens the filesystem on `paths` (one device, or the devices of a volume set);
     /// `degraded` lets volumes of a set be missing (read-only: docs/copies.md).
     /// `copyLogger` receives repairs of bad copies and lost blocks from the first read on
@@ -149,8 +157,10 @@ public final class MutableFilesystem: @unchecked Sendable {
         return bytes + bytes / 16
     }
 
-    /// Space kept back for the metadata of a flush (indirect blocks, inodes, freemap).
-    var reserveBytes: UInt64 { UInt64(sharedMetadataCopies) * (2 << 20) }
+    /// Space new data and new inodes may not take (hammer2_vfsops.c's free_reserved: 1/20
+    /// of the volume), so that a "full" volume can still flush the metadata of deletions,
+    /// renames and bulkfree; at least what a flush's metadata needs.
+    var reserveBytes: UInt64 { max(UInt64(sharedMetadataCopies) * (2 << 20), allocator.volumeSize / 20) }
 
     /// Changed inodes held in memory before a flush writes them (as `dirtyLimit` bounds
     /// dirty data): creating a million files must not hold a million nodes until the timer.
@@ -176,7 +186,9 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     public func spaceUsage() -> SpaceUsage {
         withLock {
-            let free = allocator.freeBytes > pendingBytes ? allocator.freeBytes - pendingBytes : 0
+            // As DragonFly's statfs: the reserve is not free space for users.
+            let held = pendingBytes + reserveBytes
+            let free = allocator.freeBytes > held ? allocator.freeBytes - held : 0
             let inodes = mounted.values.reduce(UInt64(0)) { $0 + $1.rootBref.statsInodeCount }
             return SpaceUsage(totalBytes: header.allocatorSize, freeBytes: free, inodeCount: inodes)
         }

@@ -101,6 +101,20 @@ public final class PFSHandle: @unchecked Sendable {
         }
     }
 
+    /// `locked` for operations that take space: when the volume is full but a bulkfree
+    /// pass may free space (copy-on-write left old blocks behind), the operation waits for
+    /// the reclaimer, without the lock, and is tried again; ENOSPC only when passes find
+    /// nothing more to free. The operations check for space before changing anything.
+    func lockedWaitingForSpace<T>(_ body: () throws -> T) throws -> T {
+        while true {
+            do {
+                return try locked(body)
+            } catch let error as EngineError where error.errno == ENOSPC {
+                guard fs.waitForReclaim() else { throw error }
+            }
+        }
+    }
+
     func writable() throws {
         if fs.readOnly { throw EngineError.posix(EROFS, "filesystem is mounted read-only") }
     }
@@ -268,7 +282,7 @@ public final class PFSHandle: @unchecked Sendable {
                        target: [UInt8]? = nil, device: (UInt32, UInt32) = (0, 0)) throws -> NodeStatus {
         try writable()
         try Self.checkName(name)
-        return try locked {
+        return try lockedWaitingForSpace {
             let dir = try pfs.node(parent)
             guard dir.isDirectory else { throw EngineError.notDirectory }
             guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
@@ -291,7 +305,7 @@ public final class PFSHandle: @unchecked Sendable {
     /// lives in memory, as an unlinked open file's does); closed unnamed, it is gone.
     public func createTemporary(in parent: UInt64, mode: UInt32, caller: Caller) throws -> NodeStatus {
         try writable()
-        return try locked {
+        return try lockedWaitingForSpace {
             let dir = try pfs.node(parent)
             guard dir.isDirectory else { throw EngineError.notDirectory }
             guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
@@ -370,7 +384,7 @@ public final class PFSHandle: @unchecked Sendable {
     public func link(_ inum: UInt64, into parent: UInt64, name: [UInt8]) throws -> NodeStatus {
         try writable()
         try Self.checkName(name)
-        return try locked {
+        return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard !node.isDirectory else { throw EngineError.posix(EPERM, "hard links to directories are not allowed") }
             guard node.meta.nlinks > 0 || node.linkable else { throw EngineError.notFound }
@@ -407,7 +421,7 @@ public final class PFSHandle: @unchecked Sendable {
         guard flags & ~known == 0, flags & Self.renameExchange == 0 || flags == Self.renameExchange else {
             throw EngineError.invalidArgument("unsupported rename flags 0x\(String(flags, radix: 16))")
         }
-        try locked {
+        try lockedWaitingForSpace {
             let sourceDir = try pfs.node(parent)
             let targetDir = try pfs.node(newParent)
             guard sourceDir.isDirectory, targetDir.isDirectory else { throw EngineError.notDirectory }
@@ -491,7 +505,7 @@ public final class PFSHandle: @unchecked Sendable {
 
     public func setAttributes(_ inum: UInt64, _ changes: AttributeChanges) throws -> NodeStatus {
         try writable()
-        return try locked {
+        return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             let now = currentTimeMicroseconds()
             if let size = changes.size {
@@ -543,7 +557,7 @@ public final class PFSHandle: @unchecked Sendable {
 
     public func write(_ inum: UInt64, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Int {
         try writable()
-        return try locked {
+        return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else {
                 throw node.isDirectory ? EngineError.isDirectory : EngineError.invalidArgument("write to a non-file")

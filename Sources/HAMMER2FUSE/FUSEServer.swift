@@ -38,6 +38,9 @@ public struct MountOptions: Sendable {
     /// Seconds between background flushes of a read-write mount. Shorter than DragonFly's
     /// 30 s syncer because sync(2) cannot reach a libfuse 3.14 daemon (no FUSE_SYNCFS).
     public var flushInterval: Double = 5
+    /// Background bulkfree passes when copy-on-write has filled the volume, and writers
+    /// waiting for them instead of failing (docs/reclaim.md).
+    public var automaticReclaim = true
 
     public init(mountpoint: String, fsname: String) {
         self.mountpoint = mountpoint
@@ -112,11 +115,13 @@ public final class FUSEServer: Sendable {
                 startHeartbeat(trace)
             }
             startFlushTimer()
+            if options.automaticReclaim && !filesystem.readOnly { filesystem.startReclaimer() }
             let status = h2fuse_session_loop(session, options.maxThreads, FUSEOperations.temporaryFile, userdata)
             stopping.withLock { $0 = true }
             return status
         }
         // Unmounted (or signalled): write what is left.
+        filesystem.stopReclaimer()
         if !filesystem.readOnly {
             do { try filesystem.flush() } catch { logger("final flush of \(options.fsname) failed: \(error)") }
         }

@@ -127,7 +127,8 @@ public final class TraceSession: Sendable {
     struct PFSFields: Sendable {
         let object: TraceStatistics
         let readRequests, readBytes, writeRequests, writeBytes, blocksRead, blocksWritten, logicalFlushed, physicalFlushed,
-            checkFailures, repairs, lost, flushes, flushTime, flushLatency: TraceStatistics.Field
+            checkFailures, repairs, lost, flushes, flushTime, flushLatency, reclaimPasses, automaticPasses,
+            reclaimedBytes, spaceWaits: TraceStatistics.Field
         init(_ segment: TraceSegment, label: String) throws {
             object = try segment.addStatistics(name: "pfs.\(label)", version: 1, fields: [
                 TraceField("read_requests", unit: "requests"), TraceField("read_bytes", unit: "bytes"),
@@ -138,6 +139,8 @@ public final class TraceSession: Sendable {
                 TraceField("lost_blocks", unit: "blocks"), TraceField("flushes", unit: "flushes"),
                 TraceField("flush_time", unit: "ns"),
                 TraceField("flush_latency", .histogram, count: TraceSession.latencyBuckets, unit: "log2 ms"),
+                TraceField("bulkfree_passes", unit: "passes"), TraceField("automatic_bulkfree_passes", unit: "passes"),
+                TraceField("bulkfree_freed_bytes", unit: "bytes"), TraceField("space_waits", unit: "waits"),
             ])
             readRequests = object.field("read_requests"); readBytes = object.field("read_bytes")
             writeRequests = object.field("write_requests"); writeBytes = object.field("write_bytes")
@@ -145,6 +148,8 @@ public final class TraceSession: Sendable {
             logicalFlushed = object.field("logical_bytes_flushed"); physicalFlushed = object.field("physical_bytes_flushed")
             checkFailures = object.field("check_failures"); repairs = object.field("repairs"); lost = object.field("lost_blocks")
             flushes = object.field("flushes"); flushTime = object.field("flush_time"); flushLatency = object.field("flush_latency")
+            reclaimPasses = object.field("bulkfree_passes"); automaticPasses = object.field("automatic_bulkfree_passes")
+            reclaimedBytes = object.field("bulkfree_freed_bytes"); spaceWaits = object.field("space_waits")
         }
     }
 
@@ -179,6 +184,18 @@ public final class TraceSession: Sendable {
             w.add(pfs.flushLatency, index: Self.bucket(nanoseconds / 1_000_000))
         }
     }
+
+    /// A bulkfree pass that freed `bytes` (started by the reclaimer when `automatic`).
+    public func reclaimed(bytes: UInt64, automatic: Bool) {
+        pfs.object.update { w in
+            w.add(pfs.reclaimPasses)
+            if automatic { w.add(pfs.automaticPasses) }
+            w.add(pfs.reclaimedBytes, bytes)
+        }
+    }
+
+    /// A writer found the volume full and waited for a bulkfree pass.
+    public func waitedForSpace() { pfs.object.add(pfs.spaceWaits) }
 
     // MARK: FUSE requests
 

@@ -138,7 +138,7 @@ public struct TraceEvent: Sendable, Equatable {
             TraceEventInfo(flushStart.rawValue, "flush.start", [("inodes", .decimal), ("dirty", .bytes)]),
             TraceEventInfo(flushEnd.rawValue, "flush.end", [("blocks", .decimal), ("bytes", .bytes), ("duration", .nanoseconds), ("error", .errno), ("tid", .hex)]),
             TraceEventInfo(allocate.rawValue, "alloc.block", [("offset", .hex), ("size", .bytes), ("type", .decimal)]),
-            TraceEventInfo(bulkfreeStart.rawValue, "bulkfree.start", [("volume_bytes", .bytes)]),
+            TraceEventInfo(bulkfreeStart.rawValue, "bulkfree.start", [("volume_bytes", .bytes), ("automatic", .decimal)]),
             TraceEventInfo(bulkfreeProgress.rawValue, "bulkfree.progress", [("scanned", .decimal), ("referenced", .bytes)]),
             TraceEventInfo(bulkfreeEnd.rawValue, "bulkfree.end", [("freed", .bytes), ("scanned", .decimal), ("duration", .nanoseconds), ("error", .errno)]),
             TraceEventInfo(copyRepaired.rawValue, "copies.repaired", [("offset", .hex), ("size", .bytes), ("copy", .decimal), ("from", .decimal)]),

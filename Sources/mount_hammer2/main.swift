@@ -36,6 +36,11 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 nowriteback (no kernel writeback cache: every write() is a request
                 and errors such as ENOSPC come back from write() itself; with the
                 default writeback cache they come back from fsync and close),
+                noreclaim (no automatic bulkfree: space that copy-on-write leaves
+                behind comes back only from hammer2 bulkfree / cleanup, as on
+                DragonFly; by default a background pass starts when free space is
+                under a quarter of the volume and writers that find it full wait
+                for one, docs/reclaim.md),
                 keyfile=<path> (key file of an encrypted PFS; without it the
                 passphrase is asked on the terminal, or read from standard input
                 when that is not a terminal), encrypted (refuse the PFS unless it
@@ -85,6 +90,7 @@ func main() -> Int32 {
     var flushInterval = 5.0
     var degraded = false
     var writeback = defaults.writebackCache
+    var reclaim = defaults.automaticReclaim
     var kernelDirtyMiB = defaults.kernelDirtyMiB
     var extra: [String] = []
     var tracePath: String?
@@ -108,6 +114,8 @@ func main() -> Int32 {
                 case "degraded": degraded = true
                 case "writeback": writeback = true
                 case "nowriteback": writeback = false
+                case "reclaim": reclaim = true
+                case "noreclaim": reclaim = false
                 case "noktr": tracing = false
                 case "encrypted": requireEncryption = true
                 case "rollback-ok": rollbackAccepted = true
@@ -258,6 +266,7 @@ func main() -> Int32 {
         options.maxThreads = threads
         options.readaheadKiB = readaheadKiB
         options.writebackCache = writeback
+        options.automaticReclaim = reclaim
         options.kernelDirtyMiB = kernelDirtyMiB
         options.flushInterval = flushInterval
         if !filesystem.volumes.missingVolumes.isEmpty {
