@@ -3,7 +3,7 @@
 //
 // Every operation takes one lock (`withLock`). Reads of clean file data drop it before
 // touching the disk: blocks reachable from the last flush are never overwritten while the
-// filesystem is open (nothing is freed except by bulkfree, which holds the lock), and every
+// filesystem is open (nothing is freed except by bulkfree, which waits for such reads before it frees), and every
 // block read is verified against its check code anyway.
 
 import Glibc

@@ -106,11 +106,15 @@ public final class PFSHandle: @unchecked Sendable {
     /// the reclaimer, without the lock, and is tried again; ENOSPC only when passes find
     /// nothing more to free. The operations check for space before changing anything.
     func lockedWaitingForSpace<T>(_ body: () throws -> T) throws -> T {
+        var passes = 0
         while true {
             do {
                 return try locked(body)
             } catch let error as EngineError where error.errno == ENOSPC {
-                guard fs.waitForReclaim() else { throw error }
+                // A few passes at most, and only while they find something: a volume full
+                // of live data says ENOSPC after one.
+                passes += 1
+                guard passes <= 3, let freed = fs.waitForReclaim(), freed > 0 else { throw error }
             }
         }
     }
@@ -581,7 +585,7 @@ public final class PFSHandle: @unchecked Sendable {
     // MARK: Durability
 
     /// Writes everything changed so far and a new volume header (sync, fsync, unmount).
-    public func flush() throws { try fs.flush() }
+    public func flush() throws { try fs.flushReclaimingIfFull() }
 }
 
 /// "0x%016x": the filename DragonFly stores in an indexed inode (hammer2_xop_setname_inum).

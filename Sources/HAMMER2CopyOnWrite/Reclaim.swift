@@ -253,12 +253,13 @@ extension MutableFilesystem {
 
     /// A writer found the volume full (ENOSPC from ensureSpace): if a pass could free
     /// space — copy-on-write has allocated since the last one began, or one is running —
-    /// starts one, waits for it to finish (called without the lock) and returns true so
-    /// the writer tries again; false when no pass can help or the wait timed out.
-    func waitForReclaim() -> Bool {
-        guard reclaimerStarted.load(ordering: .relaxed) else { return false }
+    /// starts one, waits for it to finish (called without the lock) and returns the bytes
+    /// it freed, so the writer can try again; nil when no pass can help or the wait timed
+    /// out.
+    func waitForReclaim() -> UInt64? {
+        guard reclaimerStarted.load(ordering: .relaxed) else { return nil }
         let worthIt = withLock { allocator.bytesAllocatedSinceReclaim > 0 || allocator.allocatedDuringScan != nil }
-        guard worthIt else { return false }
+        guard worthIt else { return nil }
         let wait = reclaimPolicy.withLock { $0.writerWaitSeconds }
         reclaimSignal.lock()
         defer { reclaimSignal.unlock() }
@@ -272,13 +273,79 @@ extension MutableFilesystem {
         Trace.withSession { $0.waitedForSpace() }
         let deadline = Date().addingTimeInterval(wait)
         while reclaimState.withLock({ $0.generation <= start && !$0.stopping }) {
-            if !reclaimSignal.wait(until: deadline) { return false }
+            if !reclaimSignal.wait(until: deadline) { return nil }
         }
-        return !reclaimState.withLock { $0.stopping }
+        return reclaimState.withLock { $0.stopping ? nil : $0.lastFreed }
+    }
+
+    /// A flush (the periodic one, the last one at unmount) that, when the volume is full,
+    /// runs a bulkfree pass and tries once more: copy-on-write garbage must not cost the
+    /// data waiting in memory.
+    public func flushReclaimingIfFull() throws {
+        do {
+            try flush()
+        } catch let error as EngineError where error.errno == ENOSPC && !readOnly {
+            _ = try bulkfree(automatic: true)
+            try flush()
+        }
     }
 
     /// Passes run, bytes they freed (hammer2 stat).
     public var reclaimStatistics: (passes: Int, freedBytes: UInt64, running: Bool) {
         reclaimState.withLock { ($0.passes, $0.freedBytes, $0.running) }
+    }
+}
+
+// MARK: Space per PFS
+
+/// What one PFS (or snapshot) references, in 16 KiB freemap blocks as bulkfree counts them.
+public struct PFSSpace: Sendable {
+    public var label: String
+    public var isSnapshot: Bool
+    /// Bytes its tree references (shared blocks counted in full).
+    public var referencedBytes: UInt64
+    /// Bytes no other PFS references: what deleting it would free.
+    public var exclusiveBytes: UInt64
+}
+
+extension Filesystem {
+    /// The space each PFS references and holds alone, and what snapshots hold that no
+    /// other PFS (snapshot or not) references... `heldBySnapshots`: what deleting every
+    /// snapshot would free. One walk per PFS, one bit per 16 KiB block each.
+    public func pfsSpace() throws -> (pfses: [PFSSpace], heldBySnapshots: UInt64) {
+        let blocks = (volumes.totalSize + FreemapAllocator.blockBytes - 1) / FreemapAllocator.blockBytes
+        let begin = volumes.header.allocatorBegin
+        var maps: [(entry: PFSEntry, map: BlockBitmap, bytes: UInt64)] = []
+        for entry in try pfsEntries() {
+            var map = BlockBitmap(blocks: blocks)
+            var bytes: UInt64 = 0
+            try MutableFilesystem.forEachReferencedBlock(in: [[entry.bref]], reader: reader, volumeEnd: volumes.totalSize) { _, offset, size in
+                guard offset >= begin else { return }
+                for block in (offset / FreemapAllocator.blockBytes)...((offset + size - 1) / FreemapAllocator.blockBytes) where map.insert(block) {
+                    bytes += FreemapAllocator.blockBytes
+                }
+            }
+            maps.append((entry, map, bytes))
+        }
+        func isSnapshot(_ entry: PFSEntry) -> Bool { entry.inode.meta.pfsSubtype == PFSSubtype.snapshot }
+        // How many PFSes reference each block, and whether any non-snapshot does.
+        var counts: [UInt64: UInt8] = [:]
+        var live = BlockBitmap(blocks: blocks)
+        for (entry, map, _) in maps {
+            map.forEach { block in counts[block, default: 0] = counts[block, default: 0] &+ 1 }
+            if !isSnapshot(entry) { live.formUnion(map) }
+        }
+        var pfses: [PFSSpace] = []
+        var held = BlockBitmap(blocks: blocks)
+        var heldBytes: UInt64 = 0
+        for (entry, map, bytes) in maps {
+            var exclusive: UInt64 = 0
+            map.forEach { block in
+                if counts[block] == 1 { exclusive += FreemapAllocator.blockBytes }
+                if isSnapshot(entry) && !live.contains(block) && held.insert(block) { heldBytes += FreemapAllocator.blockBytes }
+            }
+            pfses.append(PFSSpace(label: entry.name, isSnapshot: isSnapshot(entry), referencedBytes: bytes, exclusiveBytes: exclusive))
+        }
+        return (pfses, heldBytes)
     }
 }

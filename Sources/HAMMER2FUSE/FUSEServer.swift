@@ -123,7 +123,11 @@ public final class FUSEServer: Sendable {
         // Unmounted (or signalled): write what is left.
         filesystem.stopReclaimer()
         if !filesystem.readOnly {
-            do { try filesystem.flush() } catch { logger("final flush of \(options.fsname) failed: \(error)") }
+            do {
+                try filesystem.flushReclaimingIfFull()
+            } catch {
+                logger("final flush of \(options.fsname) failed: \(error)")
+            }
         }
         switch result {
         case 0: return
@@ -194,7 +198,11 @@ public final class FUSEServer: Sendable {
                 Thread.sleep(forTimeInterval: options.flushInterval)
                 if stopping.withLock({ $0 }) { return }
                 if !filesystem.readOnly {
-                    do { try filesystem.flush() } catch { logger("periodic flush of \(options.fsname) failed: \(error)") }
+                    do {
+                        try filesystem.flushReclaimingIfFull()
+                    } catch {
+                        logger("periodic flush of \(options.fsname) failed: \(error)")
+                    }
                 }
                 _ = h2_malloc_trim()
             }

@@ -143,7 +143,7 @@ public enum Hammer2Command {
                 let targets = try targetsFor(operands, context)
                 for (i, target) in targets.enumerated() {
                     if i > 0 { print("") }
-                    try pfsList(target)
+                    try pfsList(target, space: context.verbose > 0)
                 }
             case "info":
                 let targets = operands.isEmpty ? try targetsFor([], context) : operands.map { Target(display: $0, devices: $0.split(separator: ":").map(String.init)) }
@@ -265,12 +265,26 @@ public enum Hammer2Command {
         close(fd)
     }
 
-    static func pfsList(_ target: Target) throws {
+    /// pfs-list; with `space` (hammer2 -v pfs-list) also what each PFS references, what it
+    /// alone holds (deleting it would free that), and what snapshots hold that no other
+    /// PFS references (docs/reclaim.md). Counted as bulkfree counts, in 16 KiB blocks of
+    /// the last flushed state.
+    static func pfsList(_ target: Target, space: Bool = false) throws {
         let filesystem = try Filesystem(paths: target.devices)
         let entries = try filesystem.pfsEntries().sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
-        print("Type        ClusterId (pfs_clid)                 Label on \(target.display)")
+        let usage = space ? try filesystem.pfsSpace() : nil
+        let byLabel = Dictionary((usage?.pfses ?? []).map { ($0.label, $0) }, uniquingKeysWith: { a, _ in a })
+        print("Type        ClusterId (pfs_clid)                 " + (space ? "   Used  Exclusive " : "") + "Label on \(target.display)")
         for entry in entries {
-            print("\(Text.pad(Text.pfsListType(entry.inode.meta), 11)) \(entry.inode.meta.pfsClusterID) \(entry.name)")
+            var line = "\(Text.pad(Text.pfsListType(entry.inode.meta), 11)) \(entry.inode.meta.pfsClusterID) "
+            if let pfs = byLabel[entry.name] {
+                line += Text.pad(Text.size(pfs.referencedBytes), 7, left: false) + " " + Text.pad(Text.size(pfs.exclusiveBytes), 10, left: false) + " "
+            }
+            print(line + entry.name)
+        }
+        if let usage {
+            let held = Text.size(usage.heldBySnapshots).trimmingCharacters(in: .whitespaces)
+            print("snapshots hold \(held) that no other PFS references (freed when they are all deleted)")
         }
     }
 }
