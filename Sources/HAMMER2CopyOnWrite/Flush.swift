@@ -174,6 +174,17 @@ extension MutableFilesystem {
             if node.meta.nlinks == 0 {
                 // Unlinked: out of the index. An open file keeps reading its old blocks.
                 if node.flushedBref != nil { indexEdit.removals.append(inum...inum) }
+                // Its attribute inode goes with it (processed later in this loop when
+                // loaded: its number sorts after every ordinary one).
+                if node.meta.attributeInode != 0 && inum & MountedPFS.attributeInodeBit == 0 {
+                    let holder = MountedPFS.attributeInodeNumber(of: inum)
+                    if let loaded = pfs.nodes[holder] {
+                        loaded.meta.nlinks = 0
+                        loaded.dirty = true
+                    } else {
+                        indexEdit.removals.append(holder...holder)
+                    }
+                }
                 commits.append { [unowned pfs] in
                     node.flushedBref = nil
                     node.dirty = false
