@@ -112,6 +112,9 @@ public struct AttributeTable: Equatable, Sendable {
         guard raw.le16(4) == Self.version else {
             throw FormatError.invalidField(structure: structure, field: "version", value: UInt64(raw.le16(4)))
         }
+        guard raw.le16(6) == 0, raw.le32(12) == 0 else {
+            throw FormatError.invalidField(structure: structure, field: "reserved", value: UInt64(raw.le16(6)) | UInt64(raw.le32(12)) << 16)
+        }
         guard raw.count <= Self.maximumTableBytes else {
             throw FormatError.invalidField(structure: structure, field: "size", value: UInt64(raw.count))
         }

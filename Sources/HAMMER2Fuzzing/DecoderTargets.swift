@@ -24,6 +24,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case keyRecord = "key-record"
     case traceSegment = "trace-segment"
     case keyHistory = "key-history"
+    case attributeTable = "attribute-table"
     case image
 
     /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
@@ -40,6 +41,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .keyRecord: DecoderTargets.keyRecord(input)
         case .traceSegment: DecoderTargets.traceSegment(input)
         case .keyHistory: DecoderTargets.keyHistoryAndNames(input)
+        case .attributeTable: DecoderTargets.attributeTable(input)
         case .image: preconditionFailure("the image target runs through ImageFuzzer")
         }
     }
@@ -176,6 +178,20 @@ public enum DecoderTargets {
 
     /// The parsers added against issue 18's attacks: a key history (inode 2 of a rekeyed
     /// PFS) and a scheme-2 dirent name (check area, length field, name block), from any bytes.
+    /// The extended attribute table of an attribute inode: what decodes is within the
+    /// limits and has exactly one encoding (decoding refuses every other form).
+    public static func attributeTable(_ input: [UInt8]) {
+        guard let table = try? input.withUnsafeBytes({ try AttributeTable(decoding: $0) }) else { return }
+        require(table.encoded() == input, "an attribute table decodes from a non-canonical form")
+        require(table.encodedBytes <= AttributeTable.maximumTableBytes, "attribute table over its limit")
+        for (key, value) in table.entries {
+            require(key.name.count <= AttributeTable.maximumNameBytes && value.count <= AttributeTable.maximumValueBytes,
+                    "attribute over its limits")
+            require(AttributeTable.Namespace.split(key.fullName).map { $0.0 == key.namespace && $0.1 == key.name } ?? false,
+                    "an attribute name that does not split back into its namespace")
+        }
+    }
+
     public static func keyHistoryAndNames(_ input: [UInt8]) {
         if let history = try? KeyHistory(decoding: input) {
             require((try? KeyHistory(decoding: history.encoded())) == history, "key history does not survive encode/decode")

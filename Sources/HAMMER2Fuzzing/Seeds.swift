@@ -89,6 +89,24 @@ public enum FuzzSeeds {
         return seeds
     }
 
+    /// Attribute tables: empty, one of each namespace, long names and values, many records.
+    public static func attributeTableSeeds() -> [[UInt8]] {
+        var seeds: [[UInt8]] = [AttributeTable().encoded()]
+        var table = AttributeTable()
+        for namespace in AttributeTable.Namespace.allCases {
+            let acl = namespace == .posixACLAccess || namespace == .posixACLDefault
+            table.set(.init(namespace, acl ? [] : Array("name".utf8)), Array("value of \(namespace)".utf8))
+            seeds.append(table.encoded())
+        }
+        var long = AttributeTable()
+        long.set(.init(.user, [UInt8](repeating: 0x6E, count: AttributeTable.maximumNameBytes)), [UInt8](repeating: 7, count: 3000))
+        seeds.append(long.encoded())
+        var many = AttributeTable()
+        for i in 0..<40 { many.set(.init(.user, Array("k\(i)".utf8)), [UInt8(i)]) }
+        seeds.append(many.encoded())
+        return seeds
+    }
+
     /// Key history and dirent name seeds: histories of 0-3 older keys with cursors, and
     /// scheme-2 names of every length class (inline and name block) as the engine writes them.
     public static func keyHistorySeeds() -> [[UInt8]] {

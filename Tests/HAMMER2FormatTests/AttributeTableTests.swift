@@ -62,6 +62,10 @@ final class AttributeTableTests: XCTestCase {
         XCTAssertThrowsError(try decode(bytes), "magic")
         bytes = good; bytes[4] = 2
         XCTAssertThrowsError(try decode(bytes), "version")
+        bytes = good; bytes[6] = 1
+        XCTAssertThrowsError(try decode(bytes), "reserved field")
+        bytes = good; bytes[13] = 1
+        XCTAssertThrowsError(try decode(bytes), "reserved field")
         bytes = good; bytes[16] = 9
         XCTAssertThrowsError(try decode(bytes), "unknown namespace")
         bytes = good + [0]

@@ -29,6 +29,7 @@ do {
             seeds[.keyRecord] = try FuzzSeeds.keyRecordSeeds()
             seeds[.traceSegment] = try FuzzSeeds.traceSegmentSeeds()
             seeds[.keyHistory] = FuzzSeeds.keyHistorySeeds()
+            seeds[.attributeTable] = FuzzSeeds.attributeTableSeeds()
         }
         for (target, inputs) in seeds {
             let folder = URL(fileURLWithPath: output).appendingPathComponent(target.rawValue)
