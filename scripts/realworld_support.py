@@ -1,25 +1,15 @@
 """scripts/realworld: the helpers, the filesystems (a HAMMER2 volume, ext4 on a loop
 device, tmpfs) and the bookkeeping a workload run uses."""
 
-import argparse
 import collections
-import errno
 import hashlib
-import json
 import os
-import random
 import re
 import shlex
-import shutil
 import signal
-import sqlite3
 import stat
 import subprocess
-import sys
-import sysconfig
-import threading
 import time
-import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSX = os.path.join(REPO, "scripts", "fsx.py")
@@ -181,6 +171,15 @@ class Target:
 
     def flush(self):
         fsync_path(self.mnt)
+
+    def release_kernel_mount(self):
+        """Unmounts a reference filesystem (lazily if it is busy) and forgets it."""
+        if mounted(self.mnt):
+            p = run(["umount", self.mnt])
+            if p.returncode != 0:
+                run(["umount", "-l", self.mnt])
+        if self in self.rw.live:
+            self.rw.live.remove(self)
 
 
 class Hammer2(Target):
@@ -437,15 +436,10 @@ class Ext4(Target):
         self.cleanup()
 
     def cleanup(self):
-        if mounted(self.mnt):
-            p = run(["umount", self.mnt])
-            if p.returncode != 0:
-                run(["umount", "-l", self.mnt])
+        self.release_kernel_mount()
         if self.loop:
             run(["losetup", "-d", self.loop])
             self.loop = None
-        if self in self.rw.live:
-            self.rw.live.remove(self)
         if os.path.exists(self.image):
             os.unlink(self.image)
 
@@ -470,12 +464,7 @@ class Tmpfs(Target):
         self.cleanup()
 
     def cleanup(self):
-        if mounted(self.mnt):
-            p = run(["umount", self.mnt])
-            if p.returncode != 0:
-                run(["umount", "-l", self.mnt])
-        if self in self.rw.live:
-            self.rw.live.remove(self)
+        self.release_kernel_mount()
 
 
 # --- Results -----------------------------------------------------------------------------

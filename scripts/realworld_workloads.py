@@ -1,9 +1,7 @@
 """scripts/realworld: the workloads (git, sqlite with kill -9 rounds, rsync, tar, fsx,
 large directories), as methods RealWorld inherits."""
 
-import argparse
 import collections
-import errno
 import hashlib
 import json
 import os
@@ -11,7 +9,6 @@ import random
 import re
 import shlex
 import shutil
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -19,7 +16,6 @@ import sys
 import sysconfig
 import threading
 import time
-import traceback
 
 from realworld_support import *  # noqa: F401,F403 (helpers and targets)
 
@@ -413,7 +409,7 @@ while limit == 0 or n < limit:
             dest = target.path("rsync")
             os.makedirs(dest)
             with Timer() as t:
-                p = self.cmd(wl, target, ["rsync"] + flags + sources + [dest + "/"], dest, "rsync " + " ".join(flags))
+                self.cmd(wl, target, ["rsync"] + flags + sources + [dest + "/"], dest, "rsync " + " ".join(flags))
                 target.flush()
             times[target.kind] = t.seconds
         wl.row(f"rsync {' '.join(flags)} of {' '.join(sources)}", times["hammer2"], times[ref.kind], mark,

@@ -236,6 +236,10 @@ extension MutableFilesystem {
     /// the lock held, after a flush).
     func reclaimIfWorthIt() {
         guard reclaimerStarted.load(ordering: .relaxed) else { return }
+        // Not from a pass's own flush (a manual bulkfree would queue a second pass behind
+        // itself): the pass in progress is about to free what there is.
+        guard passLock.try() else { return }
+        passLock.unlock()
         let policy = reclaimPolicy.withLock { $0 }
         let size = Double(allocator.volumeSize), garbage = Double(allocator.bytesAllocatedSinceReclaim)
         let live = Double(reclaimState.withLock { $0.liveBytes })
