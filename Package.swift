@@ -2,7 +2,7 @@
 import PackageDescription
 
 // The targets mirror the architecture (docs/architecture.md):
-//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3, CMalloc, CAtomicMemory) -> HAMMER2Format (structures, check codes, no I/O)
+//   C libraries (CLZ4, CZlib, CXXHash, CFUSE3, CMalloc, CAtomicMemory, CXattr) -> HAMMER2Format (structures, check codes, no I/O)
 //   and HAMMER2Trace (the trace segment: events and statistics in shared memory, docs/ktr.md)
 //   -> HAMMER2Codecs (compression) -> HAMMER2Engine (devices, volumes, block reads, trees, namespace)
 //   -> HAMMER2CopyOnWrite (freemap allocation, in-memory changes, flush, newfs, bulkfree)
@@ -27,6 +27,7 @@ let package = Package(
         .target(name: "CFUSE3", linkerSettings: [.linkedLibrary("fuse3")]),
         .target(name: "CMalloc"),
         .target(name: "CAtomicMemory"),
+        .target(name: "CXattr"),
         .target(
             name: "HAMMER2Format",
             dependencies: ["CXXHash", .product(name: "Crypto", package: "swift-crypto")]
@@ -41,7 +42,7 @@ let package = Package(
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption", "HAMMER2Trace"]),
         .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Trace", "CAtomicMemory", "CFUSE3", "CMalloc"]),
         .target(name: "HAMMER2Trace", dependencies: ["CAtomicMemory"]),
-        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace"]),
+        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace", "CXattr"]),
         .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Trace"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
@@ -64,7 +65,7 @@ let package = Package(
         .testTarget(name: "HAMMER2ToolsTests", dependencies: ["HAMMER2Tools", "HAMMER2TestSupport"]),
         .testTarget(
             name: "HAMMER2MountTests",
-            dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace", "HAMMER2TestSupport",
+            dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace", "HAMMER2TestSupport", "CXattr",
                            .product(name: "Crypto", package: "swift-crypto")]
         ),
     ],

@@ -10,7 +10,7 @@ struct fuse_args h2fuse_args(int argc, char **argv) {
     return args;
 }
 
-int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback) {
+int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback, int acl) {
     // The kernel clamps this to what it supports; larger readahead means fewer, larger
     // read requests on sequential access.
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
@@ -25,8 +25,16 @@ int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback) {
     // writeback, fsync and close, instead of one request per write() under the inode lock.
     if (writeback && (conn->capable & FUSE_CAP_WRITEBACK_CACHE)) conn->want |= FUSE_CAP_WRITEBACK_CACHE;
     else conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+    // POSIX ACLs: the kernel enforces them (and turns on default_permissions); the daemon
+    // stores them, keeps the mode in sync and gives new nodes their parent's default ACL,
+    // which is why it also applies the umask itself (DONT_MASK): a default ACL replaces it.
+    if (acl && (conn->capable & FUSE_CAP_POSIX_ACL) && (conn->capable & FUSE_CAP_DONT_MASK)) {
+        conn->want |= FUSE_CAP_POSIX_ACL | FUSE_CAP_DONT_MASK;
+    }
     return (conn->want & FUSE_CAP_WRITEBACK_CACHE) != 0;
 }
+
+int h2fuse_posix_acl(const struct fuse_conn_info *conn) { return (conn->want & FUSE_CAP_POSIX_ACL) != 0; }
 
 // --- The request loop ----------------------------------------------------------------------
 // libfuse 3.14's loop answers opcodes it does not know with ENOSYS, FUSE_TMPFILE (kernel
@@ -48,9 +56,78 @@ int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback) {
 struct h2fuse_loop {
     struct fuse_session *se;
     h2fuse_tmpfile_handler tmpfile;
+    h2fuse_kill_privileges_handler kill_privileges;
     void *userdata;
     sem_t finished;
 };
+
+// --- FUSE_HANDLE_KILLPRIV_V2 -----------------------------------------------------------
+// libfuse 3.14 does not know this INIT flag (3.16 does). Without it the kernel keeps SB_NOSEC
+// off for a mount that has xattrs, and then asks for security.capability before every
+// write(). With it, the kernel sets SB_NOSEC and tells the daemon when a write, truncate or
+// open(O_TRUNC) by a caller without CAP_FSETID must clear setuid/setgid. The flag is added
+// to libfuse's INIT reply on its way out (custom I/O); one session per process, so the
+// state is global.
+
+static _Atomic uint64_t h2fuse_init_unique;  // INIT request whose reply gets the flag, 0: none
+static _Atomic int h2fuse_killpriv_v2;       // negotiated
+
+static ssize_t h2fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
+    (void)userdata;
+    ssize_t got = read(fd, buf, len);
+    const struct fuse_in_header *in = buf;
+    if (got >= (ssize_t)(sizeof *in + 16) && in->opcode == FUSE_INIT) {  // major, minor, max_readahead, flags
+        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);
+        if (init->major == 7 && init->minor >= 33 && (init->flags & FUSE_HANDLE_KILLPRIV_V2)) h2fuse_init_unique = in->unique;
+    }
+    return got;
+}
+
+static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *userdata) {
+    (void)userdata;
+    uint64_t unique = h2fuse_init_unique;
+    if (unique != 0 && count == 2 && iov[0].iov_len == sizeof(struct fuse_out_header)) {
+        const struct fuse_out_header *out = iov[0].iov_base;
+        if (out->unique == unique && out->error == 0 && iov[1].iov_len >= 16 && iov[1].iov_len <= sizeof(struct fuse_init_out)) {
+            struct fuse_init_out reply;
+            memcpy(&reply, iov[1].iov_base, iov[1].iov_len);
+            reply.flags |= FUSE_HANDLE_KILLPRIV_V2;
+            struct iovec patched[2] = { iov[0], { &reply, iov[1].iov_len } };
+            h2fuse_init_unique = 0;
+            ssize_t written = writev(fd, patched, 2);
+            if (written > 0) h2fuse_killpriv_v2 = 1;
+            return written;
+        }
+    }
+    return writev(fd, iov, count);
+}
+
+int h2fuse_take_over_io(struct fuse_session *se) {
+    const struct fuse_custom_io io = { .writev = h2fuse_io_writev, .read = h2fuse_io_read };
+    return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+}
+
+int h2fuse_killpriv_v2_negotiated(void) { return h2fuse_killpriv_v2; }
+
+// The inode a request asks to lose setuid/setgid (and file capabilities) before it runs,
+// 0 for none: a write, truncate or open(O_TRUNC) by a caller without CAP_FSETID.
+static uint64_t h2fuse_kill_target(const struct fuse_buf *buf) {
+    const struct fuse_in_header *in = buf->mem;
+    const char *body = (const char *)buf->mem + sizeof *in;
+    size_t size = buf->size - sizeof *in;
+    switch (in->opcode) {
+    case FUSE_WRITE:
+        if (size >= sizeof(struct fuse_write_in) && (((const struct fuse_write_in *)body)->write_flags & FUSE_WRITE_KILL_SUIDGID)) return in->nodeid;
+        break;
+    case FUSE_SETATTR:
+        if (size >= sizeof(struct fuse_setattr_in) && (((const struct fuse_setattr_in *)body)->valid & FATTR_KILL_SUIDGID)) return in->nodeid;
+        break;
+    case FUSE_OPEN:
+        if (size >= sizeof(struct fuse_open_in) && (((const struct fuse_open_in *)body)->open_flags & FUSE_OPEN_KILL_SUIDGID)) return in->nodeid;
+        break;
+    }
+    return 0;
+}
 
 static void h2fuse_reply_raw(struct fuse_session *se, uint64_t unique, int error, const void *body, size_t size) {
     struct fuse_out_header header = { .len = (uint32_t)(sizeof header + (error ? 0 : size)), .error = -error, .unique = unique };
@@ -70,7 +147,7 @@ static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf)
     const struct fuse_create_in *create = (const void *)((const char *)buf->mem + sizeof *in);
     struct h2fuse_tmpfile_result result;
     memset(&result, 0, sizeof result);
-    int error = loop->tmpfile(loop->userdata, in->nodeid, in->uid, in->gid, create->mode & ~create->umask,
+    int error = loop->tmpfile(loop->userdata, in->nodeid, in->uid, in->gid, create->mode, create->umask,
                               create->flags, &result);
     const struct stat *st = &result.attr;
     uint64_t seconds = (uint64_t)result.timeout;
@@ -117,9 +194,12 @@ static void *h2fuse_worker(void *argument) {
             break;
         }
         const struct fuse_in_header *in = buf.mem;
-        if (!(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
+        int in_memory = !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in;
+        if (in_memory && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
             h2fuse_tmpfile(loop, &buf);
         } else {
+            uint64_t kill = in_memory && loop->kill_privileges && h2fuse_killpriv_v2 ? h2fuse_kill_target(&buf) : 0;
+            if (kill != 0) loop->kill_privileges(loop->userdata, kill);
             fuse_session_process_buf(loop->se, &buf);
         }
     }
@@ -128,8 +208,9 @@ static void *h2fuse_worker(void *argument) {
     return NULL;
 }
 
-int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile, void *userdata) {
-    struct h2fuse_loop loop = { .se = se, .tmpfile = tmpfile, .userdata = userdata };
+int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
+                        h2fuse_kill_privileges_handler kill_privileges, void *userdata) {
+    struct h2fuse_loop loop = { .se = se, .tmpfile = tmpfile, .kill_privileges = kill_privileges, .userdata = userdata };
     if (threads < 1) threads = 1;
     pthread_t *workers = calloc(threads, sizeof *workers);
     if (workers == NULL || sem_init(&loop.finished, 0, 0) != 0) { free(workers); return -1; }

@@ -8,19 +8,8 @@ import Glibc
 import HAMMER2Engine
 import HAMMER2Format
 
-extension InodeMeta {
-    /// The owner's pointer to its attribute inode (0: none). PFS roots keep their MAC in
-    /// those bytes on an encrypted PFS, so a root's attribute inode is found by number.
-    var attributeInode: UInt64 {
-        get { rootMAC0 }
-        set { rootMAC0 = newValue }
-    }
-}
-
 extension MountedPFS {
-    static let attributeInodeBit: UInt64 = 1 << 62
-
-    static func attributeInodeNumber(of owner: UInt64) -> UInt64 { attributeInodeBit | owner }
+    static func attributeInodeNumber(of owner: UInt64) -> UInt64 { AttributeTable.holderNumber(of: owner) }
 
     /// The node holding `owner`'s attributes, nil when it has none.
     func attributeHolder(of owner: Node) throws -> Node? {
@@ -90,6 +79,66 @@ extension MountedPFS {
     }
 }
 
+extension MountedPFS {
+    private static let capabilityKey = AttributeTable.Key(.security, Array("capability".utf8))
+    private static let accessACLKey = AttributeTable.Key(.posixACLAccess, [])
+    private static let defaultACLKey = AttributeTable.Key(.posixACLDefault, [])
+
+    /// Clears setuid (and setgid if asked) and removes security.capability, as the kernel's
+    /// file_remove_privs and chown do. True when something changed.
+    func killPrivileges(_ node: Node, setgid: Bool) throws -> Bool {
+        var changed = false
+        let bits = UInt32(S_ISUID) | (setgid ? UInt32(S_ISGID) : 0)
+        if node.meta.mode & bits != 0 {
+            node.meta.mode &= ~bits
+            changed = true
+        }
+        if try attributeHolder(of: node) != nil {
+            var table = try attributeTable(of: node)
+            if table[Self.capabilityKey] != nil {
+                table.set(Self.capabilityKey, nil)
+                try storeAttributeTable(table, of: node)
+                changed = true
+            }
+        }
+        if changed {
+            node.meta.ctime = currentTimeMicroseconds()
+            node.dirty = true
+        }
+        return changed
+    }
+
+    /// chmod of a node with an access ACL: its owner, mask (or group) and other entries
+    /// follow the new mode (posix_acl_chmod).
+    func applyModeToAccessACL(_ node: Node) throws {
+        guard try attributeHolder(of: node) != nil else { return }
+        var table = try attributeTable(of: node)
+        guard let raw = table[Self.accessACLKey], var acl = try? PosixACL(decoding: raw) else { return }
+        acl.applyMode(node.meta.mode)
+        table.set(Self.accessACLKey, acl.encoded())
+        try storeAttributeTable(table, of: node)
+    }
+
+    /// A new node in `dir`: with a default ACL there, the node's access ACL (and a
+    /// directory's default ACL) come from it and the umask does not apply
+    /// (posix_acl_create); without one, the umask does. Symlinks take neither.
+    func applyCreationACL(from dir: Node, to node: Node, umask: UInt32?) throws {
+        guard node.type != .softlink else { return }
+        if try attributeHolder(of: dir) != nil,
+           let raw = try attributeTable(of: dir)[Self.defaultACLKey], var acl = try? PosixACL(decoding: raw) {
+            var mode = node.meta.mode
+            acl.restrictForCreation(mode: &mode)
+            node.meta.mode = mode
+            var table = AttributeTable()
+            if !acl.isMinimal { table.set(Self.accessACLKey, acl.encoded()) }
+            if node.isDirectory { table.set(Self.defaultACLKey, raw) }
+            if !table.isEmpty { try storeAttributeTable(table, of: node) }
+        } else if let umask {
+            node.meta.mode &= ~(umask & 0o777)
+        }
+    }
+}
+
 extension PFSHandle {
     // setxattr(2) flags.
     public static let attributeCreate: Int32 = 1  // XATTR_CREATE
@@ -143,13 +192,46 @@ extension PFSHandle {
             let exists = table[key] != nil
             if flags & Self.attributeCreate != 0 && exists { throw EngineError.posix(EEXIST, "attribute exists") }
             if flags & Self.attributeReplace != 0 && !exists { throw EngineError.posix(ENODATA, "no such attribute") }
-            table.set(key, value)
+            switch key.namespace {
+            case .posixACLAccess:
+                // The mode shows the ACL's owner, group-class and other entries; an ACL
+                // the mode says all of is not stored (as ext4 does).
+                let acl = try Self.decodeACL(value)
+                owner.meta.mode = owner.meta.mode & ~0o777 | acl.modePermissions
+                table.set(key, acl.isMinimal ? nil : value)
+            case .posixACLDefault:
+                guard owner.isDirectory else { throw EngineError.posix(EACCES, "a default ACL on a non-directory") }
+                _ = try Self.decodeACL(value)
+                table.set(key, value)
+            default:
+                table.set(key, value)
+            }
             guard table.encodedBytes <= AttributeTable.maximumTableBytes else {
                 throw EngineError.posix(ENOSPC, "the attributes of inode \(inum) would pass 1 MiB")
             }
             try fs.ensureSpace(for: UInt64(table.encodedBytes) + UInt64(HAMMER2.inodeBytes))
             try pfs.storeAttributeTable(table, of: owner)
             owner.meta.ctime = currentTimeMicroseconds()
+        }
+    }
+
+    private static func decodeACL(_ value: [UInt8]) throws -> PosixACL {
+        do {
+            return try PosixACL(decoding: value)
+        } catch {
+            throw EngineError.invalidArgument("\(error)")
+        }
+    }
+
+    /// What a write, truncate or open(O_TRUNC) by a caller without CAP_FSETID takes from a
+    /// regular file (FUSE_HANDLE_KILLPRIV_V2): setuid, setgid when group-executable (else it
+    /// marks mandatory locking), and its file capabilities. True when something went.
+    public func killPrivileges(_ inum: UInt64) throws -> Bool {
+        guard !fs.readOnly else { return false }
+        return try locked {
+            let node = try pfs.node(inum)
+            guard node.type == .regularFile else { return false }
+            return try pfs.killPrivileges(node, setgid: node.meta.mode & UInt32(S_IXGRP) != 0)
         }
     }
 

@@ -176,7 +176,7 @@ extension MutableFilesystem {
                 if node.flushedBref != nil { indexEdit.removals.append(inum...inum) }
                 // Its attribute inode goes with it (processed later in this loop when
                 // loaded: its number sorts after every ordinary one).
-                if node.meta.attributeInode != 0 && inum & MountedPFS.attributeInodeBit == 0 {
+                if node.meta.attributeInode != 0 && !AttributeTable.isHolderNumber(inum) {
                     let holder = MountedPFS.attributeInodeNumber(of: inum)
                     if let loaded = pfs.nodes[holder] {
                         loaded.meta.nlinks = 0

@@ -25,10 +25,14 @@ public struct InodeInfo: Sendable {
 public struct Caller: Sendable {
     public var uid: UInt32
     public var gid: UInt32
+    /// The caller's umask when the filesystem applies it (POSIX ACLs: a parent's default
+    /// ACL replaces it); nil when the mode given has it applied already.
+    public var umask: UInt32?
 
-    public init(uid: UInt32, gid: UInt32) {
+    public init(uid: UInt32, gid: UInt32, umask: UInt32? = nil) {
         self.uid = uid
         self.gid = gid
+        self.umask = umask
     }
 }
 
@@ -293,6 +297,7 @@ public final class PFSHandle: @unchecked Sendable {
             if try pfs.findEntry(dir, name) != nil { throw EngineError.posix(EEXIST, "file exists") }
             try fs.ensureSpace(for: UInt64(HAMMER2.inodeBytes))
             let node = newNode(in: dir, type: type, mode: mode, caller: caller, device: device)
+            try pfs.applyCreationACL(from: dir, to: node, umask: caller.umask)
             if let target {
                 try target.withUnsafeBytes { try pfs.writeData(node, at: 0, $0) }
             }
@@ -315,6 +320,7 @@ public final class PFSHandle: @unchecked Sendable {
             guard dir.meta.nlinks > 0 else { throw EngineError.notFound }
             try fs.ensureSpace(for: UInt64(HAMMER2.inodeBytes))
             let node = newNode(in: dir, type: .regularFile, mode: mode, caller: caller)
+            try pfs.applyCreationACL(from: dir, to: node, umask: caller.umask)
             node.meta.nlinks = 0
             node.linkable = true
             node.openCount += 1
@@ -519,7 +525,15 @@ public final class PFSHandle: @unchecked Sendable {
                 try pfs.truncate(node, to: size)
                 node.meta.mtime = changes.ctime ?? now
             }
-            if let mode = changes.mode { node.meta.mode = mode & 0o7777 }
+            if let mode = changes.mode {
+                node.meta.mode = mode & 0o7777
+                try pfs.applyModeToAccessACL(node)
+            }
+            // chown of a non-directory clears setuid, setgid if group-executable, and file
+            // capabilities (the kernel leaves this to us under FUSE_HANDLE_KILLPRIV_V2).
+            if (changes.uid != nil || changes.gid != nil) && !node.isDirectory && changes.mode == nil {
+                _ = try pfs.killPrivileges(node, setgid: node.meta.mode & UInt32(S_IXGRP) != 0)
+            }
             if let uid = changes.uid { node.meta.uid = .unixID(uid) }
             if let gid = changes.gid { node.meta.gid = .unixID(gid) }
             if let atime = changes.atime { node.meta.atime = atime }

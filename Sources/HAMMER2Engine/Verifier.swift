@@ -7,6 +7,8 @@
 //   2. Namespace, per PFS: every directory entry names an inode that exists with the same
 //      type, no directory is reachable twice, non-directory link counts equal the number
 //      of entries naming them; unreachable inodes (orphans) are reported, not failed.
+//      Extended attributes: each attribute inode belongs to a reachable owner that names
+//      it, and its table decodes; an owner naming a missing one is a problem.
 //   3. Freemap agreement: every block the topology references is marked allocated; space
 //      marked allocated that nothing references is reported as a leak (bulkfree reclaims).
 //
@@ -40,6 +42,8 @@ public struct VerifyProblem: Sendable, CustomStringConvertible {
 public struct NamespaceReport: Sendable {
     public var pfs: String
     public var directories = 0, files = 0, others = 0
+    /// Inodes with extended attributes, and the attributes they hold.
+    public var attributeOwners = 0, attributes = 0
     public var orphans: [UInt64] = []
     public var problems: [VerifyProblem] = []
 }
@@ -260,6 +264,8 @@ public final class Verifier {
         var inodes: [UInt64: InodeData] = [:]
         var visitedDirectories: Set<UInt64> = [PFS.rootInodeNumber]
         var pending: [(UInt64, InodeData)] = [(PFS.rootInodeNumber, pfs.root)]
+        // Owner -> the attribute inode it names (the root's is found by number).
+        var attributePointers: [UInt64: UInt64] = [:]
         report.directories = 1
         func problem(_ message: String) { report.problems.append(VerifyProblem(bref: nil, message: "PFS \(pfs.name): \(message)")) }
         while let (dirInum, dir) = pending.popLast() {
@@ -282,6 +288,7 @@ public final class Verifier {
                     problem("entry \"\(name)\" in directory \(dirInum) names inode \(entry.inum): \(error)")
                     continue
                 }
+                if inode.meta.attributeInode != 0 { attributePointers[entry.inum] = inode.meta.attributeInode }
                 if inode.meta.type != entry.type {
                     problem("entry \"\(name)\" in directory \(dirInum) says \(entry.type) but inode \(entry.inum) is \(inode.meta.type)")
                 }
@@ -303,10 +310,14 @@ public final class Verifier {
             let nlinks = inodes[inum]!.meta.nlinks
             if nlinks != UInt64(count) { problem("inode \(inum) has nlinks \(nlinks) but \(count) directory entries") }
         }
+        var holders: [UInt64] = []
         do {
             try pfs.tree.forEachLeaf(in: pfs.root.blockset, from: 0, through: HAMMER2.dirhashVisible - 1) { bref in
-                // An encrypted PFS's key history (inode 2) is in no directory by design.
-                if bref.type == .inode && !visitedDirectories.contains(bref.key) && linksFound[bref.key] == nil
+                guard bref.type == .inode else { return true }
+                if AttributeTable.isHolderNumber(bref.key) {
+                    holders.append(bref.key)
+                } else if !visitedDirectories.contains(bref.key) && linksFound[bref.key] == nil
+                    // An encrypted PFS's key history (inode 2) is in no directory by design.
                     && !(pfs.isEncrypted && bref.key == KeyHistory.inodeNumber) {
                     report.orphans.append(bref.key)
                 }
@@ -314,6 +325,29 @@ public final class Verifier {
             }
         } catch {
             problem("inode index cannot be walked: \(error)")
+        }
+        let holderSet = Set(holders)
+        for holder in holders {
+            let owner = holder & ~AttributeTable.holderBit
+            let reachable = visitedDirectories.contains(owner) || linksFound[owner] != nil
+            guard reachable, owner == PFS.rootInodeNumber || attributePointers[owner] == holder else {
+                // Left behind by an owner removed while its attributes were not loaded:
+                // bulkfree-style garbage, reported as an orphan like any unreachable inode.
+                report.orphans.append(holder)
+                continue
+            }
+            do {
+                let inode = try pfs.inode(holder)
+                let bytes = try pfs.read(inode, offset: 0, count: Int(inode.meta.size))
+                let table = try bytes.withUnsafeBytes { try AttributeTable(decoding: $0) }
+                report.attributeOwners += 1
+                report.attributes += table.entries.count
+            } catch {
+                problem("extended attributes of inode \(owner) (attribute inode \(hex(holder, 16))): \(error)")
+            }
+        }
+        for (owner, holder) in attributePointers.sorted(by: { $0.key < $1.key }) where !holderSet.contains(holder) {
+            problem("inode \(owner) names attribute inode \(hex(holder, 16)), which does not exist")
         }
         if pfs.isEncrypted {
             do { _ = try pfs.keyHistory() } catch { problem("\(error)") }

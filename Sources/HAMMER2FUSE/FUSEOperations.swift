@@ -29,7 +29,9 @@ enum FUSEOperations {
 
     static func caller(_ request: fuse_req_t?) -> Caller {
         let context = fuse_req_ctx(request)!.pointee
-        return Caller(uid: context.uid, gid: context.gid)
+        // The umask comes with creates; the kernel has applied it already unless POSIX ACLs
+        // made it leave that to us (applying it twice changes nothing).
+        return Caller(uid: context.uid, gid: context.gid, umask: UInt32(context.umask))
     }
 
     static func replyEntry(_ request: fuse_req_t?, _ server: FUSEServer, _ status: NodeStatus) {
@@ -42,7 +44,8 @@ enum FUSEOperations {
         ops.`init` = { userdata, connection in
             guard let connection, let userdata else { return }
             let server = Unmanaged<FUSEServer>.fromOpaque(userdata).takeUnretainedValue()
-            let writeback = h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0)
+            let writeback = h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0,
+                                                   server.options.posixACL ? 1 : 0)
             server.pfs.kernelOwnsFileTimes = writeback != 0
             server.pfs.allocationChanged = { [unowned server] inum in server.invalidateAttributes(inum) }
         }
@@ -421,6 +424,7 @@ enum FUSEOperations {
             fuse_reply_statfs(request, &st)
         }
         addFileSpaceOperations(&ops)
+        addAttributeOperations(&ops)
         return ops
     }
 

@@ -41,6 +41,9 @@ public struct MountOptions: Sendable {
     /// Background bulkfree passes when copy-on-write has filled the volume, and writers
     /// waiting for them instead of failing (docs/reclaim.md).
     public var automaticReclaim = true
+    /// POSIX ACLs stored and enforced by the kernel (FUSE_CAP_POSIX_ACL); `noacl` turns
+    /// them off, and system.posix_acl_* is then refused as on a filesystem without them.
+    public var posixACL = true
 
     public init(mountpoint: String, fsname: String) {
         self.mountpoint = mountpoint
@@ -106,6 +109,8 @@ public final class FUSEServer: Sendable {
             // would leave its mount point disconnected).
             guard fuse_session_mount(session, resolvedMountpoint) == 0 else { return -3 }
             defer { fuse_session_unmount(session) }
+            // To offer FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not know (shims.c).
+            guard h2fuse_take_over_io(session) == 0 else { return -3 }
             tuneBackingDevice(readaheadKiB: options.readaheadKiB,
                               maxDirtyBytes: options.writebackCache && !filesystem.readOnly ? options.kernelDirtyMiB << 20 : 0,
                               mountpoint: resolvedMountpoint)
@@ -116,7 +121,8 @@ public final class FUSEServer: Sendable {
             }
             startFlushTimer()
             if options.automaticReclaim && !filesystem.readOnly { filesystem.startReclaimer() }
-            let status = h2fuse_session_loop(session, options.maxThreads, FUSEOperations.temporaryFile, userdata)
+            let status = h2fuse_session_loop(session, options.maxThreads, FUSEOperations.temporaryFile,
+                                             FUSEOperations.killPrivileges, userdata)
             stopping.withLock { $0 = true }
             return status
         }

@@ -45,12 +45,12 @@ extension FUSEOperations {
     }
 
     /// FUSE_TMPFILE, from the request loop (h2fuse_session_loop).
-    static let temporaryFile: h2fuse_tmpfile_handler = { userdata, parent, uid, gid, mode, flags, result in
+    static let temporaryFile: h2fuse_tmpfile_handler = { userdata, parent, uid, gid, mode, umask, flags, result in
         let trace = RequestTrace(.tmpfile, parent)
         defer { trace.end() }
         let server = Unmanaged<FUSEServer>.fromOpaque(userdata!).takeUnretainedValue()
         do {
-            let status = try server.pfs.createTemporary(in: parent, mode: mode, caller: Caller(uid: uid, gid: gid))
+            let status = try server.pfs.createTemporary(in: parent, mode: mode, caller: Caller(uid: uid, gid: gid, umask: umask))
             if Int32(bitPattern: flags) & O_ACCMODE != O_RDONLY { server.pfs.openForWriting(status.meta.inum, 1) }
             result!.pointee.attr = Attributes.stat(for: status)  // nlink 0: the kernel takes it as it is
             result!.pointee.timeout = server.options.cacheTimeout

@@ -59,6 +59,14 @@ public struct AttributeTable: Equatable, Sendable {
         }
     }
 
+    /// The hidden inode holding an inode's table is numbered 2^62 | the owner's number, out
+    /// of the range inode numbers are allocated from.
+    public static let holderBit: UInt64 = 1 << 62
+
+    public static func holderNumber(of owner: UInt64) -> UInt64 { holderBit | owner }
+
+    public static func isHolderNumber(_ inum: UInt64) -> Bool { inum & holderBit != 0 }
+
     public static let magic: [UInt8] = Array("H2XA".utf8)
     public static let version: UInt16 = 1
     public static let headerBytes = 16
@@ -154,5 +162,15 @@ public struct AttributeTable: Equatable, Sendable {
         guard offset == raw.count else {
             throw FormatError.invalidField(structure: structure, field: "trailing bytes", value: UInt64(raw.count - offset))
         }
+    }
+}
+
+extension InodeMeta {
+    /// The owner's pointer to its attribute inode (0: none), in bytes 0xE8-0xEF
+    /// (reserved in DragonFly's format for a non-root inode). PFS roots keep their MAC there
+    /// on an encrypted PFS, so a root's attribute inode is found by number alone.
+    public var attributeInode: UInt64 {
+        get { rootMAC0 }
+        set { rootMAC0 = newValue }
     }
 }

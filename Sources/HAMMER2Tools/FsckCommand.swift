@@ -261,6 +261,7 @@ final class FsckRun {
                 let verifier = Verifier(volumes: volumes)
                 let report = verifier.verifyNamespace(pfs)
                 var line = "\(entry.name): \(report.directories) directories, \(report.files) files, \(report.others) other"
+                if report.attributeOwners > 0 { line += ", \(report.attributes) extended attributes on \(report.attributeOwners) inodes" }
                 if !report.orphans.isEmpty { line += ", \(report.orphans.count) unreachable inodes (orphans)" }
                 out(1, line)
                 if verbose > 0 && !report.orphans.isEmpty {

@@ -55,7 +55,7 @@ public enum TraceSubsystem: UInt32, CaseIterable, Sendable {
 public enum FUSEOpcode: UInt32, CaseIterable, Sendable {
     case lookup = 1, getattr, setattr, readlink, mknod, mkdir, symlink, unlink, rmdir, rename, link, create, open,
          read, write, fsync, release, opendir, readdir, readdirplus, releasedir, fsyncdir, ioctl, statfs,
-         fallocate, lseek, tmpfile
+         fallocate, lseek, tmpfile, getxattr, setxattr, listxattr, removexattr
 
     public var name: String { "\(self)" }
 }

@@ -36,6 +36,9 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 nowriteback (no kernel writeback cache: every write() is a request
                 and errors such as ENOSPC come back from write() itself; with the
                 default writeback cache they come back from fsync and close),
+                noacl (no POSIX ACLs: system.posix_acl_* is refused and the kernel
+                checks the mode bits alone; by default ACLs are stored and enforced,
+                and new files take their directory's default ACL),
                 noreclaim (no automatic bulkfree: space that copy-on-write leaves
                 behind comes back only from hammer2 bulkfree / cleanup, as on
                 DragonFly; by default a background pass starts when free space is
@@ -91,6 +94,7 @@ func main() -> Int32 {
     var degraded = false
     var writeback = defaults.writebackCache
     var reclaim = defaults.automaticReclaim
+    var posixACL = defaults.posixACL
     var kernelDirtyMiB = defaults.kernelDirtyMiB
     var extra: [String] = []
     var tracePath: String?
@@ -116,6 +120,8 @@ func main() -> Int32 {
                 case "nowriteback": writeback = false
                 case "reclaim": reclaim = true
                 case "noreclaim": reclaim = false
+                case "acl": posixACL = true
+                case "noacl": posixACL = false
                 case "noktr": tracing = false
                 case "encrypted": requireEncryption = true
                 case "rollback-ok": rollbackAccepted = true
@@ -267,6 +273,7 @@ func main() -> Int32 {
         options.readaheadKiB = readaheadKiB
         options.writebackCache = writeback
         options.automaticReclaim = reclaim
+        options.posixACL = posixACL
         options.kernelDirtyMiB = kernelDirtyMiB
         options.flushInterval = flushInterval
         if !filesystem.volumes.missingVolumes.isEmpty {

@@ -60,7 +60,16 @@ final class ExtendedAttributeTests: XCTestCase {
         XCTAssertEqual(errno { _ = try pfs.attribute(file, name: self.name("user.k")) }, ENODATA)
         try pfs.setAttribute(file, name: name("user.k"), value: name("v1"))
         try pfs.setAttribute(file, name: name("security.selinux"), value: name("label"))
-        try pfs.setAttribute(file, name: name("system.posix_acl_access"), value: [2, 0, 0, 0])
+        // An access ACL: checked, and the mode follows it (the mask shows as group bits);
+        // one the mode says all of is not kept.
+        XCTAssertEqual(errno { try pfs.setAttribute(file, name: self.name("system.posix_acl_access"), value: [2, 0, 0, 0]) }, EINVAL)
+        try pfs.setAttribute(file, name: name("system.posix_acl_access"), value: PosixACL(mode: 0o600).encoded())
+        XCTAssertEqual(errno { _ = try pfs.attribute(file, name: self.name("system.posix_acl_access")) }, ENODATA)
+        XCTAssertEqual(try pfs.attributes(file).meta.mode & 0o777, 0o600)
+        let acl = PosixACL(entries: [.init(.userObject, 6), .init(.user, 4, id: 65534), .init(.groupObject, 4), .init(.mask, 6), .init(.other, 4)])
+        try pfs.setAttribute(file, name: name("system.posix_acl_access"), value: acl.encoded())
+        XCTAssertEqual(try pfs.attributes(file).meta.mode & 0o777, 0o664)
+        XCTAssertEqual(errno { try pfs.setAttribute(file, name: self.name("system.posix_acl_default"), value: acl.encoded()) }, EACCES)
         XCTAssertEqual(try pfs.attribute(file, name: name("user.k")), name("v1"))
         XCTAssertEqual(errno { try pfs.setAttribute(file, name: self.name("user.k"), value: [], flags: PFSHandle.attributeCreate) }, EEXIST)
         XCTAssertEqual(errno { try pfs.setAttribute(file, name: self.name("user.none"), value: [], flags: PFSHandle.attributeReplace) }, ENODATA)

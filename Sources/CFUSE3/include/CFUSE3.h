@@ -12,14 +12,24 @@
 // The request loop (shims.c): `threads` workers; FUSE_TMPFILE requests (which libfuse 3.14
 // does not know) go to `tmpfile`, which fills `result` (the new inode's attributes) and
 // returns 0 or an errno.
-// `mode` has the umask applied.
+// `umask` is the caller's, for the daemon to apply (it is not applied to `mode`).
+// `kill_privileges` gets the inode a write, truncate or open(O_TRUNC) by a caller without
+// CAP_FSETID is about to change, before the request runs (FUSE_HANDLE_KILLPRIV_V2).
 struct h2fuse_tmpfile_result {
     struct stat attr;
     double timeout;
 };
 typedef int (*h2fuse_tmpfile_handler)(void *userdata, uint64_t parent, uint32_t uid, uint32_t gid, uint32_t mode,
-                                      uint32_t flags, struct h2fuse_tmpfile_result *result);
-int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile, void *userdata);
+                                      uint32_t umask, uint32_t flags, struct h2fuse_tmpfile_result *result);
+typedef void (*h2fuse_kill_privileges_handler)(void *userdata, uint64_t inode);
+int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
+                        h2fuse_kill_privileges_handler kill_privileges, void *userdata);
+
+// After fuse_session_mount: the session's device I/O goes through shims.c, which adds
+// FUSE_HANDLE_KILLPRIV_V2 to the INIT reply. Returns 0 or a negative errno.
+int h2fuse_take_over_io(struct fuse_session *se);
+// Whether the kernel accepted FUSE_HANDLE_KILLPRIV_V2 (after INIT).
+int h2fuse_killpriv_v2_negotiated(void);
 
 // fuse_file_info flags are bitfields.
 void h2fuse_set_keep_cache(struct fuse_file_info *fi);
@@ -30,6 +40,9 @@ struct fuse_args h2fuse_args(int argc, char **argv);
 
 // Asks the kernel for large readahead, as much as it offers, and for its writeback cache
 // when `writeback` is non-zero (and the filesystem is writable).
-int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback);
+// `acl` non-zero asks for POSIX ACLs (FUSE_CAP_POSIX_ACL with FUSE_CAP_DONT_MASK).
+int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback, int acl);
+// Whether POSIX ACLs were granted (after INIT).
+int h2fuse_posix_acl(const struct fuse_conn_info *conn);
 
 #endif

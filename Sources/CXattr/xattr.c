@@ -1,0 +1,2 @@
+// The module is the header; SwiftPM needs one source file for a C target.
+#include "CXattr.h"
