@@ -195,7 +195,8 @@ enum InodeDirectives {
     /// printinode <path>: every field of the inode's metadata, as DragonFly's print_inode.
     static func printInode(_ operands: [String], image: String?, verbose: Int) throws {
         guard operands.count == 1 else { throw ToolError.usage("printinode: requires directory/file path") }
-        let meta = try inode(try target(image: image, writing: false), operands[0]).meta
+        let target = try target(image: image, writing: false)
+        let meta = try inode(target, operands[0]).meta
         if verbose > 0 {
             var raw = [UInt8](repeating: 0, count: 256)
             raw.withUnsafeMutableBytes { meta.encode(into: $0) }
@@ -225,6 +226,17 @@ enum InodeDirectives {
             "decrypt_check = 0x\(String(meta.decryptCheck, radix: 16))",
         ]
         for line in lines { print(line) }
+        // Extended attributes (ours: DragonFly has none), as the mount shows them.
+        let attributes: [(name: [UInt8], value: [UInt8])]
+        switch target {
+        case let .offline(_, pfs):
+            let inum = try pfs.resolve(operands[0])
+            attributes = try pfs.attributeNames(inum).map { ($0, try pfs.attribute(inum, name: $0)) }
+        case .online:
+            attributes = try AttributeText.hostAttributes(operands[0])
+        }
+        print("xattrs = \(attributes.count)")
+        for (name, value) in attributes { print("    " + AttributeText.describe(name: name, value: value)) }
     }
 
     /// counttostr

@@ -1,6 +1,7 @@
 // hammer2 destroy, destroy-inum, recover and cleanup (DragonFly's cmd_destroy.c,
 // cmd_recover.c, cmd_cleanup.c), online through the mount's daemon or offline with -f.
 
+import CXattr
 import Foundation
 import Glibc
 import HAMMER2CopyOnWrite
@@ -136,6 +137,28 @@ enum RepairDirectives {
         }
         try FileManager.default.createDirectory(atPath: operands[2], withIntermediateDirectories: true)
         var failures = 0, files = 0
+        var attributeWarnings: Set<String> = []
+        /// Extended attributes and ACLs go along where the destination takes them; one it
+        /// refuses (trusted.* when not root, a filesystem without them) is a warning, once.
+        func copyAttributes(_ inode: InodeData, to destination: String) {
+            let table: AttributeTable
+            do {
+                table = try pfs.attributeTable(of: inode)
+            } catch {
+                printError("hammer2", "recover: \(destination): extended attributes lost: \(error)")
+                failures += 1
+                return
+            }
+            for (key, value) in table.entries.sorted(by: { $0.key < $1.key }) {
+                let name = String(decoding: key.fullName, as: UTF8.self)
+                if value.withUnsafeBytes({ lsetxattr(destination, name, $0.baseAddress, $0.count, 0) }) != 0 {
+                    let why = "\(key.namespace.prefix)*: \(String(cString: strerror(errno)))"
+                    if attributeWarnings.insert(why).inserted {
+                        printError("hammer2", "recover: \(destination): cannot set \(name) (\(why)); not repeated for others")
+                    }
+                }
+            }
+        }
         func copy(_ inode: InodeData, to destination: String) {
             do {
                 let meta = inode.meta
@@ -159,11 +182,13 @@ enum RepairDirectives {
                 case .softlink:
                     let target = String(decoding: try pfs.readLink(inode), as: UTF8.self)
                     if symlink(target, destination) != 0 { throw EngineError.posix(errno, destination) }
+                    copyAttributes(inode, to: destination)
                     return
                 default:
                     return  // devices, fifos and sockets are not recovered
                 }
                 chmod(destination, mode_t(meta.mode & 0o7777))
+                copyAttributes(inode, to: destination)  // after chmod: an access ACL sets the mode's group bits
                 var times = [timespec(tv_sec: Int(meta.mtime / 1_000_000), tv_nsec: Int(meta.mtime % 1_000_000) * 1000),
                              timespec(tv_sec: Int(meta.mtime / 1_000_000), tv_nsec: Int(meta.mtime % 1_000_000) * 1000)]
                 utimensat(AT_FDCWD, destination, &times, 0)

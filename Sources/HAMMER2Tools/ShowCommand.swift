@@ -313,6 +313,19 @@ public final class ShowCommand {
         out.tab(tab, "ncopies  \(m.ncopies)\n")
         out.tab(tab, "compalg  \(Text.compressionMode(m.compAlgo))\n")
         out.tab(tab, "checkalg \(Text.checkMode(m.checkAlgo))\n")
+        if !isRoot && m.attributeInode != 0 { out.tab(tab, "xattrs   inode 0x\(Text.hex(m.attributeInode))\n") }
+        if AttributeTable.isHolderNumber(m.inum) {
+            // A hidden attribute inode: its table, when it is small enough to sit in the inode.
+            if case let .embedded(bytes) = inode.content, m.size <= UInt64(bytes.count),
+               let table = try? Array(bytes.prefix(Int(m.size))).withUnsafeBytes({ try AttributeTable(decoding: $0) }) {
+                out.tab(tab, "xattrs of inode 0x\(Text.hex(m.inum & ~AttributeTable.holderBit)): \(table.entries.count)\n")
+                for (key, value) in table.entries.sorted(by: { $0.key < $1.key }) {
+                    out.tab(tab + 4, AttributeText.describe(name: key.fullName, value: value) + "\n")
+                }
+            } else {
+                out.tab(tab, "xattrs of inode 0x\(Text.hex(m.inum & ~AttributeTable.holderBit)): table of \(m.size) bytes in data blocks\n")
+            }
+        }
         if isRoot {
             out.tab(tab, "pfs_nmas \(m.pfsNMasters)\n")
             out.tab(tab, "pfs_type \(m.pfsType.rawValue) (\(m.pfsType))\n")

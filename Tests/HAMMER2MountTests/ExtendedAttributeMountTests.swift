@@ -292,6 +292,56 @@ class ExtendedAttributeMountTests: MountTestCase {
         XCTAssertNotNil(getAttribute(volume.path("cat"), "security.capability"), "kept across a remount")
     }
 
+    /// printinode (online and offline), show and fsck list them; recover copies them out.
+    func testToolsListCheckAndRecoverAttributes() throws {
+        guard !Self.encrypted else { throw XCTSkip("recover reads unencrypted PFSes (an encrypted one is copied through its mount)") }
+        let volume = try newVolume()
+        XCTAssertEqual(mkdir(volume.path("d"), 0o755), 0)
+        write(volume.path("d/f"), Array("file".utf8))
+        XCTAssertEqual(setAttribute(volume.path("d/f"), "user.mime_type", Array("text/plain".utf8)), 0)
+        XCTAssertEqual(setAttribute(volume.path("d"), "user.binary", [0, 0xFF, 7]), 0)
+        let online = try Binaries.run("hammer2", ["printinode", volume.path("d/f")])
+        XCTAssertEqual(online.status, 0, online.stderr)
+        XCTAssertTrue(online.stdout.contains("xattrs = 1\n    user.mime_type = \"text/plain\""), online.stdout)
+        try volume.unmount()
+        let offline = try Binaries.run("hammer2", ["-f", volume.image.path + "@DATA", "printinode", "/d"])
+        XCTAssertTrue(offline.stdout.contains("xattrs = 1\n    user.binary = 0x00ff07 (3 bytes)"), offline.stdout + offline.stderr)
+        let show = try Binaries.run("hammer2", ["show", volume.image.path])
+        XCTAssertTrue(show.stdout.contains("user.mime_type = \"text/plain\""), show.stdout)
+        let fsck = try Binaries.run("fsck_hammer2", [volume.image.path])
+        XCTAssertEqual(fsck.status, 0, fsck.stdout + fsck.stderr)
+        XCTAssertTrue(fsck.stdout.contains("2 extended attributes on 2 inodes"), fsck.stdout)
+        XCTAssertFalse(fsck.stdout.contains("orphans"), fsck.stdout)
+        let out = FileManager.default.temporaryDirectory.appendingPathComponent("recover-\(getpid())-\(UUID().uuidString.prefix(6))").path
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let recover = try Binaries.run("hammer2", ["recover", volume.image.path + "@DATA", "/d", out])
+        XCTAssertEqual(recover.status, 0, recover.stdout + recover.stderr)
+        XCTAssertEqual(getAttribute(out + "/d/f", "user.mime_type"), Array("text/plain".utf8))
+        XCTAssertEqual(getAttribute(out + "/d", "user.binary"), [0, 0xFF, 7])
+    }
+
+    /// A damaged attribute table is an I/O error for the attribute calls, never wrong
+    /// bytes; the file's data stays readable, and fsck fails.
+    func testDamagedAttributesAreEIO() throws {
+        guard !Self.encrypted else { throw XCTSkip("the table is found by its magic in the clear") }
+        let volume = try newVolume()
+        write(volume.path("f"), Array("data".utf8))
+        XCTAssertEqual(setAttribute(volume.path("f"), "user.k", Array("precious value".utf8)), 0)
+        try volume.unmount()
+        let handle = try XCTUnwrap(FileHandle(forUpdatingAtPath: volume.image.path))
+        let image = try XCTUnwrap(FileManager.default.contents(atPath: volume.image.path))
+        let at = try XCTUnwrap(image.range(of: Data("precious value".utf8)), "the table in the image")
+        try handle.seek(toOffset: UInt64(at.lowerBound))
+        handle.write(Data("PRECIOUS".utf8))
+        try handle.close()
+        let fsck = try Binaries.run("fsck_hammer2", [volume.image.path])
+        XCTAssertNotEqual(fsck.status, 0, fsck.stdout)
+        try volume.remountWithoutFsck()
+        expectError(EIO, Int32(getxattr(volume.path("f"), "user.k", nil, 0)), "getxattr of a damaged table")
+        expectError(EIO, Int32(listxattr(volume.path("f"), nil, 0)), "listxattr of a damaged table")
+        XCTAssertEqual(read(volume.path("f")), Array("data".utf8))
+    }
+
     /// On an encrypted PFS no attribute name or value reaches the disk in the clear.
     func testEncryptedPFSHidesAttributeNamesAndValues() throws {
         guard Self.encrypted else { throw XCTSkip("for an encrypted PFS") }
@@ -343,4 +393,6 @@ final class EncryptedExtendedAttributeMountTests: ExtendedAttributeMountTests {
     override func testFileCapabilitiesAreHonouredOnExec() throws { try super.testFileCapabilitiesAreHonouredOnExec() }
     override func testWritesDoNotAskForCapabilitiesEachTime() throws { try super.testWritesDoNotAskForCapabilitiesEachTime() }
     override func testEncryptedPFSHidesAttributeNamesAndValues() throws { try super.testEncryptedPFSHidesAttributeNamesAndValues() }
+    override func testToolsListCheckAndRecoverAttributes() throws { try super.testToolsListCheckAndRecoverAttributes() }
+    override func testDamagedAttributesAreEIO() throws { try super.testDamagedAttributesAreEIO() }
 }
