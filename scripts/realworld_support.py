@@ -14,7 +14,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FSX = os.path.join(REPO, "scripts", "fsx.py")
 MARKER = ".hammer2-realworld"
-WORKLOADS = ["git", "sqlite", "rsync", "tar", "fsx", "dirs"]
+WORKLOADS = ["git", "sqlite", "rsync", "xattrs", "tar", "fsx", "dirs"]
 TOOLS = ["newfs_hammer2", "mount_hammer2", "fsck_hammer2", "hammer2"]
 
 

@@ -373,35 +373,65 @@ while limit == 0 or n < limit:
                 self.kill_round(wl, h2, ref, mode, seconds, known)
 
     # ----- rsync -----------------------------------------------------------------------------
-    def rsync_flags(self, wl, h2):
-        """-aHAX when the mount keeps xattrs and ACLs, else -aH with a NOTE."""
-        probe = os.path.join(self.inputs, "xattr-probe")
-        os.makedirs(probe, exist_ok=True)
-        f = os.path.join(probe, "file")
-        with open(f, "w") as out:
-            out.write("probe\n")
-        try:
-            os.setxattr(f, "user.realworld", b"probe")
-        except OSError:
-            pass
-        dest = h2.path(".rsync-probe")
-        p = run(["rsync", "-aHAX", probe + "/", dest + "/"])
-        shutil.rmtree(dest, ignore_errors=True)
-        if p.returncode == 0:
-            return ["-aHAX"]
-        first = (p.stderr.strip().splitlines() or [""])[0]
-        reason = re.sub(r'\("[^"]*"', "(...", first)  # the temporary file's long name says nothing
-        wl.note(f"rsync -aHAX into the hammer2 mount fails (status {p.returncode}: {reason[:200]}); xattrs/ACLs "
-                f"are not supported there yet (known open issue): using -aH on both filesystems")
-        return ["-aH"]
+    def decorated_tree(self):
+        """A tree with what -X and -A carry: user.* attributes (text, binary, empty, 3 KiB:
+        ext4 keeps all of an inode's attributes in one 4 KiB block unless ea_inode is on),
+        trusted.* and security.capability, access ACLs on files and default ACLs on
+        directories (inherited by what is created below them), built once per run."""
+        tree = os.path.join(self.inputs, "decorated")
+        if os.path.isdir(tree):
+            return tree
+        source = "/usr/include/linux"
+        if not os.path.isdir(source):
+            raise SetupError(f"{source} is missing (the decorated tree's source)")
+        shutil.copytree(source, tree, symlinks=True)
+        rng = random.Random(21)
+        dirs = sorted(d for d, _, _ in os.walk(tree))
+        files = sorted(os.path.join(d, f) for d, _, fs in os.walk(tree) for f in fs
+                       if not os.path.islink(os.path.join(d, f)))
+        for i, d in enumerate(dirs[1:6]):
+            p = run(["setfacl", "-d", "-m", "u:nobody:rwx,g:daemon:r-x,o::r-x", d])
+            if p.returncode != 0:
+                raise SetupError(f"setfacl -d on {d} (the inputs' filesystem needs ACLs): {p.stderr.strip()}")
+            with open(os.path.join(d, f"inherits-{i}"), "w") as f:
+                f.write("created under a default ACL\n")
+        for i, f in enumerate(rng.sample(files, len(files) // 3)):
+            os.setxattr(f, "user.realworld.text", f"value {i}".encode())
+            if i % 3 == 0:
+                os.setxattr(f, "user.realworld.binary", rng.randbytes(rng.randrange(1, 300)))
+            if i % 7 == 0:
+                os.setxattr(f, "user.realworld.empty", b"")
+            if i % 11 == 0:
+                os.setxattr(f, "trusted.realworld", b"root only")
+            if i % 5 == 0:
+                p = run(["setfacl", "-m", f"u:{1000 + i % 3}:rw,g:{100 + i % 2}:r,m::rw", f])
+                if p.returncode != 0:
+                    raise SetupError(f"setfacl on {f}: {p.stderr.strip()}")
+        os.setxattr(files[0], "user.realworld.large", rng.randbytes(3000))
+        p = run(["setcap", "cap_net_raw+ep", files[1]])
+        if p.returncode != 0:
+            raise SetupError(f"setcap on {files[1]} (libcap2-bin): {p.stderr.strip()}")
+        return tree
+
+    def attribute_dump(self, wl, root):
+        """Every attribute and ACL under root, paths relative (getfattr and getfacl), one
+        block per file sorted by name (directory order differs between filesystems)."""
+        def blocks(text):
+            return "\n\n".join(sorted(b.strip() for b in text.split("\n\n") if b.strip())) + "\n"
+        p = run(["getfattr", "-R", "-P", "-d", "-m", "-", "-e", "hex", "."], cwd=root)
+        wl.check(p.returncode == 0, f"getfattr -R in {root}: {tail(p.stderr)}")
+        q = run(["getfacl", "-R", "-P", "-p", "."], cwd=root)
+        wl.check(q.returncode == 0, f"getfacl -R in {root}: {tail(q.stderr)}")
+        return blocks(p.stdout), blocks(q.stdout)
 
     def wl_rsync(self, wl, h2, ref):
         sources = ["/usr/include/linux"] if self.quick else ["/usr/include", "/usr/share/doc"]
         for s in sources:
             if not os.path.isdir(s):
                 raise SetupError(f"{s} is missing (the rsync workload's source)")
+        sources.append(self.decorated_tree())
         warm(sources)
-        flags = self.rsync_flags(wl, h2)
+        flags = ["-aHAX"]
         files = sum(len(f) for s in sources for _, _, f in os.walk(s))
         times, vtimes = {}, {}
         mark = wl.mark()
@@ -560,6 +590,51 @@ while limit == 0 or n < limit:
 
         self.verify_phase(wl, h2, ref, "tar: remount, diff -r again", lambda target: None)
         compare("after the remount")
+
+    # ----- xattrs -----------------------------------------------------------------------------
+    def wl_xattrs(self, wl, h2, ref):
+        tree = self.decorated_tree()
+        archive = os.path.join(self.inputs, "decorated.tar")
+        tar_flags = ["--xattrs", "--xattrs-include=*", "--acls"]
+        if not os.path.exists(archive):
+            p = run(["tar"] + tar_flags + ["-cf", archive, "-C", tree, "."])
+            if p.returncode != 0:
+                raise SetupError(f"tar --xattrs --acls -cf of {tree}: {p.stderr.strip()}")
+        expected = self.attribute_dump(wl, tree)
+        files = sum(len(f) for _, _, f in os.walk(tree))
+        times = collections.defaultdict(dict)
+        for target in (ref, h2):
+            for how, argv in (("rsync", ["rsync", "-aHAX", tree + "/", target.path("rsync") + "/"]),
+                              ("tar", ["tar"] + tar_flags + ["-xpf", archive, "-C", target.path("tar")])):
+                os.makedirs(target.path(how), exist_ok=True)
+                with Timer() as t:
+                    self.cmd(wl, target, argv, target.path(how), " ".join(argv[:3]))
+                    target.flush()
+                times[how][target.kind] = t.seconds
+
+        def compare(target, when):
+            for how in ("rsync", "tar"):
+                got = self.attribute_dump(wl, target.path(how))
+                for kind, a, b in (("getfattr", expected[0], got[0]), ("getfacl", expected[1], got[1])):
+                    if a != b:
+                        diff = [f"source: {x!r} / {target.kind}: {y!r}" for x, y in
+                                zip(a.splitlines(), b.splitlines()) if x != y][:4]
+                        wl.fail(f"{when}: {kind} -R of the {how} copy on {target.kind} differs from the source "
+                                f"({len(a.splitlines())} vs {len(b.splitlines())} lines): " + "; ".join(diff))
+            p = run(["rsync", "-aHAXc", "--dry-run", "--itemize-changes", tree + "/", target.path("rsync") + "/"])
+            wl.check(p.returncode == 0 and p.stdout.strip() == "",
+                     f"{when}: rsync -aHAXc --dry-run on {target.kind} reports:\n{tail(p.stdout + p.stderr, 10)}")
+            p = run(["diff", "-r", "--no-dereference", tree, target.path("tar")])
+            wl.check(p.returncode == 0, f"{when}: diff -r source {target.kind}/tar:\n{tail(p.stdout + p.stderr)}")
+
+        mark = wl.mark()
+        for target in (ref, h2):
+            compare(target, "after the copies")
+        wl.row(f"rsync -aHAX of a tree with xattrs and ACLs", times["rsync"]["hammer2"], times["rsync"][ref.kind],
+               mark, f"{files} files")
+        wl.row("tar --xattrs --acls -xpf of it", times["tar"]["hammer2"], times["tar"][ref.kind], wl.mark(),
+               "getfattr/getfacl -R equal the source")
+        self.verify_phase(wl, h2, ref, "xattrs: remount, compare again", lambda t: compare(t, "after the remount"))
 
     # ----- fsx -------------------------------------------------------------------------------
     def wl_fsx(self, wl, h2, ref):
