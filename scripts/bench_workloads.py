@@ -111,6 +111,33 @@ def files(suite, target):
     return {"files_create": create, "files_stat": stat, "files_unlink": unlink}
 
 
+def xattr(suite, target):
+    """setxattr of a 32-byte user.* value on each of --files/4 files (+ flush), then getxattr
+    of each after the caches are dropped and again warm; calls per second."""
+    directory = os.path.join(target.mnt, "xattr")
+    os.mkdir(directory)
+    count = max(1000, suite.files // 4)
+    names = [os.path.join(directory, "f%06d" % i) for i in range(count)]
+    for name in names:
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    target.flush()
+    values = [("value of file %06d" % i).encode().ljust(32, b".") for i in range(count)]
+    start = time.perf_counter()
+    for name, value in zip(names, values):
+        os.setxattr(name, "user.bench", value)
+    target.flush()
+    set_rate = count / (time.perf_counter() - start)
+    target.cold()
+    rates = []
+    for _ in ("cold", "warm"):
+        start = time.perf_counter()
+        for name, value in zip(names, values):
+            if os.getxattr(name, "user.bench") != value:
+                raise RuntimeError("user.bench of %s on %s is wrong" % (name, target.name))
+        rates.append(count / (time.perf_counter() - start))
+    return {"xattr_set": set_rate, "xattr_get_cold": rates[0], "xattr_get_warm": rates[1]}
+
+
 def corpus(suite, target):
     tar, content = suite.corpus()
     start = time.perf_counter()
@@ -157,7 +184,7 @@ def mixed(suite, target):
 
 
 WORKLOADS = {"seq": seq, "seqcomp": seqcomp, "randread": randread, "randwrite": randwrite,
-             "files": files, "corpus": corpus, "checkout": checkout, "mixed": mixed}
+             "files": files, "xattr": xattr, "corpus": corpus, "checkout": checkout, "mixed": mixed}
 
 
 # --- Inputs built once per suite ----------------------------------------------------------
