@@ -1,7 +1,7 @@
 // getxattr, setxattr, listxattr, removexattr: the FUSE side of ExtendedAttributes.swift.
 // The kernel checks permissions (trusted.* for root only, user.* only on files and
-// directories); sizes follow xattr(7): a zero size asks for the length, a short buffer
-// is ERANGE.
+// directories); listxattr hides trusted.* from other users here. Sizes follow xattr(7): a
+// zero size asks for the length, a short buffer is ERANGE.
 
 import CFUSE3
 import Glibc
@@ -26,7 +26,13 @@ extension FUSEOperations {
             defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
-                let names: [UInt8] = try server.pfs.attributeNames(UInt64(ino)).flatMap { $0 + [UInt8(0)] }
+                // The kernel refuses trusted.* to callers without CAP_SYS_ADMIN but leaves
+                // listing to the filesystem (ext4 hides them, trusted_xattr_list).
+                let privileged = FUSEOperations.caller(request).uid == 0
+                let trusted = Array("trusted.".utf8)
+                let names: [UInt8] = try server.pfs.attributeNames(UInt64(ino))
+                    .filter { privileged || !$0.starts(with: trusted) }
+                    .flatMap { $0 + [UInt8(0)] }
                 FUSEOperations.replySized(request, server, names, size)
             } catch {
                 server.fail(request, error, "listxattr of inode \(ino)")

@@ -118,4 +118,28 @@ final class ExtendedAttributeTests: XCTestCase {
         XCTAssertThrowsError(try after.inode(other | (1 << 62)))
         XCTAssertEqual(try pfs.attributeNames(other), [])
     }
+
+    /// The attribute inode takes its owner's compression, check code and copies, so a
+    /// large table is compressed and kept in as many copies as the file's data.
+    func testAttributeInodeTakesTheOwnersMethodsAndCopies() throws {
+        let fs = try MutableFilesystem(paths: [image], writable: true)
+        let pfs = try fs.openPFS("DATA")
+        let dir = try pfs.create(in: 1, name: name("d"), type: .directory, mode: 0o755, caller: caller).meta.inum
+        try pfs.setMethods(dir, compAlgo: 6 << 4 | 3, checkAlgo: 4)  // zlib:6, sha192
+        try pfs.setCopies(dir, 2)
+        let file = try pfs.create(in: dir, name: name("f"), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+        let text = [UInt8](String(repeating: "compressible attribute text ", count: 2000).utf8)
+        try pfs.setAttribute(file, name: name("user.text"), value: text)
+        try fs.flush()
+        let data = try Filesystem(volumes: try VolumeSet(paths: [image], writable: false)).openPFS("DATA")
+        let holder = try data.inode(file | (1 << 62))
+        XCTAssertEqual(holder.meta.compAlgo, 6 << 4 | 3)
+        XCTAssertEqual(holder.meta.checkAlgo, 4)
+        XCTAssertEqual(holder.meta.ncopies, 2)
+        guard case let .blockset(brefs) = holder.content else { return XCTFail("a 56 KB table is in data blocks") }
+        let stored = brefs.filter { $0.type != .empty }
+        XCTAssertFalse(stored.isEmpty)
+        XCTAssertTrue(stored.allSatisfy { $0.compression == .zlib }, "\(stored.map(\.compression))")
+        XCTAssertEqual(try data.attributeTable(of: try data.inode(file))[AttributeTable.Key(.user, name("text"))], text)
+    }
 }

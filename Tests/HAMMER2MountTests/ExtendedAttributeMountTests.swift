@@ -234,6 +234,18 @@ class ExtendedAttributeMountTests: MountTestCase {
         var st = stat()
         XCTAssertEqual(stat(volume.path("drop/from-nobody"), &st), 0)
         XCTAssertEqual(st.st_uid, 65534)
+        // Namespaces as the kernel guards them: trusted.* is root's, even on one's own file;
+        // user.* needs write permission; reading user.* needs read permission.
+        let trusted = try run("/usr/bin/setfattr", ["-n", "trusted.mine", "-v", "x", volume.path("drop/from-nobody")], asNobody: true)
+        XCTAssertNotEqual(trusted.status, 0)
+        XCTAssertTrue(trusted.output.contains("Operation not permitted"), trusted.output)
+        XCTAssertEqual(try run("/usr/bin/setfattr", ["-n", "user.mine", "-v", "x", volume.path("drop/from-nobody")], asNobody: true).status, 0)
+        let foreign = try run("/usr/bin/setfattr", ["-n", "user.theirs", "-v", "x", volume.path("secret")], asNobody: true)
+        XCTAssertTrue(foreign.output.contains("Permission denied"), foreign.output)
+        XCTAssertEqual(setAttribute(volume.path("drop/from-nobody"), "trusted.by-root", [1]), 0)
+        let hidden = try run("/usr/bin/getfattr", ["-d", "-m", "-", volume.path("drop/from-nobody")], asNobody: true)
+        XCTAssertFalse(hidden.output.contains("trusted.by-root"), "trusted.* is not listed for others: \(hidden.output)")
+        XCTAssertTrue(hidden.output.contains("user.mine"), hidden.output)
     }
 
     /// Writes by a user without CAP_FSETID clear setuid, setgid (when group-executable)
