@@ -1,3 +1,4 @@
+#define _GNU_SOURCE  // pipe2, struct ucred
 #include <stddef.h>
 #include "CFUSE3.h"
 
@@ -58,6 +59,7 @@ struct h2fuse_loop {
     h2fuse_tmpfile_handler tmpfile;
     h2fuse_kill_privileges_handler kill_privileges;
     void *userdata;
+    unsigned int threads;
     sem_t finished;
 };
 
@@ -66,26 +68,27 @@ struct h2fuse_loop {
 // off for a mount that has xattrs, and then asks for security.capability before every
 // write(). With it, the kernel sets SB_NOSEC and tells the daemon when a write, truncate or
 // open(O_TRUNC) by a caller without CAP_FSETID must clear setuid/setgid. The flag is added
-// to libfuse's INIT reply on its way out (custom I/O); one session per process, so the
-// state is global.
+// to libfuse's INIT reply on its way out (custom I/O). The hooks get no user data of their
+// own (libfuse passes the session's), so the state is kept per device descriptor.
 
-static _Atomic uint64_t h2fuse_init_unique;  // INIT request whose reply gets the flag, 0: none
-static _Atomic int h2fuse_killpriv_v2;       // negotiated
+#define H2FUSE_MAX_FD 4096
+static _Atomic uint64_t h2fuse_init_unique[H2FUSE_MAX_FD];  // INIT request whose reply gets the flag
+static _Atomic unsigned char h2fuse_killpriv_v2[H2FUSE_MAX_FD];  // negotiated on this descriptor
 
 static ssize_t h2fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
     ssize_t got = read(fd, buf, len);
     const struct fuse_in_header *in = buf;
-    if (got >= (ssize_t)(sizeof *in + 16) && in->opcode == FUSE_INIT) {  // major, minor, max_readahead, flags
-        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);
-        if (init->major == 7 && init->minor >= 33 && (init->flags & FUSE_HANDLE_KILLPRIV_V2)) h2fuse_init_unique = in->unique;
+    if (got >= (ssize_t)(sizeof *in + 16) && in->opcode == FUSE_INIT && fd >= 0 && fd < H2FUSE_MAX_FD) {
+        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);  // major, minor, readahead, flags
+        if (init->major == 7 && init->minor >= 33 && (init->flags & FUSE_HANDLE_KILLPRIV_V2)) h2fuse_init_unique[fd] = in->unique;
     }
     return got;
 }
 
 static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
-    uint64_t unique = h2fuse_init_unique;
+    uint64_t unique = fd >= 0 && fd < H2FUSE_MAX_FD ? h2fuse_init_unique[fd] : 0;
     if (unique != 0 && count == 2 && iov[0].iov_len == sizeof(struct fuse_out_header)) {
         const struct fuse_out_header *out = iov[0].iov_base;
         if (out->unique == unique && out->error == 0 && iov[1].iov_len >= 16 && iov[1].iov_len <= sizeof(struct fuse_init_out)) {
@@ -93,9 +96,9 @@ static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *user
             memcpy(&reply, iov[1].iov_base, iov[1].iov_len);
             reply.flags |= FUSE_HANDLE_KILLPRIV_V2;
             struct iovec patched[2] = { iov[0], { &reply, iov[1].iov_len } };
-            h2fuse_init_unique = 0;
+            h2fuse_init_unique[fd] = 0;
             ssize_t written = writev(fd, patched, 2);
-            if (written > 0) h2fuse_killpriv_v2 = 1;
+            if (written > 0) h2fuse_killpriv_v2[fd] = 1;
             return written;
         }
     }
@@ -103,11 +106,16 @@ static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *user
 }
 
 int h2fuse_take_over_io(struct fuse_session *se) {
+    int fd = fuse_session_fd(se);
+    if (fd >= 0 && fd < H2FUSE_MAX_FD) { h2fuse_init_unique[fd] = 0; h2fuse_killpriv_v2[fd] = 0; }
     const struct fuse_custom_io io = { .writev = h2fuse_io_writev, .read = h2fuse_io_read };
-    return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+    return fuse_session_custom_io(se, &io, fd);
 }
 
-int h2fuse_killpriv_v2_negotiated(void) { return h2fuse_killpriv_v2; }
+int h2fuse_killpriv_v2_negotiated(struct fuse_session *se) {
+    int fd = fuse_session_fd(se);
+    return fd >= 0 && fd < H2FUSE_MAX_FD && h2fuse_killpriv_v2[fd];
+}
 
 // The inode a request asks to lose setuid/setgid (and file capabilities) before it runs,
 // 0 for none: a write, truncate or open(O_TRUNC) by a caller without CAP_FSETID.
@@ -198,7 +206,8 @@ static void *h2fuse_worker(void *argument) {
         if (in_memory && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
             h2fuse_tmpfile(loop, &buf);
         } else {
-            uint64_t kill = in_memory && loop->kill_privileges && h2fuse_killpriv_v2 ? h2fuse_kill_target(&buf) : 0;
+            uint64_t kill = in_memory && loop->kill_privileges && h2fuse_killpriv_v2_negotiated(loop->se)
+                ? h2fuse_kill_target(&buf) : 0;
             if (kill != 0) loop->kill_privileges(loop->userdata, kill);
             fuse_session_process_buf(loop->se, &buf);
         }
@@ -208,27 +217,95 @@ static void *h2fuse_worker(void *argument) {
     return NULL;
 }
 
-int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
-                        h2fuse_kill_privileges_handler kill_privileges, void *userdata) {
-    struct h2fuse_loop loop = { .se = se, .tmpfile = tmpfile, .kill_privileges = kill_privileges, .userdata = userdata };
-    if (threads < 1) threads = 1;
-    pthread_t *workers = calloc(threads, sizeof *workers);
-    if (workers == NULL || sem_init(&loop.finished, 0, 0) != 0) { free(workers); return -1; }
+struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
+                                    h2fuse_kill_privileges_handler kill_privileges, void *userdata) {
+    struct h2fuse_loop *loop = calloc(1, sizeof *loop);
+    if (loop == NULL) return NULL;
+    *loop = (struct h2fuse_loop){ .se = se, .tmpfile = tmpfile, .kill_privileges = kill_privileges, .userdata = userdata,
+                                  .threads = threads < 1 ? 1 : threads };
+    if (sem_init(&loop->finished, 0, 0) != 0) { free(loop); return NULL; }
+    return loop;
+}
+
+int h2fuse_loop_run(struct h2fuse_loop *loop) {
+    struct fuse_session *se = loop->se;
+    pthread_t *workers = calloc(loop->threads, sizeof *workers);
+    if (workers == NULL) return -1;
     unsigned int started = 0;
-    for (; started < threads; started++) {
-        if (pthread_create(&workers[started], NULL, h2fuse_worker, &loop) != 0) break;
+    for (; started < loop->threads; started++) {
+        if (pthread_create(&workers[started], NULL, h2fuse_worker, loop) != 0) break;
     }
     if (started == 0) fuse_session_exit(se);
-    // Until a worker ends (unmount: the device read says ENODEV) or a signal handler of
-    // fuse_set_signal_handlers ends the session (the wait is interrupted then).
+    // Until a worker ends (unmount: the device read says ENODEV), h2fuse_loop_stop, or a
+    // signal interrupting the wait of a thread that has them unblocked.
     while (!fuse_session_exited(se)) {
-        if (sem_wait(&loop.finished) == 0) break;
+        if (sem_wait(&loop->finished) == 0) break;
     }
     fuse_session_exit(se);
     for (unsigned int i = 0; i < started; i++) pthread_cancel(workers[i]);  // blocked in read()
     for (unsigned int i = 0; i < started; i++) pthread_join(workers[i], NULL);
-    sem_destroy(&loop.finished);
     free(workers);
     fuse_session_reset(se);
+    return 0;
+}
+
+void h2fuse_loop_stop(struct h2fuse_loop *loop) {
+    fuse_session_exit(loop->se);
+    sem_post(&loop->finished);
+}
+
+void h2fuse_loop_free(struct h2fuse_loop *loop) {
+    if (loop == NULL) return;
+    sem_destroy(&loop->finished);
+    free(loop);
+}
+
+// --- Signals and peers for the volume daemon --------------------------------------------
+// SIGINT, SIGTERM and SIGHUP stop every mount of the daemon: the handler writes the signal
+// number to a pipe (async-signal-safe), which a thread of the daemon reads. Any thread may
+// take the signal.
+
+#include <fcntl.h>
+#include <sys/socket.h>
+
+static int h2fuse_signal_pipe[2] = { -1, -1 };
+
+static void h2fuse_on_signal(int signal) {
+    unsigned char byte = (unsigned char)signal;
+    ssize_t ignored = write(h2fuse_signal_pipe[1], &byte, 1);
+    (void)ignored;
+}
+
+int h2fuse_stop_signals_install(void) {
+    if (h2fuse_signal_pipe[0] < 0 && pipe2(h2fuse_signal_pipe, O_CLOEXEC) != 0) return -1;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = h2fuse_on_signal;
+    sigemptyset(&action.sa_mask);
+    if (sigaction(SIGINT, &action, NULL) != 0 || sigaction(SIGTERM, &action, NULL) != 0 || sigaction(SIGHUP, &action, NULL) != 0) return -1;
+    struct sigaction ignore;
+    memset(&ignore, 0, sizeof ignore);
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, NULL);  // a client gone while we answer it
+    return 0;
+}
+
+int h2fuse_stop_signals_wait(void) {
+    unsigned char byte;
+    for (;;) {
+        ssize_t got = read(h2fuse_signal_pipe[0], &byte, 1);
+        if (got == 1) return byte;
+        if (got < 0 && errno == EINTR) continue;
+        return -1;
+    }
+}
+
+void h2fuse_stop_signals_wake(void) { h2fuse_on_signal(0); }
+
+int h2fuse_peer_uid(int fd, uint32_t *uid) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    *uid = credentials.uid;
     return 0;
 }

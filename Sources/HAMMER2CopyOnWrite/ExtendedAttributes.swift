@@ -227,7 +227,7 @@ extension PFSHandle {
     /// regular file (FUSE_HANDLE_KILLPRIV_V2): setuid, setgid when group-executable (else it
     /// marks mandatory locking), and its file capabilities. True when something went.
     public func killPrivileges(_ inum: UInt64) throws -> Bool {
-        guard !fs.readOnly else { return false }
+        guard !isReadOnly else { return false }
         return try locked {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else { return false }

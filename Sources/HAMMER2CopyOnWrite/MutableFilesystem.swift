@@ -141,6 +141,19 @@ public final class MutableFilesystem: @unchecked Sendable {
         }
     }
 
+    /// A PFS's mount ended while others of the volume stay mounted: its changes are
+    /// flushed and it is no longer open (so it can be deleted, or mounted again).
+    public func closePFS(_ label: String) throws {
+        try withLock {
+            guard mounted[label] != nil else { return }
+            if !readOnly { try flushLocked() }
+            mounted[label] = nil
+        }
+    }
+
+    /// Whether a PFS is open (mounted).
+    public func isOpen(_ label: String) -> Bool { withLock { mounted[label] != nil } }
+
     // MARK: Space
 
     /// Bytes the next flush will need at most for what is dirty now (data uncompressed,

@@ -69,6 +69,10 @@ public final class PFSHandle: @unchecked Sendable {
     /// (at writeback) must not replace them with the daemon's clock, or a file's mtime
     /// would move after a remount.
     public var kernelOwnsFileTimes = false
+    /// A read-only mount of a PFS of a volume open read-write (a snapshot beside the
+    /// read-write mounts of one daemon): every change is EROFS.
+    public var readOnly = false
+    public var isReadOnly: Bool { fs.readOnly || readOnly }
     /// Called (with the lock held; it must not block) when a file's size on media, as
     /// stat's st_blocks reports it, changes without a request that returns attributes:
     /// the first data written to it since a flush. The FUSE server tells the kernel to
@@ -124,7 +128,7 @@ public final class PFSHandle: @unchecked Sendable {
     }
 
     func writable() throws {
-        if fs.readOnly { throw EngineError.posix(EROFS, "filesystem is mounted read-only") }
+        if isReadOnly { throw EngineError.posix(EROFS, "filesystem is mounted read-only") }
     }
 
     static func checkName(_ name: [UInt8]) throws {

@@ -44,7 +44,7 @@ enum FUSEOperations {
         ops.`init` = { userdata, connection in
             guard let connection, let userdata else { return }
             let server = Unmanaged<FUSEServer>.fromOpaque(userdata).takeUnretainedValue()
-            let writeback = h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.fs.readOnly ? 1 : 0,
+            let writeback = h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.isReadOnly ? 1 : 0,
                                                    server.options.posixACL ? 1 : 0)
             server.pfs.kernelOwnsFileTimes = writeback != 0
             server.pfs.allocationChanged = { [unowned server] inum in server.invalidateAttributes(inum) }
@@ -223,7 +223,7 @@ enum FUSEOperations {
                 let status = try server.pfs.attributes(UInt64(ino))
                 guard status.meta.type != .directory else { throw EngineError.isDirectory }
                 guard let info else { throw EngineError.invalidArgument("no file info") }
-                if server.pfs.fs.readOnly && (info.pointee.flags & O_ACCMODE != O_RDONLY || info.pointee.flags & O_TRUNC != 0) {
+                if server.pfs.isReadOnly && (info.pointee.flags & O_ACCMODE != O_RDONLY || info.pointee.flags & O_TRUNC != 0) {
                     server.replyError(request, EROFS)
                     return
                 }

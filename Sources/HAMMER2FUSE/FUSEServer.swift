@@ -56,11 +56,13 @@ public final class FUSEServer: Sendable {
     public let filesystem: MutableFilesystem
     public let options: MountOptions
     let logger: @Sendable (String) -> Void
-    private let stopping = Mutex(false)
     /// The running session, for notifications to the kernel (nil before mount and after).
     private let session = Mutex<SessionPointer?>(nil)
 
-    struct SessionPointer: @unchecked Sendable { let pointer: OpaquePointer }
+    struct SessionPointer: @unchecked Sendable {
+        let pointer: OpaquePointer
+        let loop: OpaquePointer
+    }
 
     public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem
@@ -76,72 +78,62 @@ public final class FUSEServer: Sendable {
         }
     }
 
-    /// Mounts, serves until unmounted or signalled, then unmounts. In background mode the
-    /// process detaches (fuse_daemonize) once the mount is in place.
-    public func serve() throws {
+    /// Creates the FUSE session and mounts it (the mount point resolved first: once mounted,
+    /// any call on it would wait for this very daemon, which is not serving yet).
+    public func mount() throws {
         var arguments = ["mount_hammer2"]
-        var mountOptions = [filesystem.readOnly ? "ro" : "rw", "fsname=\(options.fsname)", "subtype=hammer2", "default_permissions"]
+        var mountOptions = [pfs.isReadOnly ? "ro" : "rw", "fsname=\(options.fsname)", "subtype=hammer2", "default_permissions"]
         if options.allowOther { mountOptions.append("allow_other") }
         mountOptions += options.extraOptions
         arguments += ["-o", mountOptions.joined(separator: ",")]
         if options.debug { arguments.append("-d") }
-
         var cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
         defer { cArguments.forEach { free($0) } }
         var operations = FUSEOperations.table()
-        let result: Int32 = cArguments.withUnsafeMutableBufferPointer { argv in
+        let userdata = Unmanaged.passUnretained(self).toOpaque()
+        let created: OpaquePointer? = cArguments.withUnsafeMutableBufferPointer { argv in
             var args = h2fuse_args(Int32(arguments.count), argv.baseAddress)
             defer { fuse_opt_free_args(&args) }
-            let userdata = Unmanaged.passUnretained(self).toOpaque()
-            guard let session = fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata) else {
-                return -1
-            }
-            defer { fuse_session_destroy(session) }
-            self.session.withLock { $0 = SessionPointer(pointer: session) }
-            defer { self.session.withLock { $0 = nil } }
-            guard fuse_set_signal_handlers(session) == 0 else { return -2 }
-            defer { fuse_remove_signal_handlers(session) }
-            // Resolved before mounting: once mounted, any file-system call on the mount point
-            // would wait for this very daemon, which is not serving requests yet.
-            let resolvedMountpoint = Self.resolvedPath(options.mountpoint)
-            // The absolute path: libfuse unmounts by the name it was given, after the daemon
-            // changed to "/" (a relative name then fails, EINVAL, and a signalled daemon
-            // would leave its mount point disconnected).
-            guard fuse_session_mount(session, resolvedMountpoint) == 0 else { return -3 }
-            defer { fuse_session_unmount(session) }
-            // To offer FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not know (shims.c).
-            guard h2fuse_take_over_io(session) == 0 else { return -3 }
-            tuneBackingDevice(readaheadKiB: options.readaheadKiB,
-                              maxDirtyBytes: options.writebackCache && !filesystem.readOnly ? options.kernelDirtyMiB << 20 : 0,
-                              mountpoint: resolvedMountpoint)
-            guard fuse_daemonize(options.foreground ? 1 : 0) == 0 else { return -4 }
-            if let trace = Trace.session {
-                logger("\(options.fsname): trace segment \(trace.adoptCurrentProcess()) (hammer2 ktrdump, hammer2 stat)")
-                startHeartbeat(trace)
-            }
-            startFlushTimer()
-            if options.automaticReclaim && !filesystem.readOnly { filesystem.startReclaimer() }
-            let status = h2fuse_session_loop(session, options.maxThreads, FUSEOperations.temporaryFile,
-                                             FUSEOperations.killPrivileges, userdata)
-            stopping.withLock { $0 = true }
-            return status
+            return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
         }
-        // Unmounted (or signalled): write what is left.
-        filesystem.stopReclaimer()
-        if !filesystem.readOnly {
-            do {
-                try filesystem.flushReclaimingIfFull()
-            } catch {
-                logger("final flush of \(options.fsname) failed: \(error)")
-            }
+        guard let created else { throw ServeError.session("cannot create the FUSE session (bad options?)") }
+        // The absolute path: libfuse unmounts by the name it was given, after the daemon
+        // changed to "/" (a relative name then fails, EINVAL, and a signalled daemon would
+        // leave its mount point disconnected).
+        let resolvedMountpoint = Self.resolvedPath(options.mountpoint)
+        guard fuse_session_mount(created, resolvedMountpoint) == 0 else {
+            fuse_session_destroy(created)
+            throw ServeError.session("cannot mount on \(options.mountpoint) (is /dev/fuse available and the mount point a directory?)")
         }
-        switch result {
-        case 0: return
-        case -1: throw ServeError.session("cannot create the FUSE session (bad options?)")
-        case -2: throw ServeError.session("cannot install signal handlers")
-        case -3: throw ServeError.session("cannot mount on \(options.mountpoint) (is /dev/fuse available and the mount point a directory?)")
-        case -4: throw ServeError.session("cannot detach into the background")
-        default: throw ServeError.session("FUSE session ended with status \(result)")
+        // To offer FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not know (shims.c).
+        guard h2fuse_take_over_io(created) == 0,
+              let loop = h2fuse_loop_new(created, options.maxThreads, FUSEOperations.temporaryFile,
+                                         FUSEOperations.killPrivileges, userdata) else {
+            fuse_session_unmount(created)
+            fuse_session_destroy(created)
+            throw ServeError.session("cannot set up the request loop of \(options.mountpoint)")
+        }
+        session.withLock { $0 = SessionPointer(pointer: created, loop: loop) }
+        tuneBackingDevice(readaheadKiB: options.readaheadKiB,
+                          maxDirtyBytes: options.writebackCache && !pfs.isReadOnly ? options.kernelDirtyMiB << 20 : 0,
+                          mountpoint: resolvedMountpoint)
+    }
+
+    /// Serves requests until the kernel ends the session (unmount) or `stop()`, then
+    /// unmounts (if still mounted) and frees the session.
+    public func run() {
+        guard let current = session.withLock({ $0 }) else { return }
+        _ = h2fuse_loop_run(current.loop)
+        session.withLock { $0 = nil }
+        fuse_session_unmount(current.pointer)
+        fuse_session_destroy(current.pointer)
+        h2fuse_loop_free(current.loop)
+    }
+
+    /// Ends `run()` from another thread (a signal, the daemon stopping).
+    public func stop() {
+        session.withLock { current in
+            if let current { h2fuse_loop_stop(current.loop) }
         }
     }
 
@@ -192,57 +184,6 @@ public final class FUSEServer: Sendable {
             done.signal()
         }
         _ = done.wait(timeout: .now() + seconds)
-    }
-
-    /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does, and
-    /// gives the memory freed since back to the kernel (a flush frees the changes it wrote;
-    /// reads free cache evictions and decoded inodes), so resident memory follows what is
-    /// live rather than the peak.
-    private func startFlushTimer() {
-        let thread = Thread { [self] in
-            while true {
-                Thread.sleep(forTimeInterval: options.flushInterval)
-                if stopping.withLock({ $0 }) { return }
-                if !filesystem.readOnly {
-                    do {
-                        try filesystem.flushReclaimingIfFull()
-                    } catch {
-                        logger("periodic flush of \(options.fsname) failed: \(error)")
-                    }
-                }
-                _ = h2_malloc_trim()
-            }
-        }
-        thread.start()
-    }
-
-    /// Once a second: the trace segment's gauges (memory, cache) and heartbeat, so readers
-    /// see the daemon alive; a daemon stuck on its lock stops beating, which they show.
-    private func startHeartbeat(_ trace: TraceSession) {
-        let started = Trace.now
-        let thread = Thread { [self] in
-            var reportedLoss = false
-            while !stopping.withLock({ $0 }) {
-                if !reportedLoss && TraceSegment.anyMappingLost {
-                    reportedLoss = true
-                    logger("trace segment \(trace.segment.path) was truncated by someone; events go on in memory only")
-                }
-                var gauges = TraceSession.Gauges()
-                gauges.uptime = Trace.now &- started
-                gauges.resident = Self.residentBytes()
-                let cache = filesystem.reader.cache
-                gauges.cacheBytes = UInt64(cache.cachedBytes)
-                let (hits, misses) = cache.statistics
-                gauges.cacheHits = UInt64(hits)
-                gauges.cacheMisses = UInt64(misses)
-                let memory = filesystem.memoryGauges
-                gauges.dirtyBytes = UInt64(memory.dirtyBytes)
-                gauges.inodesInMemory = UInt64(memory.inodes)
-                trace.publish(gauges)
-                Thread.sleep(forTimeInterval: 1)
-            }
-        }
-        thread.start()
     }
 
     /// Resident memory from /proc/self/statm (pages).
@@ -324,7 +265,7 @@ public final class FUSEServer: Sendable {
         st.f_files = st.f_ffree + fsfilcnt_t(usage.inodeCount)
         st.f_favail = st.f_ffree
         st.f_namemax = UInt(HAMMER2.inodeMaxName - 1)
-        st.f_flag = filesystem.readOnly ? UInt(ST_RDONLY) : 0
+        st.f_flag = pfs.isReadOnly ? UInt(ST_RDONLY) : 0
         return st
     }
 }

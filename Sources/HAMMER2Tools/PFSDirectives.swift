@@ -87,7 +87,11 @@ enum PFSDirectives {
                 print("pfs-delete: the last PFS of its encryption root: \(erasure.erased) key record(s) erased")
             }
         } else {
-            _ = try send(ControlRequest.pfsDelete, ControlRequest.PFSArgument(label: operands[0]), to: selected ?? ".", what: "pfs-delete")
+            do {
+                _ = try send(ControlRequest.pfsDelete, ControlRequest.PFSArgument(label: operands[0]), to: selected ?? ".", what: "pfs-delete")
+            } catch let error as ToolError where "\(error)".contains(String(cString: strerror(EBUSY))) {
+                throw ToolError.failed("pfs-delete: PFS \(operands[0]) is mounted; unmount it first")
+            }
         }
     }
 

@@ -20,13 +20,16 @@ enum TraceDirectives {
         for candidate in TraceFiles.segments() {
             let reader: TraceReader
             do { reader = try TraceReader(path: candidate.path) } catch TraceError.system(_, EACCES) { denied += 1; continue } catch { continue }
-            guard let mountpoint = reader.text("mount")["mountpoint"] else { continue }
-            let prefix = mountpoint.hasSuffix("/") ? mountpoint : mountpoint + "/"
-            guard path == mountpoint || path.hasPrefix(prefix) else { continue }
-            let alive = reader.writerAlive
-            if let current = best, mountpoint.count < current.mountpoint.count
-                || (mountpoint == current.mountpoint && (current.alive || !alive)) { continue }
-            best = (mountpoint, candidate.path, alive)
+            // A daemon serving several PFSes of one volume lists each mount point.
+            for mount in reader.mounts() {
+                guard let mountpoint = mount["mountpoint"] else { continue }
+                let prefix = mountpoint.hasSuffix("/") ? mountpoint : mountpoint + "/"
+                guard path == mountpoint || path.hasPrefix(prefix) else { continue }
+                let alive = reader.writerAlive
+                if let current = best, mountpoint.count < current.mountpoint.count
+                    || (mountpoint == current.mountpoint && (current.alive || !alive)) { continue }
+                best = (mountpoint, candidate.path, alive)
+            }
         }
         if let best { return best.segment }
         var st = stat()

@@ -3,6 +3,7 @@
 // installed segment (tools, tests), a trace point is two loads and a branch, and the
 // statistics calls find no session.
 
+import Synchronization
 import CAtomicMemory
 
 public enum Trace {
@@ -238,6 +239,18 @@ public final class TraceSession: Sendable {
         public var uptime: UInt64 = 0, resident: UInt64 = 0, cacheBytes: UInt64 = 0, cacheHits: UInt64 = 0,
                    cacheMisses: UInt64 = 0, dirtyBytes: UInt64 = 0, inodesInMemory: UInt64 = 0
         public init() {}
+    }
+
+    private let extraMounts = Mutex(0)
+
+    /// Another mount the daemon serves (a PFS attached to it): a text object `mount.N`
+    /// beside `mount`, so that tools find the segment from that mount point too.
+    public func addMount(source: String, mountpoint: String, pfs: String) {
+        let index = extraMounts.withLock { count -> Int in
+            count += 1
+            return count
+        }
+        try? segment.addText(name: "mount.\(index)", [("source", source), ("mountpoint", mountpoint), ("pfs", pfs)])
     }
 
     public func publish(_ g: Gauges) {

@@ -81,6 +81,13 @@ public final class TraceReader: @unchecked Sendable {
     public var writerAlive: Bool { writerPID > 0 && (kill(writerPID, 0) == 0 || errno == EPERM) }
 
     /// The "key=value" lines of text object `name` ("mount": source, mountpoint, pfs).
+    /// Every mount the daemon serves: `mount`, then `mount.1`, `mount.2`... for the PFSes
+    /// attached to it later (some may have been unmounted since).
+    public func mounts() -> [[String: String]] {
+        let names = objects().filter { $0.kind == TraceObjectKind.text.rawValue && ($0.name == "mount" || $0.name.hasPrefix("mount.")) }
+        return names.map { text($0.name) }
+    }
+
     public func text(_ name: String) -> [String: String] {
         guard let object = objects().first(where: { $0.name == name && $0.kind == TraceObjectKind.text.rawValue }) else { return [:] }
         let bytes = UnsafeRawBufferPointer(start: base + object.offset, count: object.bytes)

@@ -199,6 +199,27 @@ func main() -> Int32 {
     if !foreground { closeInheritedDescriptors() }
     // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
     let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }
+    var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)
+    options.foreground = foreground
+    options.debug = debug
+    options.allowOther = allowOther
+    options.extraOptions = extra
+    options.maxThreads = threads
+    options.readaheadKiB = readaheadKiB
+    options.writebackCache = writeback
+    options.automaticReclaim = reclaim
+    options.posixACL = posixACL
+    options.kernelDirtyMiB = kernelDirtyMiB
+    options.flushInterval = flushInterval
+    // A daemon already serving this volume mounts this PFS too (issue 22).
+    var attach = AttachRequest(label: label, mountpoint: FUSEServer.resolvedPath(mountpoint), options: options,
+                               readOnly: readOnly, follow: foreground)
+    attach.requireEncryption = requireEncryption
+    attach.rollbackAccepted = rollbackAccepted
+    let socketPath = degraded ? nil : VolumeDaemon.socketPath(forDevice: devices[0], create: false)
+    if let socketPath, let status = attachToDaemon(attach, socketPath: socketPath, devices: devices, keyFile: keyFile) {
+        return status
+    }
     // The trace segment first, so that opening and unlocking are in it too.
     var traceSession: TraceSession?
     if tracing {
@@ -234,9 +255,17 @@ func main() -> Int32 {
         // written data until a flush, the rest is the block cache, so that resident memory
         // stays under cache= plus a fixed overhead whether the mount reads or writes.
         let dirtyBytes = readOnly ? 0 : min(256 << 20, (cacheMiB << 20) / 4)
-        let filesystem = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly,
-                                                          cacheBytes: (cacheMiB << 20) - dirtyBytes,
-                                                          degraded: degraded, logger: logger)
+        let opened = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly,
+                                                      cacheBytes: (cacheMiB << 20) - dirtyBytes,
+                                                      degraded: degraded, logger: logger) {
+            // A daemon that started meanwhile holds the volume: ask it.
+            socketPath.flatMap { attachToDaemon(attach, socketPath: $0, devices: devices, keyFile: keyFile) }
+        }
+        let filesystem: MutableFilesystem
+        switch opened {
+        case let .attached(status): return status
+        case let .opened(fs): filesystem = fs
+        }
         if dirtyBytes > 0 { filesystem.dirtyLimit = dirtyBytes }
         // A damaged header copy that may have been the newest: said, and read-write only
         // with consent, since the next flush would overwrite the evidence.
@@ -264,24 +293,17 @@ func main() -> Int32 {
             rollbackRecorder = try checkRollback(keys: keys, meta: meta, label: label, filesystem: filesystem,
                                                  readOnly: readOnly, accepted: rollbackAccepted, logger: logger)
         }
-        var options = MountOptions(mountpoint: mountpoint, fsname: devices.joined(separator: ":") + "@" + label)
-        options.foreground = foreground
-        options.debug = debug
-        options.allowOther = allowOther
-        options.extraOptions = extra
-        options.maxThreads = threads
-        options.readaheadKiB = readaheadKiB
-        options.writebackCache = writeback
-        options.automaticReclaim = reclaim
-        options.posixACL = posixACL
-        options.kernelDirtyMiB = kernelDirtyMiB
-        options.flushInterval = flushInterval
         if !filesystem.volumes.missingVolumes.isEmpty {
             logger("\(options.fsname): degraded, volumes \(filesystem.volumes.missingVolumes) missing; mounted read-only")
         }
         let server = FUSEServer(filesystem: filesystem, pfs: pfs, options: options, logger: logger)
         defer { filesystem.reader.keyring.removeAll() }  // keys are wiped at unmount
-        try server.serve()
+        // Only a read-write daemon takes other PFSes of its volume: a later read-write
+        // mount could not write through a read-only one.
+        let daemon = VolumeDaemon(filesystem: filesystem, flushInterval: flushInterval, automaticReclaim: reclaim,
+                                  socketPath: readOnly ? nil : VolumeDaemon.socketPath(forDevice: devices[0], create: true),
+                                  logger: logger, attach: attachHandler(filesystem: filesystem, devices: devices, logger: logger))
+        try daemon.run(first: server, foreground: foreground)
         rollbackRecorder?.finish()  // the generation of the final flush
         return ExitCode.success.rawValue
     } catch {
@@ -315,7 +337,10 @@ func checkRollback(keys: PFSKeys, meta: InodeMeta, label: String, filesystem: Mu
     }
     guard !readOnly else { return nil }
     let recorder = RollbackRecorder(state: state, id: id, label: label, logger: logger)
+    // Each encrypted PFS of the daemon records its own generations.
+    let previous = filesystem.rootSigned
     filesystem.rootSigned = { signedLabel, signedMeta in
+        previous?(signedLabel, signedMeta)
         if signedLabel == label { recorder.signed(signedMeta.rootGeneration) }
     }
     return recorder
@@ -359,16 +384,25 @@ final class RollbackRecorder: Sendable {
 /// Opens the filesystem. A daemon that was just unmounted may still be writing its final
 /// flush (fusermount3 returns before it ends), holding the image's writer lock: when the
 /// image is not mounted anywhere, wait up to 30 s for that lock instead of failing.
+enum OpenedVolume {
+    case opened(MutableFilesystem)
+    /// Another daemon took the mount (its exit status).
+    case attached(Int32)
+}
+
+/// Opens the volume; while another process holds it (a daemon starting, or finishing its
+/// final flush), asks `attach` (a daemon that listens by now mounts the PFS) and waits.
 func openWaitingForPreviousWriter(_ devices: [String], writable: Bool, cacheBytes: Int, degraded: Bool,
-                                  logger: @escaping @Sendable (String) -> Void) throws -> MutableFilesystem {
+                                  logger: @escaping @Sendable (String) -> Void,
+                                  attach: () -> Int32?) throws -> OpenedVolume {
     let deadline = Date().addingTimeInterval(30)
     while true {
         do {
-            return try MutableFilesystem(paths: devices, writable: writable, cacheBytes: cacheBytes, degraded: degraded,
-                                         copyLogger: logger)
+            return .opened(try MutableFilesystem(paths: devices, writable: writable, cacheBytes: cacheBytes, degraded: degraded,
+                                                 copyLogger: logger))
         } catch let error as EngineError where error.errno == EBUSY {
-            let mounted = devices.contains { mountedFilesystem(source: $0) != nil }
-            if mounted || Date() >= deadline { throw error }
+            if let status = attach() { return .attached(status) }
+            if Date() >= deadline { throw error }
             usleep(100_000)
         }
     }

@@ -135,6 +135,16 @@ public final class MountedImage {
     /// What the daemon wrote to stderr.
     public var log: String { savedLog ?? (try? String(contentsOf: stderrFile, encoding: .utf8)) ?? "" }
 
+    /// Whether /proc/self/mountinfo lists a mount at `path` (also a dead FUSE mount, which
+    /// stat cannot reach).
+    public static func isListedMount(_ path: String) -> Bool {
+        guard let info = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return true }
+        return info.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && fields[4] == path
+        }
+    }
+
     public static func isMountpoint(_ path: String) -> Bool {
         var own = stat(), parent = stat()
         guard stat(path, &own) == 0, stat(path + "/..", &parent) == 0 else { return false }
@@ -156,7 +166,11 @@ public final class MountedImage {
         guard !unmounted else { return process.isRunning ? -1 : process.terminationStatus }
         unmounted = true
         // A killed daemon leaves a dead mount that only a lazy unmount removes.
-        _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-u"] + (process.isRunning ? [] : ["-z"]) + [mountpoint.path])
+        // Already gone when another mount's daemon served it, or a signal ended that daemon
+        // (a dead mount is still listed, and needs the lazy unmount).
+        if Self.isListedMount(mountpoint.path) {
+            _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-u"] + (process.isRunning ? [] : ["-z"]) + [mountpoint.path])
+        }
         let deadline = Date().addingTimeInterval(15)
         while process.isRunning {
             guard Date() < deadline else {

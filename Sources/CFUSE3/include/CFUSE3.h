@@ -22,14 +22,20 @@ struct h2fuse_tmpfile_result {
 typedef int (*h2fuse_tmpfile_handler)(void *userdata, uint64_t parent, uint32_t uid, uint32_t gid, uint32_t mode,
                                       uint32_t umask, uint32_t flags, struct h2fuse_tmpfile_result *result);
 typedef void (*h2fuse_kill_privileges_handler)(void *userdata, uint64_t inode);
-int h2fuse_session_loop(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
-                        h2fuse_kill_privileges_handler kill_privileges, void *userdata);
+struct h2fuse_loop;
+struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
+                                    h2fuse_kill_privileges_handler kill_privileges, void *userdata);
+// Serves until the kernel ends the session (unmount) or h2fuse_loop_stop; then resets it.
+int h2fuse_loop_run(struct h2fuse_loop *loop);
+// Ends h2fuse_loop_run from any thread (a signal, the daemon stopping every mount).
+void h2fuse_loop_stop(struct h2fuse_loop *loop);
+void h2fuse_loop_free(struct h2fuse_loop *loop);
 
 // After fuse_session_mount: the session's device I/O goes through shims.c, which adds
 // FUSE_HANDLE_KILLPRIV_V2 to the INIT reply. Returns 0 or a negative errno.
 int h2fuse_take_over_io(struct fuse_session *se);
-// Whether the kernel accepted FUSE_HANDLE_KILLPRIV_V2 (after INIT).
-int h2fuse_killpriv_v2_negotiated(void);
+// Whether the kernel accepted FUSE_HANDLE_KILLPRIV_V2 on this session (after INIT).
+int h2fuse_killpriv_v2_negotiated(struct fuse_session *se);
 
 // fuse_file_info flags are bitfields.
 void h2fuse_set_keep_cache(struct fuse_file_info *fi);
@@ -44,5 +50,13 @@ struct fuse_args h2fuse_args(int argc, char **argv);
 int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback, int acl);
 // Whether POSIX ACLs were granted (after INIT).
 int h2fuse_posix_acl(const struct fuse_conn_info *conn);
+
+// The volume daemon's stop signals (SIGINT, SIGTERM, SIGHUP): install once; wait returns
+// the signal number (0 after wake, -1 on error).
+int h2fuse_stop_signals_install(void);
+int h2fuse_stop_signals_wait(void);
+void h2fuse_stop_signals_wake(void);
+// The user id of a Unix socket's peer (SO_PEERCRED).
+int h2fuse_peer_uid(int fd, uint32_t *uid);
 
 #endif
