@@ -5,6 +5,7 @@ import os
 import random
 import subprocess
 import tarfile
+import threading
 import time
 
 MiB = 1 << 20
@@ -138,6 +139,53 @@ def xattr(suite, target):
     return {"xattr_set": set_rate, "xattr_get_cold": rates[0], "xattr_get_warm": rates[1]}
 
 
+def latency(suite, target):
+    """A create + stat pair every 10 ms while --stream-gib GiB of incompressible data are
+    written sequentially (1 MiB writes) into the same filesystem; the pairs' latency."""
+    stream_path = os.path.join(target.mnt, "stream.bin")
+    probes = os.path.join(target.mnt, "probes")
+    os.mkdir(probes)
+    total = suite.stream_gib << 30
+    chunk = os.urandom(1 << 20)
+    done = threading.Event()
+    failure = []
+
+    def stream():
+        try:
+            fd = os.open(stream_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            written = 0
+            while written < total:
+                # Each MiB differs (its first bytes) so that nothing dedups or compresses.
+                os.write(fd, written.to_bytes(8, "little") + chunk[8:])
+                written += len(chunk)
+            os.fsync(fd)
+            os.close(fd)
+        except OSError as error:
+            failure.append(error)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=stream)
+    writer.start()
+    samples = []
+    i = 0
+    while not done.is_set():
+        start = time.perf_counter()
+        name = os.path.join(probes, "p%06d" % i)
+        os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        os.stat(name)
+        samples.append((time.perf_counter() - start) * 1000)
+        i += 1
+        time.sleep(max(0, 0.010 - (time.perf_counter() - start)))
+    writer.join()
+    if failure:
+        raise RuntimeError("the stream on %s failed: %s" % (target.name, failure[0]))
+    samples.sort()
+    pick = lambda q: samples[min(len(samples) - 1, int(q * len(samples)))]
+    return {"latency_p50": pick(0.50), "latency_p99": pick(0.99), "latency_max": samples[-1],
+            "latency_over100": float(sum(1 for s in samples if s > 100))}
+
+
 def corpus(suite, target):
     tar, content = suite.corpus()
     start = time.perf_counter()
@@ -184,7 +232,7 @@ def mixed(suite, target):
 
 
 WORKLOADS = {"seq": seq, "seqcomp": seqcomp, "randread": randread, "randwrite": randwrite,
-             "files": files, "xattr": xattr, "corpus": corpus, "checkout": checkout, "mixed": mixed}
+             "files": files, "xattr": xattr, "latency": latency, "corpus": corpus, "checkout": checkout, "mixed": mixed}
 
 
 # --- Inputs built once per suite ----------------------------------------------------------

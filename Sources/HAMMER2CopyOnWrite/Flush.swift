@@ -13,9 +13,26 @@ import HAMMER2Format
 import HAMMER2Trace
 
 extension MutableFilesystem {
-    /// Flushes if anything changed (sync, fsync, unmount, the periodic timer).
+    /// Flushes if anything changed (sync, fsync, unmount, the periodic timer). The dirty
+    /// file data is written first without the lock (Prewrite.swift), so that operations
+    /// wait only for the flush's metadata.
     public func flush() throws {
-        try withLock { try flushLocked() }
+        try flushGate.withLock {
+            do { try prewriteDirtyData() } catch { Trace.record(.prewrite, 0, 0) }  // the flush writes them itself
+            try withLock { try flushLocked() }
+        }
+    }
+
+    /// For a writer past the dirty limit: a flush as above, unless one is running (then
+    /// waiting for it is enough).
+    func flushForDirtyLimit() throws {
+        if flushGate.try() {
+            defer { flushGate.unlock() }
+            do { try prewriteDirtyData() } catch { Trace.record(.prewrite, 0, 0) }
+            try withLock { try flushLocked() }
+        } else {
+            flushGate.withLock {}
+        }
     }
 
     /// `allHeaderCopies` writes the new header to every copy instead of the next one in
@@ -348,6 +365,17 @@ extension MutableFilesystem {
         let check = keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
         var indices: [UInt64] = []
         for index in blocks.keys.sorted() where index * logicalBlockBytes < size {
+            if let ready = node.prewritten[index] {
+                // Encoded and written outside the lock (Prewrite.swift), if still current.
+                let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
+                if ready.source == blocks[index]! && ready.physical == physical {
+                    var bref = ready.bref
+                    bref.mirrorTID = tid
+                    bref.modifyTID = tid
+                    edit.puts.append(bref)
+                    continue
+                }
+            }
             if blocks[index]!.isEmpty {
                 // Punched (fallocate): a hole, whatever the compression setting.
                 edit.removals.append((index * logicalBlockBytes)...(index * logicalBlockBytes + logicalBlockBytes - 1))

@@ -18,6 +18,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     public let reader: BlockReader
     public let readOnly: Bool
     private let lock = NSRecursiveLock()
+    /// Held by a flush from its prewrite to its end, so that one flush runs at a time and
+    /// writers past the dirty limit wait for it. Lock order: flushGate, then lock.
+    let flushGate = NSLock()
 
     // Protected by `lock`.
     var header: VolumeHeader
@@ -238,6 +241,9 @@ final class MountedPFS {
     var changedNodes = 0
     var dirtyBlockCount = 0
     var dirtyByteCount = 0
+    /// Space written by prewrites that no flushed tree references yet (offset -> bytes): a
+    /// bulkfree pass must keep it (Prewrite.swift).
+    var prewriteSpace: [UInt64: UInt64] = [:]
     /// Inodes to take out of the index at the next flush without reading them (destroy-inum).
     var destroyedInodes = Set<UInt64>()
     /// The next inode number to hand out (pmp->inode_tid).

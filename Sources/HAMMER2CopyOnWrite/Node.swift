@@ -30,6 +30,9 @@ final class Node {
     }
     /// File data: 64 KiB logical blocks by index, whole (zero-filled past what was written).
     private(set) var dirtyBlocks: [UInt64: [UInt8]] = [:]
+    /// Dirty blocks already encoded and written to new space outside the lock, waiting for
+    /// the flush to reference them (Prewrite.swift); dropped when the block changes again.
+    var prewritten: [UInt64: PrewrittenBlock] = [:]
     /// On-disk data at or past this offset is dead (a truncation since the last flush).
     var diskLimit: UInt64 = .max
     /// Directories: entries added (an entry) or removed (nil) since the last flush, by key.
@@ -77,6 +80,7 @@ final class Node {
     /// past its end it reads as zeros (a small file costs its size, not 64 KiB).
     func setDirtyBlock(_ index: UInt64, _ block: [UInt8]) {
         precondition(block.count <= HAMMER2.physicalBufferSize)
+        if let stale = prewritten.removeValue(forKey: index) { owner?.forgetPrewrite(stale) }
         let old = dirtyBlocks.updateValue(block, forKey: index)
         if old == nil { owner?.dirtyBlockCount += 1 }
         let delta = block.count - (old?.count ?? 0)
@@ -85,6 +89,7 @@ final class Node {
     }
 
     func removeDirtyBlocks(from first: UInt64) {
+        for index in prewritten.keys where index >= first { owner?.forgetPrewrite(prewritten.removeValue(forKey: index)!) }
         for index in dirtyBlocks.keys where index >= first {
             let old = dirtyBlocks.removeValue(forKey: index)!
             owner?.dirtyBlockCount -= 1
@@ -94,6 +99,8 @@ final class Node {
     }
 
     func clearDirtyBlocks() {
+        for stale in prewritten.values { owner?.forgetPrewrite(stale) }
+        prewritten = [:]
         owner?.dirtyBlockCount -= dirtyBlocks.count
         owner?.dirtyByteCount -= dirtyBytes
         dirtyBytes = 0

@@ -579,6 +579,9 @@ public final class PFSHandle: @unchecked Sendable {
 
     public func write(_ inum: UInt64, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Int {
         try writable()
+        // Past the dirty limit the writer flushes (or waits for the flush running), with
+        // the data written outside the lock: other operations go on meanwhile.
+        if fs.withLock({ fs.dirtyDataBytes }) + bytes.count > fs.dirtyLimit { try fs.flushForDirtyLimit() }
         return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else {
@@ -586,7 +589,9 @@ public final class PFSHandle: @unchecked Sendable {
             }
             let (end, overflow) = offset.addingReportingOverflow(UInt64(bytes.count))
             guard !overflow, end <= UInt64(Int64.max) else { throw EngineError.posix(EFBIG, "file too large") }
-            if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit { try fs.flushLocked(midOperation: true) }
+            // Many writers at once may pass the limit together; half as much again is flushed
+            // here, with the lock, to bound memory.
+            if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit + fs.dirtyLimit / 2 { try fs.flushLocked(midOperation: true) }
             try fs.ensureSpace(for: UInt64(bytes.count) + UInt64(HAMMER2.physicalBufferSize))
             let hadDirtyData = node.dirtyBytes > 0
             try pfs.writeData(node, at: offset, bytes)

@@ -139,6 +139,17 @@ extension MutableFilesystem {
                 // `linear` goes past the whole block, or the next allocation would reuse them.
                 allocated.forEach { linearEnds.removeValue(forKey: $0 * FreemapAllocator.blockBytes / FreemapAllocator.segmentBytes) }
             }
+            // Space prewritten for the next flush (Prewrite.swift) is referenced by no tree yet.
+            for pfs in mounted.values {
+                for (offset, bytes) in pfs.prewriteSpace where offset >= begin {
+                    var block = offset / FreemapAllocator.blockBytes
+                    while block <= (offset + bytes - 1) / FreemapAllocator.blockBytes {
+                        if referenced.insert(block) { result.referencedBytes += FreemapAllocator.blockBytes }
+                        linearEnds.removeValue(forKey: block * FreemapAllocator.blockBytes / FreemapAllocator.segmentBytes)
+                        block += 1
+                    }
+                }
+            }
             allocator.allocatedDuringScan = nil
             abandoned = false
             let saved = allocator

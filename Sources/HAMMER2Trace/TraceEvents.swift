@@ -97,6 +97,7 @@ public struct TraceEvent: Sendable, Equatable {
     @inlinable public static var compressed: TraceEvent { TraceEvent(0x0301) }
     @inlinable public static var flushStart: TraceEvent { TraceEvent(0x0401) }
     @inlinable public static var flushEnd: TraceEvent { TraceEvent(0x0402) }
+    @inlinable public static var prewrite: TraceEvent { TraceEvent(0x0403) }
     @inlinable public static var allocate: TraceEvent { TraceEvent(0x0501) }
     @inlinable public static var bulkfreeStart: TraceEvent { TraceEvent(0x0601) }
     @inlinable public static var bulkfreeProgress: TraceEvent { TraceEvent(0x0602) }
@@ -137,6 +138,7 @@ public struct TraceEvent: Sendable, Equatable {
             TraceEventInfo(compressed.rawValue, "compress.block", [("logical", .bytes), ("physical", .bytes), ("comp_algo", .hex), ("decision", .decimal)]),
             TraceEventInfo(flushStart.rawValue, "flush.start", [("inodes", .decimal), ("dirty", .bytes)]),
             TraceEventInfo(flushEnd.rawValue, "flush.end", [("blocks", .decimal), ("bytes", .bytes), ("duration", .nanoseconds), ("error", .errno), ("tid", .hex)]),
+            TraceEventInfo(prewrite.rawValue, "flush.prewrite", [("blocks", .decimal), ("bytes", .bytes)]),
             TraceEventInfo(allocate.rawValue, "alloc.block", [("offset", .hex), ("size", .bytes), ("type", .decimal)]),
             TraceEventInfo(bulkfreeStart.rawValue, "bulkfree.start", [("volume_bytes", .bytes), ("automatic", .decimal)]),
             TraceEventInfo(bulkfreeProgress.rawValue, "bulkfree.progress", [("scanned", .decimal), ("referenced", .bytes)]),

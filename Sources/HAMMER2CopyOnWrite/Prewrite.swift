@@ -1,0 +1,159 @@
+// Writing dirty file data before the flush, without the filesystem lock (issue 22): the
+// front end keeps serving while the back end compresses, checks, seals and writes the
+// data a flush is about to need, as DragonFly's frontend/backend split lets writes run on
+// while the flush's strategy I/O happens. Four steps:
+//
+//   1. with the lock: pick the dirty blocks of regular files not yet prewritten;
+//   2. without it: encode them (compression, check code, sealing) on every core;
+//   3. with the lock: allocate their space (recorded as in flight, so a bulkfree pass
+//      keeps it);
+//   4. without it: write them; then, with the lock, hand each block whose content has not
+//      changed meanwhile to its node, where the flush takes its blockref instead of
+//      encoding and writing the block again.
+//
+// Nothing on the media refers to prewritten space until a flush writes a tree that does,
+// and that flush's barrier comes after these writes: a crash leaves the last flushed state.
+// Space of a block changed again before the flush is never referenced: bulkfree reclaims
+// it, as any space copy-on-write leaves behind.
+
+import Dispatch
+import HAMMER2Encryption
+import HAMMER2Engine
+import HAMMER2Format
+import HAMMER2Trace
+
+/// A dirty block already on the media (step 4 done).
+struct PrewrittenBlock {
+    /// The dirty block it encodes (the same storage while the block is unchanged).
+    let source: [UInt8]
+    /// Its physical size when encoded (it depends on the file's size for the last block).
+    let physical: Int
+    /// Placed, methods and check code set; the flush sets its transaction ids.
+    let bref: Blockref
+    /// Its space (each copy), as recorded in the PFS's `prewriteSpace`.
+    let space: [(offset: UInt64, bytes: UInt64)]
+}
+
+extension MountedPFS {
+    /// The block's space is no longer in flight: referenced by a flushed tree, or garbage.
+    func forgetPrewrite(_ block: PrewrittenBlock) {
+        for piece in block.space { prewriteSpace.removeValue(forKey: piece.offset) }
+    }
+}
+
+extension MutableFilesystem {
+    private struct PrewriteJob {
+        let pfs: MountedPFS
+        let node: Node
+        let index: UInt64
+        let source: [UInt8]
+        let physical: Int
+        let compAlgo: UInt8
+        let check: CheckMethod
+        let copies: Int
+        /// Read with the lock: a flush's commit replaces the PFS's state.
+        let keys: PFSKeys?
+    }
+
+    /// Encodes and writes the dirty data of regular files (steps 1-4 above). At most
+    /// `limit` bytes of dirty data are taken in one call. Errors are thrown after what was
+    /// allocated is given up; the flush then writes the blocks itself.
+    func prewriteDirtyData(limit: Int = .max) throws {
+        guard !readOnly else { return }
+        // (1) Pick.
+        let jobs: [PrewriteJob] = withLock {
+            var jobs: [PrewriteJob] = []
+            var bytes = 0
+            for pfs in mounted.values where pfs.dirtyByteCount > 0 {
+                for node in pfs.nodes.values where node.type == .regularFile && node.meta.nlinks > 0 && !node.dirtyBlocks.isEmpty {
+                    let size = node.meta.size
+                    // Files that may stay embedded in their inode are the flush's business.
+                    if size <= UInt64(HAMMER2.embeddedBytes) { continue }
+                    let check = pfs.keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
+                    let copies = min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(check))
+                    for (index, block) in node.dirtyBlocks where node.prewritten[index] == nil && !block.isEmpty
+                        && index * logicalBlockBytes < size {
+                        let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
+                        jobs.append(PrewriteJob(pfs: pfs, node: node, index: index, source: block, physical: physical,
+                                                compAlgo: node.meta.compAlgo, check: check, copies: copies, keys: pfs.keys))
+                        bytes += block.count
+                        if bytes >= limit { return jobs }
+                    }
+                }
+            }
+            return jobs
+        }
+        guard !jobs.isEmpty else { return }
+        // (2) Encode, without the lock: one heuristic per file, as its flush would use.
+        let encoded = ConcurrentResults<(bytes: [UInt8], methods: UInt8, check: CheckArea?)>(count: jobs.count)
+        var start = 0
+        while start < jobs.count {
+            var end = start + 1
+            while end < jobs.count && end - start < Self.flushBatchBlocks && jobs[end].node === jobs[start].node { end += 1 }
+            let batch = Array(jobs[start..<end])
+            let logical = batch.map { job -> ArraySlice<UInt8> in
+                job.source.count >= job.physical ? job.source[0..<job.physical]
+                    : (job.source + [UInt8](repeating: 0, count: job.physical - job.source.count))[...]
+            }
+            var heuristic = 0
+            let stored = DataBlockEncoding.encodeAll(logical, compAlgo: batch[0].compAlgo, check: batch[0].check, heuristic: &heuristic)
+            let keys = batch[0].keys
+            let base = start
+            let offsets = batch.map { $0.index * logicalBlockBytes }
+            DispatchQueue.concurrentPerform(iterations: batch.count) { i in
+                guard let (bytes, methods) = stored[i] else { return }  // all zeros: the flush makes it a hole
+                if let keys {
+                    let (sealed, area) = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
+                                                       key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix))
+                    encoded[base + i] = (sealed, methods, area)
+                } else {
+                    encoded[base + i] = (bytes, methods, nil)
+                }
+            }
+            start = end
+        }
+        // (3) Allocate, with the lock; blocks changed meanwhile are skipped.
+        let placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])]
+        placed = try withLock {
+            var placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])] = []
+            for (i, job) in jobs.enumerated() {
+                guard let (bytes, methods, area) = encoded[i], job.node.dirtyBlocks[job.index] == job.source else { continue }
+                // Space for new data is what ensureSpace promised the writes: a full volume
+                // leaves the rest to the flush, which can reclaim first.
+                guard allocator.freeBytes >= UInt64(bytes.count * job.copies) + reserveBytes else { break }
+                let offsets = try allocator.allocate(bytes.count, type: .data, copies: job.copies)
+                var bref = Blockref(type: .data, methods: methods, key: job.index * logicalBlockBytes,
+                                    keybits: UInt8(HAMMER2.allocationMaxRadix), tid: 0)
+                if let area { bref.check = area } else if job.check != .none { bref.setCheck(over: bytes) }
+                bref.place(offsets.map { Blockref.dataOffset($0, radix: bytes.count.trailingZeroBitCount) })
+                let space = offsets.map { (offset: $0, bytes: UInt64(bytes.count)) }
+                for piece in space { job.pfs.prewriteSpace[piece.offset] = piece.bytes }
+                placed.append((job, bytes, bref, space))
+            }
+            return placed
+        }
+        // (4) Write, without the lock, then hand over what is still current.
+        let sink = FlushSink(fs: self)
+        do {
+            for item in placed {
+                for (copy, piece) in item.space.enumerated() { try sink.write(item.bytes, at: piece.offset, run: copy) }
+            }
+            try sink.drain()
+        } catch {
+            withLock { for item in placed { for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) } } }
+            throw error
+        }
+        withLock {
+            for item in placed {
+                let node = item.job.node
+                if node.dirtyBlocks[item.job.index] == item.job.source && node.prewritten[item.job.index] == nil {
+                    node.prewritten[item.job.index] = PrewrittenBlock(source: item.job.source, physical: item.job.physical,
+                                                                      bref: item.bref, space: item.space)
+                } else {
+                    for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) }
+                }
+            }
+        }
+        Trace.record(.prewrite, UInt64(placed.count), UInt64(placed.reduce(0) { $0 + $1.bytes.count }))
+    }
+}
