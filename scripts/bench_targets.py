@@ -224,8 +224,9 @@ class ZfsFuse(Target):
 
 
 class Hammer2(Target):
-    def __init__(self, name, suite, comp=None, newfs_args=(), encrypted=False):
+    def __init__(self, name, suite, comp=None, newfs_args=(), encrypted=False, bin_dir=None):
         super().__init__(name, suite)
+        self.bin_dir = bin_dir
         self.comp, self.newfs_args, self.encrypted = comp, list(newfs_args), encrypted
         self.image = os.path.join(suite.workdir, name + ".h2img")
         self.keyfile = os.path.join(suite.workdir, "h2.key")
@@ -236,12 +237,15 @@ class Hammer2(Target):
         options = ["cache=%d" % self.suite.cache_mib] if self.suite.cache_mib else []
         if self.encrypted:
             options.append("keyfile=" + self.keyfile)
-        args = [self.suite.bin("mount_hammer2"), "-f"] + (["-o", ",".join(options)] if options else [])
+        args = [self.bin("mount_hammer2"), "-f"] + (["-o", ",".join(options)] if options else [])
         logfile = open(os.path.join(self.suite.workdir, "mount_hammer2.log"), "a")
         self.daemon = subprocess.Popen(args + [self.image + "@DATA", self.mnt], stdin=subprocess.DEVNULL,
                                        stdout=logfile, stderr=logfile)
         logfile.close()
         wait_mounted(self.mnt, self.daemon)
+
+    def bin(self, name):
+        return os.path.join(self.bin_dir, name) if self.bin_dir else self.suite.bin(name)
 
     def unmount(self):
         if not self.daemon:
@@ -271,7 +275,7 @@ class Hammer2(Target):
         os.makedirs(self.mnt, exist_ok=True)
         if os.path.exists(self.image):
             os.unlink(self.image)
-        args = [self.suite.bin("newfs_hammer2"), "-s", "%dm" % self.suite.space_mib, "-L", "DATA"]
+        args = [self.bin("newfs_hammer2"), "-s", "%dm" % self.suite.space_mib, "-L", "DATA"]
         if self.encrypted:
             with open(self.keyfile, "wb") as f:
                 f.write(os.urandom(64))
@@ -280,7 +284,7 @@ class Hammer2(Target):
         self.peak_rss = 0
         self.mount()
         if self.comp:
-            run([self.suite.bin("hammer2"), "setcomp", self.comp, self.mnt])
+            run([self.bin("hammer2"), "setcomp", self.comp, self.mnt])
         self.baseline = used_bytes(self.mnt)
 
     def cold(self):
@@ -317,6 +321,11 @@ def make_target(name, suite):
         return Hammer2(name, suite, comp="none")
     if name == "h2-lz4":
         return Hammer2(name, suite)
+    if name == "h2-base":
+        # An earlier build (--baseline-bin), LZ4: old and new figures side by side.
+        if not suite.args.baseline_bin:
+            raise ValueError("h2-base needs --baseline-bin DIR")
+        return Hammer2(name, suite, bin_dir=suite.args.baseline_bin)
     if name == "h2-zlib":
         return Hammer2(name, suite, comp="zlib:6")
     if name == "h2-enc":

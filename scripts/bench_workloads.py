@@ -60,7 +60,7 @@ def seqcomp(suite, target):
     return seq(suite, target, compressible=True)
 
 
-def random_io(suite, target, kind):
+def random_io(suite, target, kind, direct=False):
     path = os.path.join(target.mnt, "rand.bin")
     mib = 1024 if kind == "randread" else 256
     lay_out(suite, target, path, mib)
@@ -72,8 +72,10 @@ def random_io(suite, target, kind):
                "randrepeat=0"]
         if kind == "randwrite":
             job += ["end_fsync=1", "refill_buffers=1"]
+        if direct:
+            job += ["direct=1"]
         report, wall = fio(suite, job)
-        results["%s_qd%d" % (kind, depth)] = total_ios(report) / wall
+        results["%s%s_qd%d" % (kind, "_direct" if direct else "", depth)] = total_ios(report) / wall
     return results
 
 
@@ -83,6 +85,43 @@ def randread(suite, target):
 
 def randwrite(suite, target):
     return random_io(suite, target, "randwrite")
+
+
+def randwrite_direct(suite, target):
+    return random_io(suite, target, "randwrite", direct=True)
+
+
+def parcreate(suite, target):
+    """--files empty files created (+ flush) by one thread in one directory, then as many
+    by four threads, each in its own directory; files/s."""
+    results = {}
+    for threads in (1, 4):
+        base = os.path.join(target.mnt, "parcreate%d" % threads)
+        dirs = [os.path.join(base, "d%d" % t) for t in range(threads)]
+        for d in dirs:
+            os.makedirs(d)
+        target.flush()
+        per = suite.files // threads
+        errors = []
+
+        def create(d):
+            try:
+                for i in range(per):
+                    os.close(os.open(os.path.join(d, "f%06d" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except OSError as error:
+                errors.append(error)
+
+        start = time.perf_counter()
+        workers = [threading.Thread(target=create, args=(d,)) for d in dirs]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        target.flush()
+        if errors:
+            raise RuntimeError("parallel create on %s: %s" % (target.name, errors[0]))
+        results["parcreate_%d" % threads] = per * threads / (time.perf_counter() - start)
+    return results
 
 
 def files(suite, target):
@@ -232,6 +271,7 @@ def mixed(suite, target):
 
 
 WORKLOADS = {"seq": seq, "seqcomp": seqcomp, "randread": randread, "randwrite": randwrite,
+             "randwrite-direct": randwrite_direct, "parcreate": parcreate,
              "files": files, "xattr": xattr, "latency": latency, "corpus": corpus, "checkout": checkout, "mixed": mixed}
 
 

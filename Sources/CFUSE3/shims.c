@@ -54,6 +54,12 @@ int h2fuse_posix_acl(const struct fuse_conn_info *conn) { return (conn->want & F
 #include <unistd.h>
 #include <linux/fuse.h>
 
+// Workers: `threads` wait for requests; when every one is busy (writers waiting for a flush,
+// say) another is started, up to H2FUSE_MAX_WORKERS, so that a create or a stat never waits
+// behind them; workers beyond `threads` that find themselves idle end (as libfuse's
+// max_idle_threads).
+#define H2FUSE_MAX_WORKERS 32
+
 struct h2fuse_loop {
     struct fuse_session *se;
     h2fuse_tmpfile_handler tmpfile;
@@ -61,6 +67,10 @@ struct h2fuse_loop {
     void *userdata;
     unsigned int threads;
     sem_t finished;
+    pthread_mutex_t mutex;
+    pthread_t workers[H2FUSE_MAX_WORKERS];
+    unsigned char running[H2FUSE_MAX_WORKERS];
+    unsigned int alive, busy;
 };
 
 // --- FUSE_HANDLE_KILLPRIV_V2 -----------------------------------------------------------
@@ -185,6 +195,20 @@ static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf)
     h2fuse_reply_raw(loop->se, in->unique, error, &out, sizeof out);
 }
 
+static void *h2fuse_worker(void *argument);
+
+// With the mutex held: starts a worker in a free slot. Returns 0 or -1.
+static int h2fuse_spawn_locked(struct h2fuse_loop *loop) {
+    for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
+        if (loop->running[slot]) continue;
+        if (pthread_create(&loop->workers[slot], NULL, h2fuse_worker, loop) != 0) return -1;
+        loop->running[slot] = 1;
+        loop->alive++;
+        return 0;
+    }
+    return -1;
+}
+
 static void *h2fuse_worker(void *argument) {
     struct h2fuse_loop *loop = argument;
     sigset_t blocked;
@@ -192,8 +216,9 @@ static void *h2fuse_worker(void *argument) {
     sigaddset(&blocked, SIGINT);
     sigaddset(&blocked, SIGTERM);
     sigaddset(&blocked, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &blocked, NULL);  // signals go to the waiting main thread
+    pthread_sigmask(SIG_BLOCK, &blocked, NULL);  // the daemon's signal pipe takes them
     struct fuse_buf buf = { .mem = NULL };
+    int retired = 0;
     while (!fuse_session_exited(loop->se)) {
         int received = fuse_session_receive_buf(loop->se, &buf);
         if (received == -EINTR) continue;
@@ -201,6 +226,10 @@ static void *h2fuse_worker(void *argument) {
             if (received < 0) fuse_session_exit(loop->se);
             break;
         }
+        pthread_mutex_lock(&loop->mutex);
+        loop->busy++;
+        if (loop->busy == loop->alive && !fuse_session_exited(loop->se)) h2fuse_spawn_locked(loop);
+        pthread_mutex_unlock(&loop->mutex);
         const struct fuse_in_header *in = buf.mem;
         int in_memory = !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in;
         if (in_memory && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
@@ -211,9 +240,22 @@ static void *h2fuse_worker(void *argument) {
             if (kill != 0) loop->kill_privileges(loop->userdata, kill);
             fuse_session_process_buf(loop->se, &buf);
         }
+        pthread_mutex_lock(&loop->mutex);
+        loop->busy--;
+        if (loop->alive - loop->busy > loop->threads) {
+            // More idle workers than the pool's size: this one goes.
+            for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
+                if (loop->running[slot] && pthread_equal(loop->workers[slot], pthread_self())) loop->running[slot] = 0;
+            }
+            loop->alive--;
+            pthread_detach(pthread_self());
+            retired = 1;
+        }
+        pthread_mutex_unlock(&loop->mutex);
+        if (retired) break;
     }
     free(buf.mem);
-    sem_post(&loop->finished);
+    if (!retired) sem_post(&loop->finished);
     return NULL;
 }
 
@@ -222,19 +264,20 @@ struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int thread
     struct h2fuse_loop *loop = calloc(1, sizeof *loop);
     if (loop == NULL) return NULL;
     *loop = (struct h2fuse_loop){ .se = se, .tmpfile = tmpfile, .kill_privileges = kill_privileges, .userdata = userdata,
-                                  .threads = threads < 1 ? 1 : threads };
+                                  .threads = threads < 1 ? 1 : (threads > H2FUSE_MAX_WORKERS ? H2FUSE_MAX_WORKERS : threads) };
     if (sem_init(&loop->finished, 0, 0) != 0) { free(loop); return NULL; }
+    if (pthread_mutex_init(&loop->mutex, NULL) != 0) { sem_destroy(&loop->finished); free(loop); return NULL; }
     return loop;
 }
 
 int h2fuse_loop_run(struct h2fuse_loop *loop) {
     struct fuse_session *se = loop->se;
-    pthread_t *workers = calloc(loop->threads, sizeof *workers);
-    if (workers == NULL) return -1;
-    unsigned int started = 0;
-    for (; started < loop->threads; started++) {
-        if (pthread_create(&workers[started], NULL, h2fuse_worker, loop) != 0) break;
+    pthread_mutex_lock(&loop->mutex);
+    for (unsigned int i = 0; i < loop->threads; i++) {
+        if (h2fuse_spawn_locked(loop) != 0) break;
     }
+    unsigned int started = loop->alive;
+    pthread_mutex_unlock(&loop->mutex);
     if (started == 0) fuse_session_exit(se);
     // Until a worker ends (unmount: the device read says ENODEV), h2fuse_loop_stop, or a
     // signal interrupting the wait of a thread that has them unblocked.
@@ -242,9 +285,27 @@ int h2fuse_loop_run(struct h2fuse_loop *loop) {
         if (sem_wait(&loop->finished) == 0) break;
     }
     fuse_session_exit(se);
-    for (unsigned int i = 0; i < started; i++) pthread_cancel(workers[i]);  // blocked in read()
-    for (unsigned int i = 0; i < started; i++) pthread_join(workers[i], NULL);
-    free(workers);
+    // Requests being served finish first (a worker cancelled inside the filesystem could
+    // leave its locks held); the others wait in read(), where cancelling them is safe.
+    for (int waited = 0; waited < 10000; waited++) {
+        pthread_mutex_lock(&loop->mutex);
+        unsigned int busy = loop->busy;
+        pthread_mutex_unlock(&loop->mutex);
+        if (busy == 0) break;
+        usleep(1000);
+    }
+    pthread_mutex_lock(&loop->mutex);
+    pthread_t cancelled[H2FUSE_MAX_WORKERS];
+    unsigned int count = 0;
+    for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
+        if (!loop->running[slot]) continue;
+        cancelled[count++] = loop->workers[slot];
+        loop->running[slot] = 0;
+    }
+    loop->alive = 0;
+    pthread_mutex_unlock(&loop->mutex);
+    for (unsigned int i = 0; i < count; i++) pthread_cancel(cancelled[i]);  // blocked in read()
+    for (unsigned int i = 0; i < count; i++) pthread_join(cancelled[i], NULL);
     fuse_session_reset(se);
     return 0;
 }
@@ -256,6 +317,7 @@ void h2fuse_loop_stop(struct h2fuse_loop *loop) {
 
 void h2fuse_loop_free(struct h2fuse_loop *loop) {
     if (loop == NULL) return;
+    pthread_mutex_destroy(&loop->mutex);
     sem_destroy(&loop->finished);
     free(loop);
 }

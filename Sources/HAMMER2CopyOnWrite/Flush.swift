@@ -18,7 +18,7 @@ extension MutableFilesystem {
     /// wait only for the flush's metadata.
     public func flush() throws {
         try flushGate.withLock {
-            do { try prewriteDirtyData() } catch { Trace.record(.prewrite, 0, 0) }  // the flush writes them itself
+            prewriteBeforeFlush()
             try withLock { try flushLocked() }
         }
     }
@@ -28,7 +28,7 @@ extension MutableFilesystem {
     func flushForDirtyLimit() throws {
         if flushGate.try() {
             defer { flushGate.unlock() }
-            do { try prewriteDirtyData() } catch { Trace.record(.prewrite, 0, 0) }
+            prewriteBeforeFlush()
             try withLock { try flushLocked() }
         } else {
             flushGate.withLock {}

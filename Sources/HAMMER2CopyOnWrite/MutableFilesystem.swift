@@ -21,6 +21,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Held by a flush from its prewrite to its end, so that one flush runs at a time and
     /// writers past the dirty limit wait for it. Lock order: flushGate, then lock.
     let flushGate = NSLock()
+    /// Wakes the background flusher early (a writer past half the dirty limit); coalesced.
+    private let flushRequest = DispatchSemaphore(value: 0)
+    private let flushRequested = Atomic<Bool>(false)
 
     // Protected by `lock`.
     var header: VolumeHeader
@@ -152,6 +155,17 @@ public final class MutableFilesystem: @unchecked Sendable {
             if !readOnly { try flushLocked() }
             mounted[label] = nil
         }
+    }
+
+    /// Asks the background flusher (the daemon's flush timer) to flush now.
+    func requestFlush() {
+        if !flushRequested.exchange(true, ordering: .acquiringAndReleasing) { flushRequest.signal() }
+    }
+
+    /// The background flusher's wait: until `seconds` pass or a writer asks for a flush.
+    public func waitForFlushRequest(seconds: Double) {
+        _ = flushRequest.wait(timeout: .now() + seconds)
+        flushRequested.store(false, ordering: .releasing)
     }
 
     /// Whether a PFS is open (mounted).

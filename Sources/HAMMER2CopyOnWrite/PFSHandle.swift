@@ -581,7 +581,13 @@ public final class PFSHandle: @unchecked Sendable {
         try writable()
         // Past the dirty limit the writer flushes (or waits for the flush running), with
         // the data written outside the lock: other operations go on meanwhile.
-        if fs.withLock({ fs.dirtyDataBytes }) + bytes.count > fs.dirtyLimit { try fs.flushForDirtyLimit() }
+        // Past half of it the background flusher starts, so that writers seldom wait.
+        let dirty = fs.withLock { fs.dirtyDataBytes } + bytes.count
+        if dirty > fs.dirtyLimit {
+            try fs.flushForDirtyLimit()
+        } else if dirty > fs.dirtyLimit / 2 {
+            fs.requestFlush()
+        }
         return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else {

@@ -58,10 +58,20 @@ extension MutableFilesystem {
     /// Encodes and writes the dirty data of regular files (steps 1-4 above). At most
     /// `limit` bytes of dirty data are taken in one call. Errors are thrown after what was
     /// allocated is given up; the flush then writes the blocks itself.
-    func prewriteDirtyData(limit: Int = .max) throws {
-        guard !readOnly else { return }
+    @discardableResult
+    func prewriteDirtyData(limit: Int = .max) throws -> Int {
+        guard !readOnly else { return 0 }
+        let started = Trace.now
+        var locked: UInt64 = 0
+        func timedLock<T>(_ body: () throws -> T) rethrows -> T {
+            try withLock {
+                let at = Trace.now
+                defer { locked &+= Trace.now &- at }
+                return try body()
+            }
+        }
         // (1) Pick.
-        let jobs: [PrewriteJob] = withLock {
+        let jobs: [PrewriteJob] = timedLock {
             var jobs: [PrewriteJob] = []
             var bytes = 0
             for pfs in mounted.values where pfs.dirtyByteCount > 0 {
@@ -83,9 +93,10 @@ extension MutableFilesystem {
             }
             return jobs
         }
-        guard !jobs.isEmpty else { return }
+        guard !jobs.isEmpty else { return 0 }
         // (2) Encode, without the lock: one heuristic per file, as its flush would use.
-        let encoded = ConcurrentResults<(bytes: [UInt8], methods: UInt8, check: CheckArea?)>(count: jobs.count)
+        // Each block's bytes as written and its blockref, check code set (not yet placed).
+        let encoded = ConcurrentResults<(bytes: [UInt8], bref: Blockref)>(count: jobs.count)
         var start = 0
         while start < jobs.count {
             var end = start + 1
@@ -100,37 +111,47 @@ extension MutableFilesystem {
             let keys = batch[0].keys
             let base = start
             let offsets = batch.map { $0.index * logicalBlockBytes }
+            let check = batch[0].check
             DispatchQueue.concurrentPerform(iterations: batch.count) { i in
                 guard let (bytes, methods) = stored[i] else { return }  // all zeros: the flush makes it a hole
+                var bref = Blockref(type: .data, methods: methods, key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix), tid: 0)
                 if let keys {
                     let (sealed, area) = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
                                                        key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix))
-                    encoded[base + i] = (sealed, methods, area)
+                    bref.check = area
+                    encoded[base + i] = (sealed, bref)
                 } else {
-                    encoded[base + i] = (bytes, methods, nil)
+                    if check != .none { bref.setCheck(over: bytes) }
+                    encoded[base + i] = (bytes, bref)
                 }
             }
             start = end
         }
-        // (3) Allocate, with the lock; blocks changed meanwhile are skipped.
-        let placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])]
-        placed = try withLock {
-            var placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])] = []
-            for (i, job) in jobs.enumerated() {
-                guard let (bytes, methods, area) = encoded[i], job.node.dirtyBlocks[job.index] == job.source else { continue }
-                // Space for new data is what ensureSpace promised the writes: a full volume
-                // leaves the rest to the flush, which can reclaim first.
-                guard allocator.freeBytes >= UInt64(bytes.count * job.copies) + reserveBytes else { break }
-                let offsets = try allocator.allocate(bytes.count, type: .data, copies: job.copies)
-                var bref = Blockref(type: .data, methods: methods, key: job.index * logicalBlockBytes,
-                                    keybits: UInt8(HAMMER2.allocationMaxRadix), tid: 0)
-                if let area { bref.check = area } else if job.check != .none { bref.setCheck(over: bytes) }
-                bref.place(offsets.map { Blockref.dataOffset($0, radix: bytes.count.trailingZeroBitCount) })
-                let space = offsets.map { (offset: $0, bytes: UInt64(bytes.count)) }
-                for piece in space { job.pfs.prewriteSpace[piece.offset] = piece.bytes }
-                placed.append((job, bytes, bref, space))
+        // (3) Allocate, with the lock, a few hundred blocks at a time so that operations
+        // waiting for the lock get it in between; blocks changed meanwhile are skipped.
+        var placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])] = []
+        var next = 0, full = false
+        while next < jobs.count && !full {
+            let end = min(jobs.count, next + 256)
+            try timedLock {
+                for i in next..<end {
+                    let job = jobs[i]
+                    guard let (bytes, template) = encoded[i], job.node.dirtyBlocks[job.index] == job.source else { continue }
+                    // Space for new data is what ensureSpace promised the writes: a full
+                    // volume leaves the rest to the flush, which can reclaim first.
+                    guard allocator.freeBytes >= UInt64(bytes.count * job.copies) + reserveBytes else {
+                        full = true
+                        return
+                    }
+                    let offsets = try allocator.allocate(bytes.count, type: .data, copies: job.copies)
+                    var bref = template
+                    bref.place(offsets.map { Blockref.dataOffset($0, radix: bytes.count.trailingZeroBitCount) })
+                    let space = offsets.map { (offset: $0, bytes: UInt64(bytes.count)) }
+                    for piece in space { job.pfs.prewriteSpace[piece.offset] = piece.bytes }
+                    placed.append((job, bytes, bref, space))
+                }
             }
-            return placed
+            next = end
         }
         // (4) Write, without the lock, then hand over what is still current.
         let sink = FlushSink(fs: self)
@@ -143,7 +164,7 @@ extension MutableFilesystem {
             withLock { for item in placed { for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) } } }
             throw error
         }
-        withLock {
+        timedLock {
             for item in placed {
                 let node = item.job.node
                 if node.dirtyBlocks[item.job.index] == item.job.source && node.prewritten[item.job.index] == nil {
@@ -154,6 +175,17 @@ extension MutableFilesystem {
                 }
             }
         }
-        Trace.record(.prewrite, UInt64(placed.count), UInt64(placed.reduce(0) { $0 + $1.bytes.count }))
+        Trace.record(.prewrite, UInt64(placed.count), UInt64(placed.reduce(0) { $0 + $1.bytes.count }), locked, Trace.now &- started)
+        return jobs.reduce(0) { $0 + $1.source.count }
+    }
+
+    /// Prewrites until what is left for the flush to write under the lock is small: data
+    /// keeps arriving while a prewrite runs (a few rounds at most).
+    func prewriteBeforeFlush() {
+        do {
+            for _ in 0..<8 where try prewriteDirtyData() > 4 << 20 {}
+        } catch {
+            Trace.record(.prewrite, 0, 0)  // the flush writes the blocks itself
+        }
     }
 }

@@ -198,13 +198,14 @@ public final class VolumeDaemon: @unchecked Sendable {
     }
 
     /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does, and
-    /// gives the memory freed since back to the kernel (a flush frees the changes it wrote;
-    /// reads free cache evictions and decoded inodes), so resident memory follows what is
-    /// live rather than the peak.
+    /// at once when writers have filled half the dirty limit (their data is then written
+    /// while they go on, instead of when they hit the limit); then gives the memory freed
+    /// back to the kernel (a flush frees the changes it wrote; reads free cache evictions
+    /// and decoded inodes), so resident memory follows what is live rather than the peak.
     private func startFlushTimer() {
         Thread { [self] in
             while true {
-                Thread.sleep(forTimeInterval: flushInterval)
+                filesystem.waitForFlushRequest(seconds: flushInterval)
                 if state.withLock({ $0.stopping }) { return }
                 if !filesystem.readOnly {
                     do {

@@ -138,7 +138,7 @@ public struct TraceEvent: Sendable, Equatable {
             TraceEventInfo(compressed.rawValue, "compress.block", [("logical", .bytes), ("physical", .bytes), ("comp_algo", .hex), ("decision", .decimal)]),
             TraceEventInfo(flushStart.rawValue, "flush.start", [("inodes", .decimal), ("dirty", .bytes)]),
             TraceEventInfo(flushEnd.rawValue, "flush.end", [("blocks", .decimal), ("bytes", .bytes), ("duration", .nanoseconds), ("error", .errno), ("tid", .hex)]),
-            TraceEventInfo(prewrite.rawValue, "flush.prewrite", [("blocks", .decimal), ("bytes", .bytes)]),
+            TraceEventInfo(prewrite.rawValue, "flush.prewrite", [("blocks", .decimal), ("bytes", .bytes), ("locked", .nanoseconds), ("duration", .nanoseconds)]),
             TraceEventInfo(allocate.rawValue, "alloc.block", [("offset", .hex), ("size", .bytes), ("type", .decimal)]),
             TraceEventInfo(bulkfreeStart.rawValue, "bulkfree.start", [("volume_bytes", .bytes), ("automatic", .decimal)]),
             TraceEventInfo(bulkfreeProgress.rawValue, "bulkfree.progress", [("scanned", .decimal), ("referenced", .bytes)]),
