@@ -33,11 +33,17 @@ final class CrashStateTests: XCTestCase {
         try powerCuts(copies: 1, seed: 83, bulkfree: true)
     }
 
-    func powerCuts(copies: Int, seed: UInt64, bulkfree: Bool = false) throws {
+    /// Two PFSes of the volume written between the same flushes (issue 22: one daemon, one
+    /// flush for every mounted PFS): each power-cut state holds both as one flush left them.
+    func testEveryPowerCutStateHoldsALastFlushedTreeOfTwoPFSes() throws {
+        try powerCuts(copies: 1, seed: 84, labels: ["DATA", "HOME"])
+    }
+
+    func powerCuts(copies: Int, seed: UInt64, bulkfree: Bool = false, labels: [String] = ["DATA"]) throws {
         // Over 2 GiB: two volume header copies, so a torn header write falls back to the other.
         let size: UInt64 = (2 << 30) + (256 << 20)
         let device = RecordingDevice(size: size)
-        _ = try Formatter.format(device: device, options: FormatOptions(labels: ["DATA"]))
+        _ = try Formatter.format(device: device, options: FormatOptions(labels: labels))
         let base = device.contents
         device.startRecording()
         // The tree after each flush (or bulkfree pass) and the barriers written by then;
@@ -46,15 +52,30 @@ final class CrashStateTests: XCTestCase {
         var random = SplitMix64(seed: seed)
         do {
             let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
-            let pfs = try fs.openPFS("DATA")
-            if copies > 1 { try pfs.setCopies(1, copies) }
+            let handles = try labels.map { try fs.openPFS($0) }
+            if copies > 1 { try handles[0].setCopies(1, copies) }
             let caller = Caller(uid: 0, gid: 0)
-            var tree: Tree = [:]
-            let dir = try pfs.create(in: 1, name: Array("d".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+            var trees: [Tree] = labels.map { _ in [:] }
+            let dirs = try handles.map { try $0.create(in: 1, name: Array("d".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum }
+            var current = 0
+            var pfs: PFSHandle { handles[current] }
+            var dir: UInt64 { dirs[current] }
+            var tree: Tree {
+                get { trees[current] }
+                set { trees[current] = newValue }
+            }
+            /// The files of every PFS, by "LABEL:path" when there are several.
+            func allTrees() -> Tree {
+                guard labels.count > 1 else { return trees[0] }
+                var all: Tree = [:]
+                for (index, label) in labels.enumerated() { for (path, bytes) in trees[index] { all[label + ":" + path] = bytes } }
+                return all
+            }
             func parent(_ name: String) -> (UInt64, String) {
                 name.hasPrefix("d/") ? (dir, String(name.dropFirst(2))) : (1, name)
             }
             for step in 0..<140 {
+                current = Int(random.next() % UInt64(labels.count))
                 let name = (random.next() % 2 == 0 ? "d/" : "") + "f\(random.next() % 12)"
                 let (dirInum, leaf) = parent(name)
                 switch random.next() % 6 {
@@ -89,7 +110,7 @@ final class CrashStateTests: XCTestCase {
                 }
                 if step % 4 == 3 {
                     try pfs.flush()
-                    checkpoints.append((RecordingDevice.barrierCount(device.log), tree))
+                    checkpoints.append((RecordingDevice.barrierCount(device.log), allTrees()))
                 }
                 if bulkfree && step % 20 == 19 {
                     // Writes and a flush while the pass scans (its progress callback runs
@@ -105,13 +126,13 @@ final class CrashStateTests: XCTestCase {
                             _ = try racing.withUnsafeBytes { try pfs.write(inum, offset: 0, $0) }
                             tree[name] = racing
                             try pfs.flush()
-                            checkpoints.append((RecordingDevice.barrierCount(device.log), tree))
+                            checkpoints.append((RecordingDevice.barrierCount(device.log), allTrees()))
                         } catch {
                             XCTFail("writing during the scan: \(error)")
                         }
                     }
                     XCTAssertTrue(raced)
-                    checkpoints.append((RecordingDevice.barrierCount(device.log), tree))
+                    checkpoints.append((RecordingDevice.barrierCount(device.log), allTrees()))
                     // What was written during the scan survived the pass, and new data that
                     // reuses the freed space does not overwrite it.
                     let inum = try pfs.lookup(1, Array(name.utf8)).meta.inum
@@ -156,7 +177,8 @@ final class CrashStateTests: XCTestCase {
                     let verifier = Verifier(volumes: volumes)
                     let (_, problems) = verifier.verifyTree(.topology, header: volumes.header)
                     XCTAssertTrue(problems.isEmpty, "\(context): \(problems.prefix(3))")
-                    let pfs = try Filesystem(volumes: volumes).openPFS("DATA")
+                    let filesystem = try Filesystem(volumes: volumes)
+                    let pfs = try filesystem.openPFS("DATA")
                     if copies > 1 { XCTAssertGreaterThanOrEqual(volumes.header.version, cut >= 2 ? HAMMER2.volumeVersionCopies : 2, context) }
                     do {
                         // Every block the tree uses is allocated in the freemap that header names.
@@ -165,7 +187,15 @@ final class CrashStateTests: XCTestCase {
                         XCTAssertTrue(agreement.problems.isEmpty, "\(context): \(agreement.problems.prefix(3))")
                     }
                     XCTAssertTrue(verifier.verifyNamespace(pfs).problems.isEmpty, context)
-                    let found = try read(pfs)
+                    var found = try read(pfs)
+                    if labels.count > 1 {
+                        found = [:]
+                        for label in labels {
+                            let other = try filesystem.openPFS(label)
+                            XCTAssertTrue(verifier.verifyNamespace(other).problems.isEmpty, "\(context): \(label)")
+                            for (path, bytes) in try read(other) { found[label + ":" + path] = bytes }
+                        }
+                    }
                     XCTAssertTrue(allowed.contains { checkpoints[$0].tree == found },
                                   "\(context): the tree is none of the flushed trees \(allowed) (\(found.count) files)")
                 } catch {
