@@ -51,14 +51,18 @@ int h2fuse_posix_acl(const struct fuse_conn_info *conn) { return (conn->want & F
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/fuse.h>
 
-// Workers: `threads` wait for requests; when every one is busy (writers waiting for a flush,
-// say) another is started, up to H2FUSE_MAX_WORKERS, so that a create or a stat never waits
-// behind them; workers beyond `threads` that find themselves idle end (as libfuse's
-// max_idle_threads).
+// Workers: `threads` wait for requests. When the last idle one takes a request while another
+// has been busy for a millisecond or more (writers waiting for a flush, say), another worker
+// is started, up to H2FUSE_MAX_WORKERS, so that a create or a stat never waits behind them;
+// requests that come back in microseconds (a queue of reads) start none, since more threads
+// than cores only contend. Workers beyond `threads` that find themselves idle end (as
+// libfuse's max_idle_threads).
 #define H2FUSE_MAX_WORKERS 32
+#define H2FUSE_STUCK_NS 1000000ull
 
 struct h2fuse_loop {
     struct fuse_session *se;
@@ -70,8 +74,25 @@ struct h2fuse_loop {
     pthread_mutex_t mutex;
     pthread_t workers[H2FUSE_MAX_WORKERS];
     unsigned char running[H2FUSE_MAX_WORKERS];
+    uint64_t busy_since[H2FUSE_MAX_WORKERS];  // monotonic ns, 0 while waiting for a request
     unsigned int alive, busy;
 };
+
+static uint64_t h2fuse_now(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}
+
+// With the mutex held: whether another worker has been busy long enough to be waiting for
+// something rather than working (then the ones after it, busy for less, likely wait too).
+static int h2fuse_any_stuck_locked(struct h2fuse_loop *loop, int self, uint64_t now) {
+    for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
+        if ((int)slot == self || !loop->running[slot] || loop->busy_since[slot] == 0) continue;
+        if (now > loop->busy_since[slot] && now - loop->busy_since[slot] >= H2FUSE_STUCK_NS) return 1;
+    }
+    return 0;
+}
 
 // --- FUSE_HANDLE_KILLPRIV_V2 -----------------------------------------------------------
 // libfuse 3.14 does not know this INIT flag (3.16 does). Without it the kernel keeps SB_NOSEC
@@ -201,6 +222,7 @@ static void *h2fuse_worker(void *argument);
 static int h2fuse_spawn_locked(struct h2fuse_loop *loop) {
     for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
         if (loop->running[slot]) continue;
+        loop->busy_since[slot] = 0;
         if (pthread_create(&loop->workers[slot], NULL, h2fuse_worker, loop) != 0) return -1;
         loop->running[slot] = 1;
         loop->alive++;
@@ -219,6 +241,12 @@ static void *h2fuse_worker(void *argument) {
     pthread_sigmask(SIG_BLOCK, &blocked, NULL);  // the daemon's signal pipe takes them
     struct fuse_buf buf = { .mem = NULL };
     int retired = 0;
+    int self = -1;
+    pthread_mutex_lock(&loop->mutex);
+    for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
+        if (loop->running[slot] && pthread_equal(loop->workers[slot], pthread_self())) self = (int)slot;
+    }
+    pthread_mutex_unlock(&loop->mutex);
     while (!fuse_session_exited(loop->se)) {
         int received = fuse_session_receive_buf(loop->se, &buf);
         if (received == -EINTR) continue;
@@ -226,9 +254,13 @@ static void *h2fuse_worker(void *argument) {
             if (received < 0) fuse_session_exit(loop->se);
             break;
         }
+        uint64_t now = h2fuse_now();
         pthread_mutex_lock(&loop->mutex);
         loop->busy++;
-        if (loop->busy == loop->alive && !fuse_session_exited(loop->se)) h2fuse_spawn_locked(loop);
+        if (self >= 0) loop->busy_since[self] = now;
+        if (loop->busy == loop->alive && !fuse_session_exited(loop->se) && h2fuse_any_stuck_locked(loop, self, now)) {
+            h2fuse_spawn_locked(loop);
+        }
         pthread_mutex_unlock(&loop->mutex);
         const struct fuse_in_header *in = buf.mem;
         int in_memory = !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in;
@@ -242,6 +274,7 @@ static void *h2fuse_worker(void *argument) {
         }
         pthread_mutex_lock(&loop->mutex);
         loop->busy--;
+        if (self >= 0) loop->busy_since[self] = 0;
         if (loop->alive - loop->busy > loop->threads) {
             // More idle workers than the pool's size: this one goes.
             for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {

@@ -118,7 +118,8 @@ enum DataBlockEncoding {
 /// writes (data blocks of one file are allocated one after the other). Each copy index has
 /// its own run, so the copies of consecutive blocks (placed apart) still merge.
 final class FlushSink: BlockSink {
-    let fs: MutableFilesystem
+    /// Unowned: the filesystem keeps its prewrite sink (MutableFilesystem.prewriteSink).
+    unowned let fs: MutableFilesystem
     private var runs: [PendingRun] = []
     /// New blocks (copies counted) and their bytes, for the flush's trace event.
     var blocksWritten = 0, bytesWritten = 0
@@ -163,6 +164,11 @@ final class FlushSink: BlockSink {
         if run.count == 0 { run.offset = offset }
         bytes.withUnsafeBytes { (run.buffer + run.count).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         run.count += bytes.count
+    }
+
+    /// Forgets whatever is buffered (after a failed write, before the sink is used again).
+    func discard() {
+        for run in runs { run.count = 0 }
     }
 
     /// Writes whatever is buffered.

@@ -59,6 +59,7 @@ extension MutableFilesystem {
                          UInt64((error as? EngineError)?.errno ?? EIO))
             throw error
         }
+        dirtyEstimate.store(dirtyDataBytes, ordering: .relaxed)
         let duration = Trace.now &- started
         Trace.record(.flushEnd, UInt64(sink.blocksWritten), UInt64(sink.bytesWritten), duration, 0, header.mirrorTID)
         Trace.withSession { $0.flushed(nanoseconds: duration) }

@@ -24,6 +24,10 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Wakes the background flusher early (a writer past half the dirty limit); coalesced.
     private let flushRequest = DispatchSemaphore(value: 0)
     private let flushRequested = Atomic<Bool>(false)
+    /// The prewrite's write buffers (used under `flushGate`).
+    lazy var prewriteSink = FlushSink(fs: self)
+    /// Dirty file data as of the last write or flush, for writers to read without the lock.
+    let dirtyEstimate = Atomic<Int>(0)
 
     // Protected by `lock`.
     var header: VolumeHeader

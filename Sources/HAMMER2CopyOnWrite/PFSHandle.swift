@@ -581,13 +581,7 @@ public final class PFSHandle: @unchecked Sendable {
         try writable()
         // Past the dirty limit the writer flushes (or waits for the flush running), with
         // the data written outside the lock: other operations go on meanwhile.
-        // Past half of it the background flusher starts, so that writers seldom wait.
-        let dirty = fs.withLock { fs.dirtyDataBytes } + bytes.count
-        if dirty > fs.dirtyLimit {
-            try fs.flushForDirtyLimit()
-        } else if dirty > fs.dirtyLimit / 2 {
-            fs.requestFlush()
-        }
+        if fs.dirtyEstimate.load(ordering: .relaxed) + bytes.count > fs.dirtyLimit { try fs.flushForDirtyLimit() }
         return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else {
@@ -600,7 +594,14 @@ public final class PFSHandle: @unchecked Sendable {
             if fs.dirtyDataBytes + bytes.count > fs.dirtyLimit + fs.dirtyLimit / 2 { try fs.flushLocked(midOperation: true) }
             try fs.ensureSpace(for: UInt64(bytes.count) + UInt64(HAMMER2.physicalBufferSize))
             let hadDirtyData = node.dirtyBytes > 0
+            let appending = offset + UInt64(bytes.count) > node.meta.size
             try pfs.writeData(node, at: offset, bytes)
+            let dirty = fs.dirtyDataBytes
+            fs.dirtyEstimate.store(dirty, ordering: .relaxed)
+            // A stream (writes past the end) past half the limit starts the background flush,
+            // so that its writers seldom wait for one. Random overwrites do not: they would
+            // have it prewrite blocks they change again, and flush at the limit instead.
+            if appending && dirty > fs.dirtyLimit / 2 { fs.requestFlush() }
             if !hadDirtyData { allocationChanged?(inum) }
             if !kernelOwnsFileTimes {
                 let now = currentTimeMicroseconds()

@@ -17,6 +17,7 @@
 // it, as any space copy-on-write leaves behind.
 
 import Dispatch
+import Foundation
 import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
@@ -94,14 +95,18 @@ extension MutableFilesystem {
             return jobs
         }
         guard !jobs.isEmpty else { return 0 }
-        // (2) Encode, without the lock: one heuristic per file, as its flush would use.
-        // Each block's bytes as written and its blockref, check code set (not yet placed).
-        let encoded = ConcurrentResults<(bytes: [UInt8], bref: Blockref)>(count: jobs.count)
+        // (2)-(4) a batch at a time (one file's blocks, at most 64: 4 MiB), so that the
+        // encoded bytes in memory stay bounded and each lock is held briefly.
+        let sink = prewriteSink  // kept from one prewrite to the next: fresh buffers cost page faults
+        var written = 0, writtenBytes = 0
         var start = 0
         while start < jobs.count {
             var end = start + 1
             while end < jobs.count && end - start < Self.flushBatchBlocks && jobs[end].node === jobs[start].node { end += 1 }
             let batch = Array(jobs[start..<end])
+            start = end
+            // (2) Encode, without the lock, on every core: the blocks' bytes as written and
+            // their blockrefs, check codes set (not yet placed).
             let logical = batch.map { job -> ArraySlice<UInt8> in
                 job.source.count >= job.physical ? job.source[0..<job.physical]
                     : (job.source + [UInt8](repeating: 0, count: job.physical - job.source.count))[...]
@@ -109,9 +114,9 @@ extension MutableFilesystem {
             var heuristic = 0
             let stored = DataBlockEncoding.encodeAll(logical, compAlgo: batch[0].compAlgo, check: batch[0].check, heuristic: &heuristic)
             let keys = batch[0].keys
-            let base = start
             let offsets = batch.map { $0.index * logicalBlockBytes }
             let check = batch[0].check
+            let encoded = ConcurrentResults<(bytes: [UInt8], bref: Blockref)>(count: batch.count)
             DispatchQueue.concurrentPerform(iterations: batch.count) { i in
                 guard let (bytes, methods) = stored[i] else { return }  // all zeros: the flush makes it a hole
                 var bref = Blockref(type: .data, methods: methods, key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix), tid: 0)
@@ -119,26 +124,20 @@ extension MutableFilesystem {
                     let (sealed, area) = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
                                                        key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix))
                     bref.check = area
-                    encoded[base + i] = (sealed, bref)
+                    encoded[i] = (sealed, bref)
                 } else {
                     if check != .none { bref.setCheck(over: bytes) }
-                    encoded[base + i] = (bytes, bref)
+                    encoded[i] = (bytes, bref)
                 }
             }
-            start = end
-        }
-        // (3) Allocate, with the lock, a few hundred blocks at a time so that operations
-        // waiting for the lock get it in between; blocks changed meanwhile are skipped.
-        var placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])] = []
-        var next = 0, full = false
-        while next < jobs.count && !full {
-            let end = min(jobs.count, next + 256)
+            // (3) Allocate, with the lock; blocks changed meanwhile are skipped. Space for new
+            // data is what ensureSpace promised the writes: a full volume leaves the rest to
+            // the flush, which can reclaim first.
+            var placed: [(job: PrewriteJob, bytes: [UInt8], bref: Blockref, space: [(offset: UInt64, bytes: UInt64)])] = []
+            var full = false
             try timedLock {
-                for i in next..<end {
-                    let job = jobs[i]
+                for (i, job) in batch.enumerated() {
                     guard let (bytes, template) = encoded[i], job.node.dirtyBlocks[job.index] == job.source else { continue }
-                    // Space for new data is what ensureSpace promised the writes: a full
-                    // volume leaves the rest to the flush, which can reclaim first.
                     guard allocator.freeBytes >= UInt64(bytes.count * job.copies) + reserveBytes else {
                         full = true
                         return
@@ -151,31 +150,33 @@ extension MutableFilesystem {
                     placed.append((job, bytes, bref, space))
                 }
             }
-            next = end
-        }
-        // (4) Write, without the lock, then hand over what is still current.
-        let sink = FlushSink(fs: self)
-        do {
-            for item in placed {
-                for (copy, piece) in item.space.enumerated() { try sink.write(item.bytes, at: piece.offset, run: copy) }
+            // (4) Write, without the lock, then hand over what is still current.
+            do {
+                for item in placed {
+                    for (copy, piece) in item.space.enumerated() { try sink.write(item.bytes, at: piece.offset, run: copy) }
+                }
+                try sink.drain()
+            } catch {
+                sink.discard()
+                withLock { for item in placed { for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) } } }
+                throw error
             }
-            try sink.drain()
-        } catch {
-            withLock { for item in placed { for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) } } }
-            throw error
-        }
-        timedLock {
-            for item in placed {
-                let node = item.job.node
-                if node.dirtyBlocks[item.job.index] == item.job.source && node.prewritten[item.job.index] == nil {
-                    node.prewritten[item.job.index] = PrewrittenBlock(source: item.job.source, physical: item.job.physical,
-                                                                      bref: item.bref, space: item.space)
-                } else {
-                    for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) }
+            timedLock {
+                for item in placed {
+                    let node = item.job.node
+                    if node.dirtyBlocks[item.job.index] == item.job.source && node.prewritten[item.job.index] == nil {
+                        node.prewritten[item.job.index] = PrewrittenBlock(source: item.job.source, physical: item.job.physical,
+                                                                          bref: item.bref, space: item.space)
+                    } else {
+                        for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) }
+                    }
                 }
             }
+            written += placed.count
+            writtenBytes += placed.reduce(0) { $0 + $1.bytes.count }
+            if full { break }
         }
-        Trace.record(.prewrite, UInt64(placed.count), UInt64(placed.reduce(0) { $0 + $1.bytes.count }), locked, Trace.now &- started)
+        Trace.record(.prewrite, UInt64(written), UInt64(writtenBytes), locked, Trace.now &- started)
         return jobs.reduce(0) { $0 + $1.source.count }
     }
 
