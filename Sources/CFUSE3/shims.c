@@ -55,14 +55,12 @@ int h2fuse_posix_acl(const struct fuse_conn_info *conn) { return (conn->want & F
 #include <unistd.h>
 #include <linux/fuse.h>
 
-// Workers: `threads` wait for requests. When the last idle one takes a request while another
-// has been busy for a millisecond or more (writers waiting for a flush, say), another worker
-// is started, up to H2FUSE_MAX_WORKERS, so that a create or a stat never waits behind them;
-// requests that come back in microseconds (a queue of reads) start none, since more threads
-// than cores only contend. Workers beyond `threads` that find themselves idle end (as
+// Workers: `threads` wait for requests. When every one is busy while some wait for a flush
+// (writers past the dirty limit, fsync), another is started, up to H2FUSE_MAX_WORKERS, so
+// that a create or a stat does not wait behind them; busy workers that do not wait (a queue
+// of reads) start none, since more threads than cores only contend. Workers beyond `threads` that find themselves idle end (as
 // libfuse's max_idle_threads).
 #define H2FUSE_MAX_WORKERS 32
-#define H2FUSE_STUCK_NS 1000000ull
 
 struct h2fuse_loop {
     struct fuse_session *se;
@@ -74,25 +72,16 @@ struct h2fuse_loop {
     pthread_mutex_t mutex;
     pthread_t workers[H2FUSE_MAX_WORKERS];
     unsigned char running[H2FUSE_MAX_WORKERS];
-    uint64_t busy_since[H2FUSE_MAX_WORKERS];  // monotonic ns, 0 while waiting for a request
-    unsigned int alive, busy;
+    // Read and written without the mutex on every request; the mutex guards the slots
+    // (starting and retiring workers).
+    _Atomic unsigned int alive, busy;
 };
 
-static uint64_t h2fuse_now(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
-}
 
-// With the mutex held: whether another worker has been busy long enough to be waiting for
-// something rather than working (then the ones after it, busy for less, likely wait too).
-static int h2fuse_any_stuck_locked(struct h2fuse_loop *loop, int self, uint64_t now) {
-    for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
-        if ((int)slot == self || !loop->running[slot] || loop->busy_since[slot] == 0) continue;
-        if (now > loop->busy_since[slot] && now - loop->busy_since[slot] >= H2FUSE_STUCK_NS) return 1;
-    }
-    return 0;
-}
+// Workers waiting for a flush (the filesystem says so through h2fuse_note_waiting).
+static _Atomic int h2fuse_waiting;
+
+void h2fuse_note_waiting(int delta) { h2fuse_waiting += delta; }
 
 // --- FUSE_HANDLE_KILLPRIV_V2 -----------------------------------------------------------
 // libfuse 3.14 does not know this INIT flag (3.16 does). Without it the kernel keeps SB_NOSEC
@@ -222,7 +211,6 @@ static void *h2fuse_worker(void *argument);
 static int h2fuse_spawn_locked(struct h2fuse_loop *loop) {
     for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
         if (loop->running[slot]) continue;
-        loop->busy_since[slot] = 0;
         if (pthread_create(&loop->workers[slot], NULL, h2fuse_worker, loop) != 0) return -1;
         loop->running[slot] = 1;
         loop->alive++;
@@ -254,14 +242,12 @@ static void *h2fuse_worker(void *argument) {
             if (received < 0) fuse_session_exit(loop->se);
             break;
         }
-        uint64_t now = h2fuse_now();
-        pthread_mutex_lock(&loop->mutex);
-        loop->busy++;
-        if (self >= 0) loop->busy_since[self] = now;
-        if (loop->busy == loop->alive && !fuse_session_exited(loop->se) && h2fuse_any_stuck_locked(loop, self, now)) {
-            h2fuse_spawn_locked(loop);
+        unsigned int busy = ++loop->busy;
+        if (busy == loop->alive && h2fuse_waiting > 0) {
+            pthread_mutex_lock(&loop->mutex);
+            if (loop->busy == loop->alive && !fuse_session_exited(loop->se)) h2fuse_spawn_locked(loop);
+            pthread_mutex_unlock(&loop->mutex);
         }
-        pthread_mutex_unlock(&loop->mutex);
         const struct fuse_in_header *in = buf.mem;
         int in_memory = !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in;
         if (in_memory && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
@@ -272,9 +258,9 @@ static void *h2fuse_worker(void *argument) {
             if (kill != 0) loop->kill_privileges(loop->userdata, kill);
             fuse_session_process_buf(loop->se, &buf);
         }
+        busy = --loop->busy;
+        if (loop->alive - busy <= loop->threads) continue;
         pthread_mutex_lock(&loop->mutex);
-        loop->busy--;
-        if (self >= 0) loop->busy_since[self] = 0;
         if (loop->alive - loop->busy > loop->threads) {
             // More idle workers than the pool's size: this one goes.
             for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
@@ -314,8 +300,21 @@ int h2fuse_loop_run(struct h2fuse_loop *loop) {
     if (started == 0) fuse_session_exit(se);
     // Until a worker ends (unmount: the device read says ENODEV), h2fuse_loop_stop, or a
     // signal interrupting the wait of a thread that has them unblocked.
+    // Every 2 ms this thread also looks whether every worker is busy while some wait for a
+    // flush (none is left to read the next request), and starts one more; the workers check
+    // too, but only when they take a request.
     while (!fuse_session_exited(se)) {
-        if (sem_wait(&loop->finished) == 0) break;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 2000000;
+        if (until.tv_nsec >= 1000000000) { until.tv_sec += 1; until.tv_nsec -= 1000000000; }
+        if (sem_timedwait(&loop->finished, &until) == 0) break;
+        if (errno != ETIMEDOUT && errno != EINTR) continue;
+        pthread_mutex_lock(&loop->mutex);
+        if (loop->busy == loop->alive && !fuse_session_exited(se) && h2fuse_waiting > 0) {
+            h2fuse_spawn_locked(loop);
+        }
+        pthread_mutex_unlock(&loop->mutex);
     }
     fuse_session_exit(se);
     // Requests being served finish first (a worker cancelled inside the filesystem could

@@ -17,6 +17,8 @@ extension MutableFilesystem {
     /// file data is written first without the lock (Prewrite.swift), so that operations
     /// wait only for the flush's metadata.
     public func flush() throws {
+        waitingForFlush?(1)
+        defer { waitingForFlush?(-1) }
         try flushGate.withLock {
             prewriteBeforeFlush()
             try withLock { try flushLocked() }
@@ -26,6 +28,8 @@ extension MutableFilesystem {
     /// For a writer past the dirty limit: a flush as above, unless one is running (then
     /// waiting for it is enough).
     func flushForDirtyLimit() throws {
+        waitingForFlush?(1)
+        defer { waitingForFlush?(-1) }
         if flushGate.try() {
             defer { flushGate.unlock() }
             prewriteBeforeFlush()

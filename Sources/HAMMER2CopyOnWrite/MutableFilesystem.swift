@@ -24,6 +24,9 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Wakes the background flusher early (a writer past half the dirty limit); coalesced.
     private let flushRequest = DispatchSemaphore(value: 0)
     private let flushRequested = Atomic<Bool>(false)
+    /// Told when an operation starts (+1) and stops (-1) waiting for a flush (its own or
+    /// one running): the FUSE layer then serves other requests on more threads.
+    public var waitingForFlush: (@Sendable (Int32) -> Void)?
     /// The prewrite's write buffers (used under `flushGate`).
     lazy var prewriteSink = FlushSink(fs: self)
     /// Dirty file data as of the last write or flush, for writers to read without the lock.

@@ -48,6 +48,7 @@ enum FUSEOperations {
                                                    server.options.posixACL ? 1 : 0)
             server.pfs.kernelOwnsFileTimes = writeback != 0
             server.pfs.allocationChanged = { [unowned server] inum in server.invalidateAttributes(inum) }
+            server.filesystem.waitingForFlush = { delta in h2fuse_note_waiting(delta) }
         }
         ops.lookup = { request, parent, name in
             let trace = RequestTrace(.lookup, UInt64(parent))

@@ -56,6 +56,10 @@ int h2fuse_posix_acl(const struct fuse_conn_info *conn);
 int h2fuse_stop_signals_install(void);
 int h2fuse_stop_signals_wait(void);
 void h2fuse_stop_signals_wake(void);
+// A worker starts (+1) or stops (-1) waiting for a flush: the request loops then start more
+// workers, so that other requests do not queue behind it.
+void h2fuse_note_waiting(int delta);
+
 // The user id of a Unix socket's peer (SO_PEERCRED).
 int h2fuse_peer_uid(int fd, uint32_t *uid);
 
