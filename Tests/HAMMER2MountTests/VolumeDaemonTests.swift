@@ -73,6 +73,14 @@ final class VolumeDaemonTests: XCTestCase {
         XCTAssertEqual(try servingPID(snap.mountpoint.path), "pid \(data.daemonPID)")
         XCTAssertEqual(digest(snap.mountpoint.path + "/data-7"), expected["data/data-7"])
         expectFailure(open(snap.mountpoint.path + "/new", O_CREAT | O_WRONLY, 0o644), EROFS, "a write on the read-only mount")
+        // Directives reach the PFS of the mount point they are given: a snapshot through
+        // HOME's mount is of HOME.
+        let homeSnapshot = try Binaries.run("hammer2", ["snapshot", home.mountpoint.path, "homesnap"])
+        XCTAssertEqual(homeSnapshot.status, 0, homeSnapshot.stderr)
+        let homeSnap = try mount("homesnap", "ro")
+        XCTAssertEqual(digest(homeSnap.mountpoint.path + "/home-5"), expected["home/home-5"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: homeSnap.mountpoint.path + "/data-5"))
+        XCTAssertEqual(try homeSnap.unmount(), 0)
         // Changes after the snapshot stay out of it.
         writeFile(data.mountpoint.path + "/after-snapshot", [1])
         XCTAssertFalse(FileManager.default.fileExists(atPath: snap.mountpoint.path + "/after-snapshot"))
