@@ -323,30 +323,31 @@ public final class VolumeDaemon: @unchecked Sendable {
     }
 
     private func handle(_ client: Int32) {
+        func refuse(_ message: String) {
+            Self.send(AttachReply(event: .failed, message: message), to: client)
+            close(client)
+        }
         guard let line = Self.readLine(client), let request = try? JSONDecoder().decode(AttachRequest.self, from: Data(line)) else {
-            Self.send(AttachReply(event: .failed, message: "unreadable request"), to: client)
-            close(client)
-            return
+            return refuse("unreadable request")
         }
-        if state.withLock({ $0.stopping }) {
-            Self.send(AttachReply(event: .failed, message: "busy: the volume is being unmounted, try again"), to: client)
-            close(client)
-            return
-        }
+        if state.withLock({ $0.stopping }) { return refuse("busy: the volume is being unmounted, try again") }
         let server: FUSEServer
         let cleanup: @Sendable () -> Void
         do {
             (server, cleanup) = try attach(request)
+        } catch {
+            return refuse("\(error)")
+        }
+        do {
             try server.mount()
         } catch {
-            Self.send(AttachReply(event: .failed, message: "\(error)"), to: client)
-            close(client)
-            return
+            // The PFS was opened for this mount: closed again, so a later attempt may mount it.
+            try? filesystem.closePFS(request.label)
+            cleanup()
+            return refuse("\(error)")
         }
         guard serve(server, cleanup: cleanup, client: request.follow ? client : nil) else {
-            Self.send(AttachReply(event: .failed, message: "busy: the volume is being unmounted, try again"), to: client)
-            close(client)
-            return
+            return refuse("busy: the volume is being unmounted, try again")
         }
         Trace.session?.addMount(source: server.options.fsname, mountpoint: request.mountpoint, pfs: request.label)
         logger("\(server.options.fsname) mounted on \(request.mountpoint) by this volume's daemon")

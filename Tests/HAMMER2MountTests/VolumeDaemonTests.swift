@@ -149,6 +149,34 @@ final class VolumeDaemonTests: XCTestCase {
         }
     }
 
+    /// An encrypted PFS mounted beside another through the daemon: a wrong key is refused
+    /// with the reason, and nothing stays half-open (the right key mounts it next).
+    func testEncryptedPFSAttachedWithItsKeyAndRefusedWithAWrongOne() throws {
+        let right = image.path + ".k1", wrong = image.path + ".k2"
+        defer { try? FileManager.default.removeItem(atPath: right); try? FileManager.default.removeItem(atPath: wrong) }
+        var random = SplitMix64(seed: 5)
+        FileManager.default.createFile(atPath: right, contents: Data(random.bytes(64)))
+        FileManager.default.createFile(atPath: wrong, contents: Data(random.bytes(64)))
+        let create = try Binaries.run("hammer2", ["-f", image.path, "pfs-create", "-e", "-k", right, "SECRET"])
+        XCTAssertEqual(create.status, 0, create.stderr)
+        let data = try mount("DATA")
+        XCTAssertThrowsError(try mount("SECRET", "rw,keyfile=" + wrong)) {
+            XCTAssertTrue("\($0)".contains("wrong passphrase or key file"), "\($0)")
+        }
+        XCTAssertThrowsError(try mount("SECRET", "rw,keyfile=" + image.path + ".missing"))
+        let secret = try mount("SECRET", "rw,keyfile=" + right)
+        XCTAssertEqual(try servingPID(secret.mountpoint.path), "pid \(data.daemonPID)")
+        writeFile(secret.mountpoint.path + "/f", [1, 2, 3], sync: true)
+        XCTAssertEqual(try secret.unmount(), 0)
+        XCTAssertEqual(try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", data.mountpoint.path]), 0)
+        XCTAssertEqual(try data.unmount(), 0)
+        let fsck = try Binaries.run("fsck_hammer2", ["-k", right, "-l", "SECRET", image.path])
+        XCTAssertEqual(fsck.status, 0, fsck.stdout + fsck.stderr)
+        let check = try mount("SECRET", "ro,keyfile=" + right)
+        XCTAssertEqual(FileManager.default.contents(atPath: check.mountpoint.path + "/f").map { [UInt8]($0) }, [1, 2, 3])
+        XCTAssertEqual(try check.unmount(), 0)
+    }
+
     /// SIGTERM to the daemon unmounts every PFS it serves, after a flush.
     func testSIGTERMUnmountsEveryMountOfTheDaemon() throws {
         let data = try mount("DATA")
