@@ -300,6 +300,16 @@ class ExtendedAttributeMountTests: MountTestCase {
         let read = try run(volume.path("cat"), [volume.path("root-only")], asNobody: true)
         XCTAssertEqual(read.status, 0, read.output)
         XCTAssertEqual(read.output, "not for nobody")
+        // The example: a copied ping needs cap_net_raw for its raw socket.
+        if let ping = ["/bin/ping", "/usr/bin/ping"].first(where: { FileManager.default.isExecutableFile(atPath: $0) }) {
+            write(volume.path("ping"), try XCTUnwrap(self.read(ping)))
+            XCTAssertEqual(chmod(volume.path("ping"), 0o755), 0)
+            let without = try run(volume.path("ping"), ["-c", "1", "-W", "2", "127.0.0.1"], asNobody: true)
+            XCTAssertNotEqual(without.status, 0, "a copy without the capability: \(without.output)")
+            XCTAssertEqual(try run("/usr/sbin/setcap", ["cap_net_raw+ep", volume.path("ping")]).status, 0)
+            let with = try run(volume.path("ping"), ["-c", "1", "-W", "2", "127.0.0.1"], asNobody: true)
+            XCTAssertEqual(with.status, 0, with.output)
+        }
         try volume.remount()
         XCTAssertNotNil(getAttribute(volume.path("cat"), "security.capability"), "kept across a remount")
     }
