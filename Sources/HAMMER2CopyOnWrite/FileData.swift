@@ -81,7 +81,33 @@ extension MountedPFS {
         return try disk.read(node.flushedInode, offset: start, count: Int(min(logicalBlockBytes, diskEnd - start)))
     }
 
-    func writeData(_ node: Node, at offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws {
+    /// The whole logical blocks a write covers, copied out of the request. A writer makes
+    /// them before it takes the filesystem lock, so that the lock is held for bookkeeping
+    /// only: a 1 MiB write's copy would otherwise keep every other operation waiting.
+    struct WholeBlocks {
+        var first: UInt64 = 0
+        var blocks: [[UInt8]] = []
+
+        init() {}
+
+        init(at offset: UInt64, _ bytes: UnsafeRawBufferPointer) {
+            let end = offset + UInt64(bytes.count)
+            first = (offset + logicalBlockBytes - 1) / logicalBlockBytes
+            var index = first
+            while (index + 1) * logicalBlockBytes <= end {
+                let source = Int(index * logicalBlockBytes - offset)
+                blocks.append(Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + Int(logicalBlockBytes))])))
+                index += 1
+            }
+        }
+
+        func block(_ index: UInt64) -> [UInt8]? {
+            index >= first && index - first < UInt64(blocks.count) ? blocks[Int(index - first)] : nil
+        }
+    }
+
+    func writeData(_ node: Node, at offset: UInt64, _ bytes: UnsafeRawBufferPointer,
+                   prepared: WholeBlocks = WholeBlocks()) throws {
         var position = offset
         var source = 0
         let end = offset + UInt64(bytes.count)
@@ -92,7 +118,8 @@ extension MountedPFS {
             let count = Int(blockEnd - position)
             if position == blockStart && count == Int(logicalBlockBytes) {
                 // A whole block: taken from the request as it is, nothing read or zeroed.
-                node.setDirtyBlock(index, Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)])))
+                node.setDirtyBlock(index, prepared.block(index)
+                                   ?? Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)])))
                 source += count
                 position = blockEnd
                 continue

@@ -20,8 +20,7 @@ extension MutableFilesystem {
         waitingForFlush?(1)
         defer { waitingForFlush?(-1) }
         try flushGate.withLock {
-            prewriteBeforeFlush()
-            try withLock { try flushLocked() }
+            try prewriteAndFlushLocked { try flushLocked() }
         }
     }
 
@@ -32,8 +31,7 @@ extension MutableFilesystem {
         defer { waitingForFlush?(-1) }
         if flushGate.try() {
             defer { flushGate.unlock() }
-            prewriteBeforeFlush()
-            try withLock { try flushLocked() }
+            try prewriteAndFlushLocked { try flushLocked() }
         } else {
             flushGate.withLock {}
         }
@@ -64,6 +62,7 @@ extension MutableFilesystem {
             throw error
         }
         dirtyEstimate.store(dirtyDataBytes, ordering: .relaxed)
+        if !deferFreeingFlushedBlocks { flushedBlocks = [] }
         let duration = Trace.now &- started
         Trace.record(.flushEnd, UInt64(sink.blocksWritten), UInt64(sink.bytesWritten), duration, 0, header.mirrorTID)
         Trace.withSession { $0.flushed(nanoseconds: duration) }
@@ -113,7 +112,7 @@ extension MutableFilesystem {
         pendingRoots = []
         pendingRootRemovals = []
         for commit in commits { commit() }
-        if dropCleanNodes { for pfs in mounted.values { pfs.dropCleanNodes() } }
+        if dropCleanNodes { for pfs in mounted.values { pfs.dropCleanNodesIfMany() } }
         flushCount += 1
     }
 
@@ -335,7 +334,7 @@ extension MutableFilesystem {
                 node.flushedContent = content
                 node.flushedSize = size
                 node.diskLimit = .max
-                node.clearDirtyBlocks()
+                self.flushedBlocks.append(node.clearDirtyBlocks())
                 node.dirty = false
                 node.compressionHeuristic = heuristic
             }
@@ -485,6 +484,7 @@ extension MutableFilesystem {
             bref.setCheck(over: bytes)
             bref.place(try sink.writeNewBlock(bytes, type: .inode, copies: copies))
         }
+        reader.cacheWritten(bref, plaintext: bytes)
         if case let .blockset(refs) = inode.content { SubtreeStatistics(children: refs).apply(to: &bref) }
         return bref
     }

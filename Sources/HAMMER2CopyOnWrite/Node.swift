@@ -98,13 +98,16 @@ final class Node {
         }
     }
 
-    func clearDirtyBlocks() {
+    /// Returns the blocks it dropped, for a flush to free after it lets go of the lock.
+    @discardableResult
+    func clearDirtyBlocks() -> [UInt64: [UInt8]] {
         for stale in prewritten.values { owner?.forgetPrewrite(stale) }
         prewritten = [:]
         owner?.dirtyBlockCount -= dirtyBlocks.count
         owner?.dirtyByteCount -= dirtyBytes
         dirtyBytes = 0
-        dirtyBlocks = [:]
+        defer { dirtyBlocks = [:] }
+        return dirtyBlocks
     }
 
     /// Records entry `key` as added (`entry`) or removed (nil).

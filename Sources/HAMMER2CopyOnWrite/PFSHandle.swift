@@ -582,6 +582,11 @@ public final class PFSHandle: @unchecked Sendable {
         // Past the dirty limit the writer flushes (or waits for the flush running), with
         // the data written outside the lock: other operations go on meanwhile.
         if fs.dirtyEstimate.load(ordering: .relaxed) + bytes.count > fs.dirtyLimit { try fs.flushForDirtyLimit() }
+        // Large writes (a stream's) take a writer slot: they keep a processor busy copying.
+        let large = bytes.count >= Int(logicalBlockBytes)
+        if large { fs.writerSlots.wait() }
+        defer { if large { fs.writerSlots.signal() } }
+        let prepared = MountedPFS.WholeBlocks(at: offset, bytes)
         return try lockedWaitingForSpace {
             let node = try pfs.node(inum)
             guard node.type == .regularFile else {
@@ -595,7 +600,7 @@ public final class PFSHandle: @unchecked Sendable {
             try fs.ensureSpace(for: UInt64(bytes.count) + UInt64(HAMMER2.physicalBufferSize))
             let hadDirtyData = node.dirtyBytes > 0
             let appending = offset + UInt64(bytes.count) > node.meta.size
-            try pfs.writeData(node, at: offset, bytes)
+            try pfs.writeData(node, at: offset, bytes, prepared: prepared)
             let dirty = fs.dirtyDataBytes
             fs.dirtyEstimate.store(dirty, ordering: .relaxed)
             // A stream (writes past the end) past half the limit starts the background flush,

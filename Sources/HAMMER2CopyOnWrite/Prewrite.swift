@@ -39,10 +39,67 @@ extension MountedPFS {
     /// The block's space is no longer in flight: referenced by a flushed tree, or garbage.
     func forgetPrewrite(_ block: PrewrittenBlock) {
         for piece in block.space { prewriteSpace.removeValue(forKey: piece.offset) }
+        prewrittenByteCount -= block.source.count
     }
+
+    /// Dirty file data a flush would still have to encode and write itself.
+    var unprewrittenByteCount: Int { dirtyByteCount - prewrittenByteCount }
 }
 
 extension MutableFilesystem {
+    /// A file with dirty data not yet prewritten, as step (1) found it.
+    private struct DirtyFile {
+        let pfs: MountedPFS
+        let node: Node
+        let size: UInt64
+        let compAlgo: UInt8
+        let check: CheckMethod
+        let copies: Int
+        let keys: PFSKeys?
+        let blocks: [UInt64: [UInt8]]
+        let prewritten: [UInt64: PrewrittenBlock]
+        /// The file's compression heuristic (hammer2's comp_heuristic): an incompressible
+        /// stream is tried only every 8th block, from one prewrite to the next.
+        let heuristic: Int
+    }
+
+    /// Called with the lock held.
+    private func dirtyFiles() -> [DirtyFile] {
+        var files: [DirtyFile] = []
+        for pfs in mounted.values where pfs.unprewrittenByteCount > 0 {
+            for node in pfs.nodes.values where node.type == .regularFile && node.meta.nlinks > 0
+                && node.dirtyBlocks.count > node.prewritten.count {
+                // Files that may stay embedded in their inode are the flush's business.
+                if node.meta.size <= UInt64(HAMMER2.embeddedBytes) { continue }
+                let check = pfs.keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
+                files.append(DirtyFile(pfs: pfs, node: node, size: node.meta.size, compAlgo: node.meta.compAlgo, check: check,
+                                       copies: min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(check)),
+                                       keys: pfs.keys, blocks: node.dirtyBlocks, prewritten: node.prewritten,
+                                       heuristic: node.compressionHeuristic))
+            }
+        }
+        return files
+    }
+
+    /// The blocks of `files` to prewrite, in file offset order, up to `limit` bytes.
+    private static func prewriteJobs(from files: [DirtyFile], limit: Int) -> [PrewriteJob] {
+        var jobs: [PrewriteJob] = []
+        var picked = 0
+        for file in files {
+            for index in file.blocks.keys.sorted() where file.prewritten[index] == nil && index * logicalBlockBytes < file.size {
+                let block = file.blocks[index]!
+                if block.isEmpty { continue }
+                let physical = DataBlockEncoding.physicalBytes(fileSize: file.size, blockOffset: index * logicalBlockBytes)
+                jobs.append(PrewriteJob(pfs: file.pfs, node: file.node, index: index, source: block, physical: physical,
+                                        compAlgo: file.compAlgo, check: file.check, copies: file.copies, keys: file.keys,
+                                        heuristic: file.heuristic))
+                picked += block.count
+                if picked >= limit { return jobs }
+            }
+        }
+        return jobs
+    }
+
     private struct PrewriteJob {
         let pfs: MountedPFS
         let node: Node
@@ -54,6 +111,8 @@ extension MutableFilesystem {
         let copies: Int
         /// Read with the lock: a flush's commit replaces the PFS's state.
         let keys: PFSKeys?
+        /// The file's compression heuristic when picked.
+        let heuristic: Int
     }
 
     /// Encodes and writes the dirty data of regular files (steps 1-4 above). At most
@@ -71,34 +130,18 @@ extension MutableFilesystem {
                 return try body()
             }
         }
-        // (1) Pick.
-        let jobs: [PrewriteJob] = timedLock {
-            var jobs: [PrewriteJob] = []
-            var bytes = 0
-            for pfs in mounted.values where pfs.dirtyByteCount > 0 {
-                for node in pfs.nodes.values where node.type == .regularFile && node.meta.nlinks > 0 && !node.dirtyBlocks.isEmpty {
-                    let size = node.meta.size
-                    // Files that may stay embedded in their inode are the flush's business.
-                    if size <= UInt64(HAMMER2.embeddedBytes) { continue }
-                    let check = pfs.keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
-                    let copies = min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(check))
-                    for (index, block) in node.dirtyBlocks where node.prewritten[index] == nil && !block.isEmpty
-                        && index * logicalBlockBytes < size {
-                        let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
-                        jobs.append(PrewriteJob(pfs: pfs, node: node, index: index, source: block, physical: physical,
-                                                compAlgo: node.meta.compAlgo, check: check, copies: copies, keys: pfs.keys))
-                        bytes += block.count
-                        if bytes >= limit { return jobs }
-                    }
-                }
-            }
-            return jobs
-        }
+        // (1) Pick: with the lock, the files with dirty data and their maps of blocks
+        // (copies of the maps, no blocks copied); without it, the blocks to prewrite. Step
+        // (3) checks again, with the lock, that each block is still the one picked. The
+        // copies end with the call: a map still shared when a writer or the handover (4)
+        // changes it would be copied whole.
+        let jobs = Self.prewriteJobs(from: timedLock { dirtyFiles() }, limit: limit)
         guard !jobs.isEmpty else { return 0 }
         // (2)-(4) a batch at a time (one file's blocks, at most 64: 4 MiB), so that the
         // encoded bytes in memory stay bounded and each lock is held briefly.
         let sink = prewriteSink  // kept from one prewrite to the next: fresh buffers cost page faults
         var written = 0, writtenBytes = 0
+        var heuristics: [ObjectIdentifier: Int] = [:]
         var start = 0
         while start < jobs.count {
             var end = start + 1
@@ -111,8 +154,10 @@ extension MutableFilesystem {
                 job.source.count >= job.physical ? job.source[0..<job.physical]
                     : (job.source + [UInt8](repeating: 0, count: job.physical - job.source.count))[...]
             }
-            var heuristic = 0
+            let fileID = ObjectIdentifier(batch[0].node)
+            var heuristic = heuristics[fileID] ?? batch[0].heuristic
             let stored = DataBlockEncoding.encodeAll(logical, compAlgo: batch[0].compAlgo, check: batch[0].check, heuristic: &heuristic)
+            heuristics[fileID] = heuristic
             let keys = batch[0].keys
             let offsets = batch.map { $0.index * logicalBlockBytes }
             let check = batch[0].check
@@ -162,11 +207,13 @@ extension MutableFilesystem {
                 throw error
             }
             timedLock {
+                batch[0].node.compressionHeuristic = heuristic
                 for item in placed {
                     let node = item.job.node
                     if node.dirtyBlocks[item.job.index] == item.job.source && node.prewritten[item.job.index] == nil {
                         node.prewritten[item.job.index] = PrewrittenBlock(source: item.job.source, physical: item.job.physical,
                                                                           bref: item.bref, space: item.space)
+                        item.job.pfs.prewrittenByteCount += item.job.source.count
                     } else {
                         for piece in item.space { item.job.pfs.prewriteSpace.removeValue(forKey: piece.offset) }
                     }
@@ -182,11 +229,48 @@ extension MutableFilesystem {
 
     /// Prewrites until what is left for the flush to write under the lock is small: data
     /// keeps arriving while a prewrite runs (a few rounds at most).
-    func prewriteBeforeFlush() {
+    /// The prewritten data is then made durable, still without the lock: the flush's
+    /// barrier under the lock has only its metadata left to wait for.
+    private func prewriteBeforeFlush() {
+        var prewritten = 0
         do {
-            for _ in 0..<8 where try prewriteDirtyData() > 4 << 20 {}
+            for _ in 0..<8 {
+                let bytes = try prewriteDirtyData()
+                prewritten += bytes
+                if bytes <= 4 << 20 { break }
+            }
+            if prewritten > 0 { try volumes.synchronize() }
         } catch {
-            Trace.record(.prewrite, 0, 0)  // the flush writes the blocks itself
+            Trace.record(.prewrite, 0, 0)  // the flush writes the blocks (and waits for them) itself
         }
     }
+
+    /// A flush with its data written first (flushGate held): prewrite, then flush under
+    /// the lock — unless writers refilled the dirty data while the prewrite ran (those
+    /// waiting for this flush's gate, say), which the flush would then write holding the
+    /// lock: prewrite again first, a few rounds at most. `body` runs with the lock held
+    /// before the flush (the bulkfree pass notes its trees there).
+    func prewriteAndFlushLocked<T>(_ body: () throws -> T) throws -> T {
+        var round = 0
+        while true {
+            prewriteBeforeFlush()
+            round += 1
+            var flushed: [[UInt64: [UInt8]]] = []
+            defer { flushed = [] }  // freed here, without the lock
+            let result = try withLock { () -> T? in
+                let left = mounted.values.reduce(0) { $0 + $1.unprewrittenByteCount }
+                if round < 4 && left > Self.lockedFlushDataBytes { return nil }
+                deferFreeingFlushedBlocks = true
+                defer {
+                    deferFreeingFlushedBlocks = false
+                    swap(&flushed, &flushedBlocks)
+                }
+                return try body()
+            }
+            if let result { return result }
+        }
+    }
+
+    /// Dirty data a flush writes under the lock rather than prewriting it once more.
+    static let lockedFlushDataBytes = 8 << 20
 }

@@ -95,13 +95,17 @@ extension MutableFilesystem {
 
     private func runPass(progress: ((Int) -> Void)?) throws -> BulkfreeResult {
         // (1) The trees to scan, and from now on a record of new allocations.
-        let (roots, blocks, begin) = try withLock { () -> ([[Blockref]], UInt64, UInt64) in
-            // A full volume may not take its dirty data; unflushed data owns no blocks.
-            do { try flushLocked() } catch let error as EngineError where error.errno == ENOSPC {}
-            let blocks = (volumes.totalSize + FreemapAllocator.blockBytes - 1) / FreemapAllocator.blockBytes
-            allocator.allocatedDuringScan = BlockBitmap(blocks: blocks)
-            allocator.bytesAllocatedSinceReclaim = 0
-            return (referencedRoots(), blocks, header.allocatorBegin)
+        // Its flush is an ordinary one: the dirty data is written first without the lock
+        // (Prewrite.swift), so that operations do not wait while a stream's data is written.
+        let (roots, blocks, begin) = try flushGate.withLock {
+            try prewriteAndFlushLocked { () -> ([[Blockref]], UInt64, UInt64) in
+                // A full volume may not take its dirty data; unflushed data owns no blocks.
+                do { try flushLocked() } catch let error as EngineError where error.errno == ENOSPC {}
+                let blocks = (volumes.totalSize + FreemapAllocator.blockBytes - 1) / FreemapAllocator.blockBytes
+                allocator.allocatedDuringScan = BlockBitmap(blocks: blocks)
+                allocator.bytesAllocatedSinceReclaim = 0
+                return (referencedRoots(), blocks, header.allocatorBegin)
+            }
         }
         var abandoned = true
         defer {

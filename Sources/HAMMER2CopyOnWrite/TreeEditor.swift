@@ -57,19 +57,35 @@ struct Removals {
 
     func overlapping(_ range: ClosedRange<UInt64>) -> [ClosedRange<UInt64>] {
         var result = wide.filter { $0.overlaps(range) }
-        // A narrow range meeting `range` starts at most narrowWidth before it.
+        var i = firstNarrow(near: range)
+        while i < narrow.count && narrow[i].lowerBound <= range.upperBound {
+            if narrow[i].overlaps(range) { result.append(narrow[i]) }
+            i += 1
+        }
+        return result
+    }
+
+    /// Whether any range meets `range` (asked for every leaf of an edited node: no array).
+    func overlaps(_ range: ClosedRange<UInt64>) -> Bool {
+        if wide.contains(where: { $0.overlaps(range) }) { return true }
+        var i = firstNarrow(near: range)
+        while i < narrow.count && narrow[i].lowerBound <= range.upperBound {
+            if narrow[i].overlaps(range) { return true }
+            i += 1
+        }
+        return false
+    }
+
+    /// The first narrow range that may meet `range`: one meeting it starts at most
+    /// narrowWidth before it.
+    private func firstNarrow(near range: ClosedRange<UInt64>) -> Int {
         let from = range.lowerBound >= Self.narrowWidth ? range.lowerBound - Self.narrowWidth : 0
         var low = 0, high = narrow.count
         while low < high {
             let mid = (low + high) / 2
             if narrow[mid].lowerBound >= from { high = mid } else { low = mid + 1 }
         }
-        var i = low
-        while i < narrow.count && narrow[i].lowerBound <= range.upperBound {
-            if narrow[i].overlaps(range) { result.append(narrow[i]) }
-            i += 1
-        }
-        return result
+        return low
     }
 }
 
@@ -106,13 +122,17 @@ struct TreeEditor {
         // (a block written by this flush is not on the media yet, so it cannot be read back).
         var rewritten: [(key: UInt64, keybits: Int, children: [Blockref], shrank: Bool)] = []
         var consumedPuts = IndexSet()
+        // Indirect children kept as they are: a new leaf must not fall inside one.
+        var keptIndirect: [ClosedRange<UInt64>] = []
+        result.reserveCapacity(children.count + puts.count)
         for child in children.sorted(by: { $0.key < $1.key }) {
             let range = child.key...child.keyEnd
-            let childRemovals = removals.overlapping(range)
             if child.type == .indirect {
+                let childRemovals = removals.overlapping(range)
                 let childPuts = Self.indices(of: puts, in: range)
                 if childRemovals.isEmpty && childPuts.isEmpty {
                     result.append(child)
+                    keptIndirect.append(range)
                     continue
                 }
                 consumedPuts.insert(integersIn: childPuts)
@@ -121,14 +141,14 @@ struct TreeEditor {
                                           puts: puts[childPuts], capacity: Self.indirectCapacity)
                 if edited.isEmpty { continue }  // an empty indirect block is deleted
                 rewritten.append((child.key, Int(child.keybits), edited, edited.count < grandchildren.count))
-            } else if childRemovals.isEmpty {
+            } else if !removals.overlaps(range) {
                 result.append(child)
             }
         }
         for index in puts.indices where !consumedPuts.contains(index) {
             let put = puts[index]
-            if let covering = result.first(where: { $0.type == .indirect && ($0.key...$0.keyEnd).overlaps(put.key...put.keyEnd) }) {
-                throw EngineError.corrupt("new \(describe(put)) overlaps \(describe(covering)) without fitting inside it")
+            if let covering = keptIndirect.first(where: { $0.overlaps(put.key...put.keyEnd) }) {
+                throw EngineError.corrupt("new \(describe(put)) overlaps the indirect block at 0x\(String(covering.lowerBound, radix: 16))-0x\(String(covering.upperBound, radix: 16)) without fitting inside it")
             }
             result.append(put)
         }
@@ -207,6 +227,7 @@ struct TreeEditor {
             bref.setCheck(over: block)
         }
         bref.place(try sink.writeNewBlock(block, type: .indirect, copies: min(copies, Blockref.copyCapacity(bref.checkMethod))))
+        reader.cacheWritten(bref, plaintext: block)
         SubtreeStatistics(children: placed).apply(to: &bref)
         return bref
     }

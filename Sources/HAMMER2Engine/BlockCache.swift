@@ -61,6 +61,9 @@ public final class BlockCache: Sendable {
         var oldBytes = 0
         var hits = 0
         var misses = 0
+        /// Counts writes into this shard's media buffers, so that a buffer read from the
+        /// device before a write is not cached after it (`insertMedia`).
+        var mediaWrites: UInt64 = 0
     }
 
     public let budgetBytes: Int
@@ -119,22 +122,56 @@ public final class BlockCache: Sendable {
         }
     }
 
+    /// The write count of the shard holding the media buffer at `base`, taken before the
+    /// buffer is read from the device.
+    func mediaWrites(at base: UInt64) -> UInt64 {
+        let key = BlockCacheKey(mediaBufferAt: base)
+        return shard(key).state.withLock { $0.mediaWrites }
+    }
+
+    /// Caches a media buffer read from the device, unless its shard saw a write since
+    /// `writes` (the buffer may then hold what was there before).
+    func insertMedia(at base: UInt64, _ media: [UInt8], ifWritesAre writes: UInt64) {
+        let key = BlockCacheKey(mediaBufferAt: base)
+        shard(key).state.withLock { s in
+            if s.mediaWrites == writes { insertLocked(&s, key, .physical(media)) }
+        }
+    }
+
     /// Drops the raw media buffers covering [offset, offset + count): blocks written there
     /// make them stale. Decoded blocks are keyed by offset and check code, so a rewrite
     /// with different contents never matches them.
     public func invalidateMedia(_ offset: UInt64, count: Int) {
         guard count > 0 else { return }
+        forEachMediaBuffer(offset, count: count) { s, key, _ in _ = removeLocked(&s, key) }
+    }
+
+    /// Runs `body` with the shard lock of each media buffer meeting [offset, offset +
+    /// count), after counting a write in the shard.
+    private func forEachMediaBuffer(_ offset: UInt64, count: Int, _ body: (inout Generations, BlockCacheKey, UInt64) -> Void) {
         let first = offset & ~0xFFFF
         let last = (offset + UInt64(count) - 1) & ~0xFFFF
         var base = first
         while base <= last {
             let key = BlockCacheKey(mediaBufferAt: base)
             shard(key).state.withLock { s in
-                if s.young.removeValue(forKey: key) != nil { s.youngBytes -= HAMMER2.physicalBufferSize + 64 }
-                if let removed = s.old.removeValue(forKey: key) { s.oldBytes -= removed.bytes }
+                s.mediaWrites &+= 1
+                body(&s, key, base)
             }
             base += 0x10000
         }
+    }
+
+    private func removeLocked(_ s: inout Generations, _ key: BlockCacheKey) -> CachedBlock? {
+        if let removed = s.young.removeValue(forKey: key) {
+            s.youngBytes -= removed.bytes
+            return removed
+        }
+        if let removed = s.old.removeValue(forKey: key) {
+            s.oldBytes -= removed.bytes
+            return removed
+        }
+        return nil
     }
 
     /// Drops everything (after bulkfree, freed offsets can be reused with new contents).

@@ -186,16 +186,17 @@ public final class BlockReader: Sendable {
     /// The raw 64 KiB media buffer at `base`, from the cache or the device; nil when it
     /// cannot be read whole (the end of a volume), so the caller reads just its block.
     private func mediaBuffer(at base: UInt64) -> [UInt8]? {
-        let key = BlockCacheKey(mediaBufferAt: base)
-        if case let .physical(hit) = cache.lookup(key) { return hit }
+        if case let .physical(hit) = cache.lookup(BlockCacheKey(mediaBufferAt: base)) { return hit }
         let size = HAMMER2.physicalBufferSize
+        let writes = cache.mediaWrites(at: base)
         guard let media = try? [UInt8](unsafeUninitializedCapacity: size, initializingWith: { buffer, count in
             try volumes.read(into: UnsafeMutableRawBufferPointer(buffer), at: base)
             count = size
         }) else { return nil }
-        cache.insert(key, .physical(media))
+        cache.insertMedia(at: base, media, ifWritesAre: writes)
         return media
     }
+
 
     /// The physical size of `bref`'s block after checking it is one HAMMER2 can have:
     /// 1 KiB to 64 KiB, inside one 64 KiB physical buffer (hammer2_io's unit); 0 for none.
@@ -274,6 +275,23 @@ public final class BlockReader: Sendable {
             try childBlockrefs(bref), parentRange: bref.key...bref.keyEnd, insideIndirect: true)
         cache.insert(key, .blockrefs(ordered))
         return ordered
+    }
+
+    /// A metadata block just written (by a flush), as reads will want it: its decoded form
+    /// goes into the cache, so the first operation to need the new indirect block or inode
+    /// does not read it back from a device that a stream's data may keep busy for tens of
+    /// milliseconds. `plaintext`: the block before sealing.
+    public func cacheWritten(_ bref: Blockref, plaintext: [UInt8]) {
+        switch bref.type {
+        case .indirect:
+            guard plaintext.count % HAMMER2.blockrefBytes == 0, let refs = try? decodeBlockrefs(plaintext) else { return }
+            cache.insert(BlockCacheKey(bref, .blockrefs), .blockrefs(refs))
+        case .inode:
+            guard plaintext.count == HAMMER2.inodeBytes, let inode = try? InodeData(decoding: plaintext) else { return }
+            cache.insert(BlockCacheKey(bref, .inode), .inode(inode))
+        default:
+            return
+        }
     }
 
     /// The inode an INODE blockref points to.
