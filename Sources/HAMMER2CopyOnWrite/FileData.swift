@@ -78,7 +78,18 @@ extension MountedPFS {
         let start = index * logicalBlockBytes
         let diskEnd = min(node.flushedSize, node.diskLimit)
         guard start < diskEnd else { return [] }
-        return try disk.read(node.flushedInode, offset: start, count: Int(min(logicalBlockBytes, diskEnd - start)))
+        let count = Int(min(logicalBlockBytes, diskEnd - start))
+        guard var block = try disk.cachedBlock(node.flushedInode, at: start) else {
+            return try disk.read(node.flushedInode, offset: start, count: count)
+        }
+        if block.count > count {
+            block.removeSubrange(count...)
+        } else if block.count < count {
+            block += [UInt8](repeating: 0, count: count - block.count)
+        }
+        // Read, changed and flushed: the flush caches it again (partial writes come back).
+        node.readModifiedBlocks.insert(index)
+        return block
     }
 
     /// The whole logical blocks a write covers, copied out of the request. A writer makes
@@ -124,13 +135,16 @@ extension MountedPFS {
                 position = blockEnd
                 continue
             }
-            var block = try loadBlock(node, index)
             let needed = Int(blockEnd - blockStart)
-            if block.count < needed { block += [UInt8](repeating: 0, count: needed - block.count) }
-            block.withUnsafeMutableBytes { dst in
-                (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: bytes.baseAddress! + source, byteCount: count)
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)])
+            if !node.changeDirtyBlock(index, at: Int(position - blockStart), to: piece, extendingTo: needed) {
+                var block = try loadBlock(node, index)
+                if block.count < needed { block += [UInt8](repeating: 0, count: needed - block.count) }
+                block.withUnsafeMutableBytes { dst in
+                    (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: piece.baseAddress!, byteCount: count)
+                }
+                node.setDirtyBlock(index, block)
             }
-            node.setDirtyBlock(index, block)
             source += count
             position = blockEnd
         }

@@ -377,6 +377,7 @@ extension MutableFilesystem {
                     bref.mirrorTID = tid
                     bref.modifyTID = tid
                     edit.puts.append(bref)
+                    if node.readModifiedBlocks.contains(index) { reader.cacheWrittenData(bref, logical: Self.logical(ready.source, physical)) }
                     continue
                 }
             }
@@ -395,8 +396,7 @@ extension MutableFilesystem {
             batchStart += batch.count
             let logical = batch.map { index -> ArraySlice<UInt8> in
                 let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
-                let block = blocks[index]!
-                return block.count >= physical ? block[0..<physical] : (block + [UInt8](repeating: 0, count: physical - block.count))[...]
+                return Self.logical(blocks[index]!, physical)[...]
             }
             let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
             // Sealing runs on every core, like compression (each block has its own nonce).
@@ -427,11 +427,18 @@ extension MutableFilesystem {
                     if check != .none { bref.setCheck(over: bytes) }
                     bref.place(try sink.writeNewBlock(bytes, type: .data, copies: copies))
                 }
+                if node.readModifiedBlocks.contains(index) { reader.cacheWrittenData(bref, logical: Array(logical[position])) }
                 edit.puts.append(bref)
             }
         }
         node.compressionHeuristic = heuristic
         return try editor.apply(edit, to: base)
+    }
+
+    /// A dirty block as stored before encoding: cut or padded with zeros to `physical`.
+    static func logical(_ block: [UInt8], _ physical: Int) -> [UInt8] {
+        if block.count == physical { return block }
+        return block.count > physical ? Array(block[0..<physical]) : block + [UInt8](repeating: 0, count: physical - block.count)
     }
 
     /// The tree edit for a directory's entry changes (long names get a 1 KiB block).

@@ -33,6 +33,9 @@ final class Node {
     /// Dirty blocks already encoded and written to new space outside the lock, waiting for
     /// the flush to reference them (Prewrite.swift); dropped when the block changes again.
     var prewritten: [UInt64: PrewrittenBlock] = [:]
+    /// Dirty blocks that were read from the media to be changed in part: the flush puts
+    /// their new content into the block cache, for the next partial write to find.
+    var readModifiedBlocks = Set<UInt64>()
     /// On-disk data at or past this offset is dead (a truncation since the last flush).
     var diskLimit: UInt64 = .max
     /// Directories: entries added (an entry) or removed (nil) since the last flush, by key.
@@ -88,6 +91,24 @@ final class Node {
         owner?.dirtyByteCount += delta
     }
 
+    /// Writes `bytes` into dirty block `index` at `offset` where it lies, extended with
+    /// zeros to at least `count` bytes: no copy of the 64 KiB block per 4 KiB write unless
+    /// a prewrite still holds it. False when the block is not dirty.
+    func changeDirtyBlock(_ index: UInt64, at offset: Int, to bytes: UnsafeRawBufferPointer, extendingTo count: Int) -> Bool {
+        guard let position = dirtyBlocks.index(forKey: index) else { return false }
+        precondition(count <= HAMMER2.physicalBufferSize && offset + bytes.count <= count)
+        if let stale = prewritten.removeValue(forKey: index) { owner?.forgetPrewrite(stale) }
+        let old = dirtyBlocks.values[position].count
+        if old < count { dirtyBlocks.values[position] += repeatElement(0, count: count - old) }
+        dirtyBlocks.values[position].withUnsafeMutableBytes { block in
+            (block.baseAddress! + offset).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        }
+        let delta = max(0, count - old)
+        dirtyBytes += delta
+        owner?.dirtyByteCount += delta
+        return true
+    }
+
     func removeDirtyBlocks(from first: UInt64) {
         for index in prewritten.keys where index >= first { owner?.forgetPrewrite(prewritten.removeValue(forKey: index)!) }
         for index in dirtyBlocks.keys where index >= first {
@@ -106,6 +127,7 @@ final class Node {
         owner?.dirtyBlockCount -= dirtyBlocks.count
         owner?.dirtyByteCount -= dirtyBytes
         dirtyBytes = 0
+        readModifiedBlocks = []
         defer { dirtyBlocks = [:] }
         return dirtyBlocks
     }

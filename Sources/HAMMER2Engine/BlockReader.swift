@@ -294,6 +294,13 @@ public final class BlockReader: Sendable {
         }
     }
 
+    /// A data block just written, by its logical content (cut to its physical size), for
+    /// a read-modify-write of it after the flush: no read back, check or decompression.
+    public func cacheWrittenData(_ bref: Blockref, logical: [UInt8]) {
+        guard bref.type == .data else { return }
+        cache.insert(BlockCacheKey(bref, .logicalData), .logicalData(logical))
+    }
+
     /// The inode an INODE blockref points to.
     public func inode(_ bref: Blockref) throws -> InodeData {
         guard bref.type == .inode else { throw EngineError.corrupt("expected an inode, found \(describe(bref))") }

@@ -197,6 +197,23 @@ public final class PFS: Sendable {
     // MARK: File data
 
     /// Reads up to `count` bytes at `offset` of a file or symlink; holes read as zeros.
+    /// The logical content of the data block that starts at `blockOffset` through the block
+    /// cache, as a read-modify-write wants it (a 4 KiB write into a clean 64 KiB block): a
+    /// block modified this way again after a flush is then not read back. nil when the
+    /// file's data is embedded in its inode or the block is a hole; the content may be
+    /// shorter than the block (the rest reads as zeros).
+    public func cachedBlock(_ inode: InodeData, at blockOffset: UInt64) throws -> [UInt8]? {
+        guard case let .blockset(refs) = inode.content else { return nil }
+        var found: Blockref?
+        try tree.forEachLeaf(in: refs, from: blockOffset, through: blockOffset) { bref in
+            found = bref
+            return false
+        }
+        guard let bref = found else { return [] }
+        guard bref.type == .data, bref.key == blockOffset, bref.keybits <= UInt8(HAMMER2.allocationMaxRadix) else { return nil }
+        return try reader.logicalData(bref)
+    }
+
     public func read(_ inode: InodeData, offset: UInt64, count: Int) throws -> [UInt8] {
         let size = inode.meta.size
         guard offset < size, count > 0 else { return [] }
