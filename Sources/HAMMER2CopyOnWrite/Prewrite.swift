@@ -3,16 +3,20 @@
 // data a flush is about to need, as DragonFly's frontend/backend split lets writes run on
 // while the flush's strategy I/O happens. Four steps:
 //
-//   1. with the lock: pick the dirty blocks of regular files not yet prewritten;
-//   2. without it: encode them (compression, check code, sealing) on every core;
+//   1. with the lock: copy the maps of dirty blocks of regular files (not the blocks);
+//      without it, pick those not yet prewritten;
+//   2. without it: encode them (compression with the file's heuristic, check code,
+//      sealing) on every core;
 //   3. with the lock: allocate their space (recorded as in flight, so a bulkfree pass
 //      keeps it);
 //   4. without it: write them; then, with the lock, hand each block whose content has not
 //      changed meanwhile to its node, where the flush takes its blockref instead of
 //      encoding and writing the block again.
 //
-// Nothing on the media refers to prewritten space until a flush writes a tree that does,
-// and that flush's barrier comes after these writes: a crash leaves the last flushed state.
+// Then a barrier makes the data durable, still without the lock, so that the flush's own
+// barrier under the lock waits for its metadata only. Nothing on the media refers to
+// prewritten space until a flush writes a tree that does, and that flush's header comes
+// after these writes and a barrier: a crash leaves the last flushed state.
 // Space of a block changed again before the flush is never referenced: bulkfree reclaims
 // it, as any space copy-on-write leaves behind.
 
