@@ -154,10 +154,7 @@ extension MutableFilesystem {
             start = end
             // (2) Encode, without the lock, on every core: the blocks' bytes as written and
             // their blockrefs, check codes set (not yet placed).
-            let logical = batch.map { job -> ArraySlice<UInt8> in
-                job.source.count >= job.physical ? job.source[0..<job.physical]
-                    : (job.source + [UInt8](repeating: 0, count: job.physical - job.source.count))[...]
-            }
+            let logical = batch.map { Self.logical($0.source, $0.physical)[...] }
             let fileID = ObjectIdentifier(batch[0].node)
             var heuristic = heuristics[fileID] ?? batch[0].heuristic
             let stored = DataBlockEncoding.encodeAll(logical, compAlgo: batch[0].compAlgo, check: batch[0].check, heuristic: &heuristic)
