@@ -130,7 +130,7 @@ extension MountedPFS {
             if position == blockStart && count == Int(logicalBlockBytes) {
                 // A whole block: taken from the request as it is, nothing read or zeroed.
                 node.setDirtyBlock(index, prepared.block(index)
-                                   ?? Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)])))
+                                   ?? Array(UnsafeRawBufferPointer(rebasing: bytes[source..<(source + count)])), logged: false)
                 source += count
                 position = blockEnd
                 continue
@@ -143,11 +143,12 @@ extension MountedPFS {
                 block.withUnsafeMutableBytes { dst in
                     (dst.baseAddress! + Int(position - blockStart)).copyMemory(from: piece.baseAddress!, byteCount: count)
                 }
-                node.setDirtyBlock(index, block)
+                node.setDirtyBlock(index, block, logged: false)
             }
             source += count
             position = blockEnd
         }
+        node.noteChanged(offset..<end)
         if end > node.meta.size { node.meta.size = end }
         node.dirty = true
     }
@@ -158,11 +159,12 @@ extension MountedPFS {
             if size % logicalBlockBytes != 0 {
                 // The block holding the new end keeps its head; its tail reads as zeros.
                 let index = size / logicalBlockBytes
-                node.setDirtyBlock(index, Array(try loadBlock(node, index).prefix(Int(size % logicalBlockBytes))))
+                node.setDirtyBlock(index, Array(try loadBlock(node, index).prefix(Int(size % logicalBlockBytes))), logged: false)
             }
             let firstDead = (size + logicalBlockBytes - 1) / logicalBlockBytes
             node.removeDirtyBlocks(from: firstDead)
             node.diskLimit = min(node.diskLimit, size)
+            node.loggedLowestSize = min(node.loggedLowestSize ?? .max, size)
         }
         node.meta.size = size
         node.dirty = true

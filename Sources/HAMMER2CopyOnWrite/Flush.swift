@@ -112,6 +112,7 @@ extension MutableFilesystem {
         pendingRoots = []
         pendingRootRemovals = []
         for commit in commits { commit() }
+        restartIntentLog()
         if dropCleanNodes { for pfs in mounted.values { pfs.dropCleanNodesIfMany() } }
         flushCount += 1
     }

@@ -21,7 +21,7 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Held by a flush from its prewrite to its end, so that one flush runs at a time and
     /// writers past the dirty limit wait for it. Lock order: flushGate, then lock.
     let flushGate = NSLock()
-    /// Wakes the background flusher early (a writer past half the dirty limit); coalesced.
+    /// Wakes the background flusher early (a stream past a quarter of the dirty limit); coalesced.
     private let flushRequest = DispatchSemaphore(value: 0)
     private let flushRequested = Atomic<Bool>(false)
     /// Told when an operation starts (+1) and stops (-1) waiting for a flush (its own or
@@ -67,6 +67,18 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// them, since the blocks they read may be about to be freed and reused.
     let readsInFlight = Atomic<Int>(0)
 
+    // The intent log (IntentLog.swift): its place and base (under `lock`), one commit at
+    // a time, what the open's replay did.
+    var intentLog: IntentLogState
+    let intentLogLock = NSLock()
+    let intentLogStatistics = Mutex(IntentLogStatistics())
+    /// fsync through the log (mount -o fsync=log, the default); false: fsync flushes.
+    public var intentLogEnabled = true
+    /// Where the log's problems are reported (stderr without it).
+    public var intentLogLogger: (@Sendable (String) -> Void)?
+    /// What opening did with a log it found: replayed it, or why not (read-only, damaged).
+    public internal(set) var intentLogReplay: IntentLogReplay?
+
     // Reclaim (Reclaim.swift): one bulkfree pass at a time, the background reclaimer's
     // state and policy, and the condition writers waiting for space sleep on.
     let passLock = NSLock()
@@ -111,8 +123,23 @@ public final class MutableFilesystem: @unchecked Sendable {
         }
         superRootBref = bref
         superRoot = Node(inum: 0, meta: inode.meta, filename: inode.filename, content: inode.content, bref: bref, owner: nil)
+        let logChunks = readOnly ? [] : IntentLogArea.chunks(volumeSize: volumes.volumes[0].size)
+        intentLog = IntentLogState(base: bref.mirrorTID, chunks: logChunks, usable: !logChunks.isEmpty)
+        intentLogLogger = copyLogger
         if !readOnly, let problem = Self.unsupportedForWriting(volumes.header) {
             throw EngineError.posix(EROFS, problem)
+        }
+        if readOnly {
+            // A read-only open does not replay: it shows the last flush, and says so.
+            let waiting = volumes.missingVolumes.isEmpty ? IntentLogContents.read(volumes) : IntentLogContents()
+            if !waiting.commits.isEmpty {
+                intentLogReplay = IntentLogReplay(commits: waiting.commits.count, inodes: 0, bytes: waiting.bytes,
+                                                  problem: "read-only: not replayed")
+                reportIntentLogProblem("the intent log holds \(waiting.commits.count) commits newer than the last flush; "
+                                       + "a read-only mount shows the last flush (mount read-write once to replay them)")
+            }
+        } else {
+            try replayIntentLog()
         }
     }
 
@@ -284,6 +311,8 @@ final class MountedPFS {
     var nextInodeNumber: UInt64
     /// An encrypted PFS's wrapped key, written back with its root inode.
     var keyRecord: [UInt8]?
+    /// Inodes changed since the last intent-log commit or flush (IntentLog.swift).
+    var changedSinceCommit = Set<UInt64>()
 
     init(label: String, reader: BlockReader, rootBref: Blockref, root: InodeData) {
         self.label = label

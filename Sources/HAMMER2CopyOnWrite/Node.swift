@@ -26,7 +26,10 @@ final class Node {
     weak var owner: MountedPFS?
     /// The inode itself must be rewritten (metadata, content or both changed).
     var dirty = false {
-        didSet { if dirty != oldValue { owner?.changedNodes += dirty ? 1 : -1 } }
+        didSet {
+            if dirty != oldValue { owner?.changedNodes += dirty ? 1 : -1 }
+            if dirty { owner?.changedSinceCommit.insert(inum) }
+        }
     }
     /// File data: 64 KiB logical blocks by index, whole (zero-filled past what was written).
     private(set) var dirtyBlocks: [UInt64: [UInt8]] = [:]
@@ -81,8 +84,11 @@ final class Node {
     /// it lives in memory until the last close.
     /// Stores the content of logical block `index`. A block may be shorter than 64 KiB:
     /// past its end it reads as zeros (a small file costs its size, not 64 KiB).
-    func setDirtyBlock(_ index: UInt64, _ block: [UInt8]) {
+    /// `logged`: the intent log takes the whole block as changed; writeData and truncate
+    /// pass false and note the bytes they change themselves.
+    func setDirtyBlock(_ index: UInt64, _ block: [UInt8], logged: Bool = true) {
         precondition(block.count <= HAMMER2.physicalBufferSize)
+        if logged { noteChanged(index * logicalBlockBytes..<(index + 1) * logicalBlockBytes) }
         if let stale = prewritten.removeValue(forKey: index) { owner?.forgetPrewrite(stale) }
         let old = dirtyBlocks.updateValue(block, forKey: index)
         if old == nil { owner?.dirtyBlockCount += 1 }
@@ -96,6 +102,7 @@ final class Node {
     /// a prewrite still holds it. False when the block is not dirty.
     func changeDirtyBlock(_ index: UInt64, at offset: Int, to bytes: UnsafeRawBufferPointer, extendingTo count: Int) -> Bool {
         guard let position = dirtyBlocks.index(forKey: index) else { return false }
+        owner?.changedSinceCommit.insert(inum)
         precondition(count <= HAMMER2.physicalBufferSize && offset + bytes.count <= count)
         if let stale = prewritten.removeValue(forKey: index) { owner?.forgetPrewrite(stale) }
         let old = dirtyBlocks.values[position].count
@@ -134,6 +141,7 @@ final class Node {
 
     /// Records entry `key` as added (`entry`) or removed (nil).
     func setEntryChange(_ key: UInt64, _ entry: DirectoryEntry?) {
+        owner?.changedSinceCommit.insert(inum)
         if let old = entryChanges[key] ?? nil { addedNames.removeValue(forKey: old.name) }
         entryChanges.updateValue(entry, forKey: key)
         if let entry { addedNames[entry.name] = key }
@@ -150,6 +158,42 @@ final class Node {
 
     /// Bytes held by dirty data blocks.
     private(set) var dirtyBytes = 0
+
+    // The intent log (IntentLog.swift): what changed since the last commit, reset by a
+    // commit that takes the node and by every flush.
+    /// File byte ranges changed, sorted and disjoint.
+    private(set) var loggedRanges: [Range<UInt64>] = []
+    /// The lowest size a truncation left, when one did.
+    var loggedLowestSize: UInt64?
+
+    /// Notes file bytes `range` as changed for the next commit.
+    func noteChanged(_ range: Range<UInt64>) {
+        guard !range.isEmpty else { return }
+        owner?.changedSinceCommit.insert(inum)
+        // Writes mostly extend the last range or add one past it.
+        if let last = loggedRanges.last, last.upperBound >= range.lowerBound, last.lowerBound <= range.lowerBound {
+            loggedRanges[loggedRanges.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            return
+        }
+        var merged = range
+        var kept: [Range<UInt64>] = []
+        kept.reserveCapacity(loggedRanges.count + 1)
+        for existing in loggedRanges {
+            if existing.upperBound < merged.lowerBound || existing.lowerBound > merged.upperBound {
+                kept.append(existing)
+            } else {
+                merged = min(existing.lowerBound, merged.lowerBound)..<max(existing.upperBound, merged.upperBound)
+            }
+        }
+        let position = kept.firstIndex { $0.lowerBound > merged.lowerBound } ?? kept.count
+        kept.insert(merged, at: position)
+        loggedRanges = kept
+    }
+
+    func resetLogged() {
+        loggedRanges = []
+        loggedLowestSize = nil
+    }
 }
 
 extension InodeMeta {

@@ -603,10 +603,12 @@ public final class PFSHandle: @unchecked Sendable {
             try pfs.writeData(node, at: offset, bytes, prepared: prepared)
             let dirty = fs.dirtyDataBytes
             fs.dirtyEstimate.store(dirty, ordering: .relaxed)
-            // A stream (writes past the end) past half the limit starts the background flush,
-            // so that its writers seldom wait for one. Random overwrites do not: they would
-            // have it prewrite blocks they change again, and flush at the limit instead.
-            if appending && dirty > fs.dirtyLimit / 2 { fs.requestFlush() }
+            // A stream (writes past the end) past a quarter of the limit starts the background
+            // flush, so that its writers seldom wait for one, and each flush has little to
+            // write under the lock. Random overwrites do not: they would have it prewrite
+            // blocks they change again, and flush at the limit instead (the limit is large
+            // for them: mount_hammer2 gives it half the cache).
+            if appending && dirty > fs.dirtyLimit / 4 { fs.requestFlush() }
             if !hadDirtyData { allocationChanged?(inum) }
             if !kernelOwnsFileTimes {
                 let now = currentTimeMicroseconds()
@@ -621,6 +623,9 @@ public final class PFSHandle: @unchecked Sendable {
 
     /// Writes everything changed so far and a new volume header (sync, fsync, unmount).
     public func flush() throws { try fs.flushReclaimingIfFull() }
+
+    /// fsync: every change durable, through the intent log when it can take them.
+    public func synchronize() throws { try fs.synchronize() }
 }
 
 /// "0x%016x": the filename DragonFly stores in an indexed inode (hammer2_xop_setname_inum).

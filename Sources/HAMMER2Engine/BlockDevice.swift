@@ -16,6 +16,9 @@ public protocol BlockDevice: Sendable {
     func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Makes every completed write durable (fsync): the flush barrier.
     func synchronize() throws
+    /// The same for data written inside the device (fdatasync: an image file's times are
+    /// not written): the intent log's barrier.
+    func synchronizeData() throws
     /// Looks at the device's size again (after the image or partition was enlarged).
     func refreshSize() throws -> UInt64
 }
@@ -26,6 +29,8 @@ extension BlockDevice {
     }
 
     public func synchronize() throws {}
+
+    public func synchronizeData() throws { try synchronize() }
 
     public func refreshSize() throws -> UInt64 { size }
 }
@@ -144,5 +149,10 @@ public final class FileBlockDevice: BlockDevice {
     public func synchronize() throws {
         guard writable else { return }
         guard fsync(fd) == 0 else { throw EngineError.io(errno: Glibc.errno, what: "fsync \(name)") }
+    }
+
+    public func synchronizeData() throws {
+        guard writable else { return }
+        guard fdatasync(fd) == 0 else { throw EngineError.io(errno: Glibc.errno, what: "fdatasync \(name)") }
     }
 }

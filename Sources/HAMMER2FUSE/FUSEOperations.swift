@@ -272,7 +272,7 @@ enum FUSEOperations {
             defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
-                try server.pfs.flush()
+                try server.pfs.synchronize()
                 fuse_reply_err(request, 0)
             } catch {
                 server.fail(request, error, "fsync of inode \(ino)")
@@ -318,7 +318,7 @@ enum FUSEOperations {
             defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
-                try server.pfs.flush()
+                try server.pfs.synchronize()
                 fuse_reply_err(request, 0)
             } catch {
                 server.fail(request, error, "fsyncdir of inode \(ino)")

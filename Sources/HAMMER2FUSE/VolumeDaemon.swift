@@ -198,7 +198,7 @@ public final class VolumeDaemon: @unchecked Sendable {
     }
 
     /// Flushes every `flushInterval` seconds while mounted, as DragonFly's syncer does, and
-    /// at once when writers have filled half the dirty limit (their data is then written
+    /// at once when a stream has filled a quarter of the dirty limit (their data is then written
     /// while they go on, instead of when they hit the limit); after a periodic flush, gives
     /// the memory freed back to the kernel (a flush frees the changes it wrote; reads free cache evictions
     /// and decoded inodes), so resident memory follows what is live rather than the peak.

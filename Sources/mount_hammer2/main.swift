@@ -26,7 +26,7 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
   -f            stay in the foreground (log to stderr instead of syslog)
   -d            FUSE debug output (implies -f)
   -o options    comma-separated: rw (default) or ro, allow_other, cache=<MiB>
-                (memory for file data: block cache and, a quarter of it up to 256,
+                (memory for file data: block cache and, half of it up to 512,
                 data written but not yet flushed; default 1/32 of RAM, 64 to 1024),
                 threads=<n> (default: two per CPU),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
@@ -251,10 +251,13 @@ func main() -> Int32 {
             logger = { message in withVaList([message]) { vsyslog(LOG_ERR, "%s", $0) } }
         }
         // Repairs of bad copies (and blocks lost) are logged from the first read on.
-        // cache= is the memory for file data: a quarter of it (at most 256 MiB) holds
-        // written data until a flush, the rest is the block cache, so that resident memory
-        // stays under cache= plus a fixed overhead whether the mount reads or writes.
-        let dirtyBytes = readOnly ? 0 : min(256 << 20, (cacheMiB << 20) / 4)
+        // cache= is the memory for file data: half of it (at most 512 MiB) holds written
+        // data until a flush, the rest is the block cache, so that resident memory stays
+        // under cache= plus a fixed overhead whether the mount reads or writes. Half, because
+        // a random overwrite working set larger than the dirty data is flushed whole each
+        // time the limit is reached (64 KiB blocks rewritten per 4 KiB changed), while reads
+        // past the block cache still hit the kernel's page cache.
+        let dirtyBytes = readOnly ? 0 : min(512 << 20, (cacheMiB << 20) / 2)
         let opened = try openWaitingForPreviousWriter(specifier.devices, writable: !readOnly,
                                                       cacheBytes: (cacheMiB << 20) - dirtyBytes,
                                                       degraded: degraded, logger: logger) {
