@@ -270,7 +270,64 @@ def mixed(suite, target):
     return {"mixed": total_bytes(report) / 1e6 / wall}
 
 
-WORKLOADS = {"seq": seq, "seqcomp": seqcomp, "randread": randread, "randwrite": randwrite,
+def fsync(suite, target):
+    """What databases do (issue 23): 4 KiB pwrite + fsync at random places of a 1 MiB file for
+    --rand-seconds (rate, p50, p99, and KiB of space allocated per fsync once the volume
+    has flushed), sqlite inserts in 1-row transactions with synchronous=FULL in WAL and
+    rollback-journal mode, and fio randwrite 4 KiB with fsync=1."""
+    import sqlite3
+    results = {}
+    path = os.path.join(target.mnt, "fsync.bin")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(fd, b"\0" * MiB, 0)
+        os.fsync(fd)
+        target.flush()
+        before = target.used()
+        block = os.urandom(4096)
+        latencies = []
+        end = time.perf_counter() + suite.rand_seconds
+        while time.perf_counter() < end:
+            start = time.perf_counter()
+            os.pwrite(fd, block, random.randrange(256) * 4096)
+            os.fsync(fd)
+            latencies.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+    target.flush()
+    latencies.sort()
+    results["fsync_rate"] = len(latencies) / sum(latencies)
+    results["fsync_p50"] = latencies[len(latencies) // 2] * 1e3
+    results["fsync_p99"] = latencies[int(len(latencies) * 0.99)] * 1e3
+    results["fsync_alloc"] = max(0, target.used() - before) / 1024 / len(latencies)
+    for mode in ("wal", "delete"):
+        database = os.path.join(target.mnt, "bench-%s.db" % mode)
+        connection = sqlite3.connect(database, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=%s" % mode)
+        connection.execute("PRAGMA synchronous=FULL")
+        connection.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, value BLOB)")
+        count = 0
+        start = time.perf_counter()
+        end = start + suite.rand_seconds
+        while time.perf_counter() < end:
+            connection.execute("BEGIN")
+            connection.execute("INSERT INTO t (value) VALUES (?)", (os.urandom(100),))
+            connection.execute("COMMIT")
+            count += 1
+        wall = time.perf_counter() - start
+        rows = connection.execute("SELECT count(*) FROM t").fetchone()[0]
+        connection.close()
+        if rows != count:
+            raise RuntimeError("sqlite on %s: %d rows after %d commits" % (target.name, rows, count))
+        results["sqlite_" + mode] = count / wall
+    report, wall = fio(suite, ["filename=" + os.path.join(target.mnt, "fio-fsync.bin"), "rw=randwrite", "bs=4k",
+                               "size=64M", "fsync=1", "time_based=1", "runtime=%d" % suite.rand_seconds,
+                               "refill_buffers=1", "randrepeat=0"])
+    results["fio_fsync"] = total_ios(report) / wall
+    return results
+
+
+WORKLOADS = {"fsync": fsync, "seq": seq, "seqcomp": seqcomp, "randread": randread, "randwrite": randwrite,
              "randwrite-direct": randwrite_direct, "parcreate": parcreate,
              "files": files, "xattr": xattr, "latency": latency, "corpus": corpus, "checkout": checkout, "mixed": mixed}
 

@@ -10,6 +10,7 @@ import Glibc
 import Foundation
 import HAMMER2Engine
 import HAMMER2Format
+import HAMMER2Trace
 
 /// Where the next commit goes and what the log holds (protected by the filesystem lock).
 struct IntentLogState {
@@ -63,7 +64,8 @@ extension MutableFilesystem {
         guard !readOnly, intentLogEnabled else { return false }
         intentLogLock.lock()
         defer { intentLogLock.unlock() }
-        enum Plan { case nothing, refuse, write(UInt64, [UInt8]) }
+        enum Plan { case nothing, refuse, write(UInt64, [UInt8], inodes: Int, sequence: UInt64) }
+        let started = Trace.now
         let plan: Plan = try withLock {
             guard intentLog.usable else { return .refuse }
             guard let commit = try changesSinceCommit() else { return .refuse }
@@ -92,14 +94,14 @@ extension MutableFilesystem {
                 for inum in pfs.changedSinceCommit { pfs.nodes[inum]?.resetLogged() }
                 pfs.changedSinceCommit = []
             }
-            return .write(offset, bytes)
+            return .write(offset, bytes, inodes: commit.pfses.reduce(0) { $0 + $1.inodes.count }, sequence: header.sequence)
         }
         switch plan {
         case .nothing: return true
         case .refuse:
             intentLogStatistics.withLock { $0.fallbacks += 1 }
             return false
-        case let .write(offset, bytes):
+        case let .write(offset, bytes, inodes, sequence):
             let device = volumes.volumes[0].device
             do {
                 try bytes.withUnsafeBytes { try device.write($0, at: offset) }
@@ -114,6 +116,7 @@ extension MutableFilesystem {
                 $0.commits += 1
                 $0.bytesWritten += bytes.count
             }
+            Trace.record(.logCommit, UInt64(inodes), UInt64(bytes.count), offset, Trace.now &- started, sequence)
             return true
         }
     }
@@ -260,11 +263,12 @@ public struct IntentLogContents: Sendable {
 }
 
 extension MutableFilesystem {
-    /// Opening read-write: applies the commits the log holds over the current tree, then
-    /// flushes (the log is then stale). A log whose records do not apply is reported and
-    /// left alone: the volume opens at its last flush. I/O errors and a full volume fail
-    /// the open, so that the commits stay for a later try.
-    func replayIntentLog() throws {
+    /// Opening: applies the commits the log holds over the current tree, then flushes (the
+    /// log is then stale); a read-only open (`flushing` false) keeps them in memory. A log
+    /// whose records do not apply is reported and left alone: the volume opens at its last
+    /// flush. I/O errors and a full volume fail the open, so that the commits stay for a
+    /// later try.
+    func replayIntentLog(flushing: Bool = true) throws {
         let contents = IntentLogContents.read(volumes)
         guard !contents.commits.isEmpty || contents.problem != nil else { return }
         var replay = IntentLogReplay(commits: contents.commits.count, inodes: 0, bytes: contents.bytes, problem: contents.problem)
@@ -287,6 +291,11 @@ extension MutableFilesystem {
             intentLog.usable = false
             intentLogReplay = replay
             reportIntentLogProblem("intent log not replayed: \(error); the volume opens at its last flush")
+            return
+        }
+        guard flushing else {
+            replay.problem = nil
+            intentLogReplay = replay
             return
         }
         do {

@@ -78,6 +78,7 @@ public final class MutableFilesystem: @unchecked Sendable {
     public var intentLogLogger: (@Sendable (String) -> Void)?
     /// What opening did with a log it found: replayed it, or why not (read-only, damaged).
     public internal(set) var intentLogReplay: IntentLogReplay?
+    var intentLogReplayDeferred = false
 
     // Reclaim (Reclaim.swift): one bulkfree pass at a time, the background reclaimer's
     // state and policy, and the condition writers waiting for space sleep on.
@@ -130,17 +131,24 @@ public final class MutableFilesystem: @unchecked Sendable {
             throw EngineError.posix(EROFS, problem)
         }
         if readOnly {
-            // A read-only open does not replay: it shows the last flush, and says so.
-            let waiting = volumes.missingVolumes.isEmpty ? IntentLogContents.read(volumes) : IntentLogContents()
-            if !waiting.commits.isEmpty {
-                intentLogReplay = IntentLogReplay(commits: waiting.commits.count, inodes: 0, bytes: waiting.bytes,
-                                                  problem: "read-only: not replayed")
-                reportIntentLogProblem("the intent log holds \(waiting.commits.count) commits newer than the last flush; "
-                                       + "a read-only mount shows the last flush (mount read-write once to replay them)")
-            }
+            // Replayed in memory only: what fsync made durable is seen, nothing is written.
+            if volumes.missingVolumes.isEmpty { try replayIntentLog(flushing: false) }
+        } else if volumes.headerRollback != nil {
+            // The replay's flush would overwrite the damaged header copy: it waits for the
+            // consent mount_hammer2 asks for (-o rollback-ok), replayDeferredIntentLog.
+            intentLog.usable = false
+            intentLogReplayDeferred = true
         } else {
             try replayIntentLog()
         }
+    }
+
+    /// The replay an open left for later (a damaged header copy), once writing is agreed.
+    public func replayDeferredIntentLog() throws {
+        guard intentLogReplayDeferred else { return }
+        intentLogReplayDeferred = false
+        intentLog.usable = !intentLog.chunks.isEmpty
+        try replayIntentLog()
     }
 
     /// The super-root itself has changes (PFSes created, deleted or snapshotted).

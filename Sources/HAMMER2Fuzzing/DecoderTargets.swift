@@ -25,6 +25,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case traceSegment = "trace-segment"
     case keyHistory = "key-history"
     case attributeTable = "attribute-table"
+    case intentLog = "intent-log"
     case image
 
     /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
@@ -42,6 +43,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .traceSegment: DecoderTargets.traceSegment(input)
         case .keyHistory: DecoderTargets.keyHistoryAndNames(input)
         case .attributeTable: DecoderTargets.attributeTable(input)
+        case .intentLog: DecoderTargets.intentLog(input)
         case .image: preconditionFailure("the image target runs through ImageFuzzer")
         }
     }
@@ -190,6 +192,25 @@ public enum DecoderTargets {
             require(AttributeTable.Namespace.split(key.fullName).map { $0.0 == key.namespace && $0.1 == key.name } ?? false,
                     "an attribute name that does not split back into its namespace")
         }
+    }
+
+    /// An intent log commit as a read-write open finds it (docs/format.md, "Intent log"):
+    /// the 64-byte header, then the payload. What decodes encodes to the same structure,
+    /// within the size its own accounting gives.
+    public static func intentLog(_ input: [UInt8]) {
+        let head = fitted(input, IntentLogHeader.bytes)
+        if let header = head.withUnsafeBytes({ IntentLogHeader(decoding: $0) }) {
+            var again = [UInt8](repeating: 0, count: IntentLogHeader.bytes)
+            again.withUnsafeMutableBytes { header.encode(into: $0) }
+            require(again == head, "an intent log header decodes from a non-canonical form")
+        }
+        let payload = input.count > IntentLogHeader.bytes ? Array(input[IntentLogHeader.bytes...]) : input
+        guard let commit = try? payload.withUnsafeBytes({ try IntentLogCommit(decoding: $0) }) else { return }
+        let encoded = commit.encoded()
+        require(encoded.count == commit.encodedBytes, "intent log commit size accounting")
+        require(encoded.count <= payload.count, "an intent log commit grows when encoded again")
+        require((try? encoded.withUnsafeBytes { try IntentLogCommit(decoding: $0) }) == commit,
+                "an intent log commit does not survive encode/decode")
     }
 
     public static func keyHistoryAndNames(_ input: [UInt8]) {

@@ -89,6 +89,42 @@ public enum FuzzSeeds {
         return seeds
     }
 
+    /// Intent log commits (header + payload): an empty one, a new file with data and a
+    /// zero range, a directory with entry changes, two PFSes.
+    public static func intentLogSeeds() -> [[UInt8]] {
+        func commit(_ pfses: [IntentLogCommit.PFSChanges], sequence: UInt64) -> [UInt8] {
+            let payload = IntentLogCommit(pfses: pfses).encoded()
+            var header = [UInt8](repeating: 0, count: IntentLogHeader.bytes)
+            header.withUnsafeMutableBytes {
+                IntentLogHeader(base: 16, sequence: sequence, payloadBytes: UInt64(payload.count), fsid: .zero,
+                                payloadHash: payload.withUnsafeBytes { CheckCode.xxhash64($0, seed: 0) }).encode(into: $0)
+            }
+            return header + payload
+        }
+        var file = InodeMeta(version: 1, ctime: 1, mtime: 2, atime: 3, btime: 4, uid: .unixID(0), gid: .unixID(0),
+                             type: .regularFile, mode: 0o644, inum: 100, nlinks: 1)
+        file.size = 70_000
+        var dir = file
+        dir.type = .directory
+        dir.inum = 101
+        let fileRecord = IntentLogCommit.Inode(inum: 100, isNew: true, meta: file, filename: Array("0x64".utf8), diskLimit: .max,
+                                               lowestSize: 4096, entryChanges: [],
+                                               ranges: [.init(offset: 0, length: 5, bytes: Array("hello".utf8)),
+                                                        .init(offset: 65_536, length: 4464, bytes: nil)])
+        let dirRecord = IntentLogCommit.Inode(inum: 101, isNew: false, meta: dir, filename: Array("0x65".utf8), diskLimit: .max,
+                                              lowestSize: .max,
+                                              entryChanges: [.init(key: 0x8000_0000_0000_1000, entry: (100, .regularFile, Array("a".utf8))),
+                                                             .init(key: 0x8000_0000_0000_2000, entry: nil)], ranges: [])
+        return [
+            commit([], sequence: 0),
+            commit([.init(label: Array("DATA".utf8), nextInodeNumber: 101, inodes: [fileRecord])], sequence: 1),
+            commit([.init(label: Array("DATA".utf8), nextInodeNumber: 102, inodes: [dirRecord, fileRecord])], sequence: 2),
+            commit([.init(label: Array("DATA".utf8), nextInodeNumber: 102, inodes: [dirRecord]),
+                    .init(label: Array("HOME".utf8), nextInodeNumber: 9, inodes: [fileRecord])], sequence: 3),
+            commit([.init(label: Array("ROOT".utf8), nextInodeNumber: 5, inodes: [])], sequence: 4),
+        ]
+    }
+
     /// Attribute tables: empty, one of each namespace, long names and values, many records.
     public static func attributeTableSeeds() -> [[UInt8]] {
         var seeds: [[UInt8]] = [AttributeTable().encoded()]

@@ -6,6 +6,7 @@
 
 import Foundation
 import Glibc
+import HAMMER2CopyOnWrite
 import HAMMER2Encryption
 import HAMMER2Engine
 import HAMMER2Format
@@ -193,6 +194,7 @@ final class FsckRun {
             problems.forEach { err(1, $0.description) }
         }
         namespacePhase()
+        intentLogPhase(root.header)
         if let bestVerifier {
             zoneVerifiers.forEach { bestVerifier.addReferences(from: $0) }
             print("freemap agreement")
@@ -202,6 +204,28 @@ final class FsckRun {
             report.problems.forEach { err(1, $0.description) }
         }
         return !damaged
+    }
+
+    /// The intent log (docs/format.md, "Intent log"): commits fsync made durable after the
+    /// last flush, which the next read-write mount replays. One that cannot be replayed is
+    /// damage (what an fsync promised would be lost).
+    func intentLogPhase(_ header: VolumeHeader) {
+        print("intent log")
+        let contents = IntentLogContents.read(volumes)
+        if let problem = contents.problem { err(1, "cannot be replayed: \(problem)") }
+        guard !contents.commits.isEmpty else {
+            if contents.problem == nil { out(1, "empty: the last flush holds everything") }
+            return
+        }
+        let filesystem = try? Filesystem(volumes: volumes)
+        var labels = Set<String>()
+        for (_, commit) in contents.commits { for pfs in commit.pfses { labels.insert(String(decoding: pfs.label, as: UTF8.self)) } }
+        for label in labels.sorted() where (try? filesystem?.openPFS(label)) == nil {
+            err(1, "commits name PFS \(label), which cannot be opened")
+        }
+        let base = header.superRootBlockset.first?.mirrorTID ?? 0
+        out(1, "\(contents.commits.count) commits (\(contents.bytes) bytes) over transaction 0x\(String(base, radix: 16)) for "
+            + labels.sorted().joined(separator: ", ") + ": replayed at the next read-write mount")
     }
 
     func namespacePhase() {

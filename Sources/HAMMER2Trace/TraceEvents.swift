@@ -98,6 +98,7 @@ public struct TraceEvent: Sendable, Equatable {
     @inlinable public static var flushStart: TraceEvent { TraceEvent(0x0401) }
     @inlinable public static var flushEnd: TraceEvent { TraceEvent(0x0402) }
     @inlinable public static var prewrite: TraceEvent { TraceEvent(0x0403) }
+    @inlinable public static var logCommit: TraceEvent { TraceEvent(0x0404) }
     @inlinable public static var allocate: TraceEvent { TraceEvent(0x0501) }
     @inlinable public static var bulkfreeStart: TraceEvent { TraceEvent(0x0601) }
     @inlinable public static var bulkfreeProgress: TraceEvent { TraceEvent(0x0602) }
@@ -139,6 +140,7 @@ public struct TraceEvent: Sendable, Equatable {
             TraceEventInfo(flushStart.rawValue, "flush.start", [("inodes", .decimal), ("dirty", .bytes)]),
             TraceEventInfo(flushEnd.rawValue, "flush.end", [("blocks", .decimal), ("bytes", .bytes), ("duration", .nanoseconds), ("error", .errno), ("tid", .hex)]),
             TraceEventInfo(prewrite.rawValue, "flush.prewrite", [("blocks", .decimal), ("bytes", .bytes), ("locked", .nanoseconds), ("duration", .nanoseconds)]),
+            TraceEventInfo(logCommit.rawValue, "flush.log", [("inodes", .decimal), ("bytes", .bytes), ("offset", .hex), ("duration", .nanoseconds), ("sequence", .decimal)]),
             TraceEventInfo(allocate.rawValue, "alloc.block", [("offset", .hex), ("size", .bytes), ("type", .decimal)]),
             TraceEventInfo(bulkfreeStart.rawValue, "bulkfree.start", [("volume_bytes", .bytes), ("automatic", .decimal)]),
             TraceEventInfo(bulkfreeProgress.rawValue, "bulkfree.progress", [("scanned", .decimal), ("referenced", .bytes)]),

@@ -49,7 +49,9 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 when that is not a terminal), encrypted (refuse the PFS unless it
                 is encrypted: keyfile= implies it, and so does a passphrase waiting
                 on standard input, so that a PFS replaced by a clear one never
-                takes data meant to be encrypted), rollback-ok (mount read-write
+                takes data meant to be encrypted), fsync=log|flush (fsync appends the
+                changes to the intent log, the default, or flushes the whole volume as
+                DragonFly does: docs/format.md, "Intent log"), rollback-ok (mount read-write
                 although a damaged volume header copy may have been newer than
                 the one used, or an encrypted PFS is older than this machine last
                 saw it: see docs/encryption.md, "Rollback"), degraded (a volume set with volumes
@@ -96,6 +98,7 @@ func main() -> Int32 {
     var reclaim = defaults.automaticReclaim
     var posixACL = defaults.posixACL
     var kernelDirtyMiB = defaults.kernelDirtyMiB
+    var fsyncThroughLog = true
     var extra: [String] = []
     var tracePath: String?
     var tracing = true
@@ -125,6 +128,8 @@ func main() -> Int32 {
                 case "noktr": tracing = false
                 case "encrypted": requireEncryption = true
                 case "rollback-ok": rollbackAccepted = true
+                case "fsync=log": fsyncThroughLog = true
+                case "fsync=flush": fsyncThroughLog = false
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -278,6 +283,12 @@ func main() -> Int32 {
                 throw ToolError.failed("\(rollback). Mount read-only (-o ro) to look, or with -o rollback-ok to go on "
                                        + "read-write from transaction \(rollback.usedTID) (the next flush replaces the damaged copy)")
             }
+            if !readOnly { try filesystem.replayDeferredIntentLog() }
+        }
+        filesystem.intentLogEnabled = fsyncThroughLog
+        if let replay = filesystem.intentLogReplay, replay.problem == nil {
+            logger("\(devices.joined(separator: ":")): intent log replayed\(readOnly ? " in memory (read-only mount)" : ""): \(replay.commits) commits, "
+                   + "\(replay.inodes) inode changes (what fsync made durable after the last flush)")
         }
         if try filesystem.encryptionStatus(label) != nil {
             let source = try KeyInput.source(keyFile: keyFile, prompt: "Passphrase for \(label): ")

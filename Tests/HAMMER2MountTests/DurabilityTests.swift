@@ -166,6 +166,55 @@ final class DurabilityTests: XCTestCase {
         XCTAssertGreaterThan(durable.count, 5)
     }
 
+    /// fsync through the intent log (issue 23): with no flush after them (flush=3600), the
+    /// fsynced creates, overwrites, truncation and rename are in the log only; SIGKILL,
+    /// fsck says what waits there, the next mount replays it. With -o fsync=flush the same
+    /// fsyncs flush the volume and the log stays empty.
+    func testFsyncedChangesSurviveAKillThroughTheIntentLog() throws {
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-log-\(getpid()).img")
+        defer { try? FileManager.default.removeItem(at: image) }
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", image.path]).status, 0)
+        var random = SplitMix64(seed: 31)
+        for mode in ["log", "flush"] {
+            let mount = try MountedImage("\(image.path)@DATA", options: ["-o", "rw,flush=3600,fsync=\(mode)"])
+            let root = mount.mountpoint.path
+            let base = random.bytes(300_000)
+            XCTAssertEqual(writeFile(root + "/db-\(mode)", base, sync: true), 0)
+            // A database's day: 4 KiB page overwrites, each fsynced.
+            var expected = base
+            let fd = open(root + "/db-\(mode)", O_WRONLY)
+            for _ in 0..<50 {
+                let page = random.bytes(4096)
+                let offset = Int(random.next() % 70) * 4096
+                XCTAssertEqual(page.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, off_t(offset)) }, 4096)
+                expected.replaceSubrange(offset..<(offset + 4096), with: page)
+                XCTAssertEqual(fsync(fd), 0)
+            }
+            XCTAssertEqual(ftruncate(fd, 200_000), 0)
+            expected.removeSubrange(200_000...)
+            XCTAssertEqual(fsync(fd), 0)
+            close(fd)
+            XCTAssertEqual(rename(root + "/db-\(mode)", root + "/renamed-\(mode)"), 0)
+            flush(root)
+            Glibc.kill(mount.daemonPID, SIGKILL)
+            while !mount.isStopped { usleep(10_000) }
+            try mount.unmount()
+            let fsck = try Binaries.run("fsck_hammer2", [image.path])
+            XCTAssertEqual(fsck.status, 0, "fsck with a log waiting:\n\(fsck.stdout)\n\(fsck.stderr)")
+            XCTAssertEqual(fsck.stdout.contains("replayed at the next read-write mount"), mode == "log", fsck.stdout)
+            // A read-only mount replays in memory, a read-write one for good.
+            for options in [["-o", "ro"], ["-o", "rw"]] {
+                let check = try MountedImage("\(image.path)@DATA", options: options)
+                XCTAssertEqual(FileManager.default.contents(atPath: check.mountpoint.path + "/renamed-\(mode)").map { [UInt8]($0) },
+                               expected, "\(options)")
+                XCTAssertFalse(FileManager.default.fileExists(atPath: check.mountpoint.path + "/db-\(mode)"))
+                try check.unmount()
+            }
+            let after = try Binaries.run("fsck_hammer2", [image.path])
+            XCTAssertTrue(after.stdout.contains("empty: the last flush holds everything"), after.stdout)
+        }
+    }
+
     /// SIGTERM (systemd stopping the mount, kill) ends the daemon as an unmount does: what
     /// was written is flushed, the mount point is unmounted (not left disconnected), exit 0.
     func testSIGTERMFlushesAndUnmounts() throws {

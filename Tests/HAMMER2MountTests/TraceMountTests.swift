@@ -167,7 +167,7 @@ final class TraceMountTests: XCTestCase {
             return reader.events().map { catalog.events[$0.event]?.name ?? "?" }
         }
         write(path + "/a", [UInt8](repeating: 1, count: 8192))
-        XCTAssertTrue(try eventNames().contains("flush.end"))
+        XCTAssertTrue(try eventNames().contains("flush.log"), "the fsync's intent-log commit")
         XCTAssertFalse(try eventNames().contains { $0.hasPrefix("fuse.") }, "fuse is masked off at mount")
         var result = try Binaries.run("hammer2", ["ktrmask", path])
         XCTAssertEqual(result.stdout.split(separator: " ").last.map(String.init), "io,flush\n")

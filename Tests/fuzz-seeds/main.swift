@@ -30,6 +30,7 @@ do {
             seeds[.traceSegment] = try FuzzSeeds.traceSegmentSeeds()
             seeds[.keyHistory] = FuzzSeeds.keyHistorySeeds()
             seeds[.attributeTable] = FuzzSeeds.attributeTableSeeds()
+            seeds[.intentLog] = FuzzSeeds.intentLogSeeds()
         }
         for (target, inputs) in seeds {
             let folder = URL(fileURLWithPath: output).appendingPathComponent(target.rawValue)
