@@ -121,6 +121,18 @@ extension MutableFilesystem {
         }
     }
 
+    /// Writes zeros over the log's chunks when the log holds nothing to keep (after the
+    /// open's replay): an image file made sparse has holes there, and a commit that makes
+    /// the host filesystem allocate blocks waits for its journal (0.3-0.8 ms instead of
+    /// 0.06 ms, measured on ext4). Also clears what older bases left.
+    func prepareIntentLogArea() throws {
+        guard !readOnly, intentLog.usable, intentLog.sequence == 0, intentLog.offsetInChunk == 0 else { return }
+        let device = volumes.volumes[0].device
+        let zeros = [UInt8](repeating: 0, count: Int(IntentLogArea.chunkBytes))
+        for chunk in intentLog.chunks { try zeros.withUnsafeBytes { try device.write($0, at: chunk) } }
+        try device.synchronizeData()
+    }
+
     private func align(_ bytes: UInt64) -> UInt64 {
         (bytes + IntentLogArea.alignment - 1) / IntentLogArea.alignment * IntentLogArea.alignment
     }

@@ -140,6 +140,7 @@ public final class MutableFilesystem: @unchecked Sendable {
             intentLogReplayDeferred = true
         } else {
             try replayIntentLog()
+            try prepareIntentLogArea()
         }
     }
 
@@ -149,6 +150,7 @@ public final class MutableFilesystem: @unchecked Sendable {
         intentLogReplayDeferred = false
         intentLog.usable = !intentLog.chunks.isEmpty
         try replayIntentLog()
+        try prepareIntentLogArea()
     }
 
     /// The super-root itself has changes (PFSes created, deleted or snapshotted).
