@@ -196,6 +196,11 @@ final class DurabilityTests: XCTestCase {
             close(fd)
             XCTAssertEqual(rename(root + "/db-\(mode)", root + "/renamed-\(mode)"), 0)
             flush(root)
+            // O_DSYNC writes are durable when write() returns (the kernel fsyncs the range).
+            let dsync = open(root + "/dsync-\(mode)", O_CREAT | O_WRONLY | O_DSYNC, 0o644)
+            let record = random.bytes(3000)
+            XCTAssertEqual(record.withUnsafeBytes { Glibc.write(dsync, $0.baseAddress, $0.count) }, 3000)
+            close(dsync)
             Glibc.kill(mount.daemonPID, SIGKILL)
             while !mount.isStopped { usleep(10_000) }
             try mount.unmount()
@@ -208,6 +213,7 @@ final class DurabilityTests: XCTestCase {
                 XCTAssertEqual(FileManager.default.contents(atPath: check.mountpoint.path + "/renamed-\(mode)").map { [UInt8]($0) },
                                expected, "\(options)")
                 XCTAssertFalse(FileManager.default.fileExists(atPath: check.mountpoint.path + "/db-\(mode)"))
+                XCTAssertEqual(FileManager.default.contents(atPath: check.mountpoint.path + "/dsync-\(mode)").map { [UInt8]($0) }, record)
                 try check.unmount()
             }
             let after = try Binaries.run("fsck_hammer2", [image.path])
