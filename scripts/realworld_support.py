@@ -199,6 +199,12 @@ class Hammer2(Target):
     def tool(self, name):
         return os.path.join(self.rw.bindir, name)
 
+    def flush(self):
+        # An fsync only appends to the intent log; hammer2 flush writes the tree now.
+        p = run([self.tool("hammer2"), "flush", self.mnt])
+        if p.returncode != 0:
+            raise RuntimeError(f"hammer2 flush {self.mnt} failed: {p.stderr.strip()}")
+
     def create(self):
         if os.path.exists(self.image):
             os.unlink(self.image)

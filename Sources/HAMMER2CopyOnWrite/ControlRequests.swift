@@ -223,4 +223,9 @@ public enum ControlRequest {
     /// _IOWR('h', 96, 64 bytes): HAMMER2IOC_GROWFS's number; the reply holds modified
     /// (u32 at 0) and the size (u64 at 8).
     public static let growfs: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 96, size: argumentBytes)
+
+    /// _IOWR('h', 99, 64 bytes), ours: flush now — every change and a new volume header
+    /// written, the intent log retired (fsync only appends to the log; sync(1) cannot
+    /// reach a libfuse 3.14 daemon). Anyone may ask, as anyone may fsync.
+    public static let flush: UInt32 = ioctlReadWrite(type: UInt8(ascii: "h"), number: 99, size: argumentBytes)
 }

@@ -151,6 +151,7 @@ extension MutableFilesystem {
             var inodes: [IntentLogCommit.Inode] = []
             for inum in pfs.changedSinceCommit.sorted() {
                 guard let node = pfs.nodes[inum] else { continue }
+                guard !node.loggedOverflow else { return nil }
                 var ranges: [IntentLogCommit.DataRange] = []
                 for range in node.loggedRanges where range.lowerBound < node.meta.size {
                     let end = min(range.upperBound, node.meta.size)
@@ -169,8 +170,8 @@ extension MutableFilesystem {
                         position = pieceEnd
                     }
                 }
-                let changes = node.entryChanges.keys.sorted().map { key in
-                    IntentLogCommit.EntryChange(key: key, entry: node.entryChanges[key]!.map { ($0.inum, $0.type, $0.name) })
+                let changes = node.loggedEntryKeys.sorted().map { key in
+                    IntentLogCommit.EntryChange(key: key, entry: (node.entryChanges[key] ?? nil).map { ($0.inum, $0.type, $0.name) })
                 }
                 inodes.append(.init(inum: inum, isNew: node.flushedBref == nil, meta: node.meta, filename: node.filename,
                                     diskLimit: node.diskLimit, lowestSize: node.loggedLowestSize ?? .max,

@@ -142,6 +142,7 @@ final class Node {
     /// Records entry `key` as added (`entry`) or removed (nil).
     func setEntryChange(_ key: UInt64, _ entry: DirectoryEntry?) {
         owner?.changedSinceCommit.insert(inum)
+        loggedEntryKeys.insert(key)
         if let old = entryChanges[key] ?? nil { addedNames.removeValue(forKey: old.name) }
         entryChanges.updateValue(entry, forKey: key)
         if let entry { addedNames[entry.name] = key }
@@ -165,34 +166,55 @@ final class Node {
     private(set) var loggedRanges: [Range<UInt64>] = []
     /// The lowest size a truncation left, when one did.
     var loggedLowestSize: UInt64?
+    /// Directory entry keys changed (a commit holds only these: creating files one fsync at
+    /// a time must not log the directory's every change since the flush each time).
+    private(set) var loggedEntryKeys = Set<UInt64>()
+
+    /// Past this many disjoint ranges (random writes all over a file) the node is more than
+    /// a commit holds anyway: its ranges are no longer kept, and the next fsync flushes.
+    static let loggedRangeLimit = 256
+    /// The changes overflowed `loggedRangeLimit`.
+    private(set) var loggedOverflow = false
 
     /// Notes file bytes `range` as changed for the next commit.
     func noteChanged(_ range: Range<UInt64>) {
         guard !range.isEmpty else { return }
         owner?.changedSinceCommit.insert(inum)
+        guard !loggedOverflow else { return }
         // Writes mostly extend the last range or add one past it.
-        if let last = loggedRanges.last, last.upperBound >= range.lowerBound, last.lowerBound <= range.lowerBound {
-            loggedRanges[loggedRanges.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+        if let last = loggedRanges.last, last.lowerBound <= range.lowerBound {
+            if last.upperBound >= range.lowerBound {
+                loggedRanges[loggedRanges.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+                return
+            }
+        } else if loggedRanges.isEmpty {
+            loggedRanges.append(range)
             return
         }
-        var merged = range
-        var kept: [Range<UInt64>] = []
-        kept.reserveCapacity(loggedRanges.count + 1)
-        for existing in loggedRanges {
-            if existing.upperBound < merged.lowerBound || existing.lowerBound > merged.upperBound {
-                kept.append(existing)
-            } else {
-                merged = min(existing.lowerBound, merged.lowerBound)..<max(existing.upperBound, merged.upperBound)
-            }
+        // The first range ending at or past the new one's start, then every range it touches.
+        var low = 0, high = loggedRanges.count
+        while low < high {
+            let middle = (low + high) / 2
+            if loggedRanges[middle].upperBound < range.lowerBound { low = middle + 1 } else { high = middle }
         }
-        let position = kept.firstIndex { $0.lowerBound > merged.lowerBound } ?? kept.count
-        kept.insert(merged, at: position)
-        loggedRanges = kept
+        var end = low
+        var merged = range
+        while end < loggedRanges.count, loggedRanges[end].lowerBound <= merged.upperBound {
+            merged = min(merged.lowerBound, loggedRanges[end].lowerBound)..<max(merged.upperBound, loggedRanges[end].upperBound)
+            end += 1
+        }
+        loggedRanges.replaceSubrange(low..<end, with: [merged])
+        if loggedRanges.count > Self.loggedRangeLimit {
+            loggedOverflow = true
+            loggedRanges = []
+        }
     }
 
     func resetLogged() {
         loggedRanges = []
         loggedLowestSize = nil
+        loggedEntryKeys = []
+        loggedOverflow = false
     }
 }
 

@@ -330,13 +330,13 @@ enum FUSEOperations {
             let server = FUSEOperations.server(request)
             let known = [ControlRequest.bulkfree, ControlRequest.pfsCreate, ControlRequest.pfsDelete, ControlRequest.pfsSnapshot,
                          ControlRequest.inodeGet, ControlRequest.inodeSet, ControlRequest.destroy, ControlRequest.debugDump, ControlRequest.scrub,
-                         ControlRequest.growfs, ControlRequest.reencrypt]
+                         ControlRequest.growfs, ControlRequest.reencrypt, ControlRequest.flush]
             guard flags & UInt32(FUSE_IOCTL_COMPAT) == 0, known.contains(command) else {
                 server.replyError(request, ENOTTY)
                 return
             }
             // As DragonFly's hammer2_ioctl: reading an inode's settings is for anyone.
-            guard command == ControlRequest.inodeGet || FUSEOperations.caller(request).uid == 0 else {
+            guard command == ControlRequest.inodeGet || command == ControlRequest.flush || FUSEOperations.caller(request).uid == 0 else {
                 server.replyError(request, EPERM)  // DragonFly's hammer2 ioctls require root too
                 return
             }
@@ -357,6 +357,9 @@ enum FUSEOperations {
                         }
                     }
                     reply = ControlRequest.InodeArgument(try server.pfs.inodeInfo(UInt64(ino))).encoded()
+                } else if command == ControlRequest.flush {
+                    try server.filesystem.flushReclaimingIfFull()
+                    reply = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
                 } else if command == ControlRequest.growfs {
                     let (changed, size) = try server.filesystem.grow()
                     reply = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)

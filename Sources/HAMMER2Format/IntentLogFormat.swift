@@ -4,11 +4,11 @@
 // medium anyone may have edited.
 
 /// Where the log lives: buffers 56-63 (512 KiB) of the reserved 4 MiB at the start of each
-/// of the first volume's first four GiB, when that segment lies whole inside the volume.
+/// of the first volume's first sixteen GiB, when that segment lies whole inside the volume.
 public enum IntentLogArea {
     public static let firstBuffer: UInt64 = 56
     public static let chunkBytes: UInt64 = 8 * 65_536
-    public static let maxChunks = 4
+    public static let maxChunks = 16
     static let segmentStride: UInt64 = 1 << 30
     static let segmentBytes: UInt64 = 4 << 20
     /// Commits start on these boundaries.

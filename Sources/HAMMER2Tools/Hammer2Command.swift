@@ -25,6 +25,8 @@ public enum Hammer2Command {
         hash [<filename>...]              Print directory hash (key) for name
         dhash [<filename>...]             Print data hash for long directory entry
         info [<devpath>...]               Info on all offline or online H2 partitions
+        flush [<path>...]                 Write every change of the mount and a new volume
+                                          header now (fsync only appends to the intent log)
         pfs-list [<path>...]              List PFSs
         pfs-clid <label>                  Print cluster id for specific PFS
         pfs-create [-t type] [-c clid] [-n copies] [-e] [-k keyfile] [-w log2N] [-F] <label>
@@ -138,6 +140,16 @@ public enum Hammer2Command {
                     let bytes = Array(name.utf8.prefix(1024))
                     buffer.replaceSubrange(0..<bytes.count, with: bytes)
                     print("\(Text.hex(buffer.withUnsafeBytes { CheckCode.xxhash64($0) })) \(name)")
+                }
+            case "flush":
+                // Ours: what sync(1) would do if it reached the daemon.
+                let paths = operands.isEmpty ? [context.selectedPath ?? FileManager.default.currentDirectoryPath] : operands
+                for path in paths {
+                    guard let mount = mountedFilesystem(containing: path) else {
+                        throw ToolError.failed("'\(path)' is not a hammer2 mount")
+                    }
+                    let failure = flushMount(mount.mountpoint)
+                    guard failure == 0 else { throw ToolError.failed("flush of \(mount.mountpoint): \(String(cString: strerror(failure)))") }
                 }
             case "pfs-list":
                 let targets = try targetsFor(operands, context)
@@ -256,13 +268,19 @@ public enum Hammer2Command {
         }
     }
 
-    /// Directives that read a mount's image first have the daemon flush (an fsync of the
-    /// mount point), so they see every change made through the mount so far.
-    static func flushMount(_ mountpoint: String) {
+    /// Directives that read a mount's image first have the daemon flush, so they see every
+    /// change made through it so far (an fsync only appends to the intent log, which the
+    /// image's readers do not replay). A daemon without the request gets an fsync.
+    @discardableResult
+    static func flushMount(_ mountpoint: String) -> Int32 {
         let fd = open(mountpoint, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: ControlRequest.argumentBytes)
+        if buffer.withUnsafeMutableBytes({ ioctl(fd, UInt(ControlRequest.flush), $0.baseAddress!) }) == 0 { return 0 }
+        let failure = errno
+        guard failure == ENOTTY else { return failure }
+        return fsync(fd) == 0 ? 0 : errno
     }
 
     /// pfs-list; with `space` (hammer2 -v pfs-list) also what each PFS references, what it

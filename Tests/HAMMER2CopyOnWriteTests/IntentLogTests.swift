@@ -233,6 +233,12 @@ final class IntentLogTests: XCTestCase {
         XCTAssertEqual(fs.intentLogCounters.commits, 0)
         XCTAssertEqual(fs.intentLogCounters.fallbacks, 1)
         XCTAssertFalse(fs.hasChanges)
+        // Bytes changed in more places than a commit keeps track of (random writes all over
+        // a file): flushed too.
+        for index in 0..<300 { try write(pfs, file, UInt64(index) * 8192, [UInt8(index & 0xFF)]) }
+        try pfs.synchronize()
+        XCTAssertEqual(fs.intentLogCounters.fallbacks, 2)
+        XCTAssertFalse(fs.hasChanges)
         // Small changes after it go to the log again.
         try write(pfs, file, 0, Array("x".utf8))
         try pfs.synchronize()

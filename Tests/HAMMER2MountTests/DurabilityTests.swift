@@ -219,6 +219,22 @@ final class DurabilityTests: XCTestCase {
             let after = try Binaries.run("fsck_hammer2", [image.path])
             XCTAssertTrue(after.stdout.contains("empty: the last flush holds everything"), after.stdout)
         }
+        // hammer2 flush writes the tree and retires the log: after a kill the file is in the
+        // tree, and the log is empty.
+        let mount = try MountedImage("\(image.path)@DATA", options: ["-o", "rw,flush=3600"])
+        let bytes = random.bytes(50_000)
+        XCTAssertEqual(writeFile(mount.mountpoint.path + "/flushed", bytes, sync: true), 0)
+        let flushed = try Binaries.run("hammer2", ["flush", mount.mountpoint.path])
+        XCTAssertEqual(flushed.status, 0, flushed.stderr)
+        XCTAssertEqual(try Binaries.run("hammer2", ["flush", "/tmp"]).status, 1, "not a hammer2 mount")
+        Glibc.kill(mount.daemonPID, SIGKILL)
+        while !mount.isStopped { usleep(10_000) }
+        try mount.unmount()
+        let fsck = try Binaries.run("fsck_hammer2", [image.path])
+        XCTAssertTrue(fsck.stdout.contains("empty: the last flush holds everything"), fsck.stdout)
+        let check = try MountedImage("\(image.path)@DATA")
+        XCTAssertEqual(FileManager.default.contents(atPath: check.mountpoint.path + "/flushed").map { [UInt8]($0) }, bytes)
+        try check.unmount()
     }
 
     /// SIGTERM (systemd stopping the mount, kill) ends the daemon as an unmount does: what
