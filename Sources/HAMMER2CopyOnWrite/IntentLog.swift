@@ -104,8 +104,7 @@ extension MutableFilesystem {
         case let .write(offset, bytes, inodes, sequence):
             let device = volumes.volumes[0].device
             do {
-                try bytes.withUnsafeBytes { try device.write($0, at: offset) }
-                try device.synchronizeData()
+                try bytes.withUnsafeBytes { try device.writeDurably($0, at: offset) }
             } catch {
                 withLock { intentLog.usable = false }
                 intentLogStatistics.withLock { $0.fallbacks += 1 }
@@ -130,7 +129,7 @@ extension MutableFilesystem {
         let device = volumes.volumes[0].device
         let zeros = [UInt8](repeating: 0, count: Int(IntentLogArea.chunkBytes))
         for chunk in intentLog.chunks { try zeros.withUnsafeBytes { try device.write($0, at: chunk) } }
-        try device.synchronizeData()
+        try device.synchronize()
     }
 
     private func align(_ bytes: UInt64) -> UInt64 {

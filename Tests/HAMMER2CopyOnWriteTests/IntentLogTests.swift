@@ -248,6 +248,33 @@ final class IntentLogTests: XCTestCase {
         XCTAssertEqual(try reopened.openPFS("DATA").read(file, offset: 0, count: 1), Array("x".utf8))
     }
 
+    /// An encrypted PFS's names and data must not reach the log in the clear: its fsyncs
+    /// flush; the clear PFS beside it keeps using the log, and nothing secret is on the medium.
+    func testAnEncryptedPFSFlushesAndNeverReachesTheLog() throws {
+        let device = try formatted()
+        let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
+        fs.keyDerivationCost = 10
+        try fs.createPFS(label: "SECRET", encryption: .passphrase(Array("open sesame!".utf8)))
+        let secret = try fs.openPFS("SECRET")
+        let clear = try fs.openPFS("DATA")
+        try fs.flush()
+        let marker = Array("a secret the log must not hold".utf8)
+        let inum = try secret.create(in: 1, name: Array("secret-name".utf8), type: .regularFile, mode: 0o600, caller: caller).meta.inum
+        try write(secret, inum, 0, marker)
+        try secret.synchronize()
+        XCTAssertEqual(fs.intentLogCounters.commits, 0)
+        XCTAssertEqual(fs.intentLogCounters.fallbacks, 1)
+        XCTAssertFalse(fs.hasChanges, "the fsync flushed")
+        let plain = try clear.create(in: 1, name: Array("plain".utf8), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+        try write(clear, plain, 0, Array("clear".utf8))
+        try clear.synchronize()
+        XCTAssertEqual(fs.intentLogCounters.commits, 1)
+        for (_, page) in device.contents {
+            XCTAssertNil(page.firstRange(of: marker), "the secret's data in the clear")
+            XCTAssertNil(page.firstRange(of: Array("secret-name".utf8)), "the secret's name in the clear")
+        }
+    }
+
     func testAReadOnlyOpenReplaysInMemoryAndWritesNothing() throws {
         let device = try formatted()
         let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
