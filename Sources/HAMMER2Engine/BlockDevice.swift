@@ -115,18 +115,7 @@ public final class FileBlockDevice: BlockDevice {
             try write(buffer, at: offset)
             return try synchronize()
         }
-        guard offset + UInt64(buffer.count) <= size else {
-            throw EngineError.posix(ENOSPC, "write of \(buffer.count) bytes at \(offset) past the end of \(name)")
-        }
-        var done = 0
-        while done < buffer.count {
-            let n = pwrite(dsyncFD, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-            if n < 0 {
-                if Glibc.errno == EINTR { continue }
-                throw EngineError.io(errno: Glibc.errno, what: "write \(name) at offset \(offset + UInt64(done))")
-            }
-            done += n
-        }
+        try pwriteAll(dsyncFD, buffer, at: offset)
     }
 
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
@@ -144,13 +133,17 @@ public final class FileBlockDevice: BlockDevice {
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
         guard writable else { throw EngineError.posix(EROFS, "\(name) is opened read-only") }
-        guard offset + UInt64(buffer.count) <= size else {
-            throw EngineError.posix(ENOSPC, "write of \(buffer.count) bytes at \(offset) past the end of \(name)")
-        }
         let alignment = UInt(Self.directAlignment)
         let aligned = directFD >= 0 && UInt(bitPattern: buffer.baseAddress) % alignment == 0
             && UInt(offset) % alignment == 0 && UInt(buffer.count) % alignment == 0
-        let target = aligned ? directFD : fd
+        try pwriteAll(aligned ? directFD : fd, buffer, at: offset)
+    }
+
+    /// pwrite(2) until every byte is written, inside the device.
+    private func pwriteAll(_ target: Int32, _ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {
+        guard offset + UInt64(buffer.count) <= size else {
+            throw EngineError.posix(ENOSPC, "write of \(buffer.count) bytes at \(offset) past the end of \(name)")
+        }
         var done = 0
         while done < buffer.count {
             let n = pwrite(target, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
