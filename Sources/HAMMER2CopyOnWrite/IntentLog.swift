@@ -70,30 +70,30 @@ extension MutableFilesystem {
             guard intentLog.usable else { return .refuse }
             guard let commit = try changesSinceCommit() else { return .refuse }
             if commit.pfses.isEmpty { return .nothing }
-            let payload = commit.encoded()
-            let needed = align(UInt64(IntentLogHeader.bytes + payload.count))
+            let payloadBytes = commit.encodedBytes
+            let needed = align(UInt64(IntentLogHeader.bytes + payloadBytes))
             guard needed <= IntentLogArea.chunkBytes else { return .refuse }
             if intentLog.offsetInChunk + needed > IntentLogArea.chunkBytes {
                 intentLog.chunk += 1
                 intentLog.offsetInChunk = 0
             }
             guard intentLog.chunk < intentLog.chunks.count else { return .refuse }
-            let header = IntentLogHeader(base: intentLog.base, sequence: intentLog.sequence, payloadBytes: UInt64(payload.count),
-                                         fsid: header.fsid, payloadHash: payload.withUnsafeBytes { CheckCode.xxhash64($0, seed: 0) })
-            var bytes = [UInt8](repeating: 0, count: Int(needed))
-            bytes.withUnsafeMutableBytes { raw in
-                header.encode(into: raw)
-                payload.withUnsafeBytes { (raw.baseAddress! + IntentLogHeader.bytes).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            }
+            // The payload is encoded behind room for the header, then the header written in.
+            var bytes = [UInt8](repeating: 0, count: IntentLogHeader.bytes)
+            bytes.reserveCapacity(Int(needed))
+            commit.encode(appendingTo: &bytes)
+            precondition(bytes.count == IntentLogHeader.bytes + payloadBytes, "intent log payload size accounting")
+            let hash = bytes.withUnsafeBytes { CheckCode.xxhash64(UnsafeRawBufferPointer(rebasing: $0[IntentLogHeader.bytes...]), seed: 0) }
+            let header = IntentLogHeader(base: intentLog.base, sequence: intentLog.sequence, payloadBytes: UInt64(payloadBytes),
+                                         fsid: header.fsid, payloadHash: hash)
+            bytes.withUnsafeMutableBytes { header.encode(into: $0) }
+            bytes += repeatElement(0, count: Int(needed) - bytes.count)
             let offset = intentLog.chunks[intentLog.chunk] + intentLog.offsetInChunk
             intentLog.offsetInChunk += needed
             intentLog.sequence += 1
             // Taken: the nodes start over (a failed write below makes the log unusable, and
             // the flush that follows writes everything).
-            for pfs in mounted.values {
-                for inum in pfs.changedSinceCommit { pfs.nodes[inum]?.resetLogged() }
-                pfs.changedSinceCommit = []
-            }
+            forgetLoggedChanges()
             return .write(offset, bytes, inodes: commit.pfses.reduce(0) { $0 + $1.inodes.count }, sequence: header.sequence)
         }
         switch plan {
@@ -202,6 +202,11 @@ extension MutableFilesystem {
     /// what nodes noted for it is written.
     func restartIntentLog() {
         intentLog.restart(base: superRootBref.mirrorTID)
+        forgetLoggedChanges()
+    }
+
+    /// Every node's notes for the log start over (they are in a commit, or a flush wrote them).
+    private func forgetLoggedChanges() {
         for pfs in mounted.values {
             for inum in pfs.changedSinceCommit { pfs.nodes[inum]?.resetLogged() }
             pfs.changedSinceCommit = []
@@ -328,19 +333,10 @@ extension MutableFilesystem {
         var touched = 0
         for changes in commit.pfses {
             let label = String(decoding: changes.label, as: UTF8.self)
-            let pfs: MountedPFS
-            if let mountedPFS = mounted[label] {
-                pfs = mountedPFS
-            } else {
-                guard let (bref, inode) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
-                    throw EngineError.corrupt("the log names PFS \"\(label)\", which the volume does not have")
-                }
-                pfs = MountedPFS(label: label, reader: reader, rootBref: bref, root: inode)
-                mounted[label] = pfs
-                opened.append(label)
-                guard pfs.keys == nil && Keyring.keyID(ofRoot: inode.meta) == nil else {
-                    throw EngineError.corrupt("the log names PFS \"\(label)\", which is encrypted (never logged)")
-                }
+            if mounted[label] == nil { opened.append(label) }
+            let pfs = try mountedPFS(label)  // a PFS that is gone: pfsNotFound, the log not applied
+            guard pfs.keys == nil && Keyring.keyID(ofRoot: pfs.disk.root.meta) == nil else {
+                throw EngineError.corrupt("the log names PFS \"\(label)\", which is encrypted (never logged)")
             }
             pfs.nextInodeNumber = max(pfs.nextInodeNumber, changes.nextInodeNumber)
             for record in changes.inodes {

@@ -187,16 +187,20 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Opens the PFS labelled `label` for use (mounting it).
     public func openPFS(_ label: String) throws -> PFSHandle {
-        try withLock {
-            if let pfs = mounted[label] { return PFSHandle(fs: self, pfs: pfs) }
-            guard let (bref, inode) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
-                throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
-            }
-            let pfs = MountedPFS(label: label, reader: reader, rootBref: bref, root: inode)
-            try pfs.disk.requireKey()  // an encrypted PFS mounts only unlocked (unlockPFS)
-            mounted[label] = pfs
-            return PFSHandle(fs: self, pfs: pfs)
+        try withLock { PFSHandle(fs: self, pfs: try mountedPFS(label)) }
+    }
+
+    /// The PFS labelled `label` in use, opened from the last flushed tree if it is not yet
+    /// (with the lock held). An encrypted PFS opens only unlocked (unlockPFS).
+    func mountedPFS(_ label: String) throws -> MountedPFS {
+        if let pfs = mounted[label] { return pfs }
+        guard let (bref, inode) = try Filesystem.findPFS(label, in: superRoot.flushedContent.blockset, reader: reader) else {
+            throw EngineError.pfsNotFound(label: label, available: (try? pfsRootBrefs().map(\.label)) ?? [])
         }
+        let pfs = MountedPFS(label: label, reader: reader, rootBref: bref, root: inode)
+        try pfs.disk.requireKey()
+        mounted[label] = pfs
+        return pfs
     }
 
     /// A PFS's mount ended while others of the volume stay mounted: its changes are

@@ -161,6 +161,12 @@ public struct IntentLogCommit: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(encodedBytes)
+        encode(appendingTo: &out)
+        return out
+    }
+
+    /// Appends the payload to `out` (a commit is built behind its header, without a copy).
+    public func encode(appendingTo out: inout [UInt8]) {
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { out += $0 } }
         for pfs in pfses {
             out.append(Self.kindPFS)
@@ -196,7 +202,6 @@ public struct IntentLogCommit: Equatable, Sendable {
                 }
             }
         }
-        return out
     }
 
     /// Decodes a payload; anything malformed (short, unknown kind, lengths past the end,

@@ -222,6 +222,60 @@ final class IntentLogTests: XCTestCase {
         XCTAssertNotNil(last.intentLogReplay?.problem, "a read-only open finds the same damage")
     }
 
+    /// A commit whose write fails is not taken for durable: that fsync flushes instead, and
+    /// when the flush fails too, the fsync says EIO; the next fsync flushes (the log stays
+    /// out of use until a flush has given it a new base), and nothing is lost.
+    func testAFailedCommitWriteFlushesAndAFailedFlushIsEIO() throws {
+        let device = try formatted()
+        let faulty = FaultyDevice(base: device)
+        let fs = try MutableFilesystem(volumes: VolumeSet(devices: [faulty]), readOnly: false)
+        let pfs = try fs.openPFS("DATA")
+        let inum = try pfs.create(in: 1, name: Array("a".utf8), type: .regularFile, mode: 0o644, caller: caller).meta.inum
+        try write(pfs, inum, 0, Array("kept".utf8))
+        faulty.set(FaultyDevice.Faults(failWritesFrom: 0))
+        XCTAssertThrowsError(try pfs.synchronize()) { XCTAssertEqual(($0 as? EngineError)?.errno, EIO) }
+        XCTAssertEqual(fs.intentLogCounters.commits, 0)
+        faulty.set(FaultyDevice.Faults())
+        try pfs.synchronize()
+        XCTAssertEqual(fs.intentLogCounters.commits, 0, "no commit until a flush gave the log a new base")
+        XCTAssertFalse(fs.hasChanges, "the second fsync flushed")
+        let reopened = try MutableFilesystem(volumes: VolumeSet(devices: [crashed(device)]), readOnly: false)
+        XCTAssertEqual(try reopened.openPFS("DATA").read(inum, offset: 0, count: 10), Array("kept".utf8))
+        // After that flush, the log takes commits again.
+        try write(pfs, inum, 0, Array("more".utf8))
+        try pfs.synchronize()
+        XCTAssertEqual(fs.intentLogCounters.commits, 1)
+    }
+
+    /// A commit with good checksums naming a PFS the volume does not have (a forged log) is
+    /// reported and not applied; the volume opens at its last flush.
+    func testACommitForAMissingPFSIsNotApplied() throws {
+        let device = try formatted()
+        let base = try VolumeSet(devices: [device]).header.superRootBlockset[0].mirrorTID
+        let fsid = try VolumeSet(devices: [device]).header.fsid
+        var meta = InodeMeta(version: 1, ctime: 1, mtime: 1, atime: 1, btime: 1, uid: .unixID(0), gid: .unixID(0),
+                             type: .regularFile, mode: 0o644, inum: 99, nlinks: 1)
+        meta.size = 3
+        let payload = IntentLogCommit(pfses: [.init(label: Array("GONE".utf8), nextInodeNumber: 100, inodes: [
+            .init(inum: 99, isNew: true, meta: meta, filename: Array("0x63".utf8), diskLimit: .max, lowestSize: .max,
+                  entryChanges: [], ranges: [.init(offset: 0, length: 3, bytes: [1, 2, 3])]),
+        ])]).encoded()
+        var commit = [UInt8](repeating: 0, count: IntentLogHeader.bytes)
+        commit.withUnsafeMutableBytes {
+            IntentLogHeader(base: base, sequence: 0, payloadBytes: UInt64(payload.count), fsid: fsid,
+                            payloadHash: payload.withUnsafeBytes { CheckCode.xxhash64($0, seed: 0) }).encode(into: $0)
+        }
+        commit += payload
+        try commit.withUnsafeBytes { try device.write($0, at: IntentLogArea.chunks(volumeSize: size)[0]) }
+        let messages = LockedMessages()
+        let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false, copyLogger: { messages.append($0) })
+        XCTAssertEqual(fs.intentLogReplay?.commits, 1)
+        XCTAssertNotNil(fs.intentLogReplay?.problem)
+        XCTAssertTrue(messages.all.contains { $0.contains("GONE") && $0.contains("not replayed") }, "\(messages.all)")
+        XCTAssertFalse(fs.isOpen("GONE"))
+        XCTAssertTrue(try fs.openPFS("DATA").attributes(1).meta.type == .directory)
+    }
+
     func testWhatTheLogCannotTakeIsFlushed() throws {
         let device = try formatted()
         let fs = try MutableFilesystem(volumes: VolumeSet(devices: [device]), readOnly: false)
