@@ -24,7 +24,7 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
-        .target(name: "CFUSE3", linkerSettings: [.linkedLibrary("fuse3")]),
+        .target(name: "CFUSE3", linkerSettings: [.linkedLibrary("fuse3"), .linkedLibrary("uring")]),
         .target(name: "CMalloc"),
         .target(name: "CAtomicMemory"),
         .target(name: "CXattr"),

@@ -81,6 +81,11 @@ class Target:
     def used(self): return used_bytes(self.mnt) - self.baseline
     def daemon_peak_rss(self): return None
 
+    def populate(self, directory, names):
+        """Empty files in a directory of the mount: the untimed setup of a workload."""
+        for name in names:
+            os.close(os.open(os.path.join(directory, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
 
 class Tmpfs(Target):
     def make(self):
@@ -223,9 +228,75 @@ class ZfsFuse(Target):
             os.unlink(self.image)
 
 
-class Hammer2(Target):
-    def __init__(self, name, suite, comp=None, newfs_args=(), encrypted=False, bin_dir=None):
+class PassthroughLL(Target):
+    """libfuse's own low-level example passthrough_ll (C, libfuse 3) over a tmpfs directory:
+    the practical ceiling for a FUSE filesystem's metadata (issue 24). Built from the
+    examples libfuse3-dev installs, with its default options (cache=auto, 1 s timeouts,
+    multi-threaded loop)."""
+    EXAMPLES = "/usr/share/doc/libfuse3-dev/examples"
+
+    def __init__(self, name, suite):
         super().__init__(name, suite)
+        self.lower = self.mnt + "-lower"
+        self.binary = os.path.join(suite.workdir, "passthrough_ll")
+        self.daemon = None
+
+    def build(self):
+        if os.path.exists(self.binary):
+            return
+        source = os.path.join(self.EXAMPLES, "passthrough_ll.c")
+        if not os.path.exists(source):
+            raise RuntimeError("passthrough_ll.c not found in %s (libfuse3-dev)" % self.EXAMPLES)
+        flags = output(["pkg-config", "fuse3", "--cflags", "--libs"]).split()
+        run(["gcc", "-O2", "-D_FILE_OFFSET_BITS=64", "-I", self.EXAMPLES, source, "-o", self.binary] + flags)
+
+    def mount(self):
+        def raise_open_files():
+            import resource
+            # An O_PATH descriptor per inode the kernel knows: as many as the hard limit.
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        self.daemon = subprocess.Popen([self.binary, "-f", "-o", "source=" + self.lower, self.mnt],
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL, preexec_fn=raise_open_files)
+        wait_mounted(self.mnt, self.daemon)
+
+    def unmount(self):
+        if self.daemon:
+            run(["fusermount3", "-u", self.mnt], check=False)
+            self.daemon.wait(timeout=60)
+            self.daemon = None
+
+    def make(self):
+        self.build()
+        os.makedirs(self.lower, exist_ok=True)
+        os.makedirs(self.mnt, exist_ok=True)
+        run(["mount", "-t", "tmpfs", "-o", "size=%dm" % self.suite.space_mib, "bench", self.lower])
+        self.mount()
+        self.baseline = used_bytes(self.mnt)
+
+    def populate(self, directory, names):
+        # In the tmpfs below: through the mount, every file made would keep one of the
+        # daemon's descriptors until the kernel forgets it, past ulimit -n here (20000).
+        lower = os.path.join(self.lower, os.path.relpath(directory, self.mnt))
+        for name in names:
+            os.close(os.open(os.path.join(lower, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+
+    def cold(self):
+        # tmpfs below stays in memory; the kernel's FUSE caches and the daemon's inodes go.
+        self.unmount()
+        drop_caches()
+        self.mount()
+
+    def destroy(self):
+        self.unmount()
+        run(["umount", self.lower], check=False)
+
+
+class Hammer2(Target):
+    def __init__(self, name, suite, comp=None, newfs_args=(), encrypted=False, bin_dir=None, mount_options=()):
+        super().__init__(name, suite)
+        self.mount_options = list(mount_options)
         self.bin_dir = bin_dir
         self.comp, self.newfs_args, self.encrypted = comp, list(newfs_args), encrypted
         self.image = os.path.join(suite.workdir, name + ".h2img")
@@ -235,6 +306,7 @@ class Hammer2(Target):
 
     def mount(self):
         options = ["cache=%d" % self.suite.cache_mib] if self.suite.cache_mib else []
+        options += self.mount_options
         if self.encrypted:
             options.append("keyfile=" + self.keyfile)
         args = [self.bin("mount_hammer2"), "-f"] + (["-o", ",".join(options)] if options else [])
@@ -314,6 +386,8 @@ def make_target(name, suite):
         return LoopTarget(name, suite, "ext4", "noatime")
     if name.startswith("btrfs-"):
         return LoopTarget(name, suite, "btrfs", "noatime,compress=" + name.split("-")[1])
+    if name == "passthrough":
+        return PassthroughLL(name, suite)
     if name == "zfs-lzjb":
         return ZfsFuse(name, suite, ["compression=lzjb"])
     if name == "zfs-copies2":
@@ -329,6 +403,10 @@ def make_target(name, suite):
         if not suite.args.baseline_bin:
             raise ValueError("h2-base needs --baseline-bin DIR")
         return Hammer2(name, suite, bin_dir=suite.args.baseline_bin)
+    if name == "h2-devfuse":
+        return Hammer2(name, suite, mount_options=["nouring"])
+    if name == "h2-nowb":
+        return Hammer2(name, suite, mount_options=["nowriteback"])
     if name == "h2-zlib":
         return Hammer2(name, suite, comp="zlib:6")
     if name == "h2-enc":

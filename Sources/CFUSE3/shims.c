@@ -75,6 +75,11 @@ struct h2fuse_loop {
     // Read and written without the mutex on every request; the mutex guards the slots
     // (starting and retiring workers).
     _Atomic unsigned int alive, busy;
+    // FUSE over io_uring (uring.c): threads per CPU queue (0: /dev/fuse only), the ring once
+    // started, and whether starting it was tried.
+    unsigned int uring_threads;
+    struct h2_uring *uring;
+    int uring_tried;
 };
 
 
@@ -92,33 +97,59 @@ void h2fuse_note_waiting(int delta) { h2fuse_waiting += delta; }
 // own (libfuse passes the session's), so the state is kept per device descriptor.
 
 #define H2FUSE_MAX_FD 4096
-static _Atomic uint64_t h2fuse_init_unique[H2FUSE_MAX_FD];  // INIT request whose reply gets the flag
+static _Atomic uint64_t h2fuse_init_unique[H2FUSE_MAX_FD];  // INIT request whose reply gets flags added
+static _Atomic unsigned char h2fuse_offered[H2FUSE_MAX_FD];  // by the kernel: 1 KILLPRIV_V2, 2 OVER_IO_URING
 static _Atomic unsigned char h2fuse_killpriv_v2[H2FUSE_MAX_FD];  // negotiated on this descriptor
+static _Atomic unsigned char h2fuse_uring_wanted[H2FUSE_MAX_FD];  // the mount asks for the ring
+static _Atomic unsigned char h2fuse_uring_negotiated[H2FUSE_MAX_FD];
+
+// FUSE_OVER_IO_URING is bit 41 of the INIT flags: bit 9 of flags2 (7.42; not in Debian 12's headers).
+#define H2FUSE_OVER_IO_URING_FLAGS2 (1u << 9)
+
+// Payload buffer of a ring entry: the kernel wants max(max_write, max_pages pages), 1 MiB here.
+#define H2FUSE_URING_PAYLOAD ((size_t)1 << 20)
 
 static ssize_t h2fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
     ssize_t got = read(fd, buf, len);
     const struct fuse_in_header *in = buf;
-    if (got >= (ssize_t)(sizeof *in + 16) && in->opcode == FUSE_INIT && fd >= 0 && fd < H2FUSE_MAX_FD) {
-        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);  // major, minor, readahead, flags
-        if (init->major == 7 && init->minor >= 33 && (init->flags & FUSE_HANDLE_KILLPRIV_V2)) h2fuse_init_unique[fd] = in->unique;
+    if (got >= (ssize_t)(sizeof *in + 20) && in->opcode == FUSE_INIT && fd >= 0 && fd < H2FUSE_MAX_FD) {
+        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);  // major, minor, readahead, flags, flags2
+        unsigned char offered = 0;
+        if (init->major == 7 && init->minor >= 33 && (init->flags & FUSE_HANDLE_KILLPRIV_V2)) offered |= 1;
+        if (init->major == 7 && (init->flags & FUSE_INIT_EXT) && (init->flags2 & H2FUSE_OVER_IO_URING_FLAGS2)) offered |= 2;
+        h2fuse_offered[fd] = offered;
+        if (offered) h2fuse_init_unique[fd] = in->unique;
     }
     return got;
 }
 
 static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *userdata) {
     (void)userdata;
+    ssize_t answered;
+    if (h2fuse_uring_reply(iov, count, &answered)) return answered;
     uint64_t unique = fd >= 0 && fd < H2FUSE_MAX_FD ? h2fuse_init_unique[fd] : 0;
     if (unique != 0 && count == 2 && iov[0].iov_len == sizeof(struct fuse_out_header)) {
         const struct fuse_out_header *out = iov[0].iov_base;
         if (out->unique == unique && out->error == 0 && iov[1].iov_len >= 16 && iov[1].iov_len <= sizeof(struct fuse_init_out)) {
             struct fuse_init_out reply;
+            memset(&reply, 0, sizeof reply);
             memcpy(&reply, iov[1].iov_base, iov[1].iov_len);
-            reply.flags |= FUSE_HANDLE_KILLPRIV_V2;
-            struct iovec patched[2] = { iov[0], { &reply, iov[1].iov_len } };
+            size_t size = iov[1].iov_len;
+            unsigned char offered = h2fuse_offered[fd];
+            if (offered & 1) reply.flags |= FUSE_HANDLE_KILLPRIV_V2;
+            int uring = (offered & 2) && h2fuse_uring_wanted[fd] && size >= offsetof(struct fuse_init_out, flags2) + 4;
+            if (uring) {
+                reply.flags |= FUSE_INIT_EXT;
+                reply.flags2 |= H2FUSE_OVER_IO_URING_FLAGS2;
+            }
+            struct iovec patched[2] = { iov[0], { &reply, size } };
             h2fuse_init_unique[fd] = 0;
             ssize_t written = writev(fd, patched, 2);
-            if (written > 0) h2fuse_killpriv_v2[fd] = 1;
+            if (written > 0) {
+                h2fuse_killpriv_v2[fd] = offered & 1;
+                h2fuse_uring_negotiated[fd] = (unsigned char)uring;
+            }
             return written;
         }
     }
@@ -127,9 +158,18 @@ static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *user
 
 int h2fuse_take_over_io(struct fuse_session *se) {
     int fd = fuse_session_fd(se);
-    if (fd >= 0 && fd < H2FUSE_MAX_FD) { h2fuse_init_unique[fd] = 0; h2fuse_killpriv_v2[fd] = 0; }
+    if (fd >= 0 && fd < H2FUSE_MAX_FD) {
+        h2fuse_init_unique[fd] = 0;
+        h2fuse_killpriv_v2[fd] = 0;
+        h2fuse_offered[fd] = 0;
+        h2fuse_uring_negotiated[fd] = 0;
+    }
     const struct fuse_custom_io io = { .writev = h2fuse_io_writev, .read = h2fuse_io_read };
     return fuse_session_custom_io(se, &io, fd);
+}
+
+int h2fuse_uring_active(const struct h2fuse_loop *loop) {
+    return loop->uring != NULL && !h2fuse_uring_failed(loop->uring);
 }
 
 int h2fuse_killpriv_v2_negotiated(struct fuse_session *se) {
@@ -160,7 +200,9 @@ static uint64_t h2fuse_kill_target(const struct fuse_buf *buf) {
 static void h2fuse_reply_raw(struct fuse_session *se, uint64_t unique, int error, const void *body, size_t size) {
     struct fuse_out_header header = { .len = (uint32_t)(sizeof header + (error ? 0 : size)), .error = -error, .unique = unique };
     struct iovec iov[2] = { { &header, sizeof header }, { (void *)body, error ? 0 : size } };
-    ssize_t ignored = writev(fuse_session_fd(se), iov, error ? 1 : 2);
+    ssize_t ignored;
+    if (h2fuse_uring_reply(iov, error ? 1 : 2, &ignored)) return;  // a request from a ring
+    ignored = writev(fuse_session_fd(se), iov, error ? 1 : 2);
     (void)ignored;  // the kernel may have dropped the request (interrupted): nothing to do
 }
 
@@ -203,6 +245,20 @@ static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf)
     attr->blksize = st->st_blksize;
     out.open.open_flags = FOPEN_KEEP_CACHE;
     h2fuse_reply_raw(loop->se, in->unique, error, &out, sizeof out);
+}
+
+// One request, from /dev/fuse or a ring (uring.c): FUSE_TMPFILE here, the rest to libfuse.
+void h2fuse_dispatch(struct h2fuse_loop *loop, const struct fuse_buf *buf) {
+    const struct fuse_in_header *in = buf->mem;
+    int in_memory = !(buf->flags & FUSE_BUF_IS_FD) && buf->size >= sizeof *in;
+    if (in_memory && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
+        h2fuse_tmpfile(loop, buf);
+    } else {
+        uint64_t kill = in_memory && loop->kill_privileges && h2fuse_killpriv_v2_negotiated(loop->se)
+            ? h2fuse_kill_target(buf) : 0;
+        if (kill != 0) loop->kill_privileges(loop->userdata, kill);
+        fuse_session_process_buf(loop->se, buf);
+    }
 }
 
 static void *h2fuse_worker(void *argument);
@@ -248,16 +304,7 @@ static void *h2fuse_worker(void *argument) {
             if (loop->busy == loop->alive && !fuse_session_exited(loop->se)) h2fuse_spawn_locked(loop);
             pthread_mutex_unlock(&loop->mutex);
         }
-        const struct fuse_in_header *in = buf.mem;
-        int in_memory = !(buf.flags & FUSE_BUF_IS_FD) && buf.size >= sizeof *in;
-        if (in_memory && in->opcode == FUSE_TMPFILE && loop->tmpfile) {
-            h2fuse_tmpfile(loop, &buf);
-        } else {
-            uint64_t kill = in_memory && loop->kill_privileges && h2fuse_killpriv_v2_negotiated(loop->se)
-                ? h2fuse_kill_target(&buf) : 0;
-            if (kill != 0) loop->kill_privileges(loop->userdata, kill);
-            fuse_session_process_buf(loop->se, &buf);
-        }
+        h2fuse_dispatch(loop, &buf);
         busy = --loop->busy;
         if (loop->alive - busy <= loop->threads) continue;
         pthread_mutex_lock(&loop->mutex);
@@ -278,12 +325,16 @@ static void *h2fuse_worker(void *argument) {
     return NULL;
 }
 
-struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
-                                    h2fuse_kill_privileges_handler kill_privileges, void *userdata) {
+struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int threads, unsigned int uring_threads,
+                                    h2fuse_tmpfile_handler tmpfile, h2fuse_kill_privileges_handler kill_privileges,
+                                    void *userdata) {
     struct h2fuse_loop *loop = calloc(1, sizeof *loop);
     if (loop == NULL) return NULL;
     *loop = (struct h2fuse_loop){ .se = se, .tmpfile = tmpfile, .kill_privileges = kill_privileges, .userdata = userdata,
-                                  .threads = threads < 1 ? 1 : (threads > H2FUSE_MAX_WORKERS ? H2FUSE_MAX_WORKERS : threads) };
+                                  .threads = threads < 1 ? 1 : (threads > H2FUSE_MAX_WORKERS ? H2FUSE_MAX_WORKERS : threads),
+                                  .uring_threads = uring_threads };
+    int fd = fuse_session_fd(se);
+    if (fd >= 0 && fd < H2FUSE_MAX_FD) h2fuse_uring_wanted[fd] = uring_threads > 0;
     if (sem_init(&loop->finished, 0, 0) != 0) { free(loop); return NULL; }
     if (pthread_mutex_init(&loop->mutex, NULL) != 0) { sem_destroy(&loop->finished); free(loop); return NULL; }
     return loop;
@@ -315,8 +366,18 @@ int h2fuse_loop_run(struct h2fuse_loop *loop) {
             h2fuse_spawn_locked(loop);
         }
         pthread_mutex_unlock(&loop->mutex);
+        // INIT answered with FUSE_OVER_IO_URING: the kernel holds new requests until every
+        // CPU's queue has an entry.
+        int fd = fuse_session_fd(se);
+        if (!loop->uring_tried && fd >= 0 && fd < H2FUSE_MAX_FD && h2fuse_uring_negotiated[fd]) {
+            loop->uring_tried = 1;
+            loop->uring = h2fuse_uring_start(loop, se, loop->uring_threads, H2FUSE_URING_PAYLOAD);
+            if (loop->uring == NULL) h2fuse_uring_refuse(se);
+        }
     }
     fuse_session_exit(se);
+    h2fuse_uring_stop(loop->uring);
+    loop->uring = NULL;
     // Requests being served finish first (a worker cancelled inside the filesystem could
     // leave its locks held); the others wait in read(), where cancelling them is safe.
     for (int waited = 0; waited < 10000; waited++) {

@@ -12,13 +12,19 @@ extension MountedPFS {
         guard !name.isEmpty, name.count < HAMMER2.inodeMaxName else { return nil }
         if let key = dir.addedNames[name], let entry = dir.entryChanges[key] ?? nil { return entry }
         guard dir.flushedBref != nil else { return nil }
-        do {
-            let found = try disk.lookup(in: dir.flushedInode, name: name)
-            if dir.entryChanges[found.key] != nil { return nil }  // removed or replaced since
-            return found
-        } catch EngineError.notFound {
-            return nil
+        let found: DirectoryEntry?
+        if let cached = dir.diskNames.lookup(name) {
+            found = cached
+        } else {
+            do {
+                found = try disk.lookup(in: dir.flushedInode, name: name)
+            } catch EngineError.notFound {
+                found = nil
+            }
+            dir.diskNames.remember(name, found)
         }
+        guard let found, dir.entryChanges[found.key] == nil else { return nil }  // or removed or replaced since
+        return found
     }
 
     /// Visits the entries of `dir` in key order from readdir cookie `cookie`.

@@ -253,12 +253,19 @@ public final class MutableFilesystem: @unchecked Sendable {
 
     /// Changed inodes held in memory before a flush writes them (as `dirtyLimit` bounds
     /// dirty data): creating a million files must not hold a million nodes until the timer.
-    public var changedNodeLimit = 4096
+    /// A quarter of it asks the background flusher, so that the operation that reaches the
+    /// limit rarely has to flush itself.
+    public var changedNodeLimit = 8192
 
     /// Whether `more` bytes of new data still fit; flushes first when it is close, or when
     /// too many inodes have changes (every namespace change passes here).
     func ensureSpace(for more: UInt64) throws {
-        if mounted.values.reduce(0, { $0 + $1.changedNodes }) > changedNodeLimit { try flushLocked(midOperation: true) }
+        let changed = mounted.values.reduce(0, { $0 + $1.changedNodes })
+        if changed > changedNodeLimit {
+            try flushLocked(midOperation: true)
+        } else if changed > changedNodeLimit / 4 {
+            requestFlush()
+        }
         if allocator.freeBytes >= pendingBytes + more + reserveBytes { return }
         try flushLocked(midOperation: true)
         guard allocator.freeBytes >= pendingBytes + more + reserveBytes else {

@@ -13,9 +13,12 @@ final class Node {
 
     // What the last flush left on disk.
     /// The inode's blockref in its parent tree; nil until the inode is first flushed.
-    var flushedBref: Blockref?
+    var flushedBref: Blockref? { didSet { diskNames.forget() } }
     /// The embedded data or blockset the on-disk inode holds.
-    var flushedContent: InodeContent
+    var flushedContent: InodeContent { didSet { diskNames.forget() } }
+    /// Directories: names recently looked up in the on-disk tree and what they found
+    /// there, valid until that tree changes (the two fields above).
+    var diskNames = DiskNameCache()
     /// The file size the on-disk tree was written for.
     var flushedSize: UInt64
 
@@ -238,5 +241,38 @@ extension InodeContent {
     var blockset: [Blockref] {
         if case let .blockset(refs) = self { return refs }
         return []
+    }
+}
+
+/// Results of name lookups in a directory's on-disk tree (an entry, or nil for a name not
+/// there), so that the LOOKUP the kernel sends before a rename, link, unlink or create and
+/// the operation itself walk the tree once. Two generations bound it: the names of the
+/// last 8,192 to 16,384 lookups stay.
+struct DiskNameCache {
+    private static let generation = 8_192
+    private var young: [[UInt8]: DirectoryEntry?] = [:]
+    private var old: [[UInt8]: DirectoryEntry?] = [:]
+
+    /// `.some(entry or nil)` when `name` was looked up since the tree last changed.
+    mutating func lookup(_ name: [UInt8]) -> DirectoryEntry?? {
+        if let hit = young[name] { return .some(hit) }
+        guard let hit = old[name] else { return nil }
+        remember(name, hit)
+        return .some(hit)
+    }
+
+    mutating func remember(_ name: [UInt8], _ entry: DirectoryEntry?) {
+        young[name] = .some(entry)
+        if young.count >= Self.generation {
+            old = young
+            young = [:]
+        }
+    }
+
+    mutating func forget() {
+        if !young.isEmpty || !old.isEmpty {
+            young = [:]
+            old = [:]
+        }
     }
 }

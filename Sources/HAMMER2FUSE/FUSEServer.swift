@@ -25,6 +25,10 @@ public struct MountOptions: Sendable {
     /// Twice the CPUs: more threads on few cores contend on the engine's locks (16 threads on 2
     /// cores served a third of the random reads 4 did).
     public var maxThreads = UInt32(max(2, 2 * ProcessInfo.processInfo.activeProcessorCount))
+    /// FUSE over io_uring when the kernel offers it (fuse's enable_uring parameter): this
+    /// many threads per CPU queue take requests from their rings; /dev/fuse otherwise.
+    /// 0 reads /dev/fuse only (docs/architecture.md, "FUSE over io_uring").
+    public var uringThreads: UInt32 = 2
     /// Seconds the kernel may cache attributes and names (every change goes through this mount).
     public var cacheTimeout: Double = 60
     /// Kernel readahead for the mount in KiB (0: leave the kernel's default of 128).
@@ -107,7 +111,7 @@ public final class FUSEServer: Sendable {
         }
         // To offer FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not know (shims.c).
         guard h2fuse_take_over_io(created) == 0,
-              let loop = h2fuse_loop_new(created, options.maxThreads, FUSEOperations.temporaryFile,
+              let loop = h2fuse_loop_new(created, options.maxThreads, options.uringThreads, FUSEOperations.temporaryFile,
                                          FUSEOperations.killPrivileges, userdata) else {
             fuse_session_unmount(created)
             fuse_session_destroy(created)

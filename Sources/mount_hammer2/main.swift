@@ -29,6 +29,9 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 (memory for file data: block cache and, half of it up to 512,
                 data written but not yet flushed; default 1/32 of RAM, 64 to 1024),
                 threads=<n> (default: two per CPU),
+                uring[=<n>] (FUSE over io_uring where the kernel offers it: Linux
+                6.14+ with the fuse module's enable_uring=Y; <n> threads per CPU,
+                default 2; the default), nouring (/dev/fuse only),
                 readahead=<KiB> (default 1024, 0 = kernel default; needs root),
                 flush=<seconds> (background flush interval, default 5),
                 dirtymax=<MiB> (dirty pages the kernel may cache for the mount,
@@ -89,6 +92,7 @@ func main() -> Int32 {
     // One FUSE worker per CPU: more only switch contexts around the filesystem lock.
     let defaults = MountOptions(mountpoint: "", fsname: "")
     var threads = defaults.maxThreads
+    var uringThreads = defaults.uringThreads
     var allowOther = false
     var readaheadKiB = 1024
     var readOnly = false
@@ -130,6 +134,8 @@ func main() -> Int32 {
                 case "rollback-ok": rollbackAccepted = true
                 case "fsync=log": fsyncThroughLog = true
                 case "fsync=flush": fsyncThroughLog = false
+                case "uring": uringThreads = 2
+                case "nouring": uringThreads = 0
                 default:
                     if option.hasPrefix("cache=") {
                         guard let value = Int(option.dropFirst(6)), value >= 1, value <= 65_536 else {
@@ -170,6 +176,12 @@ func main() -> Int32 {
                         traceMask = mask
                     } else if option.hasPrefix("keyfile=") {
                         keyFile = String(option.dropFirst(8))
+                    } else if option.hasPrefix("uring=") {
+                        guard let value = UInt32(option.dropFirst(6)), value >= 1, value <= 64 else {
+                            printError("mount_hammer2", "uring=<n> wants a number of threads per CPU from 1 to 64")
+                            return ExitCode.usage.rawValue
+                        }
+                        uringThreads = value
                     } else if option.hasPrefix("threads=") {
                         guard let value = UInt32(option.dropFirst(8)), value >= 1, value <= 256 else {
                             printError("mount_hammer2", "threads=<n> wants a number from 1 to 256")
@@ -210,6 +222,7 @@ func main() -> Int32 {
     options.allowOther = allowOther
     options.extraOptions = extra
     options.maxThreads = threads
+    options.uringThreads = uringThreads
     options.readaheadKiB = readaheadKiB
     options.writebackCache = writeback
     options.automaticReclaim = reclaim

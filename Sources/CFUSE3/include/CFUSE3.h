@@ -7,6 +7,7 @@
 #include <fuse3/fuse_lowlevel.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/uio.h>
 
 
 // The request loop (shims.c): `threads` workers; FUSE_TMPFILE requests (which libfuse 3.14
@@ -23,8 +24,23 @@ typedef int (*h2fuse_tmpfile_handler)(void *userdata, uint64_t parent, uint32_t 
                                       uint32_t umask, uint32_t flags, struct h2fuse_tmpfile_result *result);
 typedef void (*h2fuse_kill_privileges_handler)(void *userdata, uint64_t inode);
 struct h2fuse_loop;
-struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int threads, h2fuse_tmpfile_handler tmpfile,
-                                    h2fuse_kill_privileges_handler kill_privileges, void *userdata);
+// `uring_threads` > 0 asks the kernel for FUSE over io_uring (uring.c) with that many
+// threads per CPU queue; /dev/fuse serves when the kernel does not offer it.
+struct h2fuse_loop *h2fuse_loop_new(struct fuse_session *se, unsigned int threads, unsigned int uring_threads,
+                                    h2fuse_tmpfile_handler tmpfile, h2fuse_kill_privileges_handler kill_privileges,
+                                    void *userdata);
+// Whether requests come through io_uring (after INIT).
+int h2fuse_uring_active(const struct h2fuse_loop *loop);
+
+// FUSE over io_uring (uring.c), used by the loop.
+struct h2_uring;
+struct h2_uring *h2fuse_uring_start(struct h2fuse_loop *loop, struct fuse_session *se, unsigned int threads_per_queue,
+                                    size_t payload_size);
+void h2fuse_dispatch(struct h2fuse_loop *loop, const struct fuse_buf *buf);
+void h2fuse_uring_stop(struct h2_uring *uring);
+int h2fuse_uring_failed(const struct h2_uring *uring);
+void h2fuse_uring_refuse(struct fuse_session *se);
+int h2fuse_uring_reply(const struct iovec *iov, int count, ssize_t *written);
 // Serves until the kernel ends the session (unmount) or h2fuse_loop_stop; then resets it.
 int h2fuse_loop_run(struct h2fuse_loop *loop);
 // Ends h2fuse_loop_run from any thread (a signal, the daemon stopping every mount).
