@@ -309,7 +309,10 @@ extension MutableFilesystem {
             let edit = try direntEdit(node, methods: methods, tid: tid, sink: sink, keys: pfs.keys, copies: copies)
             let blockset = try editor.apply(edit, to: node.flushedContent.blockset)
             commits.append {
+                // Lookups of names the flush did not change find the same in the new tree.
+                let kept = node.diskNames.keeping(changedKeys: Set(node.entryChanges.keys), addedNames: node.addedNames.keys)
                 node.flushedContent = .blockset(blockset)
+                node.diskNames = kept
                 node.clearEntryChanges()
                 node.dirty = false
             }

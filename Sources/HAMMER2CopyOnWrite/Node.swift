@@ -13,11 +13,11 @@ final class Node {
 
     // What the last flush left on disk.
     /// The inode's blockref in its parent tree; nil until the inode is first flushed.
-    var flushedBref: Blockref? { didSet { diskNames.forget() } }
+    var flushedBref: Blockref?
     /// The embedded data or blockset the on-disk inode holds.
     var flushedContent: InodeContent { didSet { diskNames.forget() } }
     /// Directories: names recently looked up in the on-disk tree and what they found
-    /// there, valid until that tree changes (the two fields above).
+    /// there, valid until that tree changes (`commitEntryChanges` keeps what stays true).
     var diskNames = DiskNameCache()
     /// The file size the on-disk tree was written for.
     var flushedSize: UInt64
@@ -267,6 +267,22 @@ struct DiskNameCache {
             old = young
             young = [:]
         }
+    }
+
+    /// What stays true once the entry changes at `changedKeys` (names `addedNames` among
+    /// them) are in the on-disk tree: every other name found, or not found, as before.
+    func keeping(changedKeys: Set<UInt64>, addedNames: Dictionary<[UInt8], UInt64>.Keys) -> DiskNameCache {
+        var kept = self
+        if changedKeys.isEmpty || young.count + old.count == 0 { return kept }
+        if changedKeys.count > young.count + old.count { return DiskNameCache() }  // cheaper to look up again
+        func stays(_ name: [UInt8], _ entry: DirectoryEntry?) -> Bool { entry.map { !changedKeys.contains($0.key) } ?? true }
+        kept.young = young.filter { stays($0.key, $0.value) }
+        kept.old = old.filter { stays($0.key, $0.value) }
+        for name in addedNames {
+            kept.young[name] = nil
+            kept.old[name] = nil
+        }
+        return kept
     }
 
     mutating func forget() {
