@@ -88,6 +88,8 @@ static _Atomic int h2fuse_waiting;
 
 void h2fuse_note_waiting(int delta) { h2fuse_waiting += delta; }
 
+int h2fuse_waiting_count(void) { return h2fuse_waiting; }
+
 // --- FUSE_HANDLE_KILLPRIV_V2 -----------------------------------------------------------
 // libfuse 3.14 does not know this INIT flag (3.16 does). Without it the kernel keeps SB_NOSEC
 // off for a mount that has xattrs, and then asks for security.capability before every
@@ -366,6 +368,7 @@ int h2fuse_loop_run(struct h2fuse_loop *loop) {
             h2fuse_spawn_locked(loop);
         }
         pthread_mutex_unlock(&loop->mutex);
+        h2fuse_uring_tick(loop->uring);
         // INIT answered with FUSE_OVER_IO_URING: the kernel holds new requests until every
         // CPU's queue has an entry.
         int fd = fuse_session_fd(se);

@@ -75,14 +75,23 @@ struct h2_uring_thread {
     int replied;
 };
 
+// Threads a queue may grow to while some wait (for a flush, for space), as the /dev/fuse
+// pool of shims.c does: requests from that CPU must not queue behind the waiting ones.
+#define H2_URING_MAX_PER_QUEUE 16
+
 struct h2_uring {
     struct h2fuse_loop *loop;
     struct fuse_session *se;
     int fd;
     int stop_fd;
-    unsigned int prepared;  // threads[] slots with resources
-    unsigned int count;     // threads started
+    unsigned int queues;
+    size_t payload_size;
     atomic_int failed;
+    pthread_mutex_t mutex;     // guards `prepared`, `started` and the slots
+    unsigned int prepared;     // threads[] slots with resources
+    unsigned int started;      // threads started (the first `started` slots)
+    int stopping;              // no thread is added any more
+    _Atomic unsigned int *alive, *busy;  // per queue
     struct h2_uring_thread threads[];
 };
 
@@ -106,8 +115,9 @@ int h2fuse_uring_reply(const struct iovec *iov, int count, ssize_t *written) {
     }
     size_t at = 0;
     for (int i = 1; i < count; i++) {
-        // A reply may point into the request's own buffer (memmove, not memcpy).
-        memmove(payload + at, iov[i].iov_base, iov[i].iov_len);
+        // A reply may point into the request's own buffer (memmove, not memcpy), or be
+        // there already (a read served through h2fuse_uring_payload).
+        if (iov[i].iov_base != payload + at) memmove(payload + at, iov[i].iov_base, iov[i].iov_len);
         at += iov[i].iov_len;
     }
     struct fuse_out_header header = *out;
@@ -117,6 +127,13 @@ int h2fuse_uring_reply(const struct iovec *iov, int count, ssize_t *written) {
     self->replied = 1;
     *written = (ssize_t)(sizeof header + length);
     return 1;
+}
+
+void *h2fuse_uring_payload(size_t *capacity) {
+    struct h2_uring_thread *self = h2_uring_current;
+    if (self == NULL || self->replied) return NULL;
+    *capacity = self->payload_size;
+    return self->area + H2_URING_LEAD;
 }
 
 static int h2_uring_submit_command(struct h2_uring_thread *self, uint32_t command, uint64_t commit_id) {
@@ -166,8 +183,11 @@ static void h2_uring_serve(struct h2_uring_thread *self) {
     }
 }
 
+static int h2_uring_add_locked(struct h2_uring *uring, unsigned int qid);
+
 static void *h2_uring_worker(void *argument) {
     struct h2_uring_thread *self = argument;
+    struct h2_uring *uring = self->owner;
     // As the /dev/fuse workers: the daemon's signal pipe takes these; SIGBUS (a trace
     // segment truncated under the daemon, CAtomicMemory) must stay deliverable.
     sigset_t blocked;
@@ -184,9 +204,9 @@ static void *h2_uring_worker(void *argument) {
     sched_setaffinity(0, sizeof cpus, &cpus);
     // The stop eventfd: readable once the loop ends.
     struct io_uring_sqe *poll = io_uring_get_sqe(&self->ring);
-    io_uring_prep_poll_add(poll, self->owner->stop_fd, POLLIN);
+    io_uring_prep_poll_add(poll, uring->stop_fd, POLLIN);
     io_uring_sqe_set_data64(poll, 2);
-    if (h2_uring_submit_command(self, H2_URING_CMD_REGISTER, 0) != 0) { self->owner->failed = 1; return NULL; }
+    if (h2_uring_submit_command(self, H2_URING_CMD_REGISTER, 0) != 0) { uring->failed = 1; return NULL; }
     for (;;) {
         int submitted = io_uring_submit_and_wait(&self->ring, 1);
         if (submitted < 0 && submitted != -EINTR) break;
@@ -202,10 +222,13 @@ static void *h2_uring_worker(void *argument) {
             continue;
         }
         if (result < 0) {  // ENOTCONN at unmount; anything else stops the ring too
-            if (result != -ENOTCONN) self->owner->failed = 1;
+            if (result != -ENOTCONN) uring->failed = 1;
             break;
         }
+        unsigned int busy = ++uring->busy[self->qid];
+        if (busy >= uring->alive[self->qid]) h2fuse_uring_tick(uring);
         h2_uring_serve(self);
+        --uring->busy[self->qid];
         if (h2_uring_submit_command(self, H2_URING_CMD_COMMIT_AND_FETCH, self->header->ring_ent_in_out.commit_id) != 0) break;
     }
     return NULL;
@@ -217,47 +240,67 @@ static void h2_uring_free_thread(struct h2_uring_thread *self) {
     if (self->area) munmap(self->area, H2_URING_LEAD + self->payload_size);
 }
 
+// With the mutex held: a thread for queue `qid` in the next slot. Returns 0 or -1.
+static int h2_uring_add_locked(struct h2_uring *uring, unsigned int qid) {
+    if (uring->stopping || uring->prepared >= uring->queues * H2_URING_MAX_PER_QUEUE || uring->started != uring->prepared) return -1;
+    struct h2_uring_thread *self = &uring->threads[uring->prepared++];
+    self->owner = uring;
+    self->qid = qid;
+    self->payload_size = uring->payload_size;
+    struct io_uring_params params;
+    memset(&params, 0, sizeof params);
+    params.flags = IORING_SETUP_SQE128;
+    if (io_uring_queue_init_params(4, &self->ring, &params) != 0) return -1;
+    self->ring_ready = 1;
+    // Page-aligned buffers, touched only as far as requests fill them.
+    void *header = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *area = mmap(NULL, H2_URING_LEAD + self->payload_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    self->header = header == MAP_FAILED ? NULL : header;
+    self->area = area == MAP_FAILED ? NULL : area;
+    if (self->header == NULL || self->area == NULL) return -1;
+    self->iov[0] = (struct iovec){ self->header, sizeof(struct h2_uring_req_header) };
+    self->iov[1] = (struct iovec){ self->area + H2_URING_LEAD, self->payload_size };
+    uring->alive[qid]++;
+    if (pthread_create(&self->thread, NULL, h2_uring_worker, self) != 0) {
+        uring->alive[qid]--;
+        return -1;
+    }
+    uring->started++;
+    return 0;
+}
+
+void h2fuse_uring_tick(struct h2_uring *uring) {
+    if (uring == NULL || h2fuse_waiting_count() <= 0) return;
+    pthread_mutex_lock(&uring->mutex);
+    for (unsigned int qid = 0; qid < uring->queues; qid++) {
+        if (uring->busy[qid] >= uring->alive[qid] && uring->alive[qid] < H2_URING_MAX_PER_QUEUE) h2_uring_add_locked(uring, qid);
+    }
+    pthread_mutex_unlock(&uring->mutex);
+}
+
 struct h2_uring *h2fuse_uring_start(struct h2fuse_loop *loop, struct fuse_session *se, unsigned int threads_per_queue,
                                     size_t payload_size) {
     unsigned int queues = (unsigned int)get_nprocs_conf();
     if (threads_per_queue < 1) threads_per_queue = 1;
-    unsigned int count = queues * threads_per_queue;
-    struct h2_uring *uring = calloc(1, sizeof *uring + count * sizeof(struct h2_uring_thread));
+    if (threads_per_queue > H2_URING_MAX_PER_QUEUE) threads_per_queue = H2_URING_MAX_PER_QUEUE;
+    size_t slots = (size_t)queues * H2_URING_MAX_PER_QUEUE;
+    struct h2_uring *uring = calloc(1, sizeof *uring + slots * sizeof(struct h2_uring_thread));
     if (uring == NULL) return NULL;
     uring->loop = loop;
     uring->se = se;
     uring->fd = fuse_session_fd(se);
+    uring->queues = queues;
+    uring->payload_size = payload_size;
+    uring->alive = calloc(queues, sizeof *uring->alive);
+    uring->busy = calloc(queues, sizeof *uring->busy);
     uring->stop_fd = eventfd(0, EFD_CLOEXEC);
-    if (uring->stop_fd < 0) { free(uring); return NULL; }
-    int error = 0;
-    for (unsigned int i = 0; i < count && !error; i++) {
-        struct h2_uring_thread *self = &uring->threads[i];
-        uring->prepared = i + 1;
-        self->owner = uring;
-        self->qid = i % queues;
-        self->payload_size = payload_size;
-        struct io_uring_params params;
-        memset(&params, 0, sizeof params);
-        params.flags = IORING_SETUP_SQE128;
-        if (io_uring_queue_init_params(4, &self->ring, &params) != 0) { error = 1; break; }
-        self->ring_ready = 1;
-        // Page-aligned buffers: the kernel pins them.
-        self->header = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        self->area = mmap(NULL, H2_URING_LEAD + payload_size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        if (self->header == MAP_FAILED || self->area == MAP_FAILED) {
-            if (self->header == MAP_FAILED) self->header = NULL;
-            if (self->area == MAP_FAILED) self->area = NULL;
-            error = 1;
-            break;
-        }
-        self->iov[0] = (struct iovec){ self->header, sizeof(struct h2_uring_req_header) };
-        self->iov[1] = (struct iovec){ self->area + H2_URING_LEAD, payload_size };
+    pthread_mutex_init(&uring->mutex, NULL);
+    int error = uring->alive == NULL || uring->busy == NULL || uring->stop_fd < 0;
+    pthread_mutex_lock(&uring->mutex);
+    for (unsigned int i = 0; i < threads_per_queue && !error; i++) {
+        for (unsigned int qid = 0; qid < queues && !error; qid++) error = h2_uring_add_locked(uring, qid) != 0;
     }
-    uring->count = 0;
-    for (unsigned int i = 0; i < count && !error; i++) {
-        if (pthread_create(&uring->threads[i].thread, NULL, h2_uring_worker, &uring->threads[i]) != 0) error = 1;
-        else uring->count = i + 1;  // threads started end at the stop below
-    }
+    pthread_mutex_unlock(&uring->mutex);
     if (error) {
         h2fuse_uring_stop(uring);
         return NULL;
@@ -269,12 +312,21 @@ int h2fuse_uring_failed(const struct h2_uring *uring) { return uring != NULL && 
 
 void h2fuse_uring_stop(struct h2_uring *uring) {
     if (uring == NULL) return;
-    uint64_t one = 1;
-    ssize_t ignored = write(uring->stop_fd, &one, sizeof one);
-    (void)ignored;
-    for (unsigned int i = 0; i < uring->count; i++) pthread_join(uring->threads[i].thread, NULL);
-    for (unsigned int i = 0; i < uring->prepared; i++) h2_uring_free_thread(&uring->threads[i]);
-    close(uring->stop_fd);
+    if (uring->stop_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t ignored = write(uring->stop_fd, &one, sizeof one);
+        (void)ignored;
+    }
+    pthread_mutex_lock(&uring->mutex);
+    uring->stopping = 1;
+    unsigned int started = uring->started, prepared = uring->prepared;
+    pthread_mutex_unlock(&uring->mutex);
+    for (unsigned int i = 0; i < started; i++) pthread_join(uring->threads[i].thread, NULL);
+    for (unsigned int i = 0; i < prepared; i++) h2_uring_free_thread(&uring->threads[i]);
+    if (uring->stop_fd >= 0) close(uring->stop_fd);
+    pthread_mutex_destroy(&uring->mutex);
+    free(uring->alive);
+    free(uring->busy);
     free(uring);
 }
 

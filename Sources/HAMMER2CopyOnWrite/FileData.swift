@@ -19,6 +19,30 @@ struct ReadPlan {
     var pieces: [Piece] = []
     var inode: InodeData
 
+    /// The bytes the plan covers, into `output` (as large as the request); returns how many.
+    func execute(pfs: MountedPFS, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        var at = 0
+        for piece in pieces {
+            switch piece {
+            case let .bytes(bytes):
+                let count = min(bytes.count, output.count - at)
+                bytes.withUnsafeBytes { (output.baseAddress! + at).copyMemory(from: $0.baseAddress!, byteCount: count) }
+                at += count
+            case let .zeros(count):
+                let count = min(count, output.count - at)
+                UnsafeMutableRawBufferPointer(rebasing: output[at..<(at + count)]).initializeMemory(as: UInt8.self, repeating: 0)
+                at += count
+            case let .disk(offset, count):
+                let count = min(count, output.count - at)
+                let target = UnsafeMutableRawBufferPointer(rebasing: output[at..<(at + count)])
+                let got = try pfs.disk.read(inode, offset: offset, into: target)
+                if got < count { UnsafeMutableRawBufferPointer(rebasing: target[got...]).initializeMemory(as: UInt8.self, repeating: 0) }
+                at += count
+            }
+        }
+        return at
+    }
+
     func execute(pfs: MountedPFS) throws -> [UInt8] {
         var out: [UInt8] = []
         for piece in pieces {

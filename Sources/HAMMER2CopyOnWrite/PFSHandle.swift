@@ -577,6 +577,17 @@ public final class PFSHandle: @unchecked Sendable {
         return try plan.execute(pfs: pfs)
     }
 
+    /// As `read`, into `output` (a reply buffer of `count` bytes or more); returns how many.
+    public func read(_ inum: UInt64, offset: UInt64, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        let plan = try locked { () -> ReadPlan in
+            let plan = try pfs.readPlan(try pfs.node(inum), offset: offset, count: output.count)
+            fs.readsInFlight.add(1, ordering: .relaxed)
+            return plan
+        }
+        defer { fs.readsInFlight.subtract(1, ordering: .relaxed) }
+        return try plan.execute(pfs: pfs, into: output)
+    }
+
     public func write(_ inum: UInt64, offset: UInt64, _ bytes: UnsafeRawBufferPointer) throws -> Int {
         try writable()
         // Past the dirty limit the writer flushes (or waits for the flush running), with
@@ -584,7 +595,13 @@ public final class PFSHandle: @unchecked Sendable {
         if fs.dirtyEstimate.load(ordering: .relaxed) + bytes.count > fs.dirtyLimit { try fs.flushForDirtyLimit() }
         // Large writes (a stream's) take a writer slot: they keep a processor busy copying.
         let large = bytes.count >= Int(logicalBlockBytes)
-        if large { fs.writerSlots.wait() }
+        if large, fs.writerSlots.wait(timeout: .now()) == .timedOut {
+            // Waiting counts as waiting for a flush: the request loops start another
+            // thread, so that a small request does not queue behind the stream.
+            fs.waitingForFlush?(1)
+            fs.writerSlots.wait()
+            fs.waitingForFlush?(-1)
+        }
         defer { if large { fs.writerSlots.signal() } }
         let prepared = MountedPFS.WholeBlocks(at: offset, bytes)
         return try lockedWaitingForSpace {

@@ -21,6 +21,9 @@ public protocol BlockDevice: Sendable {
     func writeDurably(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws
     /// Looks at the device's size again (after the image or partition was enlarged).
     func refreshSize() throws -> UInt64
+    /// A hint that `count` bytes at `offset` will be read soon (the device may start reading
+    /// them now); nothing may depend on it.
+    func willNeed(_ count: Int, at offset: UInt64)
 }
 
 extension BlockDevice {
@@ -36,6 +39,8 @@ extension BlockDevice {
     }
 
     public func refreshSize() throws -> UInt64 { size }
+
+    public func willNeed(_ count: Int, at offset: UInt64) {}
 }
 
 extension BlockDevice {
@@ -129,6 +134,10 @@ public final class FileBlockDevice: BlockDevice {
             if n == 0 { throw EngineError.shortRead(device: name, offset: offset, wanted: buffer.count, got: done) }
             done += n
         }
+    }
+
+    public func willNeed(_ count: Int, at offset: UInt64) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(count), POSIX_FADV_WILLNEED)
     }
 
     public func write(_ buffer: UnsafeRawBufferPointer, at offset: UInt64) throws {

@@ -15,6 +15,9 @@ public struct BlockTree: Sendable {
 
     public init(reader: BlockReader) { self.reader = reader }
 
+    /// Sibling indirect blocks a walk asks the device for ahead of itself.
+    static let prefetchDistance = 16
+
     /// Visits, in key order, every leaf blockref whose key range overlaps [first, last].
     /// `visit` returns false to stop; the function then returns false too.
     @discardableResult
@@ -40,9 +43,15 @@ public struct BlockTree: Sendable {
             let mid = (low + high) / 2
             if ordered[mid].keyEnd < first { low = mid + 1 } else { high = mid }
         }
-        for bref in ordered[low...] {
+        var prefetched = low
+        for (index, bref) in zip(ordered[low...].indices, ordered[low...]) {
             if bref.key > last { break }
             if bref.type == .indirect || bref.type == .freemapNode {
+                // A walk across several indirect blocks: have the next ones read meanwhile.
+                if index >= prefetched, index + 1 < ordered.count, ordered[index + 1].key <= last {
+                    prefetched = min(ordered.count, index + Self.prefetchDistance)
+                    reader.prefetch(ordered[(index + 1)..<prefetched])
+                }
                 let children = try reader.orderedChildBlockrefs(bref)
                 if try !walkOrdered(children, first, last, depth: depth + 1, visit) { return false }
             } else if try !visit(bref) {

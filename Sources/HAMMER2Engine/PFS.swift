@@ -217,19 +217,33 @@ public final class PFS: Sendable {
     public func read(_ inode: InodeData, offset: UInt64, count: Int) throws -> [UInt8] {
         let size = inode.meta.size
         guard offset < size, count > 0 else { return [] }
-        let end = offset + min(UInt64(count), size - offset)
+        let total = Int(min(UInt64(count), size - offset))
+        return try [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+            initialized = try read(inode, offset: offset, into: UnsafeMutableRawBufferPointer(buffer))
+        }
+    }
+
+    /// Reads up to `output.count` bytes at `offset` into `output` (a FUSE reply buffer);
+    /// returns how many (fewer at the end of the file). On an error `output` holds nothing
+    /// that may be used.
+    public func read(_ inode: InodeData, offset: UInt64, into output: UnsafeMutableRawBufferPointer) throws -> Int {
+        let size = inode.meta.size
+        guard offset < size, output.count > 0 else { return 0 }
+        let end = offset + min(UInt64(output.count), size - offset)
         switch inode.content {
         case let .embedded(bytes):
             guard size <= UInt64(HAMMER2.embeddedBytes) else {
                 throw EngineError.corrupt("inode \(inode.meta.inum) has embedded data but size \(size)")
             }
-            return Array(bytes[Int(offset)..<Int(end)])
+            bytes[Int(offset)..<Int(end)].withUnsafeBytes { output.copyMemory(from: $0) }
+            return Int(end - offset)
         case let .blockset(refs):
             // Not zeroed up front (a 1 MiB memset per large read): the ranges blocks fill are
             // recorded, and only what none filled (holes, short blocks) is zeroed at the end.
             // On an error the buffer is dropped unread.
             let total = Int(end - offset)
-            var out = [UInt8](unsafeUninitializedCapacity: total) { _, initialized in initialized = total }
+            let out = UnsafeMutableRawBufferPointer(rebasing: output[0..<total])
+            func withOut<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R { try body(out) }
             var filled: [Range<Int>] = []
             /// Copies a block's logical content into its place in `out`.
             func place(_ data: [UInt8], of bref: Blockref) {
@@ -242,7 +256,7 @@ public final class PFS: Sendable {
                 let copyEnd = min(blockEnd, end)
                 guard copyStart < copyEnd else { return }
                 filled.append(Int(copyStart - offset)..<Int(copyEnd - offset))
-                out.withUnsafeMutableBytes { dst in
+                withOut { dst in
                     data.withUnsafeBytes { src in
                         (dst.baseAddress! + Int(copyStart - offset)).copyMemory(
                             from: src.baseAddress! + Int(copyStart - blockStart), byteCount: Int(copyEnd - copyStart))
@@ -268,7 +282,7 @@ public final class PFS: Sendable {
                    bref.checkMethod != .xaes256gcm,
                    blockStart >= offset, physicalSize <= logicalSize,
                    end - blockStart >= physicalSize {
-                    try out.withUnsafeMutableBytes { dst in
+                    try withOut { dst in
                         let target = UnsafeMutableRawBufferPointer(rebasing: dst[Int(blockStart - offset)..<Int(blockStart - offset + physicalSize)])
                         do {
                             try reader.readVerified(bref, into: target)
@@ -303,7 +317,7 @@ public final class PFS: Sendable {
                 filled.append(Int(bref.key - offset)..<(Int(bref.key - offset) + bytes))
             }
             if !targets.isEmpty {
-                try out.withUnsafeMutableBytes { buffer in
+                try withOut { buffer in
                     let base = UInt(bitPattern: buffer.baseAddress!)
                     let targets = targets, reader = reader
                     @Sendable func open(_ i: Int) throws {
@@ -322,7 +336,7 @@ public final class PFS: Sendable {
             // Zeros where no block wrote: holes, and past the end of short blocks.
             filled.sort { $0.lowerBound < $1.lowerBound }
             var zeroFrom = 0
-            out.withUnsafeMutableBytes { buffer in
+            withOut { buffer in
                 for range in filled {
                     if range.lowerBound > zeroFrom {
                         UnsafeMutableRawBufferPointer(rebasing: buffer[zeroFrom..<range.lowerBound]).initializeMemory(as: UInt8.self, repeating: 0)
@@ -333,7 +347,7 @@ public final class PFS: Sendable {
                     UnsafeMutableRawBufferPointer(rebasing: buffer[zeroFrom..<total]).initializeMemory(as: UInt8.self, repeating: 0)
                 }
             }
-            return out
+            return total
         }
     }
 

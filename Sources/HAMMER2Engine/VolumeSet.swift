@@ -248,6 +248,15 @@ public final class VolumeSet: Sendable {
         volumes.firstIndex { offset >= $0.logicalOffset && offset - $0.logicalOffset < $0.size }
     }
 
+    /// Hints the volume holding logical media offset `offset` that `count` bytes there will
+    /// be read soon.
+    public func willNeed(_ count: Int, at offset: UInt64) {
+        for volume in volumes where offset >= volume.logicalOffset && offset - volume.logicalOffset < volume.size {
+            volume.device.willNeed(count, at: offset - volume.logicalOffset)
+            return
+        }
+    }
+
     /// Reads `count` bytes at logical media offset `offset` from the volume that holds it.
     public func read(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws {
         for volume in volumes where offset >= volume.logicalOffset && offset - volume.logicalOffset < volume.size {

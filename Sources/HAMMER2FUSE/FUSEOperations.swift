@@ -247,6 +247,15 @@ enum FUSEOperations {
             defer { trace.end() }
             let server = FUSEOperations.server(request)
             do {
+                // Served from an io_uring entry: the data goes straight into its reply buffer.
+                var capacity = 0
+                if let payload = h2fuse_uring_payload(&capacity), capacity >= size {
+                    let count = try server.pfs.read(UInt64(ino), offset: UInt64(max(offset, 0)),
+                                                    into: UnsafeMutableRawBufferPointer(start: payload, count: size))
+                    trace.bytes = count
+                    _ = fuse_reply_buf(request, payload, count)
+                    return
+                }
                 let bytes = try server.pfs.read(UInt64(ino), offset: UInt64(max(offset, 0)), count: size)
                 trace.bytes = bytes.count
                 bytes.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, $0.count) }

@@ -39,8 +39,15 @@ struct h2_uring *h2fuse_uring_start(struct h2fuse_loop *loop, struct fuse_sessio
 void h2fuse_dispatch(struct h2fuse_loop *loop, const struct fuse_buf *buf);
 void h2fuse_uring_stop(struct h2_uring *uring);
 int h2fuse_uring_failed(const struct h2_uring *uring);
+// Every 2 ms and when a ring thread takes a request: a queue whose threads are all busy
+// while some wait for a flush gets one more (up to 16 per queue).
+void h2fuse_uring_tick(struct h2_uring *uring);
+int h2fuse_waiting_count(void);
 void h2fuse_uring_refuse(struct fuse_session *se);
 int h2fuse_uring_reply(const struct iovec *iov, int count, ssize_t *written);
+// The reply buffer of the request this thread serves from a ring (its payload: a reply
+// built there is not copied again), or NULL outside a ring.
+void *h2fuse_uring_payload(size_t *capacity);
 // Serves until the kernel ends the session (unmount) or h2fuse_loop_stop; then resets it.
 int h2fuse_loop_run(struct h2fuse_loop *loop);
 // Ends h2fuse_loop_run from any thread (a signal, the daemon stopping every mount).
