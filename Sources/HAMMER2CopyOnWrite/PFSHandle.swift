@@ -159,12 +159,33 @@ public final class PFSHandle: @unchecked Sendable {
         }
     }
 
+    /// Entries of a READDIRPLUS reply whose inodes are not in memory: the kernel asks for
+    /// attributes with the first reply of a listing only (unless stats follow), and each
+    /// such inode is a read of its 64 KiB media buffer when cold; a reply may hold fewer
+    /// entries than fit (the next request continues from there), so a cold `ls` or `find`
+    /// pays for these and not for the 500 that would fit. They are read ahead together.
+    static let readDirectoryPlusLoads = 128
+
     /// Lists `dir` from readdir cookie `cookie`; `withAttributes` also loads each inode.
     public func readDirectory(_ inum: UInt64, from cookie: UInt64, withAttributes: Bool,
                               _ visit: (DirectoryEntry, NodeStatus?) throws -> Bool) throws {
         try locked {
             let dir = try pfs.node(inum)
+            if withAttributes {
+                // The inodes this reply will load, read ahead together (a cold directory).
+                var upcoming: [UInt64] = []
+                try pfs.listEntries(dir, from: cookie) { entry in
+                    if pfs.nodes[entry.inum] == nil { upcoming.append(entry.inum) }
+                    return upcoming.count < Self.readDirectoryPlusLoads
+                }
+                pfs.disk.prefetch(inodes: upcoming)
+            }
+            var loads = 0
             try pfs.listEntries(dir, from: cookie) { entry in
+                if withAttributes && pfs.nodes[entry.inum] == nil {
+                    if loads == Self.readDirectoryPlusLoads { return false }
+                    loads += 1
+                }
                 let attributes = withAttributes ? status(try pfs.node(entry.inum)) : nil
                 return try visit(entry, attributes)
             }

@@ -279,6 +279,19 @@ public final class BlockReader: Sendable {
         }
     }
 
+    /// Asks the devices to start reading the 64 KiB media buffers holding the inodes among
+    /// `brefs` that are not decoded in the cache (READDIRPLUS of a cold directory loads
+    /// hundreds of inodes: their reads then overlap instead of following each other).
+    public func prefetchInodes(_ brefs: [Blockref]) {
+        var bases = Set<UInt64>()
+        for bref in brefs where bref.type == .inode {
+            if case .inode = cache.lookup(BlockCacheKey(bref, .inode)) { continue }
+            guard let offset = try? copyMediaOffset(bref, 0) else { continue }
+            let base = offset & ~UInt64(HAMMER2.physicalBufferSize - 1)
+            if bases.insert(base).inserted { volumes.willNeed(HAMMER2.physicalBufferSize, at: base) }
+        }
+    }
+
     public func orderedChildBlockrefs(_ bref: Blockref) throws -> [Blockref] {
         let key = BlockCacheKey(bref, .orderedBlockrefs)
         if case let .blockrefs(hit) = cache.lookup(key) { return hit }

@@ -87,6 +87,37 @@ public struct BlockTree: Sendable {
         return sorted
     }
 
+    /// The leaves with exactly the keys `keys` (sorted ascending) and `type`, found level by
+    /// level: the indirect blocks each level needs are asked of the device together before
+    /// any is read, so that looking up hundreds of scattered keys in a cold tree (the
+    /// inodes of a READDIRPLUS reply) overlaps its reads.
+    public func findAll(in refs: [Blockref], keys: [UInt64], type: BlockrefType) throws -> [UInt64: Blockref] {
+        var found: [UInt64: Blockref] = [:]
+        var level = [(children: try Self.orderedChildren(refs, parentRange: 0...UInt64.max, insideIndirect: false), keys: keys[...])]
+        for _ in 0...Self.maximumDepth {
+            var descend: [(bref: Blockref, keys: ArraySlice<UInt64>)] = []
+            for (children, keys) in level {
+                var next = keys.startIndex
+                for bref in children where next < keys.endIndex {
+                    while next < keys.endIndex && keys[next] < bref.key { next += 1 }
+                    var end = next
+                    while end < keys.endIndex && keys[end] <= bref.keyEnd { end += 1 }
+                    guard end > next else { continue }
+                    if bref.type == .indirect || bref.type == .freemapNode {
+                        descend.append((bref, keys[next..<end]))
+                    } else if bref.type == type, end - next == 1, keys[next] == bref.key {
+                        found[bref.key] = bref
+                    }
+                    next = end
+                }
+            }
+            guard !descend.isEmpty else { return found }
+            reader.prefetch(descend.map(\.bref)[...])
+            level = try descend.map { (try reader.orderedChildBlockrefs($0.bref), $0.keys) }
+        }
+        throw EngineError.corrupt("block tree deeper than \(Self.maximumDepth) levels (loop?)")
+    }
+
     /// The leaf with exactly `key` and `type`, if any.
     public func find(in refs: [Blockref], key: UInt64, type: BlockrefType) throws -> Blockref? {
         var found: Blockref?

@@ -120,6 +120,14 @@ public final class PFS: Sendable {
         return record
     }
 
+    /// Starts reading the inodes `inums` that are not cached yet (see BlockReader.prefetchInodes).
+    public func prefetch(inodes inums: [UInt64]) {
+        let missing = inodeCache.withLock { cache in inums.filter { cache.young[$0] == nil && cache.old[$0] == nil } }
+        guard !missing.isEmpty else { return }
+        guard let found = try? tree.findAll(in: root.blockset, keys: missing.sorted(), type: .inode) else { return }
+        reader.prefetchInodes(Array(found.values))
+    }
+
     // MARK: Directories
 
     /// The name and target of a directory-tree leaf, or nil if it is not an entry.
