@@ -167,11 +167,13 @@ public final class PFSHandle: @unchecked Sendable {
     static let readDirectoryPlusLoads = 128
 
     /// Lists `dir` from readdir cookie `cookie`; `withAttributes` also loads each inode.
-    public func readDirectory(_ inum: UInt64, from cookie: UInt64, withAttributes: Bool,
+    /// `boundedLoads` (a READDIRPLUS reply) stops after `readDirectoryPlusLoads` inodes that
+    /// had to be loaded; the caller continues from the last cookie.
+    public func readDirectory(_ inum: UInt64, from cookie: UInt64, withAttributes: Bool, boundedLoads: Bool = false,
                               _ visit: (DirectoryEntry, NodeStatus?) throws -> Bool) throws {
         try locked {
             let dir = try pfs.node(inum)
-            if withAttributes {
+            if withAttributes && boundedLoads {
                 // The inodes this reply will load, read ahead together (a cold directory).
                 var upcoming: [UInt64] = []
                 try pfs.listEntries(dir, from: cookie) { entry in
@@ -182,7 +184,7 @@ public final class PFSHandle: @unchecked Sendable {
             }
             var loads = 0
             try pfs.listEntries(dir, from: cookie) { entry in
-                if withAttributes && pfs.nodes[entry.inum] == nil {
+                if withAttributes && boundedLoads && pfs.nodes[entry.inum] == nil {
                     if loads == Self.readDirectoryPlusLoads { return false }
                     loads += 1
                 }

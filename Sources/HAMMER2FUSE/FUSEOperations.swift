@@ -481,7 +481,7 @@ enum FUSEOperations {
                 }
                 cookie = 2
             }
-            try pfs.readDirectory(UInt64(ino), from: cookie <= 2 ? 0 : cookie, withAttributes: plus) { entry, status in
+            try pfs.readDirectory(UInt64(ino), from: cookie <= 2 ? 0 : cookie, withAttributes: plus, boundedLoads: plus) { entry, status in
                 let st = status.map { Attributes.stat(for: $0) } ?? Attributes.direntStat(inum: entry.inum, type: entry.type)
                 return add(entry.name, entry.nextCookie, st, status)
             }

@@ -29,6 +29,47 @@ final class EngineTests: XCTestCase {
 
     let caller = Caller(uid: 0, gid: 0)
 
+    /// A READDIRPLUS reply loads at most 128 inodes that are not in memory; continuing from
+    /// its last cookie lists the rest, each name once, with the right attributes.
+    func testBoundedListingLoadsAtMost128InodesAndContinues() throws {
+        do {
+            let pfs = try open()
+            let dir = try pfs.create(in: 1, name: Array("many".utf8), type: .directory, mode: 0o755, caller: caller)
+            for i in 0..<300 {
+                _ = try pfs.create(in: dir.meta.inum, name: Array("entry-\(i)".utf8), type: .regularFile, mode: 0o600, caller: caller)
+            }
+            try pfs.flush()
+        }
+        let pfs = try open()  // nothing in memory
+        let dir = try pfs.lookup(1, Array("many".utf8))
+        var names: [String] = []
+        var cookie: UInt64 = 0
+        var replies = 0
+        while true {
+            var got = 0
+            try pfs.readDirectory(dir.meta.inum, from: cookie, withAttributes: true, boundedLoads: true) { entry, status in
+                XCTAssertEqual((status?.meta.mode ?? 0) & 0o7777, 0o600)
+                names.append(String(decoding: entry.name, as: UTF8.self))
+                cookie = entry.nextCookie
+                got += 1
+                return true
+            }
+            if got == 0 { break }
+            XCTAssertLessThanOrEqual(got, 128)
+            replies += 1
+        }
+        XCTAssertEqual(replies, 3)
+        XCTAssertEqual(Set(names), Set((0..<300).map { "entry-\($0)" }))
+        XCTAssertEqual(names.count, 300)
+        // Unbounded (tools, and READDIRPLUS of inodes already in memory): one pass.
+        var all = 0
+        try pfs.readDirectory(dir.meta.inum, from: 0, withAttributes: true) { _, _ in all += 1; return true }
+        XCTAssertEqual(all, 300)
+        var again = 0
+        try pfs.readDirectory(dir.meta.inum, from: 0, withAttributes: true, boundedLoads: true) { _, _ in again += 1; return true }
+        XCTAssertEqual(again, 300, "inodes in memory cost nothing")
+    }
+
     func testTextIsStoredCompressedAndRandomDataIsNot() throws {
         let fs = try MutableFilesystem(paths: [imagePath], writable: true)
         let pfs = try fs.openPFS("DATA")
