@@ -16,12 +16,10 @@ extension MountedPFS {
         if let cached = dir.diskNames.lookup(name) {
             found = cached
         } else {
-            do {
-                found = try disk.lookup(in: dir.flushedInode, name: name)
-            } catch EngineError.notFound {
-                found = nil
-            }
+            let result = try disk.lookupWithBucket(in: dir.flushedInode, name: name)
+            found = result.entry
             dir.diskNames.remember(name, found)
+            dir.diskNames.rememberBucket(result.bucket, result.usedKeys)
         }
         guard let found, dir.entryChanges[found.key] == nil else { return nil }  // or removed or replaced since
         return found
@@ -65,7 +63,9 @@ extension MountedPFS {
         let hash = disk.directoryKey(for: name, in: dir.inum)
         let last = hash | HAMMER2.dirhashLowMask
         var used = Set<UInt64>()
-        if dir.flushedBref != nil, case let .blockset(refs) = dir.flushedContent {
+        if dir.flushedBref != nil, let keys = dir.diskNames.bucket(hash) {
+            used = Set(keys)  // walked by the lookup of this name just before
+        } else if dir.flushedBref != nil, case let .blockset(refs) = dir.flushedContent {
             try BlockTree(reader: reader).forEachLeaf(in: refs, from: hash, through: last) { bref in
                 if bref.type == .dirent || bref.type == .inode { used.insert(bref.key) }
                 return true

@@ -252,6 +252,15 @@ struct DiskNameCache {
     private static let generation = 8_192
     private var young: [[UInt8]: DirectoryEntry?] = [:]
     private var old: [[UInt8]: DirectoryEntry?] = [:]
+    /// Keys taken on disk in recently walked hash buckets (by the bucket's first key).
+    private var buckets: [UInt64: [UInt64]] = [:]
+
+    func bucket(_ hash: UInt64) -> [UInt64]? { buckets[hash] }
+
+    mutating func rememberBucket(_ hash: UInt64, _ keys: [UInt64]) {
+        if buckets.count >= Self.generation { buckets = [:] }
+        buckets[hash] = keys
+    }
 
     /// `.some(entry or nil)` when `name` was looked up since the tree last changed.
     mutating func lookup(_ name: [UInt8]) -> DirectoryEntry?? {
@@ -273,6 +282,7 @@ struct DiskNameCache {
     /// them) are in the on-disk tree: every other name found, or not found, as before.
     func keeping(changedKeys: Set<UInt64>, addedNames: Dictionary<[UInt8], UInt64>.Keys) -> DiskNameCache {
         var kept = self
+        kept.buckets = [:]  // kept only from a lookup to the change that follows it
         if changedKeys.isEmpty || young.count + old.count == 0 { return kept }
         if changedKeys.count > young.count + old.count { return DiskNameCache() }  // cheaper to look up again
         func stays(_ name: [UInt8], _ entry: DirectoryEntry?) -> Bool { entry.map { !changedKeys.contains($0.key) } ?? true }
@@ -286,9 +296,10 @@ struct DiskNameCache {
     }
 
     mutating func forget() {
-        if !young.isEmpty || !old.isEmpty {
+        if !young.isEmpty || !old.isEmpty || !buckets.isEmpty {
             young = [:]
             old = [:]
+            buckets = [:]
         }
     }
 }

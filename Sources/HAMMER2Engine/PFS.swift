@@ -170,6 +170,27 @@ public final class PFS: Sendable {
         return keys
     }
 
+    /// `name` in directory `dir` (nil when absent), and the keys taken in the hash bucket
+    /// a new entry of that name would go to (the current key's): a create, link or rename
+    /// looks the name up and then needs a free key there, and walks the bucket once.
+    public func lookupWithBucket(in dir: InodeData, name: [UInt8]) throws -> (entry: DirectoryEntry?, bucket: UInt64, usedKeys: [UInt64]) {
+        guard dir.meta.type == .directory else { throw EngineError.notDirectory }
+        let hash = directoryKey(for: name, in: dir.meta.inum)
+        guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { return (nil, hash, []) }
+        var found: DirectoryEntry?
+        var used: [UInt64] = []
+        try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
+            guard bref.type == .dirent || bref.type == .inode else { return true }
+            used.append(bref.key)
+            if found == nil, let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name { found = entry }
+            return true
+        }
+        if found == nil && !olderKeys.isEmpty {  // after a rekey: the older keys' buckets too
+            do { found = try lookup(in: dir, name: name) } catch EngineError.notFound {}
+        }
+        return (found, hash, used)
+    }
+
     /// Finds `name` in directory `dir` by its directory hash.
     public func lookup(in dir: InodeData, name: [UInt8]) throws -> DirectoryEntry {
         guard dir.meta.type == .directory else { throw EngineError.notDirectory }

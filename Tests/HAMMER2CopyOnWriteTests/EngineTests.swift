@@ -70,6 +70,58 @@ final class EngineTests: XCTestCase {
         XCTAssertEqual(again, 300, "inodes in memory cost nothing")
     }
 
+    /// Lookups remember what the on-disk directory holds (names and the keys of their hash
+    /// buckets) until it changes: random creates, renames and unlinks in one directory, each
+    /// after a lookup of its names as the kernel sends one, with flushes in between, leave
+    /// exactly the model's names, before and after reopening.
+    func testLookupsCachedAcrossFlushesNeverGoStale() throws {
+        var model = Set<String>()
+        var random = SplitMix64(seed: 31)
+        do {
+            let pfs = try open()
+            let dir = try pfs.create(in: 1, name: Array("d".utf8), type: .directory, mode: 0o755, caller: caller).meta.inum
+            for step in 0..<3000 {
+                let name = "n\(random.next() % 200)", other = "n\(random.next() % 200)"
+                _ = try? pfs.lookup(dir, Array(name.utf8))
+                _ = try? pfs.lookup(dir, Array(other.utf8))
+                switch random.next() % 3 {
+                case 0 where !model.contains(name):
+                    _ = try pfs.create(in: dir, name: Array(name.utf8), type: .regularFile, mode: 0o644, caller: caller)
+                    model.insert(name)
+                case 1 where model.contains(name):
+                    try pfs.unlink(in: dir, name: Array(name.utf8))
+                    model.remove(name)
+                case 2 where model.contains(name) && name != other:
+                    try pfs.rename(from: dir, name: Array(name.utf8), to: dir, newName: Array(other.utf8))
+                    model.remove(name)
+                    model.insert(other)
+                default:
+                    break
+                }
+                if step % 97 == 0 { try pfs.flush() }
+                for probe in [name, other] {
+                    XCTAssertEqual((try? pfs.lookup(dir, Array(probe.utf8))) != nil, model.contains(probe), "\(probe) at step \(step)")
+                }
+            }
+            var listed: [String] = []
+            try pfs.readDirectory(dir, from: 0, withAttributes: false) { entry, _ in
+                listed.append(String(decoding: entry.name, as: UTF8.self)); return true
+            }
+            XCTAssertEqual(listed.sorted(), model.sorted())
+            try pfs.flush()
+        }
+        let reopened = try open()
+        let dir = try reopened.lookup(1, Array("d".utf8)).meta.inum
+        var listed: [String] = []
+        var keys = Set<UInt64>()
+        try reopened.readDirectory(dir, from: 0, withAttributes: false) { entry, _ in
+            listed.append(String(decoding: entry.name, as: UTF8.self))
+            XCTAssertTrue(keys.insert(entry.key).inserted, "one entry per key")
+            return true
+        }
+        XCTAssertEqual(listed.sorted(), model.sorted())
+    }
+
     func testTextIsStoredCompressedAndRandomDataIsNot() throws {
         let fs = try MutableFilesystem(paths: [imagePath], writable: true)
         let pfs = try fs.openPFS("DATA")
