@@ -235,11 +235,12 @@ class PassthroughLL(Target):
     multi-threaded loop)."""
     EXAMPLES = "/usr/share/doc/libfuse3-dev/examples"
 
-    def __init__(self, name, suite):
+    def __init__(self, name, suite, options=()):
         super().__init__(name, suite)
         self.lower = self.mnt + "-lower"
         self.binary = os.path.join(suite.workdir, "passthrough_ll")
         self.daemon = None
+        self.options = list(options)
 
     def build(self):
         if os.path.exists(self.binary):
@@ -256,7 +257,7 @@ class PassthroughLL(Target):
             # An O_PATH descriptor per inode the kernel knows: as many as the hard limit.
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        self.daemon = subprocess.Popen([self.binary, "-f", "-o", "source=" + self.lower, self.mnt],
+        self.daemon = subprocess.Popen([self.binary, "-f", "-o", ",".join(["source=" + self.lower] + self.options), self.mnt],
                                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL, preexec_fn=raise_open_files)
         wait_mounted(self.mnt, self.daemon)
@@ -388,6 +389,10 @@ def make_target(name, suite):
         return LoopTarget(name, suite, "btrfs", "noatime,compress=" + name.split("-")[1])
     if name == "passthrough":
         return PassthroughLL(name, suite)
+    if name == "passthrough-dp":
+        # The kernel checks permissions from cached attributes, as on our mount: after a
+        # change to a directory it asks for them again (a GETATTR passthrough_ll avoids).
+        return PassthroughLL(name, suite, ["default_permissions"])
     if name == "zfs-lzjb":
         return ZfsFuse(name, suite, ["compression=lzjb"])
     if name == "zfs-copies2":

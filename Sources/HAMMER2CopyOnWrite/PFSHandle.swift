@@ -159,11 +159,12 @@ public final class PFSHandle: @unchecked Sendable {
         }
     }
 
-    /// Entries of a READDIRPLUS reply whose inodes are not in memory: the kernel asks for
-    /// attributes with the first reply of a listing only (unless stats follow), and each
-    /// such inode is a read of its 64 KiB media buffer when cold; a reply may hold fewer
-    /// entries than fit (the next request continues from there), so a cold `ls` or `find`
-    /// pays for these and not for the 500 that would fit. They are read ahead together.
+    /// Entries of a READDIRPLUS reply that may need their inode loaded: the kernel asks
+    /// for attributes with the first reply of a listing only (unless stats follow), and
+    /// each inode not in memory is a read of its 64 KiB media buffer when cold; a reply may
+    /// hold fewer entries than fit (the next request continues from there), so a cold `ls`
+    /// or `find` pays for these and not for the 500 that would fit. Past them the reply
+    /// goes on only with inodes in memory. Their inodes are read ahead together.
     static let readDirectoryPlusLoads = 128
 
     /// Lists `dir` from readdir cookie `cookie`; `withAttributes` also loads each inode.
@@ -176,18 +177,21 @@ public final class PFSHandle: @unchecked Sendable {
             if withAttributes && boundedLoads {
                 // The inodes this reply will load, read ahead together (a cold directory).
                 var upcoming: [UInt64] = []
+                var scanned = 0
                 try pfs.listEntries(dir, from: cookie) { entry in
                     if pfs.nodes[entry.inum] == nil { upcoming.append(entry.inum) }
-                    return upcoming.count < Self.readDirectoryPlusLoads
+                    scanned += 1
+                    return scanned < Self.readDirectoryPlusLoads
                 }
                 pfs.disk.prefetch(inodes: upcoming)
             }
-            var loads = 0
+            var visited = 0
             try pfs.listEntries(dir, from: cookie) { entry in
-                if withAttributes && boundedLoads && pfs.nodes[entry.inum] == nil {
-                    if loads == Self.readDirectoryPlusLoads { return false }
-                    loads += 1
+                // Past the first entries, only those in memory (a listing read again).
+                if withAttributes && boundedLoads && visited >= Self.readDirectoryPlusLoads && pfs.nodes[entry.inum] == nil {
+                    return false
                 }
+                visited += 1
                 let attributes = withAttributes ? status(try pfs.node(entry.inum)) : nil
                 return try visit(entry, attributes)
             }

@@ -44,7 +44,9 @@ public struct BlockTree: Sendable {
             if ordered[mid].keyEnd < first { low = mid + 1 } else { high = mid }
         }
         var prefetched = low
-        for (index, bref) in zip(ordered[low...].indices, ordered[low...]) {
+        var index = low
+        while index < ordered.count {
+            let bref = ordered[index]
             if bref.key > last { break }
             if bref.type == .indirect || bref.type == .freemapNode {
                 // A walk across several indirect blocks: have the next ones read meanwhile.
@@ -57,6 +59,7 @@ public struct BlockTree: Sendable {
             } else if try !visit(bref) {
                 return false
             }
+            index += 1
         }
         return true
     }

@@ -40,34 +40,45 @@ final class EngineTests: XCTestCase {
             }
             try pfs.flush()
         }
-        let pfs = try open()  // nothing in memory
-        let dir = try pfs.lookup(1, Array("many".utf8))
-        var names: [String] = []
-        var cookie: UInt64 = 0
-        var replies = 0
-        while true {
-            var got = 0
-            try pfs.readDirectory(dir.meta.inum, from: cookie, withAttributes: true, boundedLoads: true) { entry, status in
-                XCTAssertEqual((status?.meta.mode ?? 0) & 0o7777, 0o600)
-                names.append(String(decoding: entry.name, as: UTF8.self))
-                cookie = entry.nextCookie
-                got += 1
-                return true
+        var dirInum: UInt64 = 0
+        do {
+            let pfs = try open()  // nothing in memory
+            let dir = try pfs.lookup(1, Array("many".utf8))
+            dirInum = dir.meta.inum
+            var names: [String] = []
+            var cookie: UInt64 = 0
+            var replies = 0
+            while true {
+                var got = 0
+                try pfs.readDirectory(dir.meta.inum, from: cookie, withAttributes: true, boundedLoads: true) { entry, status in
+                    XCTAssertEqual((status?.meta.mode ?? 0) & 0o7777, 0o600)
+                    names.append(String(decoding: entry.name, as: UTF8.self))
+                    cookie = entry.nextCookie
+                    got += 1
+                    return true
+                }
+                if got == 0 { break }
+                XCTAssertLessThanOrEqual(got, 128)
+                replies += 1
             }
-            if got == 0 { break }
-            XCTAssertLessThanOrEqual(got, 128)
-            replies += 1
+            XCTAssertEqual(replies, 3)
+            XCTAssertEqual(Set(names), Set((0..<300).map { "entry-\($0)" }))
+            XCTAssertEqual(names.count, 300)
+            // Unbounded (tools, and READDIRPLUS of inodes already in memory): one pass.
+            var all = 0
+            try pfs.readDirectory(dir.meta.inum, from: 0, withAttributes: true) { _, _ in all += 1; return true }
+            XCTAssertEqual(all, 300)
+            var again = 0
+            try pfs.readDirectory(dir.meta.inum, from: 0, withAttributes: true, boundedLoads: true) { _, _ in again += 1; return true }
+            XCTAssertEqual(again, 300, "inodes in memory cost nothing")
         }
-        XCTAssertEqual(replies, 3)
-        XCTAssertEqual(Set(names), Set((0..<300).map { "entry-\($0)" }))
-        XCTAssertEqual(names.count, 300)
-        // Unbounded (tools, and READDIRPLUS of inodes already in memory): one pass.
-        var all = 0
-        try pfs.readDirectory(dir.meta.inum, from: 0, withAttributes: true) { _, _ in all += 1; return true }
-        XCTAssertEqual(all, 300)
-        var again = 0
-        try pfs.readDirectory(dir.meta.inum, from: 0, withAttributes: true, boundedLoads: true) { _, _ in again += 1; return true }
-        XCTAssertEqual(again, 300, "inodes in memory cost nothing")
+        // Reopened: the first 128 are loaded again; a second listing loads no more.
+        let fresh = try open()
+        var first = 0, second = 0
+        try fresh.readDirectory(dirInum, from: 0, withAttributes: true, boundedLoads: true) { _, _ in first += 1; return true }
+        try fresh.readDirectory(dirInum, from: 0, withAttributes: true, boundedLoads: true) { _, _ in second += 1; return true }
+        XCTAssertEqual(first, 128)
+        XCTAssertEqual(second, 128, "a listing read again stops where the inodes in memory end")
     }
 
     /// Lookups remember what the on-disk directory holds (names and the keys of their hash
