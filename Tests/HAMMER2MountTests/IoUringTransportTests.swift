@@ -23,6 +23,21 @@ enum KernelRing {
         return before
     }
 
+    /// Turns the offer on for a test and puts the parameter back after it.
+    final class Switch {
+        private var before: Bool?
+
+        func turnOn() throws {
+            guard KernelRing.settable else { throw XCTSkip("no fuse enable_uring parameter (kernel before 6.14, or not root)") }
+            before = try KernelRing.enable(true)
+        }
+
+        func restore() {
+            if let before { try? KernelRing.enable(before) }
+            before = nil
+        }
+    }
+
     /// The io_uring instances a process holds (each ring thread owns one).
     static func rings(of pid: pid_t) -> Int {
         let directory = "/proc/\(pid)/fd"
@@ -33,17 +48,9 @@ enum KernelRing {
 
 
 final class IoUringTransportTests: MountTestCase {
-    private var restore: Bool?
-
-    override func setUpWithError() throws {
-        guard KernelRing.settable else { throw XCTSkip("no fuse enable_uring parameter (kernel before 6.14, or not root)") }
-        restore = try KernelRing.enable(true)
-    }
-
-    override func tearDown() {
-        if let restore { try? KernelRing.enable(restore) }
-        super.tearDown()
-    }
+    private let ring = KernelRing.Switch()
+    override func setUpWithError() throws { try ring.turnOn() }
+    override func tearDown() { ring.restore(); super.tearDown() }
 
     /// Requests of every kind through the rings, checked against what was done; the tree
     /// is the same after fsck and a remount.
@@ -111,17 +118,9 @@ final class IoUringTransportTests: MountTestCase {
 
 /// The POSIX tests with requests through the rings.
 final class IoUringPosixTests: PosixTests {
-    private var restore: Bool?
-
-    override func setUpWithError() throws {
-        guard KernelRing.settable else { throw XCTSkip("no fuse enable_uring parameter (kernel before 6.14, or not root)") }
-        restore = try KernelRing.enable(true)
-    }
-
-    override func tearDown() {
-        if let restore { try? KernelRing.enable(restore) }
-        super.tearDown()
-    }
+    private let ring = KernelRing.Switch()
+    override func setUpWithError() throws { try ring.turnOn() }
+    override func tearDown() { ring.restore(); super.tearDown() }
 
     // XCTest on Linux discovers only the methods a class declares: each test again.
     override func testFilesSparseWritesAppendsOverwritesAndTruncation() throws { try super.testFilesSparseWritesAppendsOverwritesAndTruncation() }
@@ -135,17 +134,9 @@ final class IoUringPosixTests: PosixTests {
 
 /// The Linux-call tests (renameat2, fallocate, SEEK_DATA, O_TMPFILE, times) through the rings.
 final class IoUringLinuxCallTests: LinuxCallTests {
-    private var restore: Bool?
-
-    override func setUpWithError() throws {
-        guard KernelRing.settable else { throw XCTSkip("no fuse enable_uring parameter (kernel before 6.14, or not root)") }
-        restore = try KernelRing.enable(true)
-    }
-
-    override func tearDown() {
-        if let restore { try? KernelRing.enable(restore) }
-        super.tearDown()
-    }
+    private let ring = KernelRing.Switch()
+    override func setUpWithError() throws { try ring.turnOn() }
+    override func tearDown() { ring.restore(); super.tearDown() }
 
     override func testEveryCallTakingANameReportsItsErrors() throws { try super.testEveryCallTakingANameReportsItsErrors() }
     override func testEntryChangesUpdateTheParentsTimes() throws { try super.testEntryChangesUpdateTheParentsTimes() }
