@@ -127,6 +127,13 @@ public final class FUSEServer: Sendable {
     /// unmounts (if still mounted) and frees the session.
     public func run() {
         guard let current = session.withLock({ $0 }) else { return }
+        if options.uringThreads > 0 {
+            // The rings start once the kernel's INIT is answered: say which transport serves.
+            DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [self] in
+                let active = session.withLock { $0.map { h2fuse_uring_active($0.loop) != 0 } ?? false }
+                if active { logger("\(options.fsname) on \(options.mountpoint): requests through FUSE over io_uring") }
+            }
+        }
         _ = h2fuse_loop_run(current.loop)
         session.withLock { $0 = nil }
         fuse_session_unmount(current.pointer)

@@ -95,6 +95,9 @@ final class IoUringTransportTests: MountTestCase {
         let cpus = Int(sysconf(Int32(_SC_NPROCESSORS_CONF)))
         let mount = try XCTUnwrap(volume.mount)
         XCTAssertEqual(KernelRing.rings(of: mount.daemonPID), 2 * cpus, "two ring threads per CPU (the default)")
+        // The daemon says which transport serves, a second after the mount.
+        for _ in 0..<30 where !mount.log.contains("requests through FUSE over io_uring") { usleep(100_000) }
+        XCTAssertTrue(mount.log.contains("requests through FUSE over io_uring"), mount.log)
         try exercise(volume)
         // The remount (read-only) uses the rings too.
         XCTAssertEqual(KernelRing.rings(of: try XCTUnwrap(volume.mount).daemonPID), 2 * cpus)
@@ -105,6 +108,9 @@ final class IoUringTransportTests: MountTestCase {
         let plain = try newVolume()
         XCTAssertEqual(access(plain.root, F_OK), 0)
         XCTAssertEqual(KernelRing.rings(of: try XCTUnwrap(plain.mount).daemonPID), 0)
+        sleep(1)
+        let plainLog = try XCTUnwrap(plain.mount).log
+        XCTAssertFalse(plainLog.contains("io_uring"), plainLog)
         try exercise(plain)
         try KernelRing.enable(true)
         let refused = try ScratchVolume(options: ["nouring"])
