@@ -115,11 +115,13 @@ static ssize_t h2fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
     (void)userdata;
     ssize_t got = read(fd, buf, len);
     const struct fuse_in_header *in = buf;
-    if (got >= (ssize_t)(sizeof *in + 20) && in->opcode == FUSE_INIT && fd >= 0 && fd < H2FUSE_MAX_FD) {
-        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);  // major, minor, readahead, flags, flags2
+    if (got >= (ssize_t)(sizeof *in + 16) && in->opcode == FUSE_INIT && fd >= 0 && fd < H2FUSE_MAX_FD) {
+        const struct fuse_init_in *init = (const void *)((const char *)buf + sizeof *in);  // major, minor, readahead, flags
         unsigned char offered = 0;
         if (init->major == 7 && init->minor >= 33 && (init->flags & FUSE_HANDLE_KILLPRIV_V2)) offered |= 1;
-        if (init->major == 7 && (init->flags & FUSE_INIT_EXT) && (init->flags2 & H2FUSE_OVER_IO_URING_FLAGS2)) offered |= 2;
+        // flags2 exists from 7.36 on: older kernels send a 16-byte INIT.
+        if (init->major == 7 && got >= (ssize_t)(sizeof *in + 20) && (init->flags & FUSE_INIT_EXT)
+            && (init->flags2 & H2FUSE_OVER_IO_URING_FLAGS2)) offered |= 2;
         h2fuse_offered[fd] = offered;
         if (offered) h2fuse_init_unique[fd] = in->unique;
     }

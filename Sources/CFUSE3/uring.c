@@ -154,6 +154,14 @@ static int h2_uring_submit_command(struct h2_uring_thread *self, uint32_t comman
     return 0;
 }
 
+// An error as the reply in the entry (the request must be answered for the kernel to
+// hand the entry a new one).
+static void h2_uring_answer_error(struct h2_uring_thread *self, int error) {
+    struct fuse_out_header out = { .len = sizeof out, .error = -error, .unique = self->unique };
+    memcpy(self->header->in_out, &out, sizeof out);
+    self->header->ring_ent_in_out.payload_sz = 0;
+}
+
 // Serves one request that arrived in the entry; its reply is left in the entry.
 static void h2_uring_serve(struct h2_uring_thread *self) {
     const struct fuse_in_header *in = (const void *)self->header->in_out;
@@ -162,9 +170,8 @@ static void h2_uring_serve(struct h2_uring_thread *self) {
     self->unique = in->unique;
     self->replied = 0;
     if (first > H2_URING_OP_IN_OUT_SZ || payload > self->payload_size) {
-        struct fuse_out_header out = { .len = sizeof out, .error = -EIO, .unique = in->unique };
-        memcpy(self->header->in_out, &out, sizeof out);
-        self->header->ring_ent_in_out.payload_sz = 0;
+        // Lengths that do not add up (a kernel speaking another layout): refused, not decoded.
+        h2_uring_answer_error(self, EIO);
         return;
     }
     char *start = self->area + H2_URING_LEAD - first - sizeof *in;
@@ -174,13 +181,10 @@ static void h2_uring_serve(struct h2_uring_thread *self) {
     h2_uring_current = self;
     h2fuse_dispatch(self->owner->loop, &buf);
     h2_uring_current = NULL;
-    if (!self->replied) {
-        // Every request that comes through the ring is answered before process_buf returns
-        // (FORGET, which has no answer, comes through /dev/fuse); answer anyway.
-        struct fuse_out_header out = { .len = sizeof out, .error = -EIO, .unique = self->unique };
-        memcpy(self->header->in_out, &out, sizeof out);
-        self->header->ring_ent_in_out.payload_sz = 0;
-    }
+    // Every request that comes through the ring is answered before process_buf returns
+    // (FORGET, which has no answer, comes through /dev/fuse); a reply too large for the
+    // entry was refused by h2fuse_uring_reply.
+    if (!self->replied) h2_uring_answer_error(self, EIO);
 }
 
 static int h2_uring_add_locked(struct h2_uring *uring, unsigned int qid);
@@ -280,6 +284,9 @@ void h2fuse_uring_tick(struct h2_uring *uring) {
 
 struct h2_uring *h2fuse_uring_start(struct h2fuse_loop *loop, struct fuse_session *se, unsigned int threads_per_queue,
                                     size_t payload_size) {
+    // Fault injection for the tests: a start that fails (as an io_uring_setup or mmap
+    // refused would), to show the kernel is then told to serve through /dev/fuse.
+    if (getenv("HAMMER2_FAULT_URING_START") != NULL) return NULL;
     unsigned int queues = (unsigned int)get_nprocs_conf();
     if (threads_per_queue < 1) threads_per_queue = 1;
     if (threads_per_queue > H2_URING_MAX_PER_QUEUE) threads_per_queue = H2_URING_MAX_PER_QUEUE;

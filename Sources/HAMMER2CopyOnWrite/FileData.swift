@@ -11,7 +11,7 @@ let logicalBlockBytes = UInt64(HAMMER2.physicalBufferSize)
 /// What a read needs, gathered under the lock and executed without it.
 struct ReadPlan {
     enum Piece {
-        case bytes([UInt8])
+        case bytes(ArraySlice<UInt8>)  // of a dirty block (copy-on-write keeps it as it was)
         case disk(offset: UInt64, count: Int)
         case zeros(Int)
     }
@@ -44,21 +44,15 @@ struct ReadPlan {
     }
 
     func execute(pfs: MountedPFS) throws -> [UInt8] {
-        var out: [UInt8] = []
-        for piece in pieces {
-            var data: [UInt8]
+        let total = pieces.reduce(0) { total, piece in
             switch piece {
-            case let .bytes(bytes): data = bytes
-            case let .zeros(count): data = [UInt8](repeating: 0, count: count)
-            case let .disk(offset, count):
-                data = try pfs.disk.read(inode, offset: offset, count: count)
-                if data.count < count { data += [UInt8](repeating: 0, count: count - data.count) }
+            case let .bytes(bytes): return total + bytes.count
+            case let .zeros(count), let .disk(_, count): return total + count
             }
-            // The first piece is taken as it is: a request served by one piece (a read of
-            // clean data) is not copied again.
-            if out.isEmpty { out = data } else { out += data }
         }
-        return out
+        return try [UInt8](unsafeUninitializedCapacity: total) { buffer, initialized in
+            initialized = try execute(pfs: pfs, into: UnsafeMutableRawBufferPointer(buffer))
+        }
     }
 }
 
@@ -77,7 +71,7 @@ extension MountedPFS {
             let blockEnd = min(blockStart + logicalBlockBytes, end)
             if let block = node.dirtyBlocks[index] {
                 let low = min(Int(position - blockStart), block.count), high = min(Int(blockEnd - blockStart), block.count)
-                plan.pieces.append(.bytes(Array(block[low..<high])))
+                plan.pieces.append(.bytes(block[low..<high]))
                 if Int(blockEnd - position) > high - low { plan.pieces.append(.zeros(Int(blockEnd - position) - (high - low))) }
                 position = blockEnd
                 continue

@@ -17,7 +17,7 @@ final class Node {
     /// The embedded data or blockset the on-disk inode holds.
     var flushedContent: InodeContent { didSet { diskNames.forget() } }
     /// Directories: names recently looked up in the on-disk tree and what they found
-    /// there, valid until that tree changes (`commitEntryChanges` keeps what stays true).
+    /// there, valid until that tree changes (a directory's flush keeps what stays true).
     var diskNames = DiskNameCache()
     /// The file size the on-disk tree was written for.
     var flushedSize: UInt64

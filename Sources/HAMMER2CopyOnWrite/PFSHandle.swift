@@ -595,13 +595,9 @@ public final class PFSHandle: @unchecked Sendable {
     /// Reads up to `count` bytes at `offset`; holes and the space past a truncation read
     /// as zeros, short at the end of the file.
     public func read(_ inum: UInt64, offset: UInt64, count: Int) throws -> [UInt8] {
-        let plan = try locked { () -> ReadPlan in
-            let plan = try pfs.readPlan(try pfs.node(inum), offset: offset, count: count)
-            fs.readsInFlight.add(1, ordering: .relaxed)
-            return plan
+        try [UInt8](unsafeUninitializedCapacity: max(count, 0)) { buffer, initialized in
+            initialized = try read(inum, offset: offset, into: UnsafeMutableRawBufferPointer(buffer))
         }
-        defer { fs.readsInFlight.subtract(1, ordering: .relaxed) }
-        return try plan.execute(pfs: pfs)
     }
 
     /// As `read`, into `output` (a reply buffer of `count` bytes or more); returns how many.

@@ -265,15 +265,13 @@ public final class BlockReader: Sendable {
         return refs
     }
 
-    /// The non-empty children of an INDIRECT or FREEMAP_NODE block in key order, checked
-    /// against the tree invariants (BlockTree.orderedChildren) once and then cached, so
-    /// lookups that pass through a hot indirect block do not sort and check it again.
     /// Asks the devices to start reading the indirect blocks among `brefs` that are not
     /// in the cache, so that a walk over many of them (a large directory listed cold, fsck,
     /// bulkfree) does not wait for each read in turn.
     public func prefetch(_ brefs: ArraySlice<Blockref>) {
         for bref in brefs where bref.type == .indirect || bref.type == .freemapNode {
             if case .blockrefs = cache.lookup(BlockCacheKey(bref, .orderedBlockrefs)) { continue }
+            if case .blockrefs = cache.lookup(BlockCacheKey(bref, .blockrefs)) { continue }  // a block a flush wrote
             guard let offset = try? copyMediaOffset(bref, 0) else { continue }
             volumes.willNeed(bref.physicalBytes, at: offset)
         }
@@ -292,6 +290,9 @@ public final class BlockReader: Sendable {
         }
     }
 
+    /// The non-empty children of an INDIRECT or FREEMAP_NODE block in key order, checked
+    /// against the tree invariants (BlockTree.orderedChildren) once and then cached, so
+    /// lookups that pass through a hot indirect block do not sort and check it again.
     public func orderedChildBlockrefs(_ bref: Blockref) throws -> [Blockref] {
         let key = BlockCacheKey(bref, .orderedBlockrefs)
         if case let .blockrefs(hit) = cache.lookup(key) { return hit }

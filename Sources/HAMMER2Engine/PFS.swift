@@ -177,38 +177,36 @@ public final class PFS: Sendable {
         guard dir.meta.type == .directory else { throw EngineError.notDirectory }
         let hash = directoryKey(for: name, in: dir.meta.inum)
         guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { return (nil, hash, []) }
-        var found: DirectoryEntry?
-        var used: [UInt64] = []
-        try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
-            guard bref.type == .dirent || bref.type == .inode else { return true }
-            used.append(bref.key)
-            if found == nil, let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name { found = entry }
-            return true
-        }
-        if found == nil && !olderKeys.isEmpty {  // after a rekey: the older keys' buckets too
-            do { found = try lookup(in: dir, name: name) } catch EngineError.notFound {}
+        var (found, used) = try search(dir, for: name, inBucket: hash, collectingKeys: true)
+        // After a rekey, entries not yet re-encrypted sit at their older key's hash.
+        for older in olderKeys where found == nil {
+            found = try search(dir, for: name, inBucket: older.directoryKey(for: name, in: dir.meta.inum), collectingKeys: false).entry
         }
         return (found, hash, used)
     }
 
     /// Finds `name` in directory `dir` by its directory hash.
     public func lookup(in dir: InodeData, name: [UInt8]) throws -> DirectoryEntry {
-        guard dir.meta.type == .directory else { throw EngineError.notDirectory }
-        guard !name.isEmpty, name.count <= HAMMER2.inodeMaxName else { throw EngineError.notFound }
-        // After a rekey, entries not yet re-encrypted sit at their older key's hash.
-        let hashes = [directoryKey(for: name, in: dir.meta.inum)] + olderKeys.map { $0.directoryKey(for: name, in: dir.meta.inum) }
-        var found: DirectoryEntry?
-        for hash in hashes where found == nil {
-            try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
-                if let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {
-                    found = entry
-                    return false
-                }
-                return true
-            }
-        }
-        guard let found else { throw EngineError.notFound }
+        guard let found = try lookupWithBucket(in: dir, name: name).entry else { throw EngineError.notFound }
         return found
+    }
+
+    /// The entry named `name` among the leaves of hash bucket `hash` (the collision window
+    /// `hash ... hash | 0x7fff`), and with `collectingKeys` every key taken there (the
+    /// walk then goes on past the entry).
+    private func search(_ dir: InodeData, for name: [UInt8], inBucket hash: UInt64,
+                        collectingKeys: Bool) throws -> (entry: DirectoryEntry?, keys: [UInt64]) {
+        var found: DirectoryEntry?
+        var keys: [UInt64] = []
+        try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
+            if collectingKeys && (bref.type == .dirent || bref.type == .inode) { keys.append(bref.key) }
+            if found == nil, let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {
+                found = entry
+                return collectingKeys
+            }
+            return true
+        }
+        return (found, keys)
     }
 
     /// Visits the entries of `dir` in hash order starting at readdir cookie `cookie`

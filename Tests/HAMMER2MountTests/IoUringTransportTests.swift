@@ -103,6 +103,25 @@ final class IoUringTransportTests: MountTestCase {
         XCTAssertEqual(KernelRing.rings(of: try XCTUnwrap(volume.mount).daemonPID), 2 * cpus)
     }
 
+    /// The kernel holds every request once INIT says io_uring until the rings are ready: a
+    /// ring that cannot start must make it serve through /dev/fuse, not hang the mount (without
+    /// the fallback this test hangs in the mount, before any assertion).
+    func testAFailedRingStartFallsBackToDevFuse() throws {
+        setenv("HAMMER2_FAULT_URING_START", "1", 1)
+        defer { unsetenv("HAMMER2_FAULT_URING_START") }
+        let volume = try newVolume()
+        let mount = try XCTUnwrap(volume.mount)
+        let listing = Process()
+        listing.executableURL = URL(fileURLWithPath: "/usr/bin/timeout")
+        listing.arguments = ["20", "ls", "-la", volume.root]
+        listing.standardOutput = FileHandle.nullDevice
+        try listing.run()
+        listing.waitUntilExit()
+        XCTAssertEqual(listing.terminationStatus, 0, "the mount answers (124: it hung)")
+        XCTAssertEqual(KernelRing.rings(of: mount.daemonPID), 0)
+        try exercise(volume)
+    }
+
     func testDevFuseServesWhenTheKernelOffersNoRingOrTheMountSaysNouring() throws {
         try KernelRing.enable(false)
         let plain = try newVolume()
