@@ -116,13 +116,16 @@ public final class PFSHandle: @unchecked Sendable {
     func lockedWaitingForSpace<T>(_ body: () throws -> T) throws -> T {
         var passes = 0
         while true {
+            // Taken before the attempt: a pass that frees space between the failure and
+            // the wait below (for another writer) counts as one this writer waited for.
+            let mark = fs.reclaimedBytesMark
             do {
                 return try locked(body)
             } catch let error as EngineError where error.errno == ENOSPC {
                 // A few passes at most, and only while they find something: a volume full
                 // of live data says ENOSPC after one.
                 passes += 1
-                guard passes <= 3, let freed = fs.waitForReclaim(), freed > 0 else { throw error }
+                guard passes <= 3, let freed = fs.waitForReclaim(since: mark), freed > 0 else { throw error }
             }
         }
     }

@@ -82,8 +82,6 @@ extension MutableFilesystem {
             Trace.withSession { $0.reclaimed(bytes: result.freedBytes, automatic: automatic) }
             reclaimState.withLock { state in
                 state.passes += 1
-                state.freedBytes &+= result.freedBytes
-                state.lastFreed = result.freedBytes
                 state.liveBytes = result.referencedBytes
             }
             return result
@@ -167,6 +165,10 @@ extension MutableFilesystem {
                 allocator = saved  // nothing freed: the old freemap is still the one on disk
                 throw error
             }
+            // Counted with the lock, as the space is freed: a writer that found the volume
+            // full before this point sees it when it asks (waitForReclaim(since:)).
+            let freed = result.freedBytes
+            reclaimState.withLock { $0.freedBytes &+= freed }
         }
         return result
     }
@@ -194,7 +196,6 @@ public struct ReclaimPolicy: Sendable {
 struct ReclaimState: Sendable {
     var passes = 0
     var freedBytes: UInt64 = 0
-    var lastFreed: UInt64 = 0
     /// Bytes the last pass found referenced (before the first: what was allocated at mount).
     var liveBytes: UInt64 = 0
     /// A pass is wanted (the policy said so, or a writer is waiting).
@@ -270,14 +271,23 @@ extension MutableFilesystem {
         reclaimSignal.unlock()
     }
 
-    /// A writer found the volume full (ENOSPC from ensureSpace): if a pass could free
-    /// space — copy-on-write has allocated since the last one began, or one is running —
-    /// starts one, waits for it to finish (called without the lock) and returns the bytes
-    /// it freed, so the writer can try again; nil when no pass can help or the wait timed
-    /// out.
-    func waitForReclaim() -> UInt64? {
+    /// Bytes freed by passes so far, for `waitForReclaim(since:)`.
+    var reclaimedBytesMark: UInt64 { reclaimState.withLock { $0.freedBytes } }
+
+    /// A writer found the volume full (ENOSPC from ensureSpace) after reading
+    /// `reclaimedBytesMark` as `mark`: returns the bytes passes freed since then, so the
+    /// writer can try again — at once when a pass freed space meanwhile (another writer's:
+    /// it may have finished between the failure and this call); otherwise, if a pass could
+    /// free space — copy-on-write has allocated since the last one began, or one is
+    /// running — starts one and waits for it (called without the lock). nil when no pass
+    /// can help or the wait timed out.
+    func waitForReclaim(since mark: UInt64) -> UInt64? {
         guard reclaimerStarted.load(ordering: .relaxed) else { return nil }
+        // In this order: a pass that has not freed yet when `worthIt` is read is running
+        // (allocatedDuringScan is set, with the lock, until it frees, with the lock).
         let worthIt = withLock { allocator.bytesAllocatedSinceReclaim > 0 || allocator.allocatedDuringScan != nil }
+        let freedSince = reclaimedBytesMark &- mark
+        if freedSince > 0 { return freedSince }
         guard worthIt else { return nil }
         let wait = reclaimPolicy.withLock { $0.writerWaitSeconds }
         reclaimSignal.lock()
@@ -294,7 +304,7 @@ extension MutableFilesystem {
         while reclaimState.withLock({ $0.generation <= start && !$0.stopping }) {
             if !reclaimSignal.wait(until: deadline) { return nil }
         }
-        return reclaimState.withLock { $0.stopping ? nil : $0.lastFreed }
+        return reclaimState.withLock { $0.stopping ? nil : $0.freedBytes &- mark }
     }
 
     /// A flush (the periodic one, the last one at unmount) that, when the volume is full,
