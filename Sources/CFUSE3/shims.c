@@ -308,12 +308,18 @@ static void *h2fuse_worker(void *argument) {
             if (loop->busy == loop->alive && !fuse_session_exited(loop->se)) h2fuse_spawn_locked(loop);
             pthread_mutex_unlock(&loop->mutex);
         }
+        // Never cancelled inside the filesystem (it would leave its locks held): a cancel
+        // sent meanwhile acts in the next read.
+        int cancel_state;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &cancel_state);
         h2fuse_dispatch(loop, &buf);
+        pthread_setcancelstate(cancel_state, NULL);
         busy = --loop->busy;
         if (loop->alive - busy <= loop->threads) continue;
         pthread_mutex_lock(&loop->mutex);
-        if (loop->alive - loop->busy > loop->threads) {
-            // More idle workers than the pool's size: this one goes.
+        if (loop->alive - loop->busy > loop->threads && !fuse_session_exited(loop->se)) {
+            // More idle workers than the pool's size: this one goes. (Not once the session
+            // ended: h2fuse_loop_run joins every worker it finds running then.)
             for (unsigned int slot = 0; slot < H2FUSE_MAX_WORKERS; slot++) {
                 if (loop->running[slot] && pthread_equal(loop->workers[slot], pthread_self())) loop->running[slot] = 0;
             }
@@ -383,15 +389,10 @@ int h2fuse_loop_run(struct h2fuse_loop *loop) {
     fuse_session_exit(se);
     h2fuse_uring_stop(loop->uring);
     loop->uring = NULL;
-    // Requests being served finish first (a worker cancelled inside the filesystem could
-    // leave its locks held); the others wait in read(), where cancelling them is safe.
-    for (int waited = 0; waited < 10000; waited++) {
-        pthread_mutex_lock(&loop->mutex);
-        unsigned int busy = loop->busy;
-        pthread_mutex_unlock(&loop->mutex);
-        if (busy == 0) break;
-        usleep(1000);
-    }
+    // Workers waiting in read() end at once; one serving a request has cancellation off
+    // until it is back in read(): the join waits for its request to finish, however long
+    // (cancelled inside the filesystem, it would leave locks held that the final flush
+    // then waits on for ever).
     pthread_mutex_lock(&loop->mutex);
     pthread_t cancelled[H2FUSE_MAX_WORKERS];
     unsigned int count = 0;
@@ -461,6 +462,22 @@ int h2fuse_stop_signals_wait(void) {
 }
 
 void h2fuse_stop_signals_wake(void) { h2fuse_on_signal(0); }
+
+struct h2fuse_thread_body { void (*body)(void *); void *context; };
+
+static void *h2fuse_thread_trampoline(void *argument) {
+    struct h2fuse_thread_body *call = argument;
+    call->body(call->context);
+    return NULL;
+}
+
+int h2fuse_run_on_new_thread(void (*body)(void *), void *context) {
+    struct h2fuse_thread_body call = { body, context };
+    pthread_t thread;
+    int error = pthread_create(&thread, NULL, h2fuse_thread_trampoline, &call);
+    if (error != 0) return error;
+    return pthread_join(thread, NULL);
+}
 
 int h2fuse_peer_uid(int fd, uint32_t *uid) {
     struct ucred credentials;

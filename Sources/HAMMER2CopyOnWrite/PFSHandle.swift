@@ -621,7 +621,13 @@ public final class PFSHandle: @unchecked Sendable {
         if fs.dirtyEstimate.load(ordering: .relaxed) + bytes.count > fs.dirtyLimit { try fs.flushForDirtyLimit() }
         // Large writes (a stream's) take a writer slot: they keep a processor busy copying.
         let large = bytes.count >= Int(logicalBlockBytes)
-        if large { fs.writerSlots.wait() }
+        if large, fs.writerSlots.wait(timeout: .now()) == .timedOut {
+            // Waiting counts as waiting for a flush: the request loops start another
+            // thread, so that a small request does not queue behind the stream.
+            fs.waitingForFlush?(1)
+            fs.writerSlots.wait()
+            fs.waitingForFlush?(-1)
+        }
         defer { if large { fs.writerSlots.signal() } }
         let prepared = MountedPFS.WholeBlocks(at: offset, bytes)
         return try lockedWaitingForSpace {

@@ -112,6 +112,25 @@ public final class VolumeDaemon: @unchecked Sendable {
             first.run()
             throw FUSEServer.ServeError.session("cannot detach into the background")
         }
+        // In the child of fuse_daemonize's fork this thread has its parent's cached thread
+        // id: any Swift lock it would contend for (a lazy global's one-time initialization,
+        // a Mutex) could never be handed to it and would hang the daemon, as it did in the
+        // final flush. Everything runs on a fresh thread; this one only waits.
+        let work = DetachedWork { [self] in try serveDetached(first: first) }
+        let started = h2fuse_run_on_new_thread({ context in
+            Unmanaged<DetachedWork>.fromOpaque(context!).takeUnretainedValue().run()
+        }, Unmanaged.passUnretained(work).toOpaque())
+        withExtendedLifetime(work) {}
+        guard started == 0 else {
+            first.stop()
+            first.run()
+            throw FUSEServer.ServeError.session("cannot start the daemon's thread: \(String(cString: strerror(started)))")
+        }
+        if let error = work.error { throw error }
+    }
+
+    /// `run` after detaching, on a thread of the daemon's own.
+    private func serveDetached(first: FUSEServer) throws {
         guard h2fuse_stop_signals_install() == 0 else { throw FUSEServer.ServeError.session("cannot install signal handlers") }
         if let trace = Trace.session {
             logger("\(first.options.fsname): trace segment \(trace.adoptCurrentProcess()) (hammer2 ktrdump, hammer2 stat)")
@@ -438,5 +457,18 @@ public final class VolumeDaemon: @unchecked Sendable {
             return false
         }
         return reply.event == .ended
+    }
+}
+
+/// A throwing body run on another thread, and what it threw.
+private final class DetachedWork: @unchecked Sendable {
+    private let body: () throws -> Void
+    /// Set by `run` before its thread ends; read after the join.
+    private(set) var error: Error?
+
+    init(_ body: @escaping () throws -> Void) { self.body = body }
+
+    func run() {
+        do { try body() } catch { self.error = error }
     }
 }

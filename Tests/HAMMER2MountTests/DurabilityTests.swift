@@ -281,4 +281,51 @@ final class DurabilityTests: XCTestCase {
             _ = try Fixtures.run("/usr/bin/env", ["fusermount3", "-uz", parent + "/" + relative])
         }
     }
+
+    /// A detached daemon (mount_hammer2 without -f) writes what it holds at unmount and
+    /// exits: its final flush runs on threads of its own. (It ran on the thread that
+    /// forked, whose cached thread id was the parent's: when that thread and an encoding
+    /// thread met on a one-time initialization, the daemon hung for ever.) Each round the
+    /// data is first encoded by the final flush, on a PFS keeping two copies.
+    func testDetachedDaemonsFinishTheirFinalFlush() throws {
+        let image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-detached-\(getpid()).img")
+        defer { try? FileManager.default.removeItem(at: image) }
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", image.path]).status, 0)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", image.path, "pfs-create", "-n", "2", "MIRROR"]).status, 0)
+        let mountpoint = image.path + ".mnt"
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: mountpoint) }
+        var random = SplitMix64(seed: 43)
+        var expected: [String: [UInt8]] = [:]
+        for round in 0..<8 {
+            let mounted = try Binaries.runDetaching("mount_hammer2", [image.path + "@MIRROR", mountpoint])
+            XCTAssertEqual(mounted.status, 0, mounted.output)
+            let data = random.bytes(1 << 20)
+            XCTAssertEqual(writeFile(mountpoint + "/photo\(round).raw", data, sync: false), 0)
+            expected["photo\(round).raw"] = data
+            XCTAssertEqual(try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", mountpoint]), 0)
+            // The daemon holds the image locked until it has flushed and exits.
+            let fd = open(image.path, O_RDONLY)
+            defer { close(fd) }
+            let deadline = Date().addingTimeInterval(15)
+            var unlocked = false
+            while !unlocked && Date() < deadline {
+                unlocked = flock(fd, LOCK_EX | LOCK_NB) == 0
+                if !unlocked { usleep(20_000) }
+            }
+            XCTAssertTrue(unlocked, "round \(round): the daemon did not finish its final flush")
+            if !unlocked {
+                _ = try Fixtures.run("/usr/bin/env", ["pkill", "-9", "-f", "mount_hammer2 \(image.path)@MIRROR"])
+                return
+            }
+            flock(fd, LOCK_UN)
+        }
+        let fsck = try Binaries.run("fsck_hammer2", [image.path])
+        XCTAssertEqual(fsck.status, 0, fsck.stdout + fsck.stderr)
+        let check = try MountedImage(image.path + "@MIRROR")
+        defer { try? check.unmount() }
+        for (name, data) in expected {
+            XCTAssertEqual(sha256Hex(try Data(contentsOf: URL(fileURLWithPath: check.mountpoint.path + "/" + name))), sha256Hex(data), name)
+        }
+    }
 }

@@ -79,6 +79,11 @@ int h2fuse_posix_acl(const struct fuse_conn_info *conn);
 int h2fuse_stop_signals_install(void);
 int h2fuse_stop_signals_wait(void);
 void h2fuse_stop_signals_wake(void);
+// Runs `body(context)` on a new thread and waits for it (0, or an errno when the thread
+// cannot start). After fuse_daemonize's fork the calling thread's cached thread id is its
+// parent's (the Swift runtime keeps it per thread for its priority-inheriting locks): a
+// lock it contends for would never be granted, so the daemon works on fresh threads only.
+int h2fuse_run_on_new_thread(void (*body)(void *), void *context);
 // A worker starts (+1) or stops (-1) waiting for a flush: the request loops then start more
 // workers, so that other requests do not queue behind it.
 void h2fuse_note_waiting(int delta);
