@@ -486,3 +486,90 @@ int h2fuse_peer_uid(int fd, uint32_t *uid) {
     *uid = credentials.uid;
     return 0;
 }
+
+// Mount options through libfuse's parser (fuse_opt_parse): it splits and unescapes the
+// option string; the templates sort each option into a list.
+
+#include <fuse3/fuse_opt.h>
+
+enum { H2_OPT_OURS = 1, H2_OPT_FUSE, H2_OPT_IGNORED, H2_OPT_REFUSED };
+
+struct h2_option_lists { char *lists[5]; size_t lengths[5]; int failed; };
+
+static const struct fuse_opt h2_mount_option_templates[] = {
+    // mount_hammer2's own (values checked by mount_hammer2).
+    FUSE_OPT_KEY("local", H2_OPT_OURS), FUSE_OPT_KEY("ro", H2_OPT_OURS), FUSE_OPT_KEY("rdonly", H2_OPT_OURS),
+    FUSE_OPT_KEY("rw", H2_OPT_OURS), FUSE_OPT_KEY("allow_other", H2_OPT_OURS), FUSE_OPT_KEY("debug", H2_OPT_OURS),
+    FUSE_OPT_KEY("degraded", H2_OPT_OURS), FUSE_OPT_KEY("writeback", H2_OPT_OURS),
+    FUSE_OPT_KEY("nowriteback", H2_OPT_OURS), FUSE_OPT_KEY("reclaim", H2_OPT_OURS),
+    FUSE_OPT_KEY("noreclaim", H2_OPT_OURS), FUSE_OPT_KEY("acl", H2_OPT_OURS), FUSE_OPT_KEY("noacl", H2_OPT_OURS),
+    FUSE_OPT_KEY("noktr", H2_OPT_OURS), FUSE_OPT_KEY("encrypted", H2_OPT_OURS),
+    FUSE_OPT_KEY("rollback-ok", H2_OPT_OURS), FUSE_OPT_KEY("uring", H2_OPT_OURS), FUSE_OPT_KEY("nouring", H2_OPT_OURS),
+    FUSE_OPT_KEY("fsync=", H2_OPT_OURS), FUSE_OPT_KEY("cache=", H2_OPT_OURS), FUSE_OPT_KEY("readahead=", H2_OPT_OURS),
+    FUSE_OPT_KEY("dirtymax=", H2_OPT_OURS), FUSE_OPT_KEY("flush=", H2_OPT_OURS), FUSE_OPT_KEY("ktr=", H2_OPT_OURS),
+    FUSE_OPT_KEY("ktrmask=", H2_OPT_OURS), FUSE_OPT_KEY("keyfile=", H2_OPT_OURS), FUSE_OPT_KEY("uring=", H2_OPT_OURS),
+    FUSE_OPT_KEY("threads=", H2_OPT_OURS),
+    // libfuse 3.14's mount options (fuse_mount: mount flags and fuse_mount_opts).
+    FUSE_OPT_KEY("nosuid", H2_OPT_FUSE), FUSE_OPT_KEY("suid", H2_OPT_FUSE), FUSE_OPT_KEY("nodev", H2_OPT_FUSE),
+    FUSE_OPT_KEY("dev", H2_OPT_FUSE), FUSE_OPT_KEY("noexec", H2_OPT_FUSE), FUSE_OPT_KEY("exec", H2_OPT_FUSE),
+    FUSE_OPT_KEY("sync", H2_OPT_FUSE), FUSE_OPT_KEY("async", H2_OPT_FUSE), FUSE_OPT_KEY("dirsync", H2_OPT_FUSE),
+    FUSE_OPT_KEY("atime", H2_OPT_FUSE), FUSE_OPT_KEY("noatime", H2_OPT_FUSE),
+    FUSE_OPT_KEY("default_permissions", H2_OPT_FUSE), FUSE_OPT_KEY("allow_root", H2_OPT_FUSE),
+    FUSE_OPT_KEY("auto_unmount", H2_OPT_FUSE), FUSE_OPT_KEY("max_read=", H2_OPT_FUSE),
+    FUSE_OPT_KEY("context=", H2_OPT_FUSE), FUSE_OPT_KEY("fscontext=", H2_OPT_FUSE),
+    FUSE_OPT_KEY("defcontext=", H2_OPT_FUSE), FUSE_OPT_KEY("rootcontext=", H2_OPT_FUSE),
+    // For mount(8), fstab and systemd; and atime variants FUSE has no flag for (HAMMER2
+    // keeps no atime).
+    FUSE_OPT_KEY("auto", H2_OPT_IGNORED), FUSE_OPT_KEY("noauto", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("nofail", H2_OPT_IGNORED), FUSE_OPT_KEY("_netdev", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("defaults", H2_OPT_IGNORED), FUSE_OPT_KEY("user", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("users", H2_OPT_IGNORED), FUSE_OPT_KEY("nouser", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("owner", H2_OPT_IGNORED), FUSE_OPT_KEY("group", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("comment=", H2_OPT_IGNORED), FUSE_OPT_KEY("user=", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("relatime", H2_OPT_IGNORED), FUSE_OPT_KEY("norelatime", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("strictatime", H2_OPT_IGNORED), FUSE_OPT_KEY("nostrictatime", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("diratime", H2_OPT_IGNORED), FUSE_OPT_KEY("nodiratime", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("lazytime", H2_OPT_IGNORED), FUSE_OPT_KEY("nolazytime", H2_OPT_IGNORED),
+    FUSE_OPT_KEY("loud", H2_OPT_IGNORED), FUSE_OPT_KEY("silent", H2_OPT_IGNORED),
+    // hammer2 finds its mounts by these.
+    FUSE_OPT_KEY("fsname=", H2_OPT_REFUSED), FUSE_OPT_KEY("subtype=", H2_OPT_REFUSED),
+    FUSE_OPT_END
+};
+
+static void h2_option_append(struct h2_option_lists *lists, int which, const char *arg) {
+    size_t add = strlen(arg);
+    size_t used = lists->lengths[which];
+    char *grown = realloc(lists->lists[which], used + add + 2);
+    if (grown == NULL) { lists->failed = 1; return; }
+    if (used > 0) grown[used++] = '\n';
+    memcpy(grown + used, arg, add + 1);
+    lists->lists[which] = grown;
+    lists->lengths[which] = used + add;
+}
+
+static int h2_option_sort(void *data, const char *arg, int key, struct fuse_args *outargs) {
+    (void)outargs;
+    struct h2_option_lists *lists = data;
+    if (key == FUSE_OPT_KEY_NONOPT) return 0;  // only "-o" strings are given
+    if (key == FUSE_OPT_KEY_OPT) {
+        // x-* (systemd's and mount(8)'s) match no template: fuse_opt matches prefixes only
+        // up to an '='.
+        h2_option_append(lists, strncmp(arg, "x-", 2) == 0 ? H2_OPT_IGNORED : 0, arg);
+    } else {
+        h2_option_append(lists, key, arg);
+    }
+    return 0;  // discarded from outargs: the lists carry them
+}
+
+int h2fuse_classify_mount_options(const char *options, char **ours, char **fuse, char **ignored, char **refused,
+                                  char **unknown) {
+    struct h2_option_lists lists;
+    memset(&lists, 0, sizeof lists);
+    char *argv[] = { "mount_hammer2", "-o", (char *)options, NULL };
+    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+    int result = fuse_opt_parse(&args, &lists, h2_mount_option_templates, h2_option_sort);
+    fuse_opt_free_args(&args);
+    char **outputs[5] = { unknown, ours, fuse, ignored, refused };
+    for (int i = 0; i < 5; i++) *outputs[i] = lists.lists[i] ? lists.lists[i] : strdup("");
+    return result == 0 && !lists.failed ? 0 : -1;
+}

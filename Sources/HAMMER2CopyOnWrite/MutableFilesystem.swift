@@ -249,7 +249,7 @@ public final class MutableFilesystem: @unchecked Sendable {
     /// Space new data and new inodes may not take (hammer2_vfsops.c's free_reserved: 1/20
     /// of the volume), so that a "full" volume can still flush the metadata of deletions,
     /// renames and bulkfree; at least what a flush's metadata needs.
-    var reserveBytes: UInt64 { max(UInt64(sharedMetadataCopies) * (2 << 20), allocator.volumeSize / 20) }
+    var reserveBytes: UInt64 { Self.reserve(volumeSize: allocator.volumeSize, metadataCopies: sharedMetadataCopies) }
 
     /// Changed inodes held in memory before a flush writes them (as `dirtyLimit` bounds
     /// dirty data): creating a million files must not hold a million nodes until the timer.

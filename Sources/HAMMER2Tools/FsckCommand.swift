@@ -40,6 +40,7 @@ public enum FsckCommand {
             return usageError("fsck_hammer2", "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
+        if parsed.wantsVersion { print(Release.versionLine("fsck_hammer2")); return ExitCode.success.rawValue }
         var verbose = 0, force = false, countEmpty = false, bestOnly = false, perPFS = false, listOnly = false
         var pfsNames: [String] = []
         var keyFile: String?, askPassphrase = false

@@ -20,6 +20,8 @@ public struct GetOpt {
     public var operands: [String] = []
     /// True when --help or -h was given.
     public var wantsHelp = false
+    /// True when --version was given.
+    public var wantsVersion = false
 
     /// `spec` is getopt's string: letters, each followed by ':' when it takes an argument.
     public init(_ arguments: [String], spec: String) throws {
@@ -36,6 +38,7 @@ public struct GetOpt {
             let argument = arguments[index]
             if argument == "--" { operands += arguments[(index + 1)...]; break }
             if argument == "--help" { wantsHelp = true; index += 1; continue }
+            if argument == "--version" { wantsVersion = true; index += 1; continue }
             guard argument.hasPrefix("-"), argument.count > 1 else { operands += arguments[index...]; break }
             var letters = Array(argument.dropFirst())
             while !letters.isEmpty {

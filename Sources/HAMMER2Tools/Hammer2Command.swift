@@ -17,17 +17,21 @@ public enum Hammer2Command {
         -s path            Select filesystem (a mount point of mount_hammer2)
         -f image           Select an image file or device offline (dev1:dev2:... for several volumes)
         -r                 Recurse (setcomp, setcheck, setcopies)
+        -j                 JSON output (info, pfs-list), with the space report
         -t type            PFS type for pfs-create
         -u uuid            Cluster id for pfs-create
         -v                 More verbose (repeatable)
         -q                 Quieter
+        --version          Print the version
 
         hash [<filename>...]              Print directory hash (key) for name
         dhash [<filename>...]             Print data hash for long directory entry
-        info [<devpath>...]               Info on all offline or online H2 partitions
+        info [<devpath>...]               Info on all offline or online H2 partitions; -v adds
+                                          each PFS's space: used, exclusive, logical and
+                                          compressed data, compressratio; volume free space
         flush [<path>...]                 Write every change of the mount and a new volume
                                           header now (fsync only appends to the intent log)
-        pfs-list [<path>...]              List PFSs
+        pfs-list [<path>...]              List PFSs (-v: with the space report of info -v)
         pfs-clid <label>                  Print cluster id for specific PFS
         pfs-create [-t type] [-c clid] [-n copies] [-e] [-k keyfile] [-w log2N] [-F] <label>
                                       Create a PFS (type MASTER by default); -n copies of
@@ -94,16 +98,18 @@ public enum Hammer2Command {
         var verbose = 0
         var quiet = 0
         var recurse = false
+        var json = false
         var pfsType: String?
         var uuid: String?
     }
 
     public static func main(_ arguments: [String]) -> Int32 {
         let parsed: GetOpt
-        do { parsed = try GetOpt(arguments, spec: "s:f:vqt:u:m:r") } catch {
+        do { parsed = try GetOpt(arguments, spec: "s:f:vqt:u:m:rj") } catch {
             return usageError("hammer2", "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
+        if parsed.wantsVersion { print(Release.versionLine("hammer2")); return ExitCode.success.rawValue }
         var context = Context()
         for (letter, value) in parsed.options {
             switch letter {
@@ -112,6 +118,7 @@ public enum Hammer2Command {
             case "v": if context.quiet > 0 { context.quiet -= 1 } else { context.verbose += 1 }
             case "q": if context.verbose > 0 { context.verbose -= 1 } else { context.quiet += 1 }
             case "r": context.recurse = true
+            case "j": context.json = true
             case "t": context.pfsType = value
             case "u": context.uuid = value
             default: break
@@ -151,19 +158,25 @@ public enum Hammer2Command {
                     let failure = flushMount(mount.mountpoint)
                     guard failure == 0 else { throw ToolError.failed("flush of \(mount.mountpoint): \(String(cString: strerror(failure)))") }
                 }
-            case "pfs-list":
-                let targets = try targetsFor(operands, context)
-                for (i, target) in targets.enumerated() {
-                    if i > 0 { print("") }
-                    try pfsList(target, space: context.verbose > 0)
-                }
-            case "info":
-                let targets = operands.isEmpty ? try targetsFor([], context) : operands.map { Target(display: $0, devices: $0.split(separator: ":").map(String.init)) }
-                for target in targets {
-                    print("\(target.display):")
-                    let filesystem = try Filesystem(paths: target.devices)
-                    for entry in try filesystem.pfsEntries().sorted(by: { $0.name < $1.name }) {
-                        print("    \(entry.name)")
+            case "pfs-list", "info":
+                // info takes devices (DragonFly's) and, ours, mount points too.
+                let targets = directive == "info" && !operands.isEmpty
+                    ? try operands.flatMap { operand -> [Target] in
+                        var isDirectory: ObjCBool = false
+                        if FileManager.default.fileExists(atPath: operand, isDirectory: &isDirectory), isDirectory.boolValue {
+                            return try targetsFor([operand], context)
+                        }
+                        return [Target(display: operand, devices: operand.split(separator: ":").map(String.init))]
+                    }
+                    : try targetsFor(operands, context)
+                let reports = try targets.map { try SpaceDirectives.report($0, space: context.verbose > 0 || context.json) }
+                if context.json {
+                    try SpaceDirectives.printJSON(reports)
+                } else {
+                    for (i, report) in reports.enumerated() {
+                        if directive == "info" { SpaceDirectives.printInfo(report); continue }
+                        if i > 0 { print("") }
+                        SpaceDirectives.printPFSList(report)
                     }
                 }
             case "snapshot":
@@ -283,26 +296,4 @@ public enum Hammer2Command {
         return fsync(fd) == 0 ? 0 : errno
     }
 
-    /// pfs-list; with `space` (hammer2 -v pfs-list) also what each PFS references, what it
-    /// alone holds (deleting it would free that), and what snapshots hold that no other
-    /// PFS references (docs/reclaim.md). Counted as bulkfree counts, in 16 KiB blocks of
-    /// the last flushed state.
-    static func pfsList(_ target: Target, space: Bool = false) throws {
-        let filesystem = try Filesystem(paths: target.devices)
-        let entries = try filesystem.pfsEntries().sorted { Array($0.name.utf8).lexicographicallyPrecedes(Array($1.name.utf8)) }
-        let usage = space ? try filesystem.pfsSpace() : nil
-        let byLabel = Dictionary((usage?.pfses ?? []).map { ($0.label, $0) }, uniquingKeysWith: { a, _ in a })
-        print("Type        ClusterId (pfs_clid)                 " + (space ? "   Used  Exclusive " : "") + "Label on \(target.display)")
-        for entry in entries {
-            var line = "\(Text.pad(Text.pfsListType(entry.inode.meta), 11)) \(entry.inode.meta.pfsClusterID) "
-            if let pfs = byLabel[entry.name] {
-                line += Text.pad(Text.size(pfs.referencedBytes), 7, left: false) + " " + Text.pad(Text.size(pfs.exclusiveBytes), 10, left: false) + " "
-            }
-            print(line + entry.name)
-        }
-        if let usage {
-            let held = Text.size(usage.heldBySnapshots).trimmingCharacters(in: .whitespaces)
-            print("snapshots hold \(held) that no other PFS references (freed when they are all deleted)")
-        }
-    }
 }

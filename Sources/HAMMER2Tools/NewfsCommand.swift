@@ -62,6 +62,7 @@ public enum NewfsCommand {
             return usageError(tool, "\(error)", usage: usage)
         }
         if parsed.wantsHelp { print(usage); return ExitCode.success.rawValue }
+        if parsed.wantsVersion { print(Release.versionLine("newfs_hammer2")); return ExitCode.success.rawValue }
         var labels: [String] = []
         var noLabel = false
         var options = FormatOptions(labels: [])

@@ -64,16 +64,81 @@ anything else -> DATA. Unmount with: fusermount3 -u <node>
                 trace segment), ktrmask=<mask> (subsystems recorded: a number, or
                 names separated by colons: fuse:io:check:compress:flush:alloc:
                 bulkfree:copies:keys; default all; hammer2 ktrmask changes it while
-                mounted), and any libfuse mount option
+                mounted), and libfuse's mount options (nosuid, nodev, noexec,
+                noatime, sync, dirsync, default_permissions, allow_root,
+                auto_unmount, max_read=). fstab's auto, noauto, nofail, _netdev,
+                defaults, user(s), x-* and comment= are passed over; any other
+                option is an error (exit 2).
   -h, --help    this text
+  --version     the version
+
+As a mount(8) helper (installed as mount.hammer2 and mount.fuse.hammer2, for
+mount -t hammer2 / fuse.hammer2 and fstab lines of those types):
+  mount.hammer2 special[@label] node [-sfnvrw] [-o options]
+  -f only checks (mounts nothing), -s drops unknown options with a warning.
 
 Exit status: 0 mounted (and, with -f, unmounted cleanly), 1 mount failed
 (including a wrong passphrase or key file: nothing is read or written then),
 2 bad command line.
 """
 
+/// How mount(8) calls a helper (`mount.hammer2`, `mount.fuse.hammer2`):
+/// `SPEC DIR [-sfnvrw] [-N namespace] [-o options] [-t type]`.
+struct HelperInvocation {
+    var arguments: [String] = []  // as mount_hammer2 takes them
+    /// -f: validate, mount nothing.
+    var fake = false
+    /// -s: options nobody knows are dropped with a warning instead of refused.
+    var sloppy = false
+
+    init(_ helperArguments: [String]) throws {
+        guard helperArguments.count >= 2, !helperArguments[0].hasPrefix("-"), !helperArguments[1].hasPrefix("-") else {
+            throw ToolError.usage("called as a mount helper: SPEC DIR [-sfnvrw] [-o options] [-t type]")
+        }
+        var options: [String] = []
+        var rest = ArraySlice(helperArguments.dropFirst(2))
+        while let argument = rest.popFirst() {
+            switch argument {
+            case "-o":
+                guard let value = rest.popFirst() else { throw ToolError.usage("option requires an argument -- o") }
+                options.append(value)
+            case "-t", "-N":
+                guard rest.popFirst() != nil else { throw ToolError.usage("option requires an argument -- \(argument.dropFirst())") }
+                if argument == "-N" { throw ToolError.usage("-N (another mount namespace) is not supported") }
+            default:
+                guard argument.hasPrefix("-"), argument.count > 1 else { throw ToolError.usage("unexpected argument \(argument)") }
+                for letter in argument.dropFirst() {
+                    switch letter {
+                    case "f": fake = true
+                    case "s": sloppy = true
+                    case "n", "v": break  // no mtab to write; nothing more to say
+                    case "r": options.append("ro")
+                    case "w": options.append("rw")
+                    default: throw ToolError.usage("unknown option -- \(letter)")
+                    }
+                }
+            }
+        }
+        arguments = (options.isEmpty ? [] : ["-o", options.joined(separator: ",")]) + Array(helperArguments.prefix(2))
+    }
+}
+
 func main() -> Int32 {
-    let arguments = Array(CommandLine.arguments.dropFirst())
+    var arguments = Array(CommandLine.arguments.dropFirst())
+    if URL(fileURLWithPath: CommandLine.arguments[0]).lastPathComponent.hasPrefix("umount.") {
+        if arguments.contains("--help") || arguments.contains("-h") { print(unmountUsage); return ExitCode.success.rawValue }
+        return unmountHelper(arguments)
+    }
+    var helper: HelperInvocation?
+    if URL(fileURLWithPath: CommandLine.arguments[0]).lastPathComponent.hasPrefix("mount.") && !arguments.contains("--help")
+        && !arguments.contains("-h") && !arguments.contains("--version") {
+        do {
+            helper = try HelperInvocation(arguments)
+        } catch {
+            return usageError("mount.hammer2", "\(error)", usage: usageText)
+        }
+        arguments = helper!.arguments
+    }
     var keyFile: String?
     var requireEncryption = false
     var rollbackAccepted = false
@@ -85,6 +150,10 @@ func main() -> Int32 {
     }
     if parsed.wantsHelp {
         print(usageText)
+        return ExitCode.success.rawValue
+    }
+    if parsed.wantsVersion {
+        print(Release.versionLine("mount_hammer2"))
         return ExitCode.success.rawValue
     }
     var foreground = false, debug = false
@@ -115,7 +184,23 @@ func main() -> Int32 {
             printError("mount_hammer2", "-u (changing a mounted filesystem's options) is not supported; unmount and mount again")
             return ExitCode.usage.rawValue
         case "o":
-            for option in (value ?? "").split(separator: ",").map(String.init) {
+            guard let classified = MountOptionClasses(value ?? "") else {
+                return usageError("mount_hammer2", "cannot parse the mount options \"\(value ?? "")\"", usage: usageText)
+            }
+            if let refused = classified.refused.first {
+                printError("mount_hammer2", "-o \(refused): mount_hammer2 sets \(refused.prefix { $0 != "=" }) itself (hammer2 finds its mounts by it)")
+                return ExitCode.usage.rawValue
+            }
+            if !classified.unknown.isEmpty {
+                let list = classified.unknown.joined(separator: ",")
+                guard helper?.sloppy == true else {
+                    printError("mount_hammer2", "unknown mount option(s): \(list) (mount_hammer2 --help lists them)")
+                    return ExitCode.usage.rawValue
+                }
+                printError("mount_hammer2", "warning: unknown mount option(s) ignored (-s): \(list)")
+            }
+            extra += classified.fuse
+            for option in classified.ours {
                 switch option {
                 case "local": break
                 case "ro", "rdonly": readOnly = true
@@ -189,7 +274,8 @@ func main() -> Int32 {
                         }
                         threads = value
                     } else {
-                        extra.append(option)
+                        printError("mount_hammer2", "bad mount option \(option)")
+                        return ExitCode.usage.rawValue
                     }
                 }
             }
@@ -213,6 +299,7 @@ func main() -> Int32 {
         return ExitCode.failure.rawValue
     }
     let label = specifier.labelOrDefault
+    if helper?.fake == true { return ExitCode.success.rawValue }  // mount -f: checked, nothing mounted
     if !foreground { closeInheritedDescriptors() }
     // Absolute device paths in the mount source, so hammer2 finds them from anywhere.
     let devices = specifier.devices.map { URL(fileURLWithPath: $0).standardizedFileURL.path }

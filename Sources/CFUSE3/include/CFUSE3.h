@@ -79,6 +79,15 @@ int h2fuse_posix_acl(const struct fuse_conn_info *conn);
 int h2fuse_stop_signals_install(void);
 int h2fuse_stop_signals_wait(void);
 void h2fuse_stop_signals_wake(void);
+// Splits a mount option string (what follows -o; commas separate, a backslash escapes)
+// with libfuse's fuse_opt_parse into: the options mount_hammer2 interprets (`ours`), the
+// mount options libfuse takes (`fuse`), options for mount(8) and systemd only, passed over
+// (`ignored`: auto, noauto, nofail, _netdev, user, x-*, the atime variants FUSE lacks...),
+// options that may not be set (`refused`: fsname=, subtype=, which hammer2 finds mounts
+// by) and unknown ones. Each list is newline-separated and malloc'ed (free them); returns
+// 0, or -1 when libfuse's parser failed (out of memory, a bad escape).
+int h2fuse_classify_mount_options(const char *options, char **ours, char **fuse, char **ignored, char **refused,
+                                  char **unknown);
 // Runs `body(context)` on a new thread and waits for it (0, or an errno when the thread
 // cannot start). After fuse_daemonize's fork the calling thread's cached thread id is its
 // parent's (the Swift runtime keeps it per thread for its priority-inheriting locks): a
