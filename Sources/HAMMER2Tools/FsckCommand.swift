@@ -27,6 +27,7 @@ public enum FsckCommand {
       -l   comma-separated PFS names for -p / -P
       -k   key file of encrypted PFSes: their tags and namespaces are verified too
       -K   the same with a passphrase (asked, or read from standard input)
+      --help, --version    this text, the release
     Without a key, an encrypted PFS's structure (stored in clear) is checked, but
     its blocks' authentication tags and its namespace are not.
 

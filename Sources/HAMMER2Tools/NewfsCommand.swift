@@ -36,6 +36,7 @@ public enum NewfsCommand {
       -w log2N      scrypt cost of the passphrase: N = 2^log2N (14-21, default 18:
                     256 MiB and about 0.7 s per unlock)
       -F            accept a passphrase shorter than 12 bytes
+      --help        this text; --version: the release
 
     Exit status: 0 created, 1 the device could not be formatted, 2 bad command line.
     """
