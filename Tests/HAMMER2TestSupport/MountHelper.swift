@@ -48,9 +48,17 @@ public enum Binaries {
     /// Runs a tool to completion; returns its exit status, stdout and stderr. `input` is
     /// its standard input (a passphrase, for instance); /dev/null without it.
     public static func run(_ name: String, _ arguments: [String], input: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+        try runProgram(try path(name), arguments, input: input)
+    }
+
+    /// Runs any program to completion (environment: added to ours); its exit status,
+    /// stdout and stderr.
+    public static func runProgram(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                                  input: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: try path(name))
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
