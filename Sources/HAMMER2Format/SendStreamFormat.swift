@@ -1,0 +1,142 @@
+// The send stream's framing (docs/send-receive.md, "Stream format, version 1"): records of
+// a 32-byte header and a payload, the payload's XXH64 chained from record to record so that
+// a dropped, repeated or reordered record fails like a changed byte. Decoded with bounds
+// checks: a stream comes from anywhere.
+
+public enum SendStreamRecordType: UInt16, Sendable {
+    case begin = 1
+    case inodes = 2
+    case end = 3
+}
+
+public struct SendStreamRecordHeader: Equatable, Sendable {
+    public static let magic: UInt32 = 0x5253_3248  // "H2SR"
+    public static let version: UInt16 = 1
+    public static let bytes = 32
+    /// The largest payload a receiver accepts.
+    public static let maximumPayload = 16 << 20
+
+    public var type: SendStreamRecordType  // 0x04
+    public var sequence: UInt64  // 0x08
+    public var payloadBytes: UInt32  // 0x10
+    public var payloadHash: UInt64  // 0x18: XXH64 of the payload, seeded with the previous record's
+
+    public init(type: SendStreamRecordType, sequence: UInt64, payloadBytes: UInt32, payloadHash: UInt64) {
+        self.type = type
+        self.sequence = sequence
+        self.payloadBytes = payloadBytes
+        self.payloadHash = payloadHash
+    }
+
+    public func encoded() -> [UInt8] {
+        var raw = [UInt8](repeating: 0, count: Self.bytes)
+        raw.withUnsafeMutableBytes { raw in
+            raw.putLE32(Self.magic, at: 0x00)
+            raw.putLE16(type.rawValue, at: 0x04)
+            raw.putLE16(Self.version, at: 0x06)
+            raw.putLE64(sequence, at: 0x08)
+            raw.putLE32(payloadBytes, at: 0x10)
+            raw.putLE32(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<0x14])), at: 0x14)
+            raw.putLE64(payloadHash, at: 0x18)
+        }
+        return raw
+    }
+
+    /// Throws unless `raw` is a header whose magic, version, type, CRC and size hold.
+    public init(decoding raw: UnsafeRawBufferPointer) throws {
+        guard raw.count >= Self.bytes else {
+            throw FormatError.shortBuffer(structure: "send stream record header", needed: Self.bytes, got: raw.count)
+        }
+        guard raw.le32(0x00) == Self.magic else {
+            throw FormatError.invalidField(structure: "send stream record header", field: "magic", value: UInt64(raw.le32(0x00)))
+        }
+        guard raw.le16(0x06) == Self.version else {
+            throw FormatError.invalidField(structure: "send stream record header", field: "version (this receiver reads 1)",
+                                           value: UInt64(raw.le16(0x06)))
+        }
+        guard CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<0x14])) == raw.le32(0x14) else {
+            throw FormatError.invalidField(structure: "send stream record header", field: "CRC", value: UInt64(raw.le32(0x14)))
+        }
+        guard let type = SendStreamRecordType(rawValue: raw.le16(0x04)) else {
+            throw FormatError.invalidField(structure: "send stream record header", field: "type", value: UInt64(raw.le16(0x04)))
+        }
+        guard raw.le32(0x10) <= Self.maximumPayload else {
+            throw FormatError.invalidField(structure: "send stream record header", field: "payload bytes", value: UInt64(raw.le32(0x10)))
+        }
+        self.type = type
+        sequence = raw.le64(0x08)
+        payloadBytes = raw.le32(0x10)
+        payloadHash = raw.le64(0x18)
+    }
+
+    /// The chained hash of `payload` after a record whose hash was `previous`.
+    public static func hash(_ payload: [UInt8], after previous: UInt64) -> UInt64 {
+        payload.withUnsafeBytes { CheckCode.xxhash64($0, seed: previous) }
+    }
+}
+
+/// The first record: which snapshot the stream holds, and over which base.
+public struct SendStreamBegin: Equatable, Sendable {
+    public var snapshotFilesystemID: HAMMER2UUID  // 0x00
+    public var snapshotClusterID: HAMMER2UUID  // 0x10
+    /// Zero for a full stream.
+    public var baseFilesystemID: HAMMER2UUID  // 0x20
+    /// The snapshot's inode number counter (pfs_inum).
+    public var nextInodeNumber: UInt64  // 0x30
+    public var label: [UInt8]  // 0x38: length (2), then the bytes
+
+    public init(snapshotFilesystemID: HAMMER2UUID, snapshotClusterID: HAMMER2UUID, baseFilesystemID: HAMMER2UUID,
+                nextInodeNumber: UInt64, label: [UInt8]) {
+        self.snapshotFilesystemID = snapshotFilesystemID
+        self.snapshotClusterID = snapshotClusterID
+        self.baseFilesystemID = baseFilesystemID
+        self.nextInodeNumber = nextInodeNumber
+        self.label = label
+    }
+
+    public var isIncremental: Bool { baseFilesystemID != .zero }
+
+    public func encoded() -> [UInt8] {
+        var out = snapshotFilesystemID.bytes + snapshotClusterID.bytes + baseFilesystemID.bytes
+        withUnsafeBytes(of: nextInodeNumber.littleEndian) { out += $0 }
+        withUnsafeBytes(of: UInt16(label.count).littleEndian) { out += $0 }
+        return out + label
+    }
+
+    public init(decoding raw: UnsafeRawBufferPointer) throws {
+        guard raw.count >= 0x3A else { throw FormatError.shortBuffer(structure: "send stream begin", needed: 0x3A, got: raw.count) }
+        let length = Int(raw.le16(0x38))
+        guard length >= 1, length <= HAMMER2.inodeMaxName, raw.count == 0x3A + length else {
+            throw FormatError.invalidField(structure: "send stream begin", field: "label length", value: UInt64(length))
+        }
+        snapshotFilesystemID = raw.uuid(0x00)
+        snapshotClusterID = raw.uuid(0x10)
+        baseFilesystemID = raw.uuid(0x20)
+        nextInodeNumber = raw.le64(0x30)
+        label = raw.bytes(0x3A, length)
+    }
+}
+
+/// The last record: what the receiver must have seen.
+public struct SendStreamEnd: Equatable, Sendable {
+    public var inodeRecords: UInt64
+    public var dataBytes: UInt64
+
+    public init(inodeRecords: UInt64, dataBytes: UInt64) {
+        self.inodeRecords = inodeRecords
+        self.dataBytes = dataBytes
+    }
+
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        withUnsafeBytes(of: inodeRecords.littleEndian) { out += $0 }
+        withUnsafeBytes(of: dataBytes.littleEndian) { out += $0 }
+        return out
+    }
+
+    public init(decoding raw: UnsafeRawBufferPointer) throws {
+        guard raw.count == 16 else { throw FormatError.invalidField(structure: "send stream end", field: "length", value: UInt64(raw.count)) }
+        inodeRecords = raw.le64(0)
+        dataBytes = raw.le64(8)
+    }
+}
