@@ -340,45 +340,55 @@ extension MutableFilesystem {
             }
             pfs.nextInodeNumber = max(pfs.nextInodeNumber, changes.nextInodeNumber)
             for record in changes.inodes {
-                guard record.meta.inum == record.inum || record.inum == PFS.rootInodeNumber else {
-                    throw EngineError.corrupt("log record for inode \(record.inum) holds inode \(record.meta.inum)")
-                }
-                let node: Node
-                if let existing = pfs.nodes[record.inum] {
-                    node = existing
-                } else if record.isNew {
-                    let direct = record.meta.type == .regularFile || record.meta.type == .softlink
-                    node = Node(inum: record.inum, meta: record.meta, filename: record.filename,
-                                content: direct ? .embedded([UInt8](repeating: 0, count: HAMMER2.embeddedBytes)) : .blockset([]),
-                                bref: nil, owner: pfs)
-                    pfs.nodes[record.inum] = node
-                } else {
-                    node = try pfs.node(record.inum)
-                }
-                if record.lowestSize != .max && node.type == .regularFile {
-                    try pfs.truncate(node, to: record.lowestSize)
-                }
-                node.diskLimit = min(node.diskLimit, record.diskLimit)
-                for range in record.ranges {
-                    guard !node.isDirectory else { throw EngineError.corrupt("log holds data for directory \(record.inum)") }
-                    if let bytes = range.bytes {
-                        try bytes.withUnsafeBytes { try pfs.writeData(node, at: range.offset, $0) }
-                    } else {
-                        try pfs.zeroRange(node, from: range.offset, to: range.offset + UInt64(range.length))
-                    }
-                }
-                node.meta = record.meta
-                node.filename = record.filename
-                for change in record.entryChanges {
-                    guard node.isDirectory else { throw EngineError.corrupt("log holds entries for non-directory \(record.inum)") }
-                    try Self.checkEntryName(change)
-                    node.setEntryChange(change.key, change.entry.map { DirectoryEntry(name: $0.name, inum: $0.inum, type: $0.type, key: change.key) })
-                }
-                node.dirty = true
+                try applyInodeRecord(record, to: pfs)
                 touched += 1
             }
         }
         return touched
+    }
+
+    /// Applies one inode record (of a commit, or of a received stream) to `pfs`: creates
+    /// the inode when new, truncates, writes the ranges, takes the metadata (through
+    /// `adjust` first) and the entry changes.
+    func applyInodeRecord(_ record: IntentLogCommit.Inode, to pfs: MountedPFS,
+                          adjust: (inout InodeMeta, _ current: InodeMeta?) -> Void = { _, _ in }) throws {
+        guard record.meta.inum == record.inum || record.inum == PFS.rootInodeNumber else {
+            throw EngineError.corrupt("record for inode \(record.inum) holds inode \(record.meta.inum)")
+        }
+        let node: Node
+        if let existing = pfs.nodes[record.inum] {
+            node = existing
+        } else if record.isNew {
+            let direct = record.meta.type == .regularFile || record.meta.type == .softlink
+            node = Node(inum: record.inum, meta: record.meta, filename: record.filename,
+                        content: direct ? .embedded([UInt8](repeating: 0, count: HAMMER2.embeddedBytes)) : .blockset([]),
+                        bref: nil, owner: pfs)
+            pfs.nodes[record.inum] = node
+        } else {
+            node = try pfs.node(record.inum)
+        }
+        if record.lowestSize != .max && node.type == .regularFile {
+            try pfs.truncate(node, to: record.lowestSize)
+        }
+        node.diskLimit = min(node.diskLimit, record.diskLimit)
+        for range in record.ranges {
+            guard !node.isDirectory else { throw EngineError.corrupt("data for directory \(record.inum)") }
+            if let bytes = range.bytes {
+                try bytes.withUnsafeBytes { try pfs.writeData(node, at: range.offset, $0) }
+            } else {
+                try pfs.zeroRange(node, from: range.offset, to: range.offset + UInt64(range.length))
+            }
+        }
+        var meta = record.meta
+        adjust(&meta, node.meta)
+        node.meta = meta
+        if record.inum != PFS.rootInodeNumber { node.filename = record.filename }
+        for change in record.entryChanges {
+            guard node.isDirectory else { throw EngineError.corrupt("entries for non-directory \(record.inum)") }
+            try Self.checkEntryName(change)
+            node.setEntryChange(change.key, change.entry.map { DirectoryEntry(name: $0.name, inum: $0.inum, type: $0.type, key: change.key) })
+        }
+        node.dirty = true
     }
 
     private static func checkEntryName(_ change: IntentLogCommit.EntryChange) throws {

@@ -270,8 +270,10 @@ extension MutableFilesystem {
     }
 
     /// hammer2 snapshot: flushes, then creates PFS `label` sharing `source`'s tree. The
-    /// snapshot is a MASTER PFS of subtype SNAPSHOT with new cluster and filesystem ids.
-    public func snapshot(of source: String, label: String) throws {
+    /// snapshot is a MASTER PFS of subtype SNAPSHOT with new cluster and filesystem ids
+    /// (or `ids`: a received snapshot keeps its sender's).
+    public func snapshot(of source: String, label: String,
+                         ids: (filesystem: HAMMER2UUID, cluster: HAMMER2UUID)? = nil) throws {
         guard !readOnly else { throw EngineError.posix(EROFS, "filesystem is read-only") }
         try withLock {
             try flushLocked()
@@ -308,8 +310,8 @@ extension MutableFilesystem {
             inode.meta.pfsType = .master
             inode.meta.pfsSubtype = PFSSubtype.snapshot
             inode.meta.pfsLastSnapshotTID = tid
-            inode.meta.pfsFilesystemID = randomUUID()
-            inode.meta.pfsClusterID = randomUUID()
+            inode.meta.pfsFilesystemID = ids?.filesystem ?? randomUUID()
+            inode.meta.pfsClusterID = ids?.cluster ?? randomUUID()
             inode.meta.decryptCheck = encryption.check
             inode.keyRecord = encryption.record
             inode.content = .blockset(blockset)

@@ -54,6 +54,11 @@ public enum Hammer2Command {
         snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:
                                           PFS.YYYYMMDD.HHMMSS); offline: -f image snapshot <pfs> [<label>]
         pfs-fsid <label>                  Print private id for specific PFS
+        send [-i <base>] <snapshot>       Write a snapshot (or what changed since the older
+                                          snapshot <base>) as a stream to standard output
+        receive [-F] <label>              Make the stream on standard input snapshot <label>
+                                          of -f IMAGE (unmounted); -F replaces an existing
+                                          <label> (docs/send-receive.md)
         setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
         setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
         setcopies <n> <path>...           Set copies of data written from now on (1-4, 3 when
@@ -179,6 +184,10 @@ public enum Hammer2Command {
                         SpaceDirectives.printPFSList(report)
                     }
                 }
+            case "send":
+                status = try SendReceiveDirectives.send(operands, context: context)
+            case "receive":
+                status = try SendReceiveDirectives.receive(operands, context: context)
             case "snapshot":
                 try PFSDirectives.snapshot(operands, image: context.image, selected: context.selectedPath)
             case "pfs-create":

@@ -3,7 +3,7 @@
 # the -f image, the -s mount, or the mount the current directory is in), image@LABEL
 # for mount_hammer2.
 
-_hammer2_directives="hash dhash info flush pfs-list pfs-clid pfs-create key-status key-change rekey
+_hammer2_directives="hash dhash info flush pfs-list pfs-clid pfs-create key-status key-change rekey send receive
 reencrypt pfs-delete snapshot pfs-fsid setcomp setcheck setcopies scrub stat top ktrdump ktrmask
 printinode destroy destroy-inum recover cleanup dumpchain growfs bulkfree show freemap volhdr"
 
@@ -47,7 +47,7 @@ _hammer2() {
         return
     fi
     case "$directive" in
-        pfs-delete|pfs-clid|pfs-fsid|key-status|key-change|rekey)
+        pfs-delete|pfs-clid|pfs-fsid|key-status|key-change|rekey|send)
             COMPREPLY=($(compgen -W "$(_hammer2_labels)" -- "$cur")) ;;
         snapshot)
             COMPREPLY=($(compgen -W "$(_hammer2_labels)" -- "$cur")); _filedir -d ;;

@@ -1,0 +1,170 @@
+// hammer2 receive: a send stream becomes a snapshot of this volume (docs/send-receive.md,
+// "Receiving"). Everything lands in a hidden PFS first; only a stream read whole and
+// intact becomes the snapshot LABEL, so a truncated, damaged or mismatched stream leaves
+// the volume as it was.
+
+import Foundation
+import HAMMER2Engine
+import HAMMER2Format
+
+public struct ReceiveSummary: Sendable {
+    public var label = ""
+    public var incremental = false
+    public var inodes = 0
+    public var dataBytes: UInt64 = 0
+}
+
+public enum ReceiveError: Error, CustomStringConvertible, Sendable {
+    case stream(String)
+    case mismatch(String)
+
+    public var description: String {
+        switch self {
+        case let .stream(what): return "bad stream: \(what)"
+        case let .mismatch(what): return what
+        }
+    }
+}
+
+extension MutableFilesystem {
+    /// Reads a stream through `read` (up to the count asked; fewer only at its end) and
+    /// makes it snapshot `label`. With `replace`, an existing PFS `label` (not mounted) is
+    /// replaced once the new one is complete; without, it is an error.
+    public func receive(label: String, replace: Bool = false, read: @escaping (Int) throws -> [UInt8]) throws -> ReceiveSummary {
+        guard !readOnly else { throw EngineError.posix(EROFS, "receive needs a read-write filesystem") }
+        var stream = StreamReader(read: read)
+        let (beginHeader, beginPayload) = try stream.next()
+        guard beginHeader.type == .begin else { throw ReceiveError.stream("it does not start with a begin record") }
+        let begin = try beginPayload.withUnsafeBytes { try SendStreamBegin(decoding: $0) }
+        let entries = try withLock { try pfsRootBrefs().map { (label: $0.label, meta: try reader.inode($0.bref).meta) } }
+        if let existing = entries.first(where: { $0.meta.pfsFilesystemID == begin.snapshotFilesystemID }) {
+            throw ReceiveError.mismatch("this snapshot is already here, as PFS \(existing.label)")
+        }
+        if entries.contains(where: { $0.label == label }) && !replace {
+            throw ReceiveError.mismatch("PFS \(label) exists (-F replaces it)")
+        }
+        var baseLabel: String?
+        if begin.isIncremental {
+            guard let base = entries.first(where: { $0.meta.pfsFilesystemID == begin.baseFilesystemID }) else {
+                throw ReceiveError.mismatch("the stream is incremental over snapshot \(begin.baseFilesystemID), which this volume does not have")
+            }
+            baseLabel = base.label
+        }
+        // The hidden PFS: an empty one, or a snapshot of the base; one left by an earlier
+        // failed receive of the same snapshot goes first.
+        let hidden = ".receive." + String(begin.snapshotFilesystemID.description.prefix(8))
+        if entries.contains(where: { $0.label == hidden }) { _ = try deletePFS(label: hidden) }
+        if let baseLabel {
+            try snapshot(of: baseLabel, label: hidden)
+        } else {
+            try createPFS(label: hidden, clusterID: begin.snapshotClusterID)
+        }
+        var summary = ReceiveSummary(label: label, incremental: begin.isIncremental)
+        do {
+            try applyStream(&stream, begin: begin, into: hidden, summary: &summary)
+            let replaced = entries.first(where: { $0.label == label })
+            if replaced != nil {
+                guard mounted[label] == nil else { throw ReceiveError.mismatch("PFS \(label) is open; unmount it to replace it") }
+                _ = try deletePFS(label: label)
+            }
+            try snapshot(of: hidden, label: label, ids: (begin.snapshotFilesystemID, begin.snapshotClusterID))
+            try closePFS(hidden)
+            _ = try deletePFS(label: hidden)
+        } catch {
+            if mounted[hidden] != nil { try? closePFS(hidden) }
+            _ = try? deletePFS(label: hidden)
+            throw error
+        }
+        return summary
+    }
+
+    private func applyStream(_ stream: inout StreamReader, begin: SendStreamBegin, into hidden: String,
+                             summary: inout ReceiveSummary) throws {
+        let pfs = try withLock { try mountedPFS(hidden) }
+        let copies = pfs.root.meta.ncopies
+        var records: UInt64 = 0
+        while true {
+            let (header, payload) = try stream.next()
+            switch header.type {
+            case .begin:
+                throw ReceiveError.stream("a second begin record (record \(header.sequence))")
+            case .inodes:
+                let commit = try payload.withUnsafeBytes { try IntentLogCommit(decoding: $0) }
+                guard commit.pfses.count == 1 else { throw ReceiveError.stream("record \(header.sequence) holds \(commit.pfses.count) PFS sections") }
+                try withLock {
+                    pfs.nextInodeNumber = max(pfs.nextInodeNumber, begin.nextInodeNumber)
+                    for record in commit.pfses[0].inodes {
+                        try applyInodeRecord(record, to: pfs) { meta, current in
+                            // The receiving PFS keeps its identity and its copies setting.
+                            if record.inum == PFS.rootInodeNumber, let current {
+                                let posix = meta
+                                meta = current
+                                (meta.mode, meta.uid, meta.gid, meta.uflags) = (posix.mode, posix.uid, posix.gid, posix.uflags)
+                                (meta.ctime, meta.mtime, meta.atime, meta.btime) = (posix.ctime, posix.mtime, posix.atime, posix.btime)
+                                meta.attributeInode = posix.attributeInode
+                            } else {
+                                meta.ncopies = copies
+                            }
+                        }
+                        if record.isNew || record.inum == PFS.rootInodeNumber { summary.inodes += 1 }
+                        summary.dataBytes += record.ranges.reduce(0) { $0 + UInt64($1.bytes?.count ?? 0) }
+                    }
+                    // The received data waits in memory like written data: flushed past the limit.
+                    if dirtyDataBytes > dirtyLimit / 2 { try flushLocked(midOperation: true) }
+                }
+                records += 1
+            case .end:
+                let end = try payload.withUnsafeBytes { try SendStreamEnd(decoding: $0) }
+                guard end.inodeRecords == records else {
+                    throw ReceiveError.stream("the end record counts \(end.inodeRecords) inode records, \(records) arrived")
+                }
+                guard end.dataBytes == summary.dataBytes else {
+                    throw ReceiveError.stream("the end record counts \(end.dataBytes) data bytes, \(summary.dataBytes) arrived")
+                }
+                guard try stream.atEnd() else { throw ReceiveError.stream("bytes after the end record") }
+                try flush()
+                return
+            }
+        }
+    }
+
+    /// Reads framed records, checking each header, the sequence and the chained hash.
+    struct StreamReader {
+        let read: (Int) throws -> [UInt8]
+        var sequence: UInt64 = 0
+        var previousHash: UInt64 = 0
+
+        mutating func exactly(_ count: Int, _ what: String) throws -> [UInt8] {
+            var bytes: [UInt8] = []
+            while bytes.count < count {
+                let more = try read(count - bytes.count)
+                if more.isEmpty { throw ReceiveError.stream("it ends inside \(what) (truncated)") }
+                bytes += more
+            }
+            return bytes
+        }
+
+        mutating func next() throws -> (SendStreamRecordHeader, [UInt8]) {
+            let raw = try exactly(SendStreamRecordHeader.bytes, "record \(sequence)'s header")
+            let header: SendStreamRecordHeader
+            do {
+                header = try raw.withUnsafeBytes { try SendStreamRecordHeader(decoding: $0) }
+            } catch {
+                throw ReceiveError.stream("record \(sequence): \(error)")
+            }
+            guard header.sequence == sequence else {
+                throw ReceiveError.stream("record \(sequence) is numbered \(header.sequence) (a record is missing or repeated)")
+            }
+            let payload = try exactly(Int(header.payloadBytes), "record \(sequence)")
+            let hash = SendStreamRecordHeader.hash(payload, after: previousHash)
+            guard hash == header.payloadHash else {
+                throw ReceiveError.stream("record \(sequence) fails its checksum (damaged, or records out of order)")
+            }
+            sequence += 1
+            previousHash = hash
+            return (header, payload)
+        }
+
+        mutating func atEnd() throws -> Bool { try read(1).isEmpty }
+    }
+}

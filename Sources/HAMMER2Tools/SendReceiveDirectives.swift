@@ -1,0 +1,96 @@
+// hammer2 send / receive (docs/send-receive.md): a snapshot as a stream on standard output,
+// and a stream from standard input made a snapshot of an unmounted volume. Progress goes to
+// a terminal on standard error.
+
+import Foundation
+import Glibc
+import HAMMER2CopyOnWrite
+import HAMMER2Engine
+
+enum SendReceiveDirectives {
+    /// `send [-i BASE] SNAPSHOT`: of the mount selected (-s, the current directory) or of
+    /// `-f IMAGE`.
+    static func send(_ operands: [String], context: Hammer2Command.Context) throws -> Int32 {
+        let parsed = try GetOpt(operands, spec: "i:")
+        let base = parsed.options.first { $0.0 == "i" }?.1
+        guard parsed.operands.count == 1 else { throw ToolError.usage("send: requires [-i base] <snapshot>") }
+        guard isatty(STDOUT_FILENO) == 0 else {
+            throw ToolError.usage("send: standard output is a terminal; send it to a file or a pipe (hammer2 send SNAP | ...)")
+        }
+        let target = try Hammer2Command.targetsFor([], context)[0]
+        let filesystem = try Filesystem(paths: target.devices)
+        var progress = Progress(verb: "sent")
+        let summary = try SendStream.send(from: filesystem, snapshot: parsed.operands[0], base: base) { bytes in
+            try writeAll(STDOUT_FILENO, bytes)
+            progress.add(bytes.count)
+        }
+        progress.finish()
+        if isatty(STDERR_FILENO) != 0 || context.verbose > 0 {
+            printError("hammer2", "send: \(summary.inodes) inodes, \(summary.dataBytes) data bytes, \(progress.bytes) stream bytes")
+        }
+        return 0
+    }
+
+    /// `-f IMAGE receive [-F] LABEL`.
+    static func receive(_ operands: [String], context: Hammer2Command.Context) throws -> Int32 {
+        let parsed = try GetOpt(operands, spec: "F")
+        let replace = parsed.options.contains { $0.0 == "F" }
+        guard parsed.operands.count == 1, !parsed.operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] <label>") }
+        guard let image = context.image else {
+            throw ToolError.usage("receive: give the volume with -f IMAGE (it must not be mounted)")
+        }
+        let filesystem = try PFSDirectives.offline(image)
+        var progress = Progress(verb: "received")
+        let summary: ReceiveSummary
+        do {
+            summary = try filesystem.receive(label: parsed.operands[0], replace: replace) { count in
+                var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
+                let got = buffer.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
+                guard got >= 0 else { throw ToolError.failed("reading standard input: \(String(cString: strerror(errno)))") }
+                progress.add(got)
+                return Array(buffer.prefix(got))
+            }
+        } catch let error as ReceiveError {
+            progress.finish()
+            throw ToolError.failed("receive: \(error) — nothing was changed")
+        }
+        progress.finish()
+        print("received \(summary.incremental ? "incremental" : "full") stream as \(summary.label): "
+              + "\(summary.inodes) inodes, \(summary.dataBytes) data bytes")
+        return 0
+    }
+
+    private static func writeAll(_ fd: Int32, _ bytes: [UInt8]) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { throw ToolError.failed("writing the stream: \(String(cString: strerror(errno)))") }
+            done += n
+        }
+    }
+
+    /// Bytes and rate on a terminal (standard error), twice a second.
+    struct Progress {
+        let verb: String
+        var bytes = 0
+        let started = Date()
+        var shown = Date.distantPast
+        let terminal = isatty(STDERR_FILENO) != 0
+
+        init(verb: String) { self.verb = verb }
+
+        mutating func add(_ count: Int) {
+            bytes += count
+            guard terminal, Date().timeIntervalSince(shown) >= 0.5 else { return }
+            shown = Date()
+            let seconds = max(0.001, shown.timeIntervalSince(started))
+            let line = String(format: "\r%@ %.1f MB, %.1f MB/s  ", verb, Double(bytes) / 1e6, Double(bytes) / 1e6 / seconds)
+            FileHandle.standardError.write(Data(line.utf8))
+        }
+
+        func finish() {
+            if terminal && shown != .distantPast { FileHandle.standardError.write(Data("\n".utf8)) }
+        }
+    }
+}

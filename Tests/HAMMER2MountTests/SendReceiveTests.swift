@@ -1,0 +1,187 @@
+// hammer2 send | hammer2 receive (issue 25), through a pipe between two images: a full
+// stream and two incrementals reproduce each snapshot exactly (type, mode, owner, times,
+// links, sparse files, xattrs, contents), the receiving volume passes fsck; a damaged,
+// cut, truncated, replayed or misdirected stream is refused and leaves the volume as it was.
+
+import Foundation
+import CXattr
+import Glibc
+import HAMMER2TestSupport
+import XCTest
+
+final class SendReceiveTests: XCTestCase {
+    var work = ""
+
+    override func setUpWithError() throws {
+        work = FileManager.default.temporaryDirectory.appendingPathComponent("h2-sendrecv-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+    }
+
+    override func tearDownWithError() throws { try? FileManager.default.removeItem(atPath: work) }
+
+    func bash(_ command: String) throws -> (status: Int32, stdout: String, stderr: String) {
+        try Binaries.runProgram("/bin/bash", ["-o", "pipefail", "-c", command],
+                                environment: ["PATH": try Binaries.directory().path + ":/usr/bin:/bin:/usr/sbin:/sbin"])
+    }
+
+    func write(_ path: String, _ bytes: [UInt8]) {
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)), path)
+    }
+
+    /// The tree of snapshot `label` of `image` (mounted read-only for the look), less the
+    /// root directory's own times (a snapshot's root is made fresh, as on DragonFly), and
+    /// the extended attributes of every entry.
+    func look(_ image: String, _ label: String) throws -> (TreeSnapshot, [String: [String: [UInt8]]]) {
+        let mount = try MountedImage(image + "@" + label)
+        defer { try? mount.unmount() }
+        var tree = try TreeSnapshot.take(mount.mountpoint.path)
+        tree.entries["/"]?.mtime = 0
+        var attributes: [String: [String: [UInt8]]] = [:]
+        for path in tree.entries.keys where tree.entries[path]?.type != S_IFLNK {
+            let full = mount.mountpoint.path + (path == "/" ? "" : "/" + path)
+            var names = [CChar](repeating: 0, count: 4096)
+            let length = listxattr(full, &names, names.count)
+            guard length > 0 else { continue }
+            for name in String(decoding: names.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self).split(separator: "\0") {
+                var value = [UInt8](repeating: 0, count: 65_536)
+                let got = getxattr(full, String(name), &value, value.count)
+                attributes[path, default: [:]][String(name)] = got >= 0 ? Array(value.prefix(got)) : []
+            }
+        }
+        return (tree, attributes)
+    }
+
+    func labels(_ image: String) throws -> [String] {
+        let list = try Binaries.run("hammer2", ["-f", image, "pfs-list"])
+        XCTAssertEqual(list.status, 0, list.stderr)
+        return list.stdout.split(separator: "\n").dropFirst().compactMap { $0.split(separator: " ").last.map(String.init) }.sorted()
+    }
+
+    func testFullAndIncrementalStreamsReproduceEachSnapshot() throws {
+        let source = "\(work)/source.img", target = "\(work)/target.img"
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", source]).status, 0)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", "-L", "none", target]).status, 0)
+        var random = SplitMix64(seed: 25)
+        let mount = try MountedImage(source + "@DATA", options: ["-o", "rw"])
+        let root = mount.mountpoint.path
+        // Round 1: every kind of object.
+        try FileManager.default.createDirectory(atPath: root + "/docs/deep/er", withIntermediateDirectories: true)
+        write(root + "/docs/text", Array(String(repeating: "send and receive ", count: 40_000).utf8))
+        write(root + "/docs/deep/er/random", random.bytes(700_000))
+        write(root + "/small", Array("tiny".utf8))
+        XCTAssertEqual(link(root + "/docs/text", root + "/hardlink"), 0)
+        XCTAssertEqual(symlink("docs/text", root + "/symlink"), 0)
+        XCTAssertEqual(mkfifo(root + "/fifo", 0o640), 0)
+        XCTAssertEqual(mknod(root + "/device", S_IFCHR | 0o600, makedev(1, 7)), 0)
+        let sparse = open(root + "/sparse", O_CREAT | O_WRONLY, 0o644)
+        XCTAssertEqual(pwrite(sparse, "end", 3, 50 << 20), 3)
+        close(sparse)
+        XCTAssertEqual(setxattr(root + "/docs/text", "user.origin", "sender", 6, 0), 0)
+        XCTAssertEqual(setxattr(root + "/docs", "user.kind", "directory", 9, 0), 0)
+        XCTAssertEqual(chown(root + "/small", 1234, 5678), 0)
+        var times = [timespec(tv_sec: 1_000_000_000, tv_nsec: 0), timespec(tv_sec: 1_100_000_000, tv_nsec: 0)]
+        XCTAssertEqual(utimensat(AT_FDCWD, root + "/docs/deep", &times, 0), 0)
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", root, "s1"]).status, 0)
+        // Round 2: changes of every kind.
+        XCTAssertEqual(unlink(root + "/small"), 0)
+        XCTAssertEqual(rename(root + "/docs/deep/er/random", root + "/moved"), 0)
+        let append = open(root + "/docs/text", O_WRONLY | O_APPEND)
+        XCTAssertEqual(Glibc.write(append, "more", 4), 4)
+        close(append)
+        XCTAssertEqual(truncate(root + "/sparse", 1000), 0)
+        XCTAssertEqual(chmod(root + "/docs", 0o700), 0)
+        XCTAssertEqual(setxattr(root + "/docs/text", "user.origin", "changed", 7, 0), 0)
+        try FileManager.default.createDirectory(atPath: root + "/new", withIntermediateDirectories: true)
+        write(root + "/new/big", random.bytes(3 << 20))
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", root, "s2"]).status, 0)
+        // Round 3: more, including removing what round 2 added and a whole directory.
+        XCTAssertEqual(unlink(root + "/new/big"), 0)
+        try FileManager.default.removeItem(atPath: root + "/docs/deep")
+        XCTAssertEqual(removexattr(root + "/docs", "user.kind"), 0)
+        let overwrite = open(root + "/moved", O_WRONLY)
+        XCTAssertEqual(pwrite(overwrite, random.bytes(5000), 5000, 100_000), 5000)
+        // A hole punched in the middle: the block goes, the size stays.
+        XCTAssertEqual(GNUCalls.fallocate(overwrite, GNUCalls.punchHole | GNUCalls.keepSize, 196_608, 131_072), 0)
+        close(overwrite)
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", root, "s3"]).status, 0)
+        try mount.unmount()
+
+        var sizes: [Int] = []
+        for (label, base) in [("s1", nil), ("s2", "s1"), ("s3", "s2")] as [(String, String?)] {
+            let send = "hammer2 -f '\(source)' send \(base.map { "-i \($0) " } ?? "")\(label)"
+            let piped = try bash("\(send) | tee '\(work)/\(label).stream' | hammer2 -f '\(target)' receive \(label)")
+            XCTAssertEqual(piped.status, 0, piped.stderr)
+            XCTAssertTrue(piped.stdout.contains("received \(base == nil ? "full" : "incremental") stream as \(label)"), piped.stdout)
+            sizes.append(Int((try FileManager.default.attributesOfItem(atPath: "\(work)/\(label).stream")[.size] as? NSNumber)?.intValue ?? 0))
+            let fsck = try Binaries.run("fsck_hammer2", [target])
+            XCTAssertEqual(fsck.status, 0, fsck.stdout)
+            let (sent, sentAttributes) = try look(source, label)
+            let (received, receivedAttributes) = try look(target, label)
+            XCTAssertEqual(received, sent, "snapshot \(label) arrived different")
+            XCTAssertEqual(receivedAttributes, sentAttributes, "extended attributes of \(label)")
+        }
+        XCTAssertEqual(try labels(target), ["LOCAL", "s1", "s2", "s3"])
+        // An incremental carries what changed: s2's stream is about its 3 MiB file, not the
+        // whole tree again; s3's (deletions and 5000 bytes) is small.
+        XCTAssertLessThan(sizes[1], (3 << 20) + 800_000)
+        XCTAssertLessThan(sizes[2], 200_000)
+    }
+
+    func testDamagedCutAndMisdirectedStreamsAreRefused() throws {
+        let source = "\(work)/source.img", target = "\(work)/target.img", other = "\(work)/other.img"
+        for image in [source, target, other] {
+            XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", image]).status, 0)
+        }
+        let mount = try MountedImage(source + "@DATA", options: ["-o", "rw"])
+        var random = SplitMix64(seed: 26)
+        for i in 0..<40 { write(mount.mountpoint.path + "/f\(i)", random.bytes(60_000)) }
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s1"]).status, 0)
+        write(mount.mountpoint.path + "/later", random.bytes(100_000))
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s2"]).status, 0)
+        try mount.unmount()
+        XCTAssertEqual(try bash("hammer2 -f '\(source)' send s1 > '\(work)/full'").status, 0)
+        XCTAssertEqual(try bash("hammer2 -f '\(source)' send -i s1 s2 > '\(work)/incremental'").status, 0)
+        let full = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(work)/full")))
+        let before = try labels(target)
+
+        func refused(_ bytes: [UInt8], into image: String, label: String = "s1", because reason: String, line: UInt = #line) throws {
+            let path = "\(work)/bad"
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let result = try bash("hammer2 -f '\(image)' receive \(label) < '\(path)'")
+            XCTAssertEqual(result.status, 1, "accepted: \(reason)", line: line)
+            XCTAssertTrue(result.stderr.contains(reason) && result.stderr.contains("nothing was changed"), result.stderr, line: line)
+            XCTAssertEqual(try labels(image), image == target ? before : try labels(image), line: line)
+            XCTAssertFalse(try labels(image).contains { $0.hasPrefix(".receive") }, "the hidden PFS was left", line: line)
+            XCTAssertEqual(try Binaries.run("fsck_hammer2", [image]).status, 0, line: line)
+        }
+        // One byte changed in the middle: a record fails its checksum.
+        var damaged = full
+        damaged[full.count / 2] ^= 0x40
+        try refused(damaged, into: target, because: "fails its checksum")
+        // A whole record dropped (the second one): the numbering shows it.
+        let firstPayload = Int(UInt32(full[0x10]) | UInt32(full[0x11]) << 8 | UInt32(full[0x12]) << 16 | UInt32(full[0x13]) << 24)
+        let second = 32 + firstPayload
+        let secondPayload = Int(UInt32(full[second + 0x10]) | UInt32(full[second + 0x11]) << 8
+                                | UInt32(full[second + 0x12]) << 16 | UInt32(full[second + 0x13]) << 24)
+        try refused(Array(full[..<second] + full[(second + 32 + secondPayload)...]), into: target, because: "a record is missing")
+        // Cut short, and cut at a record boundary (no end record).
+        try refused(Array(full.prefix(full.count - 1000)), into: target, because: "truncated")
+        try refused(Array(full.prefix(second)), into: target, because: "truncated")
+        // Not a stream at all.
+        try refused(Array("hello, this is not a stream of records".utf8), into: target, because: "magic")
+        // An incremental over a snapshot the volume does not have.
+        let incremental = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(work)/incremental")))
+        try refused(incremental, into: other, label: "s2", because: "which this volume does not have")
+        // The real thing goes in; the same stream again is refused.
+        XCTAssertEqual(try bash("hammer2 -f '\(target)' receive s1 < '\(work)/full'").status, 0)
+        let again = try bash("hammer2 -f '\(target)' receive copy < '\(work)/full'")
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("already here, as PFS s1"), again.stderr)
+        // A label in use is refused without -F; -F replaces it once the new one is whole.
+        XCTAssertEqual(try bash("hammer2 -f '\(other)' receive DATA < '\(work)/full'").status, 1)
+        XCTAssertEqual(try bash("hammer2 -f '\(other)' receive -F DATA < '\(work)/full'").status, 0)
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [other]).status, 0)
+        // Usage: no -f for receive, a terminal for send.
+        XCTAssertEqual(try Binaries.run("hammer2", ["receive", "x"]).status, 2)
+    }
+}
