@@ -52,6 +52,20 @@ enum DataBlockEncoding {
         return stored
     }
 
+    /// As `encodeAll`, but blocks with a hint (its stored bytes and methods, for exactly
+    /// that block) are taken as they are, not encoded again.
+    static func encodeAll(_ blocks: [ArraySlice<UInt8>], hints: [EncodingHint?], compAlgo: UInt8, check: CheckMethod,
+                          heuristic: inout Int) -> [Stored] {
+        guard hints.contains(where: { $0 != nil }) else {
+            return encodeAll(blocks, compAlgo: compAlgo, check: check, heuristic: &heuristic)
+        }
+        let missing = blocks.indices.filter { hints[$0 - blocks.startIndex] == nil }
+        let encoded = encodeAll(missing.map { blocks[$0] }, compAlgo: compAlgo, check: check, heuristic: &heuristic)
+        var stored: [Stored] = hints.map { $0.map { ($0.stored, $0.methods) } }
+        for (k, index) in missing.enumerated() { stored[index - blocks.startIndex] = encoded[k] }
+        return stored
+    }
+
     /// Blocks compressed speculatively at once: a run of incompressible data wastes at most
     /// this many attempts beyond what the heuristic makes.
     static let speculativeWindow = 16
@@ -182,4 +196,16 @@ final class FlushSink: BlockSink {
         try fs.volumes.write(UnsafeRawBufferPointer(start: run.buffer, count: run.count), at: run.offset)
         run.count = 0
     }
+}
+
+/// A dirty block's stored form known in advance (a received stream carries blocks as
+/// stored): `source` is the logical block it decodes to, `stored` and `methods` what the
+/// flush writes for it.
+struct EncodingHint: Sendable {
+    let source: [UInt8]
+    let stored: [UInt8]
+    let methods: UInt8
+
+    /// The hint for `block` when it is still the dirty block the hint was made for.
+    func matching(_ block: [UInt8]) -> EncodingHint? { block == source ? self : nil }
 }

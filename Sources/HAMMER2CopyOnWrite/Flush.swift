@@ -402,7 +402,8 @@ extension MutableFilesystem {
                 let physical = DataBlockEncoding.physicalBytes(fileSize: size, blockOffset: index * logicalBlockBytes)
                 return Self.logical(blocks[index]!, physical)[...]
             }
-            let stored = DataBlockEncoding.encodeAll(logical, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
+            let hints = batch.map { index in node.encodingHints[index].flatMap { $0.matching(blocks[index]!) } }
+            let stored = DataBlockEncoding.encodeAll(logical, hints: hints, compAlgo: node.meta.compAlgo, check: check, heuristic: &heuristic)
             // Sealing runs on every core, like compression (each block has its own nonce).
             var sealedBlocks: [(block: [UInt8], check: CheckArea)?] = []
             if let keys {

@@ -39,6 +39,10 @@ final class Node {
     /// Dirty blocks already encoded and written to new space outside the lock, waiting for
     /// the flush to reference them (Prewrite.swift); dropped when the block changes again.
     var prewritten: [UInt64: PrewrittenBlock] = [:]
+    /// Dirty blocks that arrived encoded (a received stream's stored blocks): the flush and
+    /// the prewrite store these bytes instead of encoding the block again, while the dirty
+    /// block is still the one they encode (the same array).
+    var encodingHints: [UInt64: EncodingHint] = [:]
     /// Dirty blocks that were read from the media to be changed in part: the flush puts
     /// their new content into the block cache, for the next partial write to find.
     var readModifiedBlocks = Set<UInt64>()
@@ -94,6 +98,7 @@ final class Node {
         if logged { noteChanged(index * logicalBlockBytes..<(index + 1) * logicalBlockBytes) }
         if let stale = prewritten.removeValue(forKey: index) { owner?.forgetPrewrite(stale) }
         let old = dirtyBlocks.updateValue(block, forKey: index)
+        encodingHints.removeValue(forKey: index)
         if old == nil { owner?.dirtyBlockCount += 1 }
         let delta = block.count - (old?.count ?? 0)
         dirtyBytes += delta
@@ -121,6 +126,7 @@ final class Node {
 
     func removeDirtyBlocks(from first: UInt64) {
         for index in prewritten.keys where index >= first { owner?.forgetPrewrite(prewritten.removeValue(forKey: index)!) }
+        for index in encodingHints.keys where index >= first { encodingHints.removeValue(forKey: index) }
         for index in dirtyBlocks.keys where index >= first {
             let old = dirtyBlocks.removeValue(forKey: index)!
             owner?.dirtyBlockCount -= 1
@@ -134,6 +140,7 @@ final class Node {
     func clearDirtyBlocks() -> [UInt64: [UInt8]] {
         for stale in prewritten.values { owner?.forgetPrewrite(stale) }
         prewritten = [:]
+        encodingHints = [:]
         owner?.dirtyBlockCount -= dirtyBlocks.count
         owner?.dirtyByteCount -= dirtyBytes
         dirtyBytes = 0

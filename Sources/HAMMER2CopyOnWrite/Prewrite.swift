@@ -62,6 +62,7 @@ extension MutableFilesystem {
         let keys: PFSKeys?
         let blocks: [UInt64: [UInt8]]
         let prewritten: [UInt64: PrewrittenBlock]
+        let hints: [UInt64: EncodingHint]
         /// The file's compression heuristic (hammer2's comp_heuristic): an incompressible
         /// stream is tried only every 8th block, from one prewrite to the next.
         let heuristic: Int
@@ -78,7 +79,7 @@ extension MutableFilesystem {
                 let check = pfs.keys != nil ? CheckMethod.xaes256gcm : node.meta.checkAlgorithm
                 files.append(DirtyFile(pfs: pfs, node: node, size: node.meta.size, compAlgo: node.meta.compAlgo, check: check,
                                        copies: min(max(1, Int(node.meta.ncopies)), Blockref.copyCapacity(check)),
-                                       keys: pfs.keys, blocks: node.dirtyBlocks, prewritten: node.prewritten,
+                                       keys: pfs.keys, blocks: node.dirtyBlocks, prewritten: node.prewritten, hints: node.encodingHints,
                                        heuristic: node.compressionHeuristic))
             }
         }
@@ -96,7 +97,7 @@ extension MutableFilesystem {
                 let physical = DataBlockEncoding.physicalBytes(fileSize: file.size, blockOffset: index * logicalBlockBytes)
                 jobs.append(PrewriteJob(pfs: file.pfs, node: file.node, index: index, source: block, physical: physical,
                                         compAlgo: file.compAlgo, check: file.check, copies: file.copies, keys: file.keys,
-                                        heuristic: file.heuristic))
+                                        heuristic: file.heuristic, hint: file.hints[index]?.matching(block)))
                 picked += block.count
                 if picked >= limit { return jobs }
             }
@@ -117,6 +118,8 @@ extension MutableFilesystem {
         let keys: PFSKeys?
         /// The file's compression heuristic when picked.
         let heuristic: Int
+        /// The block's stored form when it arrived encoded.
+        let hint: EncodingHint?
     }
 
     /// Encodes and writes the dirty data of regular files (steps 1-4 above). At most
@@ -157,7 +160,8 @@ extension MutableFilesystem {
             let logical = batch.map { Self.logical($0.source, $0.physical)[...] }
             let fileID = ObjectIdentifier(batch[0].node)
             var heuristic = heuristics[fileID] ?? batch[0].heuristic
-            let stored = DataBlockEncoding.encodeAll(logical, compAlgo: batch[0].compAlgo, check: batch[0].check, heuristic: &heuristic)
+            let stored = DataBlockEncoding.encodeAll(logical, hints: batch.map(\.hint), compAlgo: batch[0].compAlgo,
+                                                     check: batch[0].check, heuristic: &heuristic)
             heuristics[fileID] = heuristic
             let keys = batch[0].keys
             let offsets = batch.map { $0.index * logicalBlockBytes }

@@ -4,8 +4,10 @@
 // the volume as it was.
 
 import Foundation
+import HAMMER2Codecs
 import HAMMER2Engine
 import HAMMER2Format
+import Synchronization
 
 public struct ReceiveSummary: Sendable {
     public var label = ""
@@ -83,6 +85,20 @@ extension MutableFilesystem {
         let pfs = try withLock { try mountedPFS(hidden) }
         let copies = pfs.root.meta.ncopies
         var records: UInt64 = 0
+        var receivedInodes = Set<UInt64>()
+        // A flusher beside the reader, as a mount has: received data is encoded and
+        // written while the next records arrive; the reader waits only past the limit.
+        let done = Atomic<Bool>(false)
+        let flusher = Thread { [self] in
+            while !done.load(ordering: .acquiring) {
+                if waitForFlushRequest(seconds: 0.5) && !done.load(ordering: .acquiring) { try? flush() }
+            }
+        }
+        flusher.start()
+        defer {
+            done.store(true, ordering: .releasing)
+            requestFlush()
+        }
         while true {
             let (header, payload) = try stream.next()
             switch header.type {
@@ -106,12 +122,50 @@ extension MutableFilesystem {
                                 meta.ncopies = copies
                             }
                         }
-                        if record.isNew || record.inum == PFS.rootInodeNumber { summary.inodes += 1 }
+                        if receivedInodes.insert(record.inum).inserted { summary.inodes += 1 }
                         summary.dataBytes += record.ranges.reduce(0) { $0 + UInt64($1.bytes?.count ?? 0) }
                     }
-                    // The received data waits in memory like written data: flushed past the limit.
-                    if dirtyDataBytes > dirtyLimit / 2 { try flushLocked(midOperation: true) }
                 }
+                // The received data waits in memory like written data: the flusher takes it
+                // from a quarter of the limit; at the limit the reader waits for a flush.
+                let dirty = withLock { dirtyDataBytes }
+                if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
+                records += 1
+            case .blocks:
+                let carried = try payload.withUnsafeBytes { try SendStreamBlocks(decoding: $0) }
+                try withLock {
+                    for block in carried.blocks {
+                        let node = try pfs.node(block.inum)
+                        guard node.type == .regularFile || node.type == .softlink, node.meta.nlinks > 0 else {
+                            throw ReceiveError.stream("record \(header.sequence) holds data for inode \(block.inum), not a file")
+                        }
+                        let logical: [UInt8]
+                        do {
+                            logical = try block.stored.withUnsafeBytes { raw -> [UInt8] in
+                                switch CompressionMethod(rawValue: block.methods & 0x0F) {
+                                case .none: return Array(raw)
+                                case .lz4: return try Decompressor.lz4(raw)
+                                case .zlib: return try Decompressor.zlib(raw)
+                                default: throw ReceiveError.stream("block of inode \(block.inum) with compression method \(block.methods & 0x0F)")
+                                }
+                            }
+                        } catch let error as DecompressionError {
+                            throw ReceiveError.stream("block at \(block.offset) of inode \(block.inum) does not decompress: \(error)")
+                        }
+                        guard logical.count <= HAMMER2.physicalBufferSize else {
+                            throw ReceiveError.stream("block at \(block.offset) of inode \(block.inum) decompresses to \(logical.count) bytes")
+                        }
+                        // Stored again as it came: the flush takes the stored bytes (same
+                        // methods) instead of compressing the block anew.
+                        let index = block.offset / logicalBlockBytes
+                        node.setDirtyBlock(index, logical)
+                        node.encodingHints[index] = EncodingHint(source: logical, stored: block.stored, methods: block.methods)
+                        node.dirty = true
+                        summary.dataBytes += UInt64(block.stored.count)
+                    }
+                }
+                let dirty = withLock { dirtyDataBytes }
+                if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
                 records += 1
             case .end:
                 let end = try payload.withUnsafeBytes { try SendStreamEnd(decoding: $0) }

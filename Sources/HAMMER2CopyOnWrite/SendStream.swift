@@ -87,6 +87,9 @@ public enum SendStream {
         var writer: RecordWriter
         var pending: [IntentLogCommit.Inode] = []
         var pendingBytes = 0
+        /// Stored blocks of inodes already in a written record, waiting for a blocks record.
+        var pendingBlocks: [SendStreamBlocks.Block] = []
+        var pendingBlockBytes = 0
         var summary = SendSummary()
 
         init(pfs: PFS, base: PFS?, writer: RecordWriter) {
@@ -101,6 +104,7 @@ public enum SendStream {
                           isNew: Bool? = nil) throws {
             var entries = entryChanges ?? []
             var ranges: [IntentLogCommit.DataRange] = []
+            var blocks: [SendStreamBlocks.Block] = []
             var lowestSize = UInt64.max
             let meta = inode.meta
             if meta.nlinks > 0 {
@@ -110,7 +114,7 @@ public enum SendStream {
                     entries = try self.entryChanges(changed, removed, directory: inum)
                 } else if meta.type == .regularFile || meta.type == .softlink {
                     if let before, before.meta.size > meta.size { lowestSize = meta.size }
-                    ranges = try dataRanges(inode, before)
+                    (ranges, blocks) = try dataRanges(inum: inum, inode, before)
                 }
             }
             var record = IntentLogCommit.Inode(inum: inum, isNew: isNew ?? (before == nil), meta: meta, filename: inode.filename,
@@ -133,6 +137,13 @@ public enum SendStream {
                 record.lowestSize = .max
                 record.entryChanges = []
             } while index < ranges.count
+            // Its stored blocks follow the record that makes the inode.
+            for block in blocks {
+                summary.dataBytes += UInt64(block.stored.count)
+                pendingBlocks.append(block)
+                pendingBlockBytes += block.stored.count
+                if pendingBlockBytes >= SendStream.recordTarget { try flushPending() }
+            }
         }
 
         mutating func append(_ record: IntentLogCommit.Inode) throws {
@@ -142,12 +153,19 @@ public enum SendStream {
         }
 
         mutating func flushPending() throws {
-            guard !pending.isEmpty else { return }
-            let commit = IntentLogCommit(pfses: [.init(label: Array(".".utf8), nextInodeNumber: 0, inodes: pending)])
-            try writer.write(.inodes, commit.encoded())
-            summary.records += 1
-            pending = []
-            pendingBytes = 0
+            if !pending.isEmpty {
+                let commit = IntentLogCommit(pfses: [.init(label: Array(".".utf8), nextInodeNumber: 0, inodes: pending)])
+                try writer.write(.inodes, commit.encoded())
+                summary.records += 1
+                pending = []
+                pendingBytes = 0
+            }
+            if !pendingBlocks.isEmpty {
+                try writer.write(.blocks, SendStreamBlocks(blocks: pendingBlocks).encoded())
+                summary.records += 1
+                pendingBlocks = []
+                pendingBlockBytes = 0
+            }
         }
 
         mutating func finish() throws {
@@ -170,9 +188,12 @@ public enum SendStream {
             return result.sorted { $0.key < $1.key }
         }
 
-        /// The file's data that differs from `before`: its changed blocks as bytes (zeros
-        /// as holes), blocks only `before` had as holes.
-        func dataRanges(_ inode: InodeData, _ before: InodeData?) throws -> [IntentLogCommit.DataRange] {
+        /// The file's data that differs from `before`: its changed blocks as stored (or as
+        /// logical bytes when they are not plain compressed blocks), blocks only `before`
+        /// had as holes.
+        func dataRanges(inum: UInt64, _ inode: InodeData, _ before: InodeData?) throws
+            -> ([IntentLogCommit.DataRange], [SendStreamBlocks.Block]) {
+            var blocks: [SendStreamBlocks.Block] = []
             let size = inode.meta.size
             var ranges: [IntentLogCommit.DataRange] = []
             func piece(_ offset: UInt64, _ end: UInt64, read: Bool) throws {
@@ -184,7 +205,7 @@ public enum SendStream {
             let embeddedBefore = before.map { $0.meta.hasDirectData } ?? false
             if inode.meta.hasDirectData {
                 try piece(0, size, read: true)
-                return ranges
+                return (ranges, [])
             }
             // Embedded data before, blocks now: what the blocks do not cover reads as zeros.
             if embeddedBefore, let before { try piece(0, min(size, before.meta.size, UInt64(HAMMER2.embeddedBytes)), read: false) }
@@ -192,12 +213,23 @@ public enum SendStream {
             var changedKeys = Set<UInt64>()
             for bref in changed where bref.type == .data || bref.type == .empty {
                 changedKeys.insert(bref.key)
-                try piece(bref.key, min(bref.key &+ (UInt64(1) << min(bref.keybits, 63)), size), read: true)
+                let end = min(bref.key &+ (UInt64(1) << min(bref.keybits, 63)), size)
+                guard bref.key < end else { continue }
+                // A whole 64 KiB block of media, compressed or not: as stored.
+                if bref.type == .data, bref.keybits == UInt8(HAMMER2.allocationMaxRadix), bref.key % logicalBlockBytes == 0,
+                   [.none, .lz4, .zlib].contains(bref.compression), bref.dataOffset != 0 {
+                    let stored = try pfs.reader.physical(bref)
+                    if !stored.isEmpty {
+                        blocks.append(.init(inum: inum, offset: bref.key, methods: bref.methods, stored: stored))
+                        continue
+                    }
+                }
+                try piece(bref.key, end, read: true)
             }
             for bref in removed where bref.type == .data && !changedKeys.contains(bref.key) {
                 try piece(bref.key, min(bref.key &+ (UInt64(1) << min(bref.keybits, 63)), size), read: false)
             }
-            return ranges.sorted { $0.offset < $1.offset }
+            return (ranges.sorted { $0.offset < $1.offset }, blocks)
         }
     }
 }

@@ -7,6 +7,7 @@ public enum SendStreamRecordType: UInt16, Sendable {
     case begin = 1
     case inodes = 2
     case end = 3
+    case blocks = 4
 }
 
 public struct SendStreamRecordHeader: Equatable, Sendable {
@@ -119,7 +120,9 @@ public struct SendStreamBegin: Equatable, Sendable {
 
 /// The last record: what the receiver must have seen.
 public struct SendStreamEnd: Equatable, Sendable {
+    /// Inodes and blocks records.
     public var inodeRecords: UInt64
+    /// Bytes of data carried: logical bytes of ranges plus stored bytes of blocks.
     public var dataBytes: UInt64
 
     public init(inodeRecords: UInt64, dataBytes: UInt64) {
@@ -138,5 +141,67 @@ public struct SendStreamEnd: Equatable, Sendable {
         guard raw.count == 16 else { throw FormatError.invalidField(structure: "send stream end", field: "length", value: UInt64(raw.count)) }
         inodeRecords = raw.le64(0)
         dataBytes = raw.le64(8)
+    }
+}
+
+/// Data blocks as stored (compressed as they are on the sender's media), of inodes an
+/// earlier inodes record named.
+public struct SendStreamBlocks: Equatable, Sendable {
+    public struct Block: Equatable, Sendable {
+        public var inum: UInt64
+        /// File offset, a multiple of 64 KiB.
+        public var offset: UInt64
+        /// The blockref's methods byte (compression, check).
+        public var methods: UInt8
+        public var stored: [UInt8]
+
+        public init(inum: UInt64, offset: UInt64, methods: UInt8, stored: [UInt8]) {
+            self.inum = inum
+            self.offset = offset
+            self.methods = methods
+            self.stored = stored
+        }
+    }
+
+    public var blocks: [Block]
+
+    public init(blocks: [Block]) { self.blocks = blocks }
+
+    public var storedBytes: Int { blocks.reduce(0) { $0 + $1.stored.count } }
+
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(4 + blocks.count * 21 + storedBytes)
+        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { out += $0 } }
+        put(UInt32(blocks.count))
+        for block in blocks {
+            put(block.inum); put(block.offset); out.append(block.methods); put(UInt32(block.stored.count))
+            out += block.stored
+        }
+        return out
+    }
+
+    public init(decoding raw: UnsafeRawBufferPointer) throws {
+        func invalid(_ field: String, _ value: UInt64) -> FormatError {
+            .invalidField(structure: "send stream blocks", field: field, value: value)
+        }
+        guard raw.count >= 4 else { throw FormatError.shortBuffer(structure: "send stream blocks", needed: 4, got: raw.count) }
+        let count = Int(raw.le32(0))
+        guard count <= raw.count / 21 else { throw invalid("count", UInt64(count)) }
+        var position = 4
+        var blocks: [Block] = []
+        blocks.reserveCapacity(count)
+        for _ in 0..<count {
+            guard raw.count - position >= 21 else { throw FormatError.shortBuffer(structure: "send stream blocks", needed: position + 21, got: raw.count) }
+            let inum = raw.le64(position), offset = raw.le64(position + 8), methods = raw.u8(position + 16)
+            let length = Int(raw.le32(position + 17))
+            position += 21
+            guard offset % 65_536 == 0, offset <= UInt64(Int64.max) - 65_536 else { throw invalid("offset", offset) }
+            guard length >= 1, length <= 65_536, raw.count - position >= length else { throw invalid("stored length", UInt64(length)) }
+            blocks.append(Block(inum: inum, offset: offset, methods: methods, stored: raw.bytes(position, length)))
+            position += length
+        }
+        guard position == raw.count else { throw invalid("trailing bytes", UInt64(raw.count - position)) }
+        self.blocks = blocks
     }
 }

@@ -121,6 +121,22 @@ final class SendReceiveTests: XCTestCase {
             XCTAssertEqual(receivedAttributes, sentAttributes, "extended attributes of \(label)")
         }
         XCTAssertEqual(try labels(target), ["LOCAL", "s1", "s2", "s3"])
+        // Blocks travel as stored: each received snapshot's data takes the bytes the
+        // sender's does (no recompression), and holds the same logical bytes.
+        func space(_ image: String) throws -> [String: (logical: Int, physical: Int)] {
+            let result = try Binaries.run("hammer2", ["-j", "info", image])
+            let document = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            let pfses = ((document?["volumes"] as? [[String: Any]])?.first?["pfses"] as? [[String: Any]]) ?? []
+            return Dictionary(uniqueKeysWithValues: pfses.map {
+                ($0["label"] as? String ?? "", (($0["logical_bytes"] as? NSNumber)?.intValue ?? -1, ($0["physical_bytes"] as? NSNumber)?.intValue ?? -1))
+            })
+        }
+        let (sent, received) = (try space(source), try space(target))
+        for label in ["s1", "s2", "s3"] {
+            XCTAssertEqual(received[label]?.physical, sent[label]?.physical, "\(label): stored bytes")
+            XCTAssertEqual(received[label]?.logical, sent[label]?.logical, "\(label): logical bytes")
+        }
+        XCTAssertLessThan(sizes[0], sent["s1"]!.logical, "the full stream carries the text compressed")
         // An incremental carries what changed: s2's stream is about its 3 MiB file, not the
         // whole tree again; s3's (deletions and 5000 bytes) is small.
         XCTAssertLessThan(sizes[1], (3 << 20) + 800_000)
