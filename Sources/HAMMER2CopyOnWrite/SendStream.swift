@@ -10,6 +10,8 @@ public struct SendSummary: Sendable {
     public var records = 0
     public var inodes = 0
     public var dataBytes: UInt64 = 0
+    /// Bytes of the stream (with `estimate`: what it would be, data not read).
+    public var streamBytes: UInt64 = 0
 }
 
 public enum SendStream {
@@ -18,7 +20,9 @@ public enum SendStream {
 
     /// Writes the stream of `snapshot` (over `base` when given: an older snapshot of the
     /// same PFS on the same volume) through `emit`.
-    public static func send(from filesystem: Filesystem, snapshot: String, base: String?,
+    /// With `estimate`, nothing is emitted and no data block is read: the summary tells
+    /// how large the stream would be (hammer2 send -n; a terminal's progress uses it).
+    public static func send(from filesystem: Filesystem, snapshot: String, base: String?, estimate: Bool = false,
                             emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
         let entries = try filesystem.pfsEntries()
         func entry(_ label: String) throws -> PFSEntry {
@@ -37,12 +41,12 @@ public enum SendStream {
         }
         let pfs = try filesystem.openPFS(snapshot)
         let basePFS = try base.map { try filesystem.openPFS($0) }
-        var writer = RecordWriter(emit: emit)
+        var writer = RecordWriter(emit: estimate ? { _ in } : emit)
         try writer.write(.begin, SendStreamBegin(
             snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
             baseFilesystemID: older?.inode.meta.pfsFilesystemID ?? .zero,
             nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart), label: Array(snapshot.utf8)).encoded())
-        var builder = Builder(pfs: pfs, base: basePFS, writer: writer)
+        var builder = Builder(pfs: pfs, base: basePFS, writer: writer, estimate: estimate)
         // The PFS root holds the root directory's entries (keys with bit 63) and the index
         // of every other inode.
         let (changed, removed) = try TreeDiff(reader: filesystem.reader).leaves(pfs.root.blockset, basePFS?.root.blockset ?? [])
@@ -62,7 +66,9 @@ public enum SendStream {
             try builder.add(inum: bref.key, inode: gone, base: nil, entryChanges: [], isNew: false)
         }
         try builder.finish()
-        return builder.summary
+        var summary = builder.summary
+        summary.streamBytes = builder.writer.bytes + builder.skippedBytes
+        return summary
     }
 
     /// Cuts inode records into payloads and frames them.
@@ -70,8 +76,10 @@ public enum SendStream {
         let emit: ([UInt8]) throws -> Void
         var sequence: UInt64 = 0
         var previousHash: UInt64 = 0
+        var bytes: UInt64 = 0
 
         mutating func write(_ type: SendStreamRecordType, _ payload: [UInt8]) throws {
+            bytes += UInt64(SendStreamRecordHeader.bytes + payload.count)
             let hash = SendStreamRecordHeader.hash(payload, after: previousHash)
             try emit(SendStreamRecordHeader(type: type, sequence: sequence, payloadBytes: UInt32(payload.count), payloadHash: hash).encoded())
             try emit(payload)
@@ -91,11 +99,15 @@ public enum SendStream {
         var pendingBlocks: [SendStreamBlocks.Block] = []
         var pendingBlockBytes = 0
         var summary = SendSummary()
+        /// An estimate: data blocks are not read; `skippedBytes` counts what they would add.
+        let estimate: Bool
+        var skippedBytes: UInt64 = 0
 
-        init(pfs: PFS, base: PFS?, writer: RecordWriter) {
+        init(pfs: PFS, base: PFS?, writer: RecordWriter, estimate: Bool) {
             self.pfs = pfs
             self.base = base
             self.writer = writer
+            self.estimate = estimate
         }
 
         /// The record(s) of one inode: large files are cut into several, the first with
@@ -114,7 +126,9 @@ public enum SendStream {
                     entries = try self.entryChanges(changed, removed, directory: inum)
                 } else if meta.type == .regularFile || meta.type == .softlink {
                     if let before, before.meta.size > meta.size { lowestSize = meta.size }
-                    (ranges, blocks) = try dataRanges(inum: inum, inode, before)
+                    let skipped: UInt64
+                    (ranges, blocks, skipped) = try dataRanges(inum: inum, inode, before)
+                    skippedBytes += skipped
                 }
             }
             var record = IntentLogCommit.Inode(inum: inum, isNew: isNew ?? (before == nil), meta: meta, filename: inode.filename,
@@ -192,20 +206,24 @@ public enum SendStream {
         /// logical bytes when they are not plain compressed blocks), blocks only `before`
         /// had as holes.
         func dataRanges(inum: UInt64, _ inode: InodeData, _ before: InodeData?) throws
-            -> ([IntentLogCommit.DataRange], [SendStreamBlocks.Block]) {
+            -> ([IntentLogCommit.DataRange], [SendStreamBlocks.Block], skipped: UInt64) {
             var blocks: [SendStreamBlocks.Block] = []
             let size = inode.meta.size
             var ranges: [IntentLogCommit.DataRange] = []
+            var skipped: UInt64 = 0
             func piece(_ offset: UInt64, _ end: UInt64, read: Bool) throws {
                 guard offset < end else { return }
-                let bytes = read ? try pfs.read(inode, offset: offset, count: Int(end - offset)) : nil
+                if read && estimate { skipped += end - offset }
+                let bytes = read && !estimate ? try pfs.read(inode, offset: offset, count: Int(end - offset)) : nil
                 let hole = bytes.map { $0.allSatisfy { $0 == 0 } } ?? true
                 ranges.append(.init(offset: offset, length: UInt32(end - offset), bytes: hole ? nil : bytes))
             }
             let embeddedBefore = before.map { $0.meta.hasDirectData } ?? false
             if inode.meta.hasDirectData {
-                try piece(0, size, read: true)
-                return (ranges, [])
+                // Kept inside the inode: read even for an estimate (it is in the inode already).
+                let bytes = try pfs.read(inode, offset: 0, count: Int(size))
+                if size > 0 { ranges.append(.init(offset: 0, length: UInt32(size), bytes: bytes.allSatisfy { $0 == 0 } ? nil : bytes)) }
+                return (ranges, [], 0)
             }
             // Embedded data before, blocks now: what the blocks do not cover reads as zeros.
             if embeddedBefore, let before { try piece(0, min(size, before.meta.size, UInt64(HAMMER2.embeddedBytes)), read: false) }
@@ -218,6 +236,12 @@ public enum SendStream {
                 // A whole 64 KiB block of media, compressed or not: as stored.
                 if bref.type == .data, bref.keybits == UInt8(HAMMER2.allocationMaxRadix), bref.key % logicalBlockBytes == 0,
                    [.none, .lz4, .zlib].contains(bref.compression), bref.dataOffset != 0 {
+                    if estimate {
+                        let bytes = try pfs.reader.checkedPhysicalSize(bref)
+                        skipped += UInt64(bytes)
+                        blocks.append(.init(inum: inum, offset: bref.key, methods: bref.methods, stored: []))
+                        continue
+                    }
                     let stored = try pfs.reader.physical(bref)
                     if !stored.isEmpty {
                         blocks.append(.init(inum: inum, offset: bref.key, methods: bref.methods, stored: stored))
@@ -229,7 +253,7 @@ public enum SendStream {
             for bref in removed where bref.type == .data && !changedKeys.contains(bref.key) {
                 try piece(bref.key, min(bref.key &+ (UInt64(1) << min(bref.keybits, 63)), size), read: false)
             }
-            return (ranges.sorted { $0.offset < $1.offset }, blocks)
+            return (ranges.sorted { $0.offset < $1.offset }, blocks, skipped)
         }
     }
 }

@@ -54,8 +54,9 @@ public enum Hammer2Command {
         snapshot [<path>] [<label>]       Snapshot the PFS mounted at path (default label:
                                           PFS.YYYYMMDD.HHMMSS); offline: -f image snapshot <pfs> [<label>]
         pfs-fsid <label>                  Print private id for specific PFS
-        send [-i <base>] <snapshot>       Write a snapshot (or what changed since the older
-                                          snapshot <base>) as a stream to standard output
+        send [-n] [-i <base>] <snapshot>  Write a snapshot (or what changed since the older
+                                          snapshot <base>) as a stream to standard output;
+                                          -n: only say how large it would be
         receive [-F] <label>              Make the stream on standard input snapshot <label>
                                           of -f IMAGE (unmounted); -F replaces an existing
                                           <label> (docs/send-receive.md)

@@ -11,15 +11,25 @@ enum SendReceiveDirectives {
     /// `send [-i BASE] SNAPSHOT`: of the mount selected (-s, the current directory) or of
     /// `-f IMAGE`.
     static func send(_ operands: [String], context: Hammer2Command.Context) throws -> Int32 {
-        let parsed = try GetOpt(operands, spec: "i:")
+        let parsed = try GetOpt(operands, spec: "i:n")
         let base = parsed.options.first { $0.0 == "i" }?.1
-        guard parsed.operands.count == 1 else { throw ToolError.usage("send: requires [-i base] <snapshot>") }
-        guard isatty(STDOUT_FILENO) == 0 else {
+        let dryRun = parsed.options.contains { $0.0 == "n" }
+        guard parsed.operands.count == 1 else { throw ToolError.usage("send: requires [-n] [-i base] <snapshot>") }
+        guard dryRun || isatty(STDOUT_FILENO) == 0 else {
             throw ToolError.usage("send: standard output is a terminal; send it to a file or a pipe (hammer2 send SNAP | ...)")
         }
         let target = try Hammer2Command.targetsFor([], context)[0]
         let filesystem = try Filesystem(paths: target.devices)
-        var progress = Progress(verb: "sent")
+        // The size first (no data read) for -n, and for a terminal's ETA.
+        var estimate: SendSummary?
+        if dryRun || isatty(STDERR_FILENO) != 0 {
+            estimate = try SendStream.send(from: filesystem, snapshot: parsed.operands[0], base: base, estimate: true) { _ in }
+        }
+        if dryRun, let estimate {
+            print("would send \(estimate.inodes) inodes in about \(estimate.streamBytes) bytes (\(Text.size(estimate.streamBytes).trimmingCharacters(in: .whitespaces)))")
+            return 0
+        }
+        var progress = Progress(verb: "sent", total: estimate?.streamBytes)
         let summary = try SendStream.send(from: filesystem, snapshot: parsed.operands[0], base: base) { bytes in
             try writeAll(STDOUT_FILENO, bytes)
             progress.add(bytes.count)
@@ -73,19 +83,31 @@ enum SendReceiveDirectives {
     /// Bytes and rate on a terminal (standard error), twice a second.
     struct Progress {
         let verb: String
+        /// The estimated stream size, for the share done and the time left.
+        let total: UInt64?
         var bytes = 0
         let started = Date()
         var shown = Date.distantPast
         let terminal = isatty(STDERR_FILENO) != 0
 
-        init(verb: String) { self.verb = verb }
+        init(verb: String, total: UInt64? = nil) {
+            self.verb = verb
+            self.total = total
+        }
 
         mutating func add(_ count: Int) {
             bytes += count
             guard terminal, Date().timeIntervalSince(shown) >= 0.5 else { return }
             shown = Date()
             let seconds = max(0.001, shown.timeIntervalSince(started))
-            let line = String(format: "\r%@ %.1f MB, %.1f MB/s  ", verb, Double(bytes) / 1e6, Double(bytes) / 1e6 / seconds)
+            let rate = Double(bytes) / seconds
+            var line = String(format: "\r%@ %.1f MB", verb, Double(bytes) / 1e6)
+            if let total, total > 0 {
+                let left = max(0, Double(total) - Double(bytes))
+                line += String(format: " of ~%.1f MB (%.0f%%), ETA %.0f s", Double(total) / 1e6,
+                               min(100, 100 * Double(bytes) / Double(total)), rate > 0 ? left / rate : 0)
+            }
+            line += String(format: ", %.1f MB/s  ", rate / 1e6)
             FileHandle.standardError.write(Data(line.utf8))
         }
 

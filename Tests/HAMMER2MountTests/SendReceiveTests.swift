@@ -137,6 +137,14 @@ final class SendReceiveTests: XCTestCase {
             XCTAssertEqual(received[label]?.logical, sent[label]?.logical, "\(label): logical bytes")
         }
         XCTAssertLessThan(sizes[0], sent["s1"]!.logical, "the full stream carries the text compressed")
+        // send -n tells the size without reading the data: within 1% of each stream's.
+        for (index, (label, base)) in ([("s1", nil), ("s2", "s1"), ("s3", "s2")] as [(String, String?)]).enumerated() {
+            let estimate = try Binaries.run("hammer2", ["-f", source, "send", "-n"] + (base.map { ["-i", $0] } ?? []) + [label])
+            XCTAssertEqual(estimate.status, 0, estimate.stderr)
+            let words = estimate.stdout.split(separator: " ")
+            let bytes = words.firstIndex(of: "about").flatMap { Double(words[$0 + 1]) } ?? 0
+            XCTAssertEqual(bytes, Double(sizes[index]), accuracy: Double(sizes[index]) / 100, "\(label): \(estimate.stdout)")
+        }
         // An incremental carries what changed: s2's stream is about its 3 MiB file, not the
         // whole tree again; s3's (deletions and 5000 bytes) is small.
         XCTAssertLessThan(sizes[1], (3 << 20) + 800_000)
