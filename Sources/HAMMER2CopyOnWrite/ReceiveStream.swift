@@ -19,12 +19,42 @@ public struct ReceiveSummary: Sendable {
 public enum ReceiveError: Error, CustomStringConvertible, Sendable {
     case stream(String)
     case mismatch(String)
+    /// Stopped after records were applied: they are kept (hidden) for `send -t token`.
+    case interrupted(String, token: SendResumeToken)
 
     public var description: String {
         switch self {
         case let .stream(what): return "bad stream: \(what)"
         case let .mismatch(what): return what
+        case let .interrupted(what, token):
+            return "\(what); what arrived is kept: resume with hammer2 send -t \(token.text) (-A drops it)"
         }
+    }
+}
+
+/// Where an interrupted receive stopped, kept in its hidden PFS's root in fields the
+/// finished snapshot does not take (its root is made anew): pfs_clid holds the next
+/// record's sequence number and the chained hash before it, pfs_lsnap_tid the data bytes.
+struct ReceiveCheckpoint: Equatable {
+    var sequence: UInt64
+    var hash: UInt64
+    var dataBytes: UInt64
+
+    init(sequence: UInt64, hash: UInt64, dataBytes: UInt64) {
+        (self.sequence, self.hash, self.dataBytes) = (sequence, hash, dataBytes)
+    }
+
+    init(_ meta: InodeMeta) {
+        let bytes = meta.pfsClusterID.bytes
+        func le64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+        (sequence, hash, dataBytes) = (le64(0), le64(8), meta.pfsLastSnapshotTID)
+    }
+
+    func store(in meta: inout InodeMeta) {
+        var bytes: [UInt8] = []
+        for value in [sequence, hash] { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
+        meta.pfsClusterID = HAMMER2UUID(bytes: bytes)
+        meta.pfsLastSnapshotTID = dataBytes
     }
 }
 
@@ -53,15 +83,28 @@ extension MutableFilesystem {
             baseLabel = base.label
         }
         // The hidden PFS: an empty one, or a snapshot of the base; one left by an earlier
-        // failed receive of the same snapshot goes first.
-        let hidden = ".receive." + String(begin.snapshotFilesystemID.description.prefix(8))
-        if entries.contains(where: { $0.label == hidden }) { _ = try deletePFS(label: hidden) }
-        if let baseLabel {
-            try snapshot(of: baseLabel, label: hidden)
-        } else {
-            try createPFS(label: hidden, clusterID: begin.snapshotClusterID)
-        }
+        // receive of the same snapshot goes first, unless this stream resumes it.
+        let hidden = Self.hiddenReceiveLabel(begin.snapshotFilesystemID, base: begin.baseFilesystemID)
         var summary = ReceiveSummary(label: label, incremental: begin.isIncremental)
+        if begin.resumeSequence > 0 {
+            guard let kept = entries.first(where: { $0.label == hidden }) else {
+                throw ReceiveError.mismatch("the stream resumes a receive this volume does not have (hammer2 receive -T lists them)")
+            }
+            let checkpoint = ReceiveCheckpoint(kept.meta)
+            guard checkpoint.sequence == begin.resumeSequence, checkpoint.hash == begin.resumeHash else {
+                throw ReceiveError.mismatch("the stream resumes at record \(begin.resumeSequence); the receive kept here stopped at record \(checkpoint.sequence)")
+            }
+            stream.sequence = checkpoint.sequence
+            stream.previousHash = checkpoint.hash
+            summary.dataBytes = checkpoint.dataBytes
+        } else {
+            if entries.contains(where: { $0.label == hidden }) { _ = try deletePFS(label: hidden) }
+            if let baseLabel {
+                try snapshot(of: baseLabel, label: hidden, ids: (randomUUID(), .zero))
+            } else {
+                try createPFS(label: hidden, clusterID: .zero)
+            }
+        }
         do {
             try applyStream(&stream, begin: begin, into: hidden, summary: &summary)
             let replaced = entries.first(where: { $0.label == label })
@@ -73,6 +116,29 @@ extension MutableFilesystem {
             try closePFS(hidden)
             _ = try deletePFS(label: hidden)
         } catch {
+            // Records applied before the stream broke are kept, with where it broke, for a
+            // resumed stream; otherwise the hidden PFS goes.
+            var broken = true  // a stream that broke, not one that does not belong here
+            if let refusal = error as? ReceiveError, case .mismatch = refusal { broken = false }
+            if broken && (stream.sequence > 1 || begin.resumeSequence > 0), mounted[hidden] != nil {
+                let checkpoint = ReceiveCheckpoint(sequence: stream.sequence, hash: stream.previousHash, dataBytes: summary.dataBytes)
+                var kept = true
+                do {
+                    try withLock {
+                        let root = try mountedPFS(hidden).root
+                        checkpoint.store(in: &root.meta)
+                        root.dirty = true
+                    }
+                    try closePFS(hidden)  // flushes: what arrived and where it stopped
+                } catch {
+                    kept = false
+                }
+                if kept {
+                    throw ReceiveError.interrupted("\(error)", token: SendResumeToken(
+                        snapshotFilesystemID: begin.snapshotFilesystemID, baseFilesystemID: begin.baseFilesystemID,
+                        sequence: checkpoint.sequence, hash: checkpoint.hash))
+                }
+            }
             if mounted[hidden] != nil { try? closePFS(hidden) }
             _ = try? deletePFS(label: hidden)
             throw error
@@ -80,12 +146,51 @@ extension MutableFilesystem {
         return summary
     }
 
+    /// ".receive.SNAPSHOT-BASE" (filesystem ids in hexadecimal; BASE zeros for a full stream).
+    static func hiddenReceiveLabel(_ snapshot: HAMMER2UUID, base: HAMMER2UUID) -> String {
+        func hex(_ id: HAMMER2UUID) -> String { id.bytes.map { String($0 >> 4, radix: 16) + String($0 & 15, radix: 16) }.joined() }
+        return ".receive." + hex(snapshot) + "-" + hex(base)
+    }
+
+    /// The receives kept after an interruption: their hidden PFS and resume token
+    /// (hammer2 receive -T); `abandon` deletes them (receive -A).
+    public func interruptedReceives(abandon: Bool = false) throws -> [(label: String, token: SendResumeToken?)] {
+        let kept = try withLock {
+            try pfsRootBrefs().filter { $0.label.hasPrefix(".receive.") }.map { (label: $0.label, meta: try reader.inode($0.bref).meta) }
+        }
+        var result: [(String, SendResumeToken?)] = []
+        for (label, meta) in kept {
+            let checkpoint = ReceiveCheckpoint(meta)
+            let ids = label.dropFirst(".receive.".count)
+            let token = checkpoint.sequence > 0
+                ? SendResumeToken("1-\(ids)-" + String(format: "%016llx-%016llx", checkpoint.sequence, checkpoint.hash)) : nil
+            if abandon { _ = try deletePFS(label: label) }
+            result.append((label, token))
+        }
+        return result
+    }
+
     private func applyStream(_ stream: inout StreamReader, begin: SendStreamBegin, into hidden: String,
                              summary: inout ReceiveSummary) throws {
         let pfs = try withLock { try mountedPFS(hidden) }
         let copies = pfs.root.meta.ncopies
-        var records: UInt64 = 0
+        // Records before a resumed stream's first were applied by the interrupted receive.
+        var records: UInt64 = begin.resumeSequence > 0 ? begin.resumeSequence - 1 : 0
         var receivedInodes = Set<UInt64>()
+        // Every so often the hidden PFS is flushed with where the stream got to, so that a
+        // receive killed outright can be resumed from there (receive -T shows the token).
+        let checkpointBytes = UInt64(ProcessInfo.processInfo.environment["HAMMER2_RECEIVE_CHECKPOINT_BYTES"].flatMap { Int($0) } ?? 256 << 20)
+        var checkpointedAt = summary.dataBytes
+        func checkpoint() throws {
+            guard summary.dataBytes - checkpointedAt >= checkpointBytes else { return }
+            let point = ReceiveCheckpoint(sequence: stream.sequence, hash: stream.previousHash, dataBytes: summary.dataBytes)
+            withLock {
+                point.store(in: &pfs.root.meta)
+                pfs.root.dirty = true
+            }
+            try flush()
+            checkpointedAt = summary.dataBytes
+        }
         // A flusher beside the reader, as a mount has: received data is encoded and
         // written while the next records arrive; the reader waits only past the limit.
         let done = Atomic<Bool>(false)
@@ -110,6 +215,8 @@ extension MutableFilesystem {
                 try withLock {
                     pfs.nextInodeNumber = max(pfs.nextInodeNumber, begin.nextInodeNumber)
                     for record in commit.pfses[0].inodes {
+                        // Applied again after a resume: an inode already removed stays so.
+                        if record.meta.nlinks == 0 && !record.isNew && (try? pfs.node(record.inum)) == nil { continue }
                         try applyInodeRecord(record, to: pfs) { meta, current in
                             // The receiving PFS keeps its identity and its copies setting.
                             if record.inum == PFS.rootInodeNumber, let current {
@@ -131,6 +238,7 @@ extension MutableFilesystem {
                 let dirty = withLock { dirtyDataBytes }
                 if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
                 records += 1
+                try checkpoint()
             case .blocks:
                 let carried = try payload.withUnsafeBytes { try SendStreamBlocks(decoding: $0) }
                 try withLock {
@@ -167,6 +275,7 @@ extension MutableFilesystem {
                 let dirty = withLock { dirtyDataBytes }
                 if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
                 records += 1
+                try checkpoint()
             case .end:
                 let end = try payload.withUnsafeBytes { try SendStreamEnd(decoding: $0) }
                 guard end.inodeRecords == records else {

@@ -22,8 +22,11 @@ public enum SendStream {
     /// same PFS on the same volume) through `emit`.
     /// With `estimate`, nothing is emitted and no data block is read: the summary tells
     /// how large the stream would be (hammer2 send -n; a terminal's progress uses it).
+    /// With `resume` (a receive's token), the stream goes on where that receive stopped:
+    /// the same stream (its order is fixed), the records before the token's not sent and
+    /// their blocks not read.
     public static func send(from filesystem: Filesystem, snapshot: String, base: String?, estimate: Bool = false,
-                            emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
+                            resume: SendResumeToken? = nil, emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
         let entries = try filesystem.pfsEntries()
         func entry(_ label: String) throws -> PFSEntry {
             guard let found = entries.first(where: { $0.name == label }) else {
@@ -41,11 +44,18 @@ public enum SendStream {
         }
         let pfs = try filesystem.openPFS(snapshot)
         let basePFS = try base.map { try filesystem.openPFS($0) }
-        var writer = RecordWriter(emit: estimate ? { _ in } : emit)
+        if let resume {
+            guard resume.snapshotFilesystemID == target.inode.meta.pfsFilesystemID,
+                  resume.baseFilesystemID == (older?.inode.meta.pfsFilesystemID ?? .zero) else {
+                throw EngineError.invalidArgument("the resume token is for another snapshot or base")
+            }
+        }
+        var writer = RecordWriter(emit: estimate ? { _ in } : emit, resume: resume)
         try writer.write(.begin, SendStreamBegin(
             snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
             baseFilesystemID: older?.inode.meta.pfsFilesystemID ?? .zero,
-            nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart), label: Array(snapshot.utf8)).encoded())
+            nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart),
+            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(snapshot.utf8)).encoded())
         var builder = Builder(pfs: pfs, base: basePFS, writer: writer, estimate: estimate)
         // The PFS root holds the root directory's entries (keys with bit 63) and the index
         // of every other inode.
@@ -74,11 +84,21 @@ public enum SendStream {
     /// Cuts inode records into payloads and frames them.
     struct RecordWriter {
         let emit: ([UInt8]) throws -> Void
+        let resume: SendResumeToken?
         var sequence: UInt64 = 0
         var previousHash: UInt64 = 0
         var bytes: UInt64 = 0
 
+        /// The next record is one a resumed stream leaves out (the receiver has it).
+        var skipping: Bool { resume.map { sequence > 0 && sequence < $0.sequence } ?? false }
+
         mutating func write(_ type: SendStreamRecordType, _ payload: [UInt8]) throws {
+            if skipping {
+                sequence += 1
+                return
+            }
+            // Resumed: after the begin record, the chain goes on from the token's hash.
+            if let resume, sequence == resume.sequence { previousHash = resume.hash }
             bytes += UInt64(SendStreamRecordHeader.bytes + payload.count)
             let hash = SendStreamRecordHeader.hash(payload, after: previousHash)
             try emit(SendStreamRecordHeader(type: type, sequence: sequence, payloadBytes: UInt32(payload.count), payloadHash: hash).encoded())
@@ -95,8 +115,9 @@ public enum SendStream {
         var writer: RecordWriter
         var pending: [IntentLogCommit.Inode] = []
         var pendingBytes = 0
-        /// Stored blocks of inodes already in a written record, waiting for a blocks record.
-        var pendingBlocks: [SendStreamBlocks.Block] = []
+        /// Stored blocks of inodes already in a written record, waiting for a blocks record;
+        /// read only when that record is sent.
+        var pendingBlocks: [(block: SendStreamBlocks.Block, bref: Blockref)] = []
         var pendingBlockBytes = 0
         var summary = SendSummary()
         /// An estimate: data blocks are not read; `skippedBytes` counts what they would add.
@@ -116,7 +137,7 @@ public enum SendStream {
                           isNew: Bool? = nil) throws {
             var entries = entryChanges ?? []
             var ranges: [IntentLogCommit.DataRange] = []
-            var blocks: [SendStreamBlocks.Block] = []
+            var blocks: [(SendStreamBlocks.Block, Blockref)] = []
             var lowestSize = UInt64.max
             let meta = inode.meta
             if meta.nlinks > 0 {
@@ -152,10 +173,11 @@ public enum SendStream {
                 record.entryChanges = []
             } while index < ranges.count
             // Its stored blocks follow the record that makes the inode.
-            for block in blocks {
-                summary.dataBytes += UInt64(block.stored.count)
-                pendingBlocks.append(block)
-                pendingBlockBytes += block.stored.count
+            for (block, bref) in blocks {
+                let bytes = try pfs.reader.checkedPhysicalSize(bref)
+                summary.dataBytes += UInt64(bytes)
+                pendingBlocks.append((block, bref))
+                pendingBlockBytes += bytes
                 if pendingBlockBytes >= SendStream.recordTarget { try flushPending() }
             }
         }
@@ -175,7 +197,15 @@ public enum SendStream {
                 pendingBytes = 0
             }
             if !pendingBlocks.isEmpty {
-                try writer.write(.blocks, SendStreamBlocks(blocks: pendingBlocks).encoded())
+                // Read now, unless the record is not sent (an estimate, or before a resume point).
+                let read = !estimate && !writer.skipping
+                if !read { skippedBytes += UInt64(pendingBlockBytes) }
+                let blocks = try pendingBlocks.map { block, bref in
+                    var block = block
+                    if read { block.stored = try pfs.reader.physical(bref) }
+                    return block
+                }
+                try writer.write(.blocks, SendStreamBlocks(blocks: blocks).encoded())
                 summary.records += 1
                 pendingBlocks = []
                 pendingBlockBytes = 0
@@ -206,8 +236,8 @@ public enum SendStream {
         /// logical bytes when they are not plain compressed blocks), blocks only `before`
         /// had as holes.
         func dataRanges(inum: UInt64, _ inode: InodeData, _ before: InodeData?) throws
-            -> ([IntentLogCommit.DataRange], [SendStreamBlocks.Block], skipped: UInt64) {
-            var blocks: [SendStreamBlocks.Block] = []
+            -> ([IntentLogCommit.DataRange], [(SendStreamBlocks.Block, Blockref)], skipped: UInt64) {
+            var blocks: [(SendStreamBlocks.Block, Blockref)] = []
             let size = inode.meta.size
             var ranges: [IntentLogCommit.DataRange] = []
             var skipped: UInt64 = 0
@@ -235,18 +265,10 @@ public enum SendStream {
                 guard bref.key < end else { continue }
                 // A whole 64 KiB block of media, compressed or not: as stored.
                 if bref.type == .data, bref.keybits == UInt8(HAMMER2.allocationMaxRadix), bref.key % logicalBlockBytes == 0,
-                   [.none, .lz4, .zlib].contains(bref.compression), bref.dataOffset != 0 {
-                    if estimate {
-                        let bytes = try pfs.reader.checkedPhysicalSize(bref)
-                        skipped += UInt64(bytes)
-                        blocks.append(.init(inum: inum, offset: bref.key, methods: bref.methods, stored: []))
-                        continue
-                    }
-                    let stored = try pfs.reader.physical(bref)
-                    if !stored.isEmpty {
-                        blocks.append(.init(inum: inum, offset: bref.key, methods: bref.methods, stored: stored))
-                        continue
-                    }
+                   [.none, .lz4, .zlib].contains(bref.compression), bref.dataOffset != 0,
+                   try pfs.reader.checkedPhysicalSize(bref) > 0 {
+                    blocks.append((.init(inum: inum, offset: bref.key, methods: bref.methods, stored: []), bref))
+                    continue
                 }
                 try piece(bref.key, end, read: true)
             }

@@ -84,14 +84,20 @@ public struct SendStreamBegin: Equatable, Sendable {
     public var baseFilesystemID: HAMMER2UUID  // 0x20
     /// The snapshot's inode number counter (pfs_inum).
     public var nextInodeNumber: UInt64  // 0x30
-    public var label: [UInt8]  // 0x38: length (2), then the bytes
+    /// A resumed stream: the record it goes on with (0: not resumed), and the chained hash
+    /// of the record before it, as the interrupted receive checked it.
+    public var resumeSequence: UInt64  // 0x38
+    public var resumeHash: UInt64  // 0x40
+    public var label: [UInt8]  // 0x48: length (2), then the bytes
 
     public init(snapshotFilesystemID: HAMMER2UUID, snapshotClusterID: HAMMER2UUID, baseFilesystemID: HAMMER2UUID,
-                nextInodeNumber: UInt64, label: [UInt8]) {
+                nextInodeNumber: UInt64, resumeSequence: UInt64 = 0, resumeHash: UInt64 = 0, label: [UInt8]) {
         self.snapshotFilesystemID = snapshotFilesystemID
         self.snapshotClusterID = snapshotClusterID
         self.baseFilesystemID = baseFilesystemID
         self.nextInodeNumber = nextInodeNumber
+        self.resumeSequence = resumeSequence
+        self.resumeHash = resumeHash
         self.label = label
     }
 
@@ -99,22 +105,66 @@ public struct SendStreamBegin: Equatable, Sendable {
 
     public func encoded() -> [UInt8] {
         var out = snapshotFilesystemID.bytes + snapshotClusterID.bytes + baseFilesystemID.bytes
-        withUnsafeBytes(of: nextInodeNumber.littleEndian) { out += $0 }
+        for value in [nextInodeNumber, resumeSequence, resumeHash] { withUnsafeBytes(of: value.littleEndian) { out += $0 } }
         withUnsafeBytes(of: UInt16(label.count).littleEndian) { out += $0 }
         return out + label
     }
 
     public init(decoding raw: UnsafeRawBufferPointer) throws {
-        guard raw.count >= 0x3A else { throw FormatError.shortBuffer(structure: "send stream begin", needed: 0x3A, got: raw.count) }
-        let length = Int(raw.le16(0x38))
-        guard length >= 1, length <= HAMMER2.inodeMaxName, raw.count == 0x3A + length else {
+        guard raw.count >= 0x4A else { throw FormatError.shortBuffer(structure: "send stream begin", needed: 0x4A, got: raw.count) }
+        let length = Int(raw.le16(0x48))
+        guard length >= 1, length <= HAMMER2.inodeMaxName, raw.count == 0x4A + length else {
             throw FormatError.invalidField(structure: "send stream begin", field: "label length", value: UInt64(length))
         }
         snapshotFilesystemID = raw.uuid(0x00)
         snapshotClusterID = raw.uuid(0x10)
         baseFilesystemID = raw.uuid(0x20)
         nextInodeNumber = raw.le64(0x30)
-        label = raw.bytes(0x3A, length)
+        resumeSequence = raw.le64(0x38)
+        resumeHash = raw.le64(0x40)
+        label = raw.bytes(0x4A, length)
+    }
+}
+
+/// What an interrupted receive prints and `hammer2 send -t` takes: the snapshot, its base,
+/// and where the receive stopped ("1-SNAPSHOT-BASE-SEQUENCE-HASH", hexadecimal).
+public struct SendResumeToken: Equatable, Sendable {
+    public var snapshotFilesystemID: HAMMER2UUID
+    public var baseFilesystemID: HAMMER2UUID
+    public var sequence: UInt64
+    public var hash: UInt64
+
+    public init(snapshotFilesystemID: HAMMER2UUID, baseFilesystemID: HAMMER2UUID, sequence: UInt64, hash: UInt64) {
+        self.snapshotFilesystemID = snapshotFilesystemID
+        self.baseFilesystemID = baseFilesystemID
+        self.sequence = sequence
+        self.hash = hash
+    }
+
+    public var text: String {
+        func hex(_ bytes: [UInt8]) -> String { bytes.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined() }
+        func hex64(_ value: UInt64) -> String { hex(withUnsafeBytes(of: value.bigEndian) { Array($0) }) }
+        return "1-\(hex(snapshotFilesystemID.bytes))-\(hex(baseFilesystemID.bytes))-\(hex64(sequence))-\(hex64(hash))"
+    }
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+        guard parts.count == 5, parts[0] == "1", parts[1].count == 32, parts[2].count == 32, parts[3].count == 16, parts[4].count == 16 else { return nil }
+        func bytes(_ hex: String) -> [UInt8]? {
+            var out: [UInt8] = []
+            var index = hex.startIndex
+            while index < hex.endIndex {
+                let next = hex.index(index, offsetBy: 2)
+                guard let byte = UInt8(hex[index..<next], radix: 16) else { return nil }
+                out.append(byte)
+                index = next
+            }
+            return out
+        }
+        guard let snapshot = bytes(parts[1]), let base = bytes(parts[2]),
+              let sequence = UInt64(parts[3], radix: 16), let hash = UInt64(parts[4], radix: 16), sequence >= 1 else { return nil }
+        self.init(snapshotFilesystemID: HAMMER2UUID(bytes: snapshot), baseFilesystemID: HAMMER2UUID(bytes: base),
+                  sequence: sequence, hash: hash)
     }
 }
 

@@ -57,9 +57,11 @@ public enum Hammer2Command {
         send [-n] [-i <base>] <snapshot>  Write a snapshot (or what changed since the older
                                           snapshot <base>) as a stream to standard output;
                                           -n: only say how large it would be
+        send -t <token>                   Go on with a stream where a receive stopped
         receive [-F] <label>              Make the stream on standard input snapshot <label>
                                           of -f IMAGE (unmounted); -F replaces an existing
                                           <label> (docs/send-receive.md)
+        receive -T | -A                   Resume tokens of interrupted receives; -A drops them
         setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
         setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}
         setcopies <n> <path>...           Set copies of data written from now on (1-4, 3 when

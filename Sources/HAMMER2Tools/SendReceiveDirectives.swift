@@ -6,31 +6,52 @@ import Foundation
 import Glibc
 import HAMMER2CopyOnWrite
 import HAMMER2Engine
+import HAMMER2Format
 
 enum SendReceiveDirectives {
     /// `send [-i BASE] SNAPSHOT`: of the mount selected (-s, the current directory) or of
     /// `-f IMAGE`.
     static func send(_ operands: [String], context: Hammer2Command.Context) throws -> Int32 {
-        let parsed = try GetOpt(operands, spec: "i:n")
-        let base = parsed.options.first { $0.0 == "i" }?.1
+        let parsed = try GetOpt(operands, spec: "i:nt:")
+        var base = parsed.options.first { $0.0 == "i" }?.1
         let dryRun = parsed.options.contains { $0.0 == "n" }
-        guard parsed.operands.count == 1 else { throw ToolError.usage("send: requires [-n] [-i base] <snapshot>") }
+        var resume: SendResumeToken?
+        if let text = parsed.options.first(where: { $0.0 == "t" })?.1 {
+            guard let token = SendResumeToken(text) else { throw ToolError.usage("send: \"\(text)\" is not a resume token") }
+            resume = token
+        }
+        guard parsed.operands.count == 1 || (resume != nil && parsed.operands.isEmpty) else {
+            throw ToolError.usage("send: requires [-n] [-i base] <snapshot>, or -t token")
+        }
         guard dryRun || isatty(STDOUT_FILENO) == 0 else {
             throw ToolError.usage("send: standard output is a terminal; send it to a file or a pipe (hammer2 send SNAP | ...)")
         }
         let target = try Hammer2Command.targetsFor([], context)[0]
         let filesystem = try Filesystem(paths: target.devices)
+        var snapshot = parsed.operands.first ?? ""
+        if let resume {
+            // The token names the snapshot and its base by filesystem id.
+            let entries = try filesystem.pfsEntries()
+            func label(_ id: HAMMER2UUID, _ what: String) throws -> String {
+                guard let entry = entries.first(where: { $0.inode.meta.pfsFilesystemID == id }) else {
+                    throw ToolError.failed("send: the token's \(what) (\(id)) is not on \(target.display)")
+                }
+                return entry.name
+            }
+            snapshot = try label(resume.snapshotFilesystemID, "snapshot")
+            base = resume.baseFilesystemID == .zero ? nil : try label(resume.baseFilesystemID, "base snapshot")
+        }
         // The size first (no data read) for -n, and for a terminal's ETA.
         var estimate: SendSummary?
         if dryRun || isatty(STDERR_FILENO) != 0 {
-            estimate = try SendStream.send(from: filesystem, snapshot: parsed.operands[0], base: base, estimate: true) { _ in }
+            estimate = try SendStream.send(from: filesystem, snapshot: snapshot, base: base, estimate: true) { _ in }
         }
         if dryRun, let estimate {
             print("would send \(estimate.inodes) inodes in about \(estimate.streamBytes) bytes (\(Text.size(estimate.streamBytes).trimmingCharacters(in: .whitespaces)))")
             return 0
         }
         var progress = Progress(verb: "sent", total: estimate?.streamBytes)
-        let summary = try SendStream.send(from: filesystem, snapshot: parsed.operands[0], base: base) { bytes in
+        let summary = try SendStream.send(from: filesystem, snapshot: snapshot, base: base, resume: resume) { bytes in
             try writeAll(STDOUT_FILENO, bytes)
             progress.add(bytes.count)
         }
@@ -43,12 +64,21 @@ enum SendReceiveDirectives {
 
     /// `-f IMAGE receive [-F] LABEL`.
     static func receive(_ operands: [String], context: Hammer2Command.Context) throws -> Int32 {
-        let parsed = try GetOpt(operands, spec: "F")
+        let parsed = try GetOpt(operands, spec: "FTA")
         let replace = parsed.options.contains { $0.0 == "F" }
-        guard parsed.operands.count == 1, !parsed.operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] <label>") }
+        let list = parsed.options.contains { $0.0 == "T" }, abandon = parsed.options.contains { $0.0 == "A" }
         guard let image = context.image else {
             throw ToolError.usage("receive: give the volume with -f IMAGE (it must not be mounted)")
         }
+        if list || abandon {
+            // Receives kept after an interruption: their tokens (-T), or gone (-A).
+            guard parsed.operands.isEmpty else { throw ToolError.usage("receive: -T and -A take no label") }
+            for (label, token) in try PFSDirectives.offline(image).interruptedReceives(abandon: abandon) {
+                print(abandon ? "\(label)\tdropped" : "\(token?.text ?? "-")\t\(label)")
+            }
+            return 0
+        }
+        guard parsed.operands.count == 1, !parsed.operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] <label>") }
         let filesystem = try PFSDirectives.offline(image)
         var progress = Progress(verb: "received")
         let summary: ReceiveSummary
@@ -62,6 +92,7 @@ enum SendReceiveDirectives {
             }
         } catch let error as ReceiveError {
             progress.finish()
+            if case .interrupted = error { throw ToolError.failed("receive: \(error) — \(parsed.operands[0]) was not made") }
             throw ToolError.failed("receive: \(error) — nothing was changed")
         }
         progress.finish()

@@ -166,16 +166,22 @@ final class SendReceiveTests: XCTestCase {
         XCTAssertEqual(try bash("hammer2 -f '\(source)' send s1 > '\(work)/full'").status, 0)
         XCTAssertEqual(try bash("hammer2 -f '\(source)' send -i s1 s2 > '\(work)/incremental'").status, 0)
         let full = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(work)/full")))
-        let before = try labels(target)
 
         func refused(_ bytes: [UInt8], into image: String, label: String = "s1", because reason: String, line: UInt = #line) throws {
             let path = "\(work)/bad"
             try Data(bytes).write(to: URL(fileURLWithPath: path))
+            let labelsBefore = try labels(image)
             let result = try bash("hammer2 -f '\(image)' receive \(label) < '\(path)'")
             XCTAssertEqual(result.status, 1, "accepted: \(reason)", line: line)
-            XCTAssertTrue(result.stderr.contains(reason) && result.stderr.contains("nothing was changed"), result.stderr, line: line)
-            XCTAssertEqual(try labels(image), image == target ? before : try labels(image), line: line)
-            XCTAssertFalse(try labels(image).contains { $0.hasPrefix(".receive") }, "the hidden PFS was left", line: line)
+            XCTAssertTrue(result.stderr.contains(reason), result.stderr, line: line)
+            // The volume's PFSes are as they were; records that arrived before the break are
+            // kept hidden for a resume (said, and dropped by receive -A), or nothing is.
+            let kept = result.stderr.contains("what arrived is kept")
+            XCTAssertTrue(kept || result.stderr.contains("nothing was changed"), result.stderr, line: line)
+            XCTAssertEqual(try labels(image).filter { !$0.hasPrefix(".receive") }, labelsBefore, line: line)
+            XCTAssertEqual(try labels(image).contains { $0.hasPrefix(".receive") }, kept, line: line)
+            XCTAssertEqual(try Binaries.run("hammer2", ["-f", image, "receive", "-A"]).status, 0, line: line)
+            XCTAssertFalse(try labels(image).contains { $0.hasPrefix(".receive") }, "receive -A left the hidden PFS", line: line)
             XCTAssertEqual(try Binaries.run("fsck_hammer2", [image]).status, 0, line: line)
         }
         // One byte changed in the middle: a record fails its checksum.
@@ -207,5 +213,67 @@ final class SendReceiveTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("fsck_hammer2", [other]).status, 0)
         // Usage: no -f for receive, a terminal for send.
         XCTAssertEqual(try Binaries.run("hammer2", ["receive", "x"]).status, 2)
+    }
+
+    /// A receive cut short (the stream ends early) or killed outright keeps what arrived;
+    /// send -t with its token sends the rest, and the snapshot arrives whole.
+    func testInterruptedReceiveResumes() throws {
+        let source = "\(work)/source.img", target = "\(work)/target.img"
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", source]).status, 0)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", "-L", "none", target]).status, 0)
+        let mount = try MountedImage(source + "@DATA", options: ["-o", "rw"])
+        var random = SplitMix64(seed: 27)
+        for i in 0..<12 { write(mount.mountpoint.path + "/f\(i)", random.bytes(1_500_000)) }
+        write(mount.mountpoint.path + "/text", Array(String(repeating: "resumable ", count: 200_000).utf8))
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s1"]).status, 0)
+        try mount.unmount()
+        XCTAssertEqual(try bash("hammer2 -f '\(source)' send s1 > '\(work)/full'").status, 0)
+        let full = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(work)/full")))
+        let small = "HAMMER2_RECEIVE_CHECKPOINT_BYTES=1000000"
+
+        // Cut at half: refused, what arrived kept, the token said and listed.
+        try Data(full.prefix(full.count / 2)).write(to: URL(fileURLWithPath: "\(work)/half"))
+        let cut = try bash("\(small) hammer2 -f '\(target)' receive s1 < '\(work)/half'")
+        XCTAssertEqual(cut.status, 1)
+        XCTAssertTrue(cut.stderr.contains("truncated") && cut.stderr.contains("s1 was not made"), cut.stderr)
+        let said = try XCTUnwrap(cut.stderr.components(separatedBy: "send -t ").last?.split(separator: " ").first.map(String.init))
+        let listed = try Binaries.run("hammer2", ["-f", target, "receive", "-T"])
+        XCTAssertEqual(listed.stdout.split(separator: "\t").first.map(String.init), said, listed.stdout)
+        XCTAssertFalse(try labels(target).contains("s1"))
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
+        // The rest: a shorter stream, and the snapshot whole.
+        let rest = try bash("hammer2 -f '\(source)' send -t \(said) | tee '\(work)/rest' | hammer2 -f '\(target)' receive s1")
+        XCTAssertEqual(rest.status, 0, rest.stderr)
+        let restBytes = (try FileManager.default.attributesOfItem(atPath: "\(work)/rest")[.size] as? NSNumber)?.intValue ?? 0
+        XCTAssertLessThan(restBytes, full.count * 3 / 4, "the resumed stream leaves out what arrived")
+        XCTAssertEqual(try look(target, "s1").0, try look(source, "s1").0)
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
+        XCTAssertEqual(try Binaries.run("hammer2", ["-f", target, "receive", "-T"]).stdout, "", "nothing left to resume")
+
+        // Killed outright while it waits for the end record: resumed from its last checkpoint.
+        XCTAssertEqual(try bash("hammer2 -f '\(target)' pfs-delete s1").status, 0)
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: try Binaries.path("hammer2"))
+        receiver.arguments = ["-f", target, "receive", "s1"]
+        receiver.environment = ProcessInfo.processInfo.environment.merging(["HAMMER2_RECEIVE_CHECKPOINT_BYTES": "1000000"]) { $1 }
+        let input = Pipe()
+        receiver.standardInput = input
+        receiver.standardOutput = FileHandle.nullDevice
+        receiver.standardError = FileHandle.nullDevice
+        try receiver.run()
+        input.fileHandleForWriting.write(Data(full.dropLast(48)))  // all but the end record
+        sleep(3)
+        kill(receiver.processIdentifier, SIGKILL)
+        receiver.waitUntilExit()
+        try input.fileHandleForWriting.close()
+        let token = try Binaries.run("hammer2", ["-f", target, "receive", "-T"]).stdout.split(separator: "\t").first.map(String.init) ?? ""
+        XCTAssertTrue(token.hasPrefix("1-"), "no resume token after the kill: \(token)")
+        let resumed = try bash("hammer2 -f '\(source)' send -t \(token) | hammer2 -f '\(target)' receive s1")
+        XCTAssertEqual(resumed.status, 0, resumed.stderr)
+        XCTAssertEqual(try look(target, "s1").0, try look(source, "s1").0)
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
+        // A token for another point than the one kept is refused.
+        let wrong = try bash("hammer2 -f '\(source)' send -t \(said) | hammer2 -f '\(target)' receive again")
+        XCTAssertEqual(wrong.status, 1)
     }
 }
