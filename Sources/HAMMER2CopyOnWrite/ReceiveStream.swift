@@ -102,7 +102,7 @@ extension MutableFilesystem {
             if let baseLabel {
                 try snapshot(of: baseLabel, label: hidden, ids: (randomUUID(), .zero))
             } else {
-                try createPFS(label: hidden, clusterID: .zero)
+                try createPFS(label: hidden, clusterID: .zero, copies: withLock { volumeCopies })  // the volume's copies setting
             }
         }
         do {

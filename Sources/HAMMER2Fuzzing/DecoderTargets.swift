@@ -26,6 +26,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case keyHistory = "key-history"
     case attributeTable = "attribute-table"
     case intentLog = "intent-log"
+    case sendStream = "send-stream"
     case image
 
     /// Runs one input through the target. `image` needs base images: use `ImageFuzzer`.
@@ -44,6 +45,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .keyHistory: DecoderTargets.keyHistoryAndNames(input)
         case .attributeTable: DecoderTargets.attributeTable(input)
         case .intentLog: DecoderTargets.intentLog(input)
+        case .sendStream: DecoderTargets.sendStream(input)
         case .image: preconditionFailure("the image target runs through ImageFuzzer")
         }
     }
@@ -211,6 +213,44 @@ public enum DecoderTargets {
         require(encoded.count <= payload.count, "an intent log commit grows when encoded again")
         require((try? encoded.withUnsafeBytes { try IntentLogCommit(decoding: $0) }) == commit,
                 "an intent log commit does not survive encode/decode")
+    }
+
+    /// A send stream as hammer2 receive reads it (docs/send-receive.md): records of a
+    /// header and a payload, each payload decoded by its type. What decodes encodes to the
+    /// same bytes (headers, begin, end, blocks) or the same structure (inodes).
+    public static func sendStream(_ input: [UInt8]) {
+        var position = 0
+        while input.count - position >= SendStreamRecordHeader.bytes {
+            let raw = Array(input[position..<(position + SendStreamRecordHeader.bytes)])
+            position += SendStreamRecordHeader.bytes
+            guard let header = try? raw.withUnsafeBytes({ try SendStreamRecordHeader(decoding: $0) }) else { return }
+            require(header.encoded() == raw, "a send stream record header decodes from a non-canonical form")
+            let end = min(input.count, position + Int(header.payloadBytes))
+            let payload = Array(input[position..<end])
+            position = end
+            switch header.type {
+            case .begin:
+                if let begin = try? payload.withUnsafeBytes({ try SendStreamBegin(decoding: $0) }) {
+                    require(begin.encoded() == payload, "a send stream begin record does not survive decode/encode")
+                }
+            case .end:
+                if let last = try? payload.withUnsafeBytes({ try SendStreamEnd(decoding: $0) }) {
+                    require(last.encoded() == payload, "a send stream end record does not survive decode/encode")
+                }
+            case .blocks:
+                if let blocks = try? payload.withUnsafeBytes({ try SendStreamBlocks(decoding: $0) }) {
+                    require(blocks.encoded() == payload, "a send stream blocks record does not survive decode/encode")
+                }
+            case .inodes:
+                if let commit = try? payload.withUnsafeBytes({ try IntentLogCommit(decoding: $0) }) {
+                    require((try? commit.encoded().withUnsafeBytes { try IntentLogCommit(decoding: $0) }) == commit,
+                            "a send stream inodes record does not survive encode/decode")
+                }
+            }
+        }
+        if let token = SendResumeToken(String(decoding: input.prefix(120), as: UTF8.self)) {
+            require(SendResumeToken(token.text) == token, "a resume token does not survive text/parse")
+        }
     }
 
     public static func keyHistoryAndNames(_ input: [UInt8]) {

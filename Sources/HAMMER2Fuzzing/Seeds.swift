@@ -89,6 +89,36 @@ public enum FuzzSeeds {
         return seeds
     }
 
+    /// Send streams: a full one (begin, an inodes record, a blocks record, end), one cut
+    /// short, a resumed begin, and a resume token.
+    public static func sendStreamSeeds() -> [[UInt8]] {
+        var hash: UInt64 = 0
+        var sequence: UInt64 = 0
+        func record(_ type: SendStreamRecordType, _ payload: [UInt8]) -> [UInt8] {
+            hash = SendStreamRecordHeader.hash(payload, after: hash)
+            defer { sequence += 1 }
+            return SendStreamRecordHeader(type: type, sequence: sequence, payloadBytes: UInt32(payload.count), payloadHash: hash).encoded() + payload
+        }
+        let id = HAMMER2UUID(bytes: (0..<16).map { UInt8($0) })
+        let begin = SendStreamBegin(snapshotFilesystemID: id, snapshotClusterID: id, baseFilesystemID: .zero,
+                                    nextInodeNumber: 1025, label: Array("snap".utf8))
+        var meta = InodeMeta(version: 1, ctime: 1, mtime: 2, atime: 3, btime: 4, uid: .unixID(0), gid: .unixID(0),
+                             type: .regularFile, mode: 0o644, inum: 1024, nlinks: 1)
+        meta.size = 70_000
+        let inode = IntentLogCommit.Inode(inum: 1024, isNew: true, meta: meta, filename: Array("0x400".utf8), diskLimit: .max,
+                                          lowestSize: .max, entryChanges: [], ranges: [.init(offset: 65_536, length: 4464, bytes: nil)])
+        let inodes = IntentLogCommit(pfses: [.init(label: Array(".".utf8), nextInodeNumber: 0, inodes: [inode])]).encoded()
+        let blocks = SendStreamBlocks(blocks: [.init(inum: 1024, offset: 0, methods: 0x20, stored: Array(repeating: 7, count: 1024))]).encoded()
+        let full = record(.begin, begin.encoded()) + record(.inodes, inodes) + record(.blocks, blocks)
+            + record(.end, SendStreamEnd(inodeRecords: 2, dataBytes: 1024).encoded())
+        var resumed = begin
+        (resumed.resumeSequence, resumed.resumeHash) = (2, 0x1234_5678_9ABC_DEF0)
+        hash = 0
+        sequence = 0
+        let token = SendResumeToken(snapshotFilesystemID: id, baseFilesystemID: .zero, sequence: 2, hash: 99)
+        return [full, Array(full.prefix(full.count / 2)), record(.begin, resumed.encoded()), Array(token.text.utf8), []]
+    }
+
     /// Intent log commits (header + payload): an empty one, a new file with data and a
     /// zero range, a directory with entry changes, two PFSes.
     public static func intentLogSeeds() -> [[UInt8]] {

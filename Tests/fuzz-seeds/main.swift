@@ -31,6 +31,7 @@ do {
             seeds[.keyHistory] = FuzzSeeds.keyHistorySeeds()
             seeds[.attributeTable] = FuzzSeeds.attributeTableSeeds()
             seeds[.intentLog] = FuzzSeeds.intentLogSeeds()
+            seeds[.sendStream] = FuzzSeeds.sendStreamSeeds()
         }
         for (target, inputs) in seeds {
             let folder = URL(fileURLWithPath: output).appendingPathComponent(target.rawValue)
