@@ -294,7 +294,7 @@ public final class VolumeDaemon: @unchecked Sendable {
         return base + "/volume-\(String(st.st_dev, radix: 16))-\(String(st.st_ino, radix: 16)).sock"
     }
 
-    private static func address(_ path: String) -> sockaddr_un? {
+    static func address(_ path: String) -> sockaddr_un? {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
         let bytes = Array(path.utf8)
@@ -348,7 +348,11 @@ public final class VolumeDaemon: @unchecked Sendable {
             Self.send(AttachReply(event: .failed, message: message), to: client)
             close(client)
         }
-        guard let line = Self.readLine(client), let request = try? JSONDecoder().decode(AttachRequest.self, from: Data(line)) else {
+        guard let line = Self.readLine(client) else { return refuse("unreadable request") }
+        if let receive = try? JSONDecoder().decode(ReceiveRequest.self, from: Data(line)) {
+            return handleReceive(receive, client: client)  // DaemonReceive.swift
+        }
+        guard let request = try? JSONDecoder().decode(AttachRequest.self, from: Data(line)) else {
             return refuse("unreadable request")
         }
         if state.withLock({ $0.stopping }) { return refuse("busy: the volume is being unmounted, try again") }

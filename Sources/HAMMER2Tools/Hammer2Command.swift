@@ -59,8 +59,9 @@ public enum Hammer2Command {
                                           -n: only say how large it would be
         send -t <token>                   Go on with a stream where a receive stopped
         receive [-F] <label>              Make the stream on standard input snapshot <label>
-                                          of -f IMAGE (unmounted); -F replaces an existing
-                                          <label> (docs/send-receive.md)
+                                          of -f IMAGE, or of the mount selected (through its
+                                          daemon); -F replaces an existing <label>
+                                          (docs/send-receive.md)
         receive -T | -A                   Resume tokens of interrupted receives; -A drops them
         setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level
         setcheck <check> <path>...        Set check algo {none, crc32, xxhash64, sha192}

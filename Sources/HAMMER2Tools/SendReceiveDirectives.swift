@@ -6,6 +6,7 @@ import Foundation
 import Glibc
 import HAMMER2CopyOnWrite
 import HAMMER2Engine
+import HAMMER2FUSE
 import HAMMER2Format
 
 enum SendReceiveDirectives {
@@ -68,7 +69,8 @@ enum SendReceiveDirectives {
         let replace = parsed.options.contains { $0.0 == "F" }
         let list = parsed.options.contains { $0.0 == "T" }, abandon = parsed.options.contains { $0.0 == "A" }
         guard let image = context.image else {
-            throw ToolError.usage("receive: give the volume with -f IMAGE (it must not be mounted)")
+            guard !list && !abandon else { throw ToolError.usage("receive: -T and -A work on an unmounted volume (-f IMAGE)") }
+            return try receiveThroughDaemon(parsed.operands, replace: replace, context: context)
         }
         if list || abandon {
             // Receives kept after an interruption: their tokens (-T), or gone (-A).
@@ -98,6 +100,35 @@ enum SendReceiveDirectives {
         progress.finish()
         print("received \(summary.incremental ? "incremental" : "full") stream as \(summary.label): "
               + "\(summary.inodes) inodes, \(summary.dataBytes) data bytes")
+        return 0
+    }
+
+    /// `receive [-F] LABEL` on a mount (-s, or the current directory): the stream goes to
+    /// the volume's daemon, which receives it beside the mounts it serves.
+    private static func receiveThroughDaemon(_ operands: [String], replace: Bool, context: Hammer2Command.Context) throws -> Int32 {
+        guard operands.count == 1, !operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] <label>") }
+        let path = context.selectedPath ?? FileManager.default.currentDirectoryPath
+        guard let mount = mountedFilesystem(containing: path) else {
+            throw ToolError.usage("receive: give the volume with -f IMAGE, or run it on a hammer2 mount (-s MOUNTPOINT)")
+        }
+        let device = try VolumeSpecifier(mount.source).devices[0]
+        guard let socket = VolumeDaemon.socketPath(forDevice: device, create: false) else {
+            throw ToolError.failed("receive: no control socket for \(mount.mountpoint)'s daemon (it belongs to another user?)")
+        }
+        var progress = Progress(verb: "received")
+        let reply = try VolumeDaemon.requestReceive(ReceiveRequest(receiveLabel: operands[0], replace: replace), socketPath: socket) {
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            let got = buffer.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
+            guard got >= 0 else { throw ToolError.failed("reading standard input: \(String(cString: strerror(errno)))") }
+            progress.add(got)
+            return Array(buffer.prefix(got))
+        }
+        progress.finish()
+        guard let reply else { throw ToolError.failed("receive: the daemon of \(mount.mountpoint) does not answer") }
+        guard reply.received else {
+            throw ToolError.failed("receive: \(reply.message) — " + (reply.kept ? "\(operands[0]) was not made" : "nothing was changed"))
+        }
+        print(reply.message)
         return 0
     }
 

@@ -276,4 +276,36 @@ final class SendReceiveTests: XCTestCase {
         let wrong = try bash("hammer2 -f '\(source)' send -t \(said) | hammer2 -f '\(target)' receive again")
         XCTAssertEqual(wrong.status, 1)
     }
+
+    /// Receiving onto a mounted volume: the stream goes to the volume's daemon, which
+    /// receives it beside the mount it serves; the mount goes on working.
+    func testReceiveOntoAMountedVolume() throws {
+        let source = "\(work)/source.img", target = "\(work)/target.img"
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", source]).status, 0)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", target]).status, 0)
+        let mount = try MountedImage(source + "@DATA", options: ["-o", "rw"])
+        var random = SplitMix64(seed: 28)
+        write(mount.mountpoint.path + "/a", random.bytes(300_000))
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s1"]).status, 0)
+        write(mount.mountpoint.path + "/b", random.bytes(200_000))
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s2"]).status, 0)
+        try mount.unmount()
+        let live = try MountedImage(target + "@DATA", options: ["-o", "rw"])
+        defer { try? live.unmount() }
+        write(live.mountpoint.path + "/mine", Array("still here".utf8))
+        for (label, base) in [("s1", nil), ("s2", "s1")] as [(String, String?)] {
+            let result = try bash("hammer2 -f '\(source)' send \(base.map { "-i \($0) " } ?? "")\(label) | hammer2 -s '\(live.mountpoint.path)' receive \(label)")
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertTrue(result.stdout.contains("stream as \(label)"), result.stdout)
+        }
+        let again = try bash("hammer2 -f '\(source)' send s1 | hammer2 -s '\(live.mountpoint.path)' receive s1")
+        XCTAssertEqual(again.status, 1)
+        XCTAssertTrue(again.stderr.contains("already here"), again.stderr)
+        XCTAssertEqual(try String(contentsOfFile: live.mountpoint.path + "/mine", encoding: .utf8), "still here")
+        write(live.mountpoint.path + "/after", Array("written after".utf8))
+        // The received snapshots mount beside DATA (the same daemon) and hold what was sent.
+        XCTAssertEqual(try look(target, "s2").0, try look(source, "s2").0)
+        try live.unmount()
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
+    }
 }
