@@ -191,6 +191,15 @@ extension MutableFilesystem {
             try flush()
             checkpointedAt = summary.dataBytes
         }
+        /// After each inodes or blocks record. The received data waits in memory like
+        /// written data: the flusher takes it from a quarter of the limit; at the limit the
+        /// reader waits for a flush.
+        func applied() throws {
+            let dirty = withLock { dirtyDataBytes }
+            if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
+            records += 1
+            try checkpoint()
+        }
         // A flusher beside the reader, as a mount has: received data is encoded and
         // written while the next records arrive; the reader waits only past the limit.
         let done = Atomic<Bool>(false)
@@ -233,12 +242,7 @@ extension MutableFilesystem {
                         summary.dataBytes += record.ranges.reduce(0) { $0 + UInt64($1.bytes?.count ?? 0) }
                     }
                 }
-                // The received data waits in memory like written data: the flusher takes it
-                // from a quarter of the limit; at the limit the reader waits for a flush.
-                let dirty = withLock { dirtyDataBytes }
-                if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
-                records += 1
-                try checkpoint()
+                try applied()
             case .blocks:
                 let carried = try payload.withUnsafeBytes { try SendStreamBlocks(decoding: $0) }
                 try withLock {
@@ -272,10 +276,7 @@ extension MutableFilesystem {
                         summary.dataBytes += UInt64(block.stored.count)
                     }
                 }
-                let dirty = withLock { dirtyDataBytes }
-                if dirty > dirtyLimit { try flushForDirtyLimit() } else if dirty > dirtyLimit / 4 { requestFlush() }
-                records += 1
-                try checkpoint()
+                try applied()
             case .end:
                 let end = try payload.withUnsafeBytes { try SendStreamEnd(decoding: $0) }
                 guard end.inodeRecords == records else {
