@@ -105,22 +105,29 @@ extension MutableFilesystem {
                 try createPFS(label: hidden, clusterID: .zero, copies: withLock { volumeCopies })  // the volume's copies setting
             }
         }
+        var replacedGone = false
         do {
             try applyStream(&stream, begin: begin, into: hidden, summary: &summary)
-            let replaced = entries.first(where: { $0.label == label })
-            if replaced != nil {
-                guard mounted[label] == nil else { throw ReceiveError.mismatch("PFS \(label) is open; unmount it to replace it") }
+            if entries.contains(where: { $0.label == label }) {
+                guard withLock({ mounted[label] == nil }) else { throw ReceiveError.mismatch("PFS \(label) is open; unmount it to replace it") }
                 _ = try deletePFS(label: label)
+                replacedGone = true
             }
             try snapshot(of: hidden, label: label, ids: (begin.snapshotFilesystemID, begin.snapshotClusterID))
             try closePFS(hidden)
             _ = try deletePFS(label: hidden)
+        } catch where replacedGone {
+            // The old LABEL is gone and the new one could not be made: the hidden PFS holds
+            // the whole stream, the only copy now; it stays.
+            try? closePFS(hidden)
+            throw ReceiveError.mismatch("the stream arrived whole, but \(label) could not be made after the old one was "
+                                        + "deleted (\(error)); what arrived stays in PFS \(hidden)")
         } catch {
             // Records applied before the stream broke are kept, with where it broke, for a
             // resumed stream; otherwise the hidden PFS goes.
             var broken = true  // a stream that broke, not one that does not belong here
             if let refusal = error as? ReceiveError, case .mismatch = refusal { broken = false }
-            if broken && (stream.sequence > 1 || begin.resumeSequence > 0), mounted[hidden] != nil {
+            if broken && (stream.sequence > 1 || begin.resumeSequence > 0), withLock({ mounted[hidden] != nil }) {
                 let checkpoint = ReceiveCheckpoint(sequence: stream.sequence, hash: stream.previousHash, dataBytes: summary.dataBytes)
                 var kept = true
                 do {
@@ -139,7 +146,7 @@ extension MutableFilesystem {
                         sequence: checkpoint.sequence, hash: checkpoint.hash))
                 }
             }
-            if mounted[hidden] != nil { try? closePFS(hidden) }
+            try? closePFS(hidden)  // nothing when not open
             _ = try? deletePFS(label: hidden)
             throw error
         }

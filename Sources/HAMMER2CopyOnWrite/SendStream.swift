@@ -65,9 +65,11 @@ public enum SendStream {
                         entryChanges: try builder.entryChanges(changed.filter(isEntry), removed.filter(isEntry), directory: PFS.rootInodeNumber))
         let changedInodes = changed.filter { !isEntry($0) && $0.type == .inode }
         let changedKeys = Set(changedInodes.map(\.key))
+        // The base's version of each changed inode, by inode number (one lookup each).
+        let previous = Dictionary(removed.filter { !isEntry($0) && $0.type == .inode }.map { ($0.key, $0) }, uniquingKeysWith: { a, _ in a })
         for bref in changedInodes {
             let inode = try filesystem.reader.inode(bref)
-            let before = try removed.first { $0.key == bref.key && $0.type == .inode }.map { try filesystem.reader.inode($0) }
+            let before = try previous[bref.key].map { try filesystem.reader.inode($0) }
             try builder.add(inum: bref.key, inode: inode, base: before, entryChanges: nil)
         }
         for bref in removed where !isEntry(bref) && bref.type == .inode && !changedKeys.contains(bref.key) {

@@ -37,7 +37,7 @@ extension VolumeDaemon {
                 while true {
                     let got = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }
                     if got < 0 && errno == EINTR { continue }
-                    guard got >= 0 else { throw EngineErrorBridge.read(errno) }
+                    guard got >= 0 else { throw StreamSocketError.read(errno) }
                     return Array(buffer.prefix(got))
                 }
             }
@@ -97,7 +97,7 @@ extension VolumeDaemon {
 }
 
 /// A read error of the stream's socket.
-enum EngineErrorBridge: Error, CustomStringConvertible {
+enum StreamSocketError: Error, CustomStringConvertible {
     case read(Int32)
 
     var description: String {

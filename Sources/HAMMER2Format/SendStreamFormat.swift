@@ -247,7 +247,12 @@ public struct SendStreamBlocks: Equatable, Sendable {
             let length = Int(raw.le32(position + 17))
             position += 21
             guard offset % 65_536 == 0, offset <= UInt64(Int64.max) - 65_536 else { throw invalid("offset", offset) }
-            guard length >= 1, length <= 65_536, raw.count - position >= length else { throw invalid("stored length", UInt64(length)) }
+            // As on media: a power of two from 1 KiB to 64 KiB, compressed with none, LZ4 or
+            // zlib, checked with none to sha192 (a receiver writes the bytes as they come).
+            guard length >= 1024, length <= 65_536, length & (length - 1) == 0, raw.count - position >= length else {
+                throw invalid("stored length", UInt64(length))
+            }
+            guard [0, 2, 3].contains(methods & 0x0F), methods >> 4 <= 4 else { throw invalid("methods", UInt64(methods)) }
             blocks.append(Block(inum: inum, offset: offset, methods: methods, stored: raw.bytes(position, length)))
             position += length
         }

@@ -146,4 +146,30 @@ final class InstallTests: XCTestCase {
             XCTAssertTrue(contents.contains(path), "\(path) not in the package")
         }
     }
+
+    /// mount(8)'s and umount(8)'s helpers (mount_hammer2 under their names) refuse bad
+    /// arguments with a usage error, and a non-hammer2 mount point with a clear one.
+    func testHelpersRefuseBadArguments() throws {
+        try FileManager.default.createDirectory(atPath: stage, withIntermediateDirectories: true)
+        for helper in ["mount.hammer2", "umount.fuse.hammer2"] {
+            try FileManager.default.createSymbolicLink(atPath: "\(stage)/\(helper)", withDestinationPath: try Binaries.path("mount_hammer2"))
+        }
+        func run(_ helper: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+            try Binaries.runProgram("\(stage)/\(helper)", arguments)
+        }
+        XCTAssertEqual(try run("mount.hammer2", []).status, 2)
+        XCTAssertEqual(try run("mount.hammer2", ["x.img@DATA"]).status, 2, "no mount point")
+        XCTAssertEqual(try run("mount.hammer2", ["x.img@DATA", "/tmp", "-N", "1"]).status, 2, "another namespace")
+        XCTAssertEqual(try run("mount.hammer2", ["x.img@DATA", "/tmp", "-q"]).status, 2, "unknown flag")
+        let unknown = try run("mount.hammer2", ["x.img@DATA", "/tmp", "-o", "rw,frobnicate"])
+        XCTAssertEqual(unknown.status, 2)
+        XCTAssertTrue(unknown.stderr.contains("unknown mount option(s): frobnicate"), unknown.stderr)
+        XCTAssertEqual(try run("mount.hammer2", ["x.img@DATA", "/nonexistent-dir"]).status, 1)
+        XCTAssertEqual(try run("mount.hammer2", ["--help"]).status, 0)
+        XCTAssertEqual(try run("umount.fuse.hammer2", []).status, 2)
+        XCTAssertEqual(try run("umount.fuse.hammer2", ["/tmp", "-z"]).status, 2, "unknown flag")
+        let notOurs = try run("umount.fuse.hammer2", ["/tmp"])
+        XCTAssertEqual(notOurs.status, 1)
+        XCTAssertTrue(notOurs.stderr.contains("not a hammer2 mount"), notOurs.stderr)
+    }
 }
