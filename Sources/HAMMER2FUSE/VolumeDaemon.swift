@@ -349,13 +349,13 @@ public final class VolumeDaemon: @unchecked Sendable {
             close(client)
         }
         guard let line = Self.readLine(client) else { return refuse("unreadable request") }
+        if state.withLock({ $0.stopping }) { return refuse("busy: the volume is being unmounted, try again") }
         if let receive = try? JSONDecoder().decode(ReceiveRequest.self, from: Data(line)) {
             return handleReceive(receive, client: client)  // DaemonReceive.swift
         }
         guard let request = try? JSONDecoder().decode(AttachRequest.self, from: Data(line)) else {
             return refuse("unreadable request")
         }
-        if state.withLock({ $0.stopping }) { return refuse("busy: the volume is being unmounted, try again") }
         let server: FUSEServer
         let cleanup: @Sendable () -> Void
         do {
