@@ -92,7 +92,11 @@ extension VolumeDaemon {
         guard let answer = readLine(fd) else {
             return ReceiveReply(received: false, message: "the volume's daemon closed the connection without an answer", kept: false)
         }
-        return try JSONDecoder().decode(ReceiveReply.self, from: Data(answer))
+        if let reply = try? JSONDecoder().decode(ReceiveReply.self, from: Data(answer)) { return reply }
+        // Refused before the receive began (the volume being unmounted): the daemon's
+        // general refusal.
+        let refusal = try? JSONDecoder().decode(AttachReply.self, from: Data(answer))
+        return ReceiveReply(received: false, message: refusal?.message ?? "an answer from the volume's daemon that cannot be read", kept: false)
     }
 }
 
