@@ -85,7 +85,7 @@ extension MutableFilesystem {
         for pending in pendingRoots {
             // hammer2_inode_create_pfs: the root inode's blockref takes the super-root's methods.
             var root = pending.inode
-            if let keyID = Keyring.keyID(ofRoot: root.meta) {
+            if !pending.presigned, let keyID = Keyring.keyID(ofRoot: root.meta) {
                 guard let keys = reader.keyring.keys(for: keyID) else {
                     throw EngineError.locked(keyID: keyID, what: "PFS \(String(decoding: root.filename, as: UTF8.self))")
                 }

@@ -17,6 +17,9 @@ import HAMMER2Trace
 struct PendingPFSRoot {
     var inode: InodeData
     var key: UInt64
+    /// Written as it is: an encrypted root signed by its sender (a raw receive), whose
+    /// key this process does not have.
+    var presigned = false
 }
 
 extension MutableFilesystem {
@@ -27,7 +30,7 @@ extension MutableFilesystem {
 
     /// hammer2_inode_create_pfs's inode: a directory numbered 1 under the super-root,
     /// methods inherited from the super-root, key = the first free key from the label's hash.
-    private func newPFSRoot(label: String, now: UInt64) throws -> (InodeData, UInt64) {
+    func newPFSRoot(label: String, now: UInt64) throws -> (InodeData, UInt64) {
         let name = Array(label.utf8)
         guard !name.isEmpty, name.count < HAMMER2.inodeMaxName, !name.contains(0), !name.contains(UInt8(ascii: "/")) else {
             throw EngineError.invalidArgument("bad PFS label \"\(label)\"")

@@ -66,7 +66,9 @@ extension MutableFilesystem {
         guard !readOnly else { throw EngineError.posix(EROFS, "receive needs a read-write filesystem") }
         var stream = StreamReader(read: read)
         let (beginHeader, beginPayload) = try stream.next()
-        guard beginHeader.type == .begin else { throw ReceiveError.stream("it does not start with a begin record") }
+        guard beginHeader.type == .begin || beginHeader.type == .rawBegin else {
+            throw ReceiveError.stream("it does not start with a begin record")
+        }
         let begin = try beginPayload.withUnsafeBytes { try SendStreamBegin(decoding: $0) }
         let entries = try withLock { try pfsRootBrefs().map { (label: $0.label, meta: try reader.inode($0.bref).meta) } }
         if let existing = entries.first(where: { $0.meta.pfsFilesystemID == begin.snapshotFilesystemID }) {
@@ -85,6 +87,10 @@ extension MutableFilesystem {
         // The hidden PFS: an empty one, or a snapshot of the base; one left by an earlier
         // receive of the same snapshot goes first, unless this stream resumes it.
         let hidden = Self.hiddenReceiveLabel(begin.snapshotFilesystemID, base: begin.baseFilesystemID)
+        if beginHeader.type == .rawBegin {
+            return try receiveRaw(&stream, begin: begin, label: label, replace: replace, baseLabel: baseLabel, hidden: hidden,
+                                  existing: entries.map(\.label))
+        }
         var summary = ReceiveSummary(label: label, incremental: begin.isIncremental)
         if begin.resumeSequence > 0 {
             guard let kept = entries.first(where: { $0.label == hidden }) else {
@@ -223,8 +229,10 @@ extension MutableFilesystem {
         while true {
             let (header, payload) = try stream.next()
             switch header.type {
-            case .begin:
+            case .begin, .rawBegin:
                 throw ReceiveError.stream("a second begin record (record \(header.sequence))")
+            case .rawBlocks, .rawRoot:
+                throw ReceiveError.stream("a raw record in a stream that did not begin raw (record \(header.sequence))")
             case .inodes:
                 let commit = try payload.withUnsafeBytes { try IntentLogCommit(decoding: $0) }
                 guard commit.pfses.count == 1 else { throw ReceiveError.stream("record \(header.sequence) holds \(commit.pfses.count) PFS sections") }

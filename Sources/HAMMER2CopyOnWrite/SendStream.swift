@@ -32,9 +32,6 @@ public enum SendStream {
             guard let found = entries.first(where: { $0.name == label }) else {
                 throw EngineError.pfsNotFound(label: label, available: entries.map(\.name))
             }
-            guard Keyring.keyID(ofRoot: found.inode.meta) == nil else {
-                throw EngineError.invalidArgument("PFS \(label) is encrypted: streams of encrypted PFSes are not in this version (docs/send-receive.md)")
-            }
             return found
         }
         let target = try entry(snapshot)
@@ -42,14 +39,18 @@ public enum SendStream {
         if let older, older.inode.meta.pfsFilesystemID == target.inode.meta.pfsFilesystemID {
             throw EngineError.invalidArgument("the base and the snapshot are the same PFS")
         }
-        let pfs = try filesystem.openPFS(snapshot)
-        let basePFS = try base.map { try filesystem.openPFS($0) }
         if let resume {
             guard resume.snapshotFilesystemID == target.inode.meta.pfsFilesystemID,
                   resume.baseFilesystemID == (older?.inode.meta.pfsFilesystemID ?? .zero) else {
                 throw EngineError.invalidArgument("the resume token is for another snapshot or base")
             }
         }
+        // An encrypted snapshot travels raw: sealed as stored, no key needed on either side.
+        if Keyring.keyID(ofRoot: target.inode.meta) != nil || older.map({ Keyring.keyID(ofRoot: $0.inode.meta) != nil }) == true {
+            return try RawSender.send(from: filesystem, target: target, base: older, estimate: estimate, resume: resume, emit: emit)
+        }
+        let pfs = try filesystem.openPFS(snapshot)
+        let basePFS = try base.map { try filesystem.openPFS($0) }
         var writer = RecordWriter(emit: estimate ? { _ in } : emit, resume: resume)
         try writer.write(.begin, SendStreamBegin(
             snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,

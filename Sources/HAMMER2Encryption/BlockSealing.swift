@@ -6,6 +6,9 @@
 // size; parents hold their children's tags, so the tree authenticates itself from the PFS
 // root down, and a block moved, swapped or replayed from an older tree fails its parent.
 //
+// Blockrefs kept in clear (indirect blocks, inodes' blocksets) are authenticated in their
+// location-free form (flag 0x02, sealing version 2), so a raw receive can place the tree.
+//
 // What is encrypted: data blocks (after compression), inodes' meta, filename and embedded
 // data, and long-name blocks. Indirect blocks and inodes' blocksets stay readable, only
 // authenticated, so fsck and bulkfree can walk the tree without the key.
@@ -21,6 +24,11 @@ public struct SealedCheck: Sendable, Equatable {
 
     /// An inode whose bytes 0x200-0x3FF are a blockset in clear (not embedded data).
     public static let flagClearBlockset: UInt8 = 0x01
+    /// Sealing version 2: the blockrefs in clear (an indirect block, an inode's blockset)
+    /// are authenticated in location-free form (LocationFree.swift), so the tree can be
+    /// written elsewhere without the key (raw send/receive). Every block sealed now has it;
+    /// version 1 blocks (without) are read as they are.
+    public static let flagLocationFree: UInt8 = 0x02
 
     public init(nonce: [UInt8], tag: [UInt8], keyID: UInt32, flags: UInt8) {
         self.nonce = nonce
@@ -137,12 +145,17 @@ extension PFSKeys {
 
     /// An indirect block: authenticated, not encrypted (a tag over its blockrefs).
     public func sealIndirect(_ block: [UInt8], type: BlockrefType, key: UInt64, keybits: UInt8) -> CheckArea {
-        seal(secret: [], clear: block, type: type, compression: .none, key: key, keybits: keybits,
-             physicalBytes: block.count).check
+        seal(secret: [], clear: locationFreeBlockrefs(block), type: type, compression: .none, key: key, keybits: keybits,
+             physicalBytes: block.count, flags: SealedCheck.flagLocationFree).check
     }
 
     public func verifyIndirect(_ block: [UInt8], bref: Blockref) throws {
-        _ = try open(ciphertext: [], clear: block, bref: bref, physicalBytes: block.count)
+        _ = try open(ciphertext: [], clear: Self.authenticatedBlockrefs(block, bref: bref), bref: bref, physicalBytes: block.count)
+    }
+
+    /// What a sealed block's tag covers of the blockrefs it holds in clear.
+    static func authenticatedBlockrefs(_ clear: [UInt8], bref: Blockref) -> [UInt8] {
+        SealedCheck(bref.check).flags & SealedCheck.flagLocationFree != 0 ? locationFreeBlockrefs(clear) : clear
     }
 
     /// An inode (1 KiB): meta and filename encrypted, and the embedded data too; a blockset
@@ -153,9 +166,9 @@ extension PFSKeys {
         precondition(inode.count == HAMMER2.inodeBytes, "an inode is 1 KiB")
         let secret = hasBlockset ? Array(inode[0..<0x200]) : inode
         let clear = hasBlockset ? Array(inode[0x200..<0x400]) : []
-        let (ciphertext, check) = seal(secret: secret, clear: clear, type: .inode, compression: compression, key: inum,
-                                       keybits: 0, physicalBytes: inode.count,
-                                       flags: hasBlockset ? SealedCheck.flagClearBlockset : 0)
+        let (ciphertext, check) = seal(secret: secret, clear: hasBlockset ? locationFreeBlockrefs(clear) : [], type: .inode,
+                                       compression: compression, key: inum, keybits: 0, physicalBytes: inode.count,
+                                       flags: hasBlockset ? SealedCheck.flagClearBlockset | SealedCheck.flagLocationFree : 0)
         return (ciphertext + clear, check)
     }
 
@@ -164,7 +177,8 @@ extension PFSKeys {
         let hasBlockset = SealedCheck(bref.check).flags & SealedCheck.flagClearBlockset != 0
         let clear = hasBlockset ? Array(block[0x200..<0x400]) : []
         let secret = hasBlockset ? Array(block[0..<0x200]) : block
-        return try open(ciphertext: secret, clear: clear, bref: bref, physicalBytes: block.count) + clear
+        return try open(ciphertext: secret, clear: Self.authenticatedBlockrefs(clear, bref: bref), bref: bref,
+                        physicalBytes: block.count) + clear
     }
 }
 

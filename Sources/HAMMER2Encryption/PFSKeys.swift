@@ -75,21 +75,46 @@ public final class PFSKeys: @unchecked Sendable {
 
     /// The MAC of an encrypted PFS root inode (stored in clear, it is the top of the
     /// PFS's authenticated tree): HMAC over its encoding with the MAC field zeroed.
-    public func rootMAC(_ inode: InodeData) -> (UInt64, UInt64) {
+    /// `locationFree` (version 2, snapshot roots): the label (name_key, name_len and the
+    /// label bytes 0x100-0x17F) and the blockset's locations and transaction ids are left
+    /// out, so a raw receive can place the tree and name the snapshot without the key
+    /// (docs/encryption.md, "Sealing version 2").
+    public func rootMAC(_ inode: InodeData, locationFree: Bool = false) -> (UInt64, UInt64) {
         var unsigned = inode
         unsigned.meta.rootMAC0 = 0
         unsigned.meta.rootMAC1 = 0
-        let mac = Array(HMAC<SHA256>.authenticationCode(for: unsigned.encoded(), using: root))
+        var message: [UInt8] = []
+        if locationFree {
+            message = Array("hammer2 location-free root".utf8)
+            unsigned.meta.nameKey = 0
+            unsigned.meta.nameLength = 0
+            unsigned.filename = []
+            if case let .blockset(refs) = unsigned.content { unsigned.content = .blockset(refs.map(\.locationFree)) }
+        }
+        let mac = Array(HMAC<SHA256>.authenticationCode(for: message + unsigned.encoded(), using: root))
         let word = { (at: Int) in mac[at..<(at + 8)].enumerated().reduce(UInt64(0)) { $0 | UInt64($1.element) << UInt64(8 * $1.offset) } }
         return (word(0), word(8))
     }
 
     /// `inode` with its generation (the signing transaction, when given) and MAC set.
+    /// Snapshot roots are signed location-free (they are what send carries) and marked so
+    /// (op_flags 0x80, under the MAC); other roots keep their label and locations under it.
     public func signRoot(_ inode: InodeData, generation: UInt64? = nil) -> InodeData {
         var signed = inode
-        if let generation { signed.meta.rootGeneration = generation }
-        (signed.meta.rootMAC0, signed.meta.rootMAC1) = rootMAC(signed)
+        // Strictly increasing along the PFS's life, also where it goes on from a root signed
+        // on another volume (a raw receive), whose transaction ids are not this volume's.
+        if let generation { signed.meta.rootGeneration = max(generation, inode.meta.rootGeneration &+ 1) }
+        if signed.meta.pfsSubtype == PFSSubtype.snapshot {
+            signed.meta.opFlags |= InodeMeta.opFlagLocationFreeRoot
+        } else {
+            signed.meta.opFlags &= ~InodeMeta.opFlagLocationFreeRoot
+        }
+        (signed.meta.rootMAC0, signed.meta.rootMAC1) = rootMAC(signed, locationFree: Self.isLocationFree(signed))
         return signed
+    }
+
+    public static func isLocationFree(_ inode: InodeData) -> Bool {
+        inode.meta.opFlags & InodeMeta.opFlagLocationFreeRoot != 0
     }
 
     /// A name for the PFS with cluster id `clusterID` under this key in the host's
@@ -100,8 +125,9 @@ public final class PFSKeys: @unchecked Sendable {
         return mac.prefix(16).map { String(format: "%02x", $0) }.joined()
     }
 
+    /// The form the root's op_flags name (the flag is under the MAC in both forms).
     public func rootIsAuthentic(_ inode: InodeData) -> Bool {
-        let (a, b) = rootMAC(inode)
+        let (a, b) = rootMAC(inode, locationFree: Self.isLocationFree(inode))
         return a == inode.meta.rootMAC0 && b == inode.meta.rootMAC1
     }
 }

@@ -113,7 +113,7 @@ public final class BlockReader: Sendable {
 
     /// The block's bytes as stored, check code verified unless it is sealed (then only its
     /// size is checked: opening it verifies the tag).
-    func rawPhysical(_ bref: Blockref) throws -> [UInt8] {
+    public func rawPhysical(_ bref: Blockref) throws -> [UInt8] {
         let bytes = try checkedPhysicalSize(bref)
         guard bytes > 0 else { return [] }
         return try [UInt8](unsafeUninitializedCapacity: bytes) { buffer, count in

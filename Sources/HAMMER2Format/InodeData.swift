@@ -125,6 +125,9 @@ public struct InodeMeta: Hashable, Sendable {
     public static let opFlagDirectData: UInt8 = 0x01
     public static let opFlagPFSRoot: UInt8 = 0x02
     public static let opFlagCopyIDs: UInt8 = 0x04
+    /// Not DragonFly's: an encrypted PFS root whose MAC is location-free (sealing version
+    /// 2, docs/encryption.md); under the MAC itself, so it cannot be flipped unnoticed.
+    public static let opFlagLocationFreeRoot: UInt8 = 0x80
 
     public init(decoding raw: UnsafeRawBufferPointer) throws {
         guard raw.count >= 256 else { throw FormatError.shortBuffer(structure: "inode meta", needed: 256, got: raw.count) }

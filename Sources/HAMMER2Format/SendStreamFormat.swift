@@ -8,6 +8,11 @@ public enum SendStreamRecordType: UInt16, Sendable {
     case inodes = 2
     case end = 3
     case blocks = 4
+    /// A raw stream (an encrypted snapshot, sealed blocks as stored): its begin record (the
+    /// same payload as `begin`), blocks of the tree, then the PFS root.
+    case rawBegin = 5
+    case rawBlocks = 6
+    case rawRoot = 7
 }
 
 public struct SendStreamRecordHeader: Equatable, Sendable {
@@ -254,6 +259,77 @@ public struct SendStreamBlocks: Equatable, Sendable {
             }
             guard [0, 2, 3].contains(methods & 0x0F), methods >> 4 <= 4 else { throw invalid("methods", UInt64(methods)) }
             blocks.append(Block(inum: inum, offset: offset, methods: methods, stored: raw.bytes(position, length)))
+            position += length
+        }
+        guard position == raw.count else { throw invalid("trailing bytes", UInt64(raw.count - position)) }
+        self.blocks = blocks
+    }
+}
+
+/// Blocks of a raw stream: the snapshot's tree as stored (sealed), children before their
+/// parents, each with its location-free blockref and the tree it belongs to (0 for the
+/// PFS root's tree, else the inode number whose blockset leads to it) so that the receiver
+/// can find children the stream leaves out in its copy of the base.
+public struct SendStreamRawBlocks: Equatable, Sendable {
+    public struct Block: Equatable, Sendable {
+        public var tree: UInt64
+        public var bref: Blockref
+        public var stored: [UInt8]
+
+        public init(tree: UInt64, bref: Blockref, stored: [UInt8]) {
+            self.tree = tree
+            self.bref = bref
+            self.stored = stored
+        }
+    }
+
+    public var blocks: [Block]
+
+    public init(blocks: [Block]) { self.blocks = blocks }
+
+    public var storedBytes: Int { blocks.reduce(0) { $0 + $1.stored.count } }
+
+    public func encoded() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(4 + blocks.count * (8 + HAMMER2.blockrefBytes) + storedBytes)
+        withUnsafeBytes(of: UInt32(blocks.count).littleEndian) { out += $0 }
+        for block in blocks {
+            withUnsafeBytes(of: block.tree.littleEndian) { out += $0 }
+            out += block.bref.encoded()
+            out += block.stored
+        }
+        return out
+    }
+
+    public init(decoding raw: UnsafeRawBufferPointer) throws {
+        func invalid(_ field: String, _ value: UInt64) -> FormatError {
+            .invalidField(structure: "send stream raw blocks", field: field, value: value)
+        }
+        let entry = 8 + HAMMER2.blockrefBytes
+        guard raw.count >= 4 else { throw FormatError.shortBuffer(structure: "send stream raw blocks", needed: 4, got: raw.count) }
+        let count = Int(raw.le32(0))
+        guard count <= raw.count / entry else { throw invalid("count", UInt64(count)) }
+        var position = 4
+        var blocks: [Block] = []
+        blocks.reserveCapacity(count)
+        for _ in 0..<count {
+            guard raw.count - position >= entry else {
+                throw FormatError.shortBuffer(structure: "send stream raw blocks", needed: position + entry, got: raw.count)
+            }
+            let tree = raw.le64(position)
+            let bref = try Blockref(decoding: raw.slice(position + 8, HAMMER2.blockrefBytes))
+            position += entry
+            // What a sealed tree holds, in location-free form; sizes as on media.
+            guard [.inode, .indirect, .data, .dirent].contains(bref.type) else { throw invalid("blockref type", UInt64(bref.type.rawValue)) }
+            guard bref.checkMethod == .xaes256gcm else { throw invalid("check method (sealed blocks only)", UInt64(bref.methods >> 4)) }
+            guard bref == bref.locationFree else { throw invalid("location (a raw block travels without one)", bref.dataOffset) }
+            let radix = bref.physicalRadix
+            guard (HAMMER2.allocationMinRadix...HAMMER2.allocationMaxRadix).contains(radix) else { throw invalid("size radix", UInt64(radix)) }
+            guard bref.type != .inode || radix == 10 else { throw invalid("inode size radix", UInt64(radix)) }
+            guard bref.copyCount <= Blockref.copyCapacity(.xaes256gcm) else { throw invalid("copies", UInt64(bref.copyid)) }
+            let length = 1 << radix
+            guard raw.count - position >= length else { throw invalid("stored length", UInt64(length)) }
+            blocks.append(Block(tree: tree, bref: bref, stored: raw.bytes(position, length)))
             position += length
         }
         guard position == raw.count else { throw invalid("trailing bytes", UInt64(raw.count - position)) }

@@ -229,7 +229,7 @@ public enum DecoderTargets {
             let payload = Array(input[position..<end])
             position = end
             switch header.type {
-            case .begin:
+            case .begin, .rawBegin:
                 if let begin = try? payload.withUnsafeBytes({ try SendStreamBegin(decoding: $0) }) {
                     require(begin.encoded() == payload, "a send stream begin record does not survive decode/encode")
                 }
@@ -241,6 +241,12 @@ public enum DecoderTargets {
                 if let blocks = try? payload.withUnsafeBytes({ try SendStreamBlocks(decoding: $0) }) {
                     require(blocks.encoded() == payload, "a send stream blocks record does not survive decode/encode")
                 }
+            case .rawBlocks:
+                if let blocks = try? payload.withUnsafeBytes({ try SendStreamRawBlocks(decoding: $0) }) {
+                    require(blocks.encoded() == payload, "a send stream raw blocks record does not survive decode/encode")
+                }
+            case .rawRoot:
+                _ = try? payload.withUnsafeBytes { try InodeData(decoding: $0) }
             case .inodes:
                 if let commit = try? payload.withUnsafeBytes({ try IntentLogCommit(decoding: $0) }) {
                     require((try? commit.encoded().withUnsafeBytes { try IntentLogCommit(decoding: $0) }) == commit,
