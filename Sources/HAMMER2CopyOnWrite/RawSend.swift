@@ -20,7 +20,7 @@ enum RawSender {
         guard target.inode.meta.pfsSubtype == PFSSubtype.snapshot, PFSKeys.isLocationFree(target.inode) else {
             throw EngineError.invalidArgument(
                 "PFS \(label) cannot be sent raw: it is not a snapshot signed for it (sealing version 2); "
-                + "make a snapshot of it with this version (after hammer2 reencrypt --location-free on its origin, "
+                + "make a snapshot of it with this version (after hammer2 reencrypt on its origin, "
                 + "if that was written by an older one)")
         }
         if let base {
@@ -125,7 +125,7 @@ enum RawSender {
 
         static func olderSealing(_ bref: Blockref) -> EngineError {
             .invalidArgument("\(describe(bref)) was sealed before version 2 (its blockrefs are bound to their "
-                             + "locations): run hammer2 reencrypt --location-free on the PFS, then snapshot it again")
+                             + "locations): run hammer2 reencrypt on the PFS, then snapshot it again")
         }
     }
 }

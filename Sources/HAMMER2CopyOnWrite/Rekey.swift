@@ -170,17 +170,20 @@ extension MountedPFS {
     /// key, a file's blocks under an older key id are rewritten, until `budget` bytes of
     /// file data were taken; the cursor goes back into the history (saved by the flush
     /// that follows). True when the end was reached: the history is then emptied.
+    /// Without older keys, the step brings what was sealed before version 2 (its blockrefs
+    /// bound to their locations, so it cannot be sent raw) up to date, with the cursor in
+    /// `progress` only (a run stopped early starts again, passing what is done quickly).
     func reencryptStep(budget: UInt64, progress: inout ReencryptionProgress) throws -> Bool {
         guard let keys else { throw EngineError.invalidArgument("PFS \(label) is not unlocked") }
-        guard var history = try readKeyHistory(), !history.entries.isEmpty else {
-            progress.finished = true
-            progress.cursor = 0
-            progress.olderKeys = 0
-            return true
-        }
-        var inum: UInt64? = history.cursorInode == 0 ? PFS.rootInodeNumber : history.cursorInode
-        var offset = history.cursorOffset
+        var history = try readKeyHistory() ?? KeyHistory()
+        let sealingOnly = history.entries.isEmpty
+        let start = sealingOnly ? progress.cursor : history.cursorInode
+        var inum: UInt64? = start == 0 ? PFS.rootInodeNumber : start
+        var offset = sealingOnly ? 0 : history.cursorOffset
         var spent: UInt64 = 0
+        if sealingOnly, start == 0, let node = try keyHistoryNode(), Self.sealedBeforeVersion2(node.flushedBref) {
+            try writeKeyHistory(history)
+        }
         while let current = inum, spent < budget {
             // A damaged inode stops the run (its blocks would stay under a key about to
             // retire); one deleted since the cursor was saved is skipped.
@@ -189,32 +192,38 @@ extension MountedPFS {
                 do { found = try node(current) } catch EngineError.notFound { found = nil }
             }
             if let node = found {
+                var touched = false
                 if node.isDirectory {
-                    // Every entry anew: its hash and sealed name under the current key.
-                    var entries: [DirectoryEntry] = []
-                    try listEntries(node, from: 0) { entries.append($0); return true }
-                    for entry in entries {
-                        removeEntry(node, entry)
-                        try addEntry(node, name: entry.name, inum: entry.inum, type: entry.type)
+                    if !sealingOnly || (node.flushedBref != nil && Self.hasOlderIndirect(node.flushedContent, reader: reader)) {
+                        // Every entry anew: its hash and sealed name under the current key.
+                        var entries: [DirectoryEntry] = []
+                        try listEntries(node, from: 0) { entries.append($0); return true }
+                        for entry in entries {
+                            removeEntry(node, entry)
+                            try addEntry(node, name: entry.name, inum: entry.inum, type: entry.type)
+                        }
+                        progress.entries += entries.count
+                        spent += UInt64(entries.count) * Self.entryWeight
+                        touched = true
                     }
-                    progress.entries += entries.count
-                    spent += UInt64(entries.count) * Self.entryWeight
                 } else if node.flushedBref != nil, case .blockset = node.flushedContent {
                     var resumeAt: UInt64?
                     let limit = min(node.flushedSize, node.diskLimit, node.meta.size)
-                    try disk.tree.forEachLeaf(in: node.flushedContent.blockset, from: offset, through: .max) { bref in
-                        guard bref.type == .data, bref.key < limit else { return true }
-                        let index = bref.key / logicalBlockBytes
-                        guard node.dirtyBlocks[index] == nil, SealedCheck(bref.check).keyID != keys.keyID else { return true }
-                        if spent >= budget {
-                            resumeAt = bref.key
-                            return false
+                    if !sealingOnly {
+                        try disk.tree.forEachLeaf(in: node.flushedContent.blockset, from: offset, through: .max) { bref in
+                            guard bref.type == .data, bref.key < limit else { return true }
+                            let index = bref.key / logicalBlockBytes
+                            guard node.dirtyBlocks[index] == nil, SealedCheck(bref.check).keyID != keys.keyID else { return true }
+                            if spent >= budget {
+                                resumeAt = bref.key
+                                return false
+                            }
+                            let block = try loadBlock(node, index)
+                            node.setDirtyBlock(index, block)
+                            spent += UInt64(block.count)
+                            progress.bytes += UInt64(block.count)
+                            return true
                         }
-                        let block = try loadBlock(node, index)
-                        node.setDirtyBlock(index, block)
-                        spent += UInt64(block.count)
-                        progress.bytes += UInt64(block.count)
-                        return true
                     }
                     if let resumeAt {  // the budget ran out inside this file
                         node.dirty = true
@@ -225,29 +234,83 @@ extension MountedPFS {
                         progress.olderKeys = history.entries.count
                         return false
                     }
+                    let rewritten = try rewriteUnderOlderIndirects(node, node.flushedContent.blockset, limit: limit)
+                    spent += rewritten
+                    progress.bytes += rewritten
+                    touched = touched || rewritten > 0
                 }
-                node.dirty = true
-                progress.inodes += 1
-                spent += Self.inodeWeight
+                if !sealingOnly || Self.sealedBeforeVersion2(node.flushedBref) || touched {
+                    node.dirty = true
+                    progress.inodes += 1
+                    spent += Self.inodeWeight
+                }
             }
             offset = 0
             inum = try nextIndexedInode(after: current)
         }
         if let next = inum {
+            progress.cursor = next
+            if sealingOnly { return false }
             history.cursorInode = next
             history.cursorOffset = 0
-            progress.cursor = next
             progress.olderKeys = history.entries.count
             try writeKeyHistory(history)
             return false
         }
-        // Everything is under the current key: the older keys retire.
-        history = KeyHistory()
-        try writeKeyHistory(history)
         progress.cursor = 0
         progress.olderKeys = 0
         progress.finished = true
+        if sealingOnly { return true }
+        // Everything is under the current key: the older keys retire.
+        history = KeyHistory()
+        try writeKeyHistory(history)
         return true
+    }
+
+    /// A sealed inode or indirect block written before sealing version 2.
+    static func sealedBeforeVersion2(_ bref: Blockref?) -> Bool {
+        guard let bref, bref.checkMethod == .xaes256gcm, bref.type == .inode || bref.type == .indirect else { return false }
+        return SealedCheck(bref.check).flags & SealedCheck.flagLocationFree == 0
+    }
+
+    /// Some indirect block of the tree under `content` was sealed before version 2.
+    static func hasOlderIndirect(_ content: InodeContent, reader: BlockReader) -> Bool {
+        guard case let .blockset(refs) = content else { return false }
+        func walk(_ refs: [Blockref], _ depth: Int) -> Bool {
+            guard depth <= BlockTree.maximumDepth else { return false }
+            for ref in refs where ref.type == .indirect {
+                if sealedBeforeVersion2(ref) { return true }
+                if let children = try? reader.childBlockrefs(ref), walk(children, depth + 1) { return true }
+            }
+            return false
+        }
+        return walk(refs, 0)
+    }
+
+    /// Rewrites one data block under each indirect block sealed before version 2 (the
+    /// flush rewrites the path above a rewritten block, and seals it anew); returns the
+    /// bytes rewritten.
+    func rewriteUnderOlderIndirects(_ node: Node, _ refs: [Blockref], limit: UInt64, depth: Int = 0) throws -> UInt64 {
+        guard depth <= BlockTree.maximumDepth else { throw EngineError.corrupt("block tree deeper than \(BlockTree.maximumDepth) levels (loop?)") }
+        var bytes: UInt64 = 0
+        for ref in refs where ref.type == .indirect {
+            let below = try rewriteUnderOlderIndirects(node, try reader.childBlockrefs(ref), limit: limit, depth: depth + 1)
+            bytes += below
+            guard Self.sealedBeforeVersion2(ref) else { continue }
+            var covered = below > 0
+            try disk.tree.forEachLeaf(in: [ref], from: 0, through: .max) { leaf in
+                guard !covered, leaf.type == .data, leaf.key < limit else { return !covered }
+                let index = leaf.key / logicalBlockBytes
+                if node.dirtyBlocks[index] == nil {
+                    let block = try loadBlock(node, index)
+                    node.setDirtyBlock(index, block)
+                    bytes += UInt64(block.count)
+                }
+                covered = true
+                return false
+            }
+        }
+        return bytes
     }
 
     /// The first inode number above `inum` in the last flushed inode index.

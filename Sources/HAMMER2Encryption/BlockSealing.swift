@@ -30,6 +30,11 @@ public struct SealedCheck: Sendable, Equatable {
     /// version 1 blocks (without) are read as they are.
     public static let flagLocationFree: UInt8 = 0x02
 
+    /// Version 1 sealing, as before version 2 existed: only for tests, which make such
+    /// PFSes to check that reencrypt brings them up to date (HAMMER2_TEST_SEALING_V1=1).
+    public static let writesVersion1 = ProcessInfo.processInfo.environment["HAMMER2_TEST_SEALING_V1"] == "1"
+    static var locationFreeFlag: UInt8 { writesVersion1 ? 0 : flagLocationFree }
+
     public init(nonce: [UInt8], tag: [UInt8], keyID: UInt32, flags: UInt8) {
         self.nonce = nonce
         self.tag = tag
@@ -145,8 +150,9 @@ extension PFSKeys {
 
     /// An indirect block: authenticated, not encrypted (a tag over its blockrefs).
     public func sealIndirect(_ block: [UInt8], type: BlockrefType, key: UInt64, keybits: UInt8) -> CheckArea {
-        seal(secret: [], clear: locationFreeBlockrefs(block), type: type, compression: .none, key: key, keybits: keybits,
-             physicalBytes: block.count, flags: SealedCheck.flagLocationFree).check
+        let flags = SealedCheck.locationFreeFlag
+        return seal(secret: [], clear: flags != 0 ? locationFreeBlockrefs(block) : block, type: type, compression: .none,
+                    key: key, keybits: keybits, physicalBytes: block.count, flags: flags).check
     }
 
     public func verifyIndirect(_ block: [UInt8], bref: Blockref) throws {
@@ -166,9 +172,10 @@ extension PFSKeys {
         precondition(inode.count == HAMMER2.inodeBytes, "an inode is 1 KiB")
         let secret = hasBlockset ? Array(inode[0..<0x200]) : inode
         let clear = hasBlockset ? Array(inode[0x200..<0x400]) : []
-        let (ciphertext, check) = seal(secret: secret, clear: hasBlockset ? locationFreeBlockrefs(clear) : [], type: .inode,
-                                       compression: compression, key: inum, keybits: 0, physicalBytes: inode.count,
-                                       flags: hasBlockset ? SealedCheck.flagClearBlockset | SealedCheck.flagLocationFree : 0)
+        let flags = (hasBlockset ? SealedCheck.flagClearBlockset : 0) | SealedCheck.locationFreeFlag
+        let (ciphertext, check) = seal(secret: secret, clear: flags & SealedCheck.flagLocationFree != 0 ? locationFreeBlockrefs(clear) : clear,
+                                       type: .inode, compression: compression, key: inum, keybits: 0,
+                                       physicalBytes: inode.count, flags: flags)
         return (ciphertext + clear, check)
     }
 

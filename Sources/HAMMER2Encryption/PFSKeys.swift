@@ -104,7 +104,7 @@ public final class PFSKeys: @unchecked Sendable {
         // Strictly increasing along the PFS's life, also where it goes on from a root signed
         // on another volume (a raw receive), whose transaction ids are not this volume's.
         if let generation { signed.meta.rootGeneration = max(generation, inode.meta.rootGeneration &+ 1) }
-        if signed.meta.pfsSubtype == PFSSubtype.snapshot {
+        if signed.meta.pfsSubtype == PFSSubtype.snapshot && !SealedCheck.writesVersion1 {
             signed.meta.opFlags |= InodeMeta.opFlagLocationFreeRoot
         } else {
             signed.meta.opFlags &= ~InodeMeta.opFlagLocationFreeRoot

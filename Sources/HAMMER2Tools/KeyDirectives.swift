@@ -94,7 +94,8 @@ enum KeyDirectives {
         }
         print("reencrypt: \(result.inodes) inodes, \(result.entries) directory entries, "
               + "\(Text.size(result.bytes).trimmingCharacters(in: .whitespaces)) of file data rewritten under the current key; "
-              + (result.finished ? "the older keys are retired" : "stopped at inode \(result.cursor) (run it again to go on)"))
+              + (result.finished ? "no older keys or older sealing left (snapshots made from now on can be sent raw)"
+                                 : "stopped at inode \(result.cursor) (run it again to go on)"))
         return result.finished ? 0 : 1
     }
 
