@@ -247,4 +247,111 @@ final class ConstructionTests: XCTestCase {
             guard case .wrongKey = $0 as? SealError else { return XCTFail("\($0)") }
         }
     }
+
+    /// Sealing version 2 (docs/encryption.md): blockrefs in clear are authenticated without
+    /// their locations and transaction ids, so a tree written elsewhere still verifies,
+    /// while anything else about a child still fails its parent.
+    func testLocationFreeSealing() throws {
+        let keys = PFSKeys(master: [UInt8](repeating: 5, count: 32), domain: [UInt8](repeating: 6, count: 16))
+        func child(_ key: UInt64) -> Blockref {
+            var bref = Blockref(type: .data, methods: Blockref.methods(check: .xaes256gcm, compression: .lz4), key: key,
+                                keybits: 16, tid: 77)
+            bref.check = keys.sealData([UInt8](repeating: UInt8(key >> 16), count: 4096), type: .data, compression: .lz4, key: key).check
+            bref.place([Blockref.dataOffset(0x40_0000 + key, radix: 12), Blockref.dataOffset(0x80_0000 + key, radix: 12)])
+            return bref
+        }
+        let children = (0..<4).map { child(UInt64($0) << 16) }
+        let block = encodeBlockrefs(children, bytes: 4096)
+        var parent = Blockref(type: .indirect, methods: Blockref.methods(check: .xaes256gcm, compression: .none), key: 0, keybits: 18, tid: 77)
+        parent.check = keys.sealIndirect(block, type: .indirect, key: 0, keybits: 18)
+        XCTAssertEqual(SealedCheck(parent.check).flags & SealedCheck.flagLocationFree, SealedCheck.flagLocationFree)
+        XCTAssertNoThrow(try keys.verifyIndirect(block, bref: parent))
+        func edited(_ change: (inout Blockref) -> Void) -> [UInt8] {
+            var refs = children
+            change(&refs[2])
+            return encodeBlockrefs(refs, bytes: 4096)
+        }
+        // Written elsewhere, by another transaction: still authentic.
+        XCTAssertNoThrow(try keys.verifyIndirect(edited {
+            $0.place([Blockref.dataOffset(0x1234_0000, radix: 12), Blockref.dataOffset(0x5678_0000, radix: 12)])
+            ($0.mirrorTID, $0.modifyTID, $0.updateTID) = (900, 901, 902)
+        }, bref: parent))
+        XCTAssertEqual(children[2].locationFree, edited { $0.dataOffset = Blockref.dataOffset(0x9999_0000, radix: 12) }
+            .withUnsafeBytes { try! Blockref(decoding: UnsafeRawBufferPointer(rebasing: $0[256..<384])) }.locationFree)
+        // Anything else about a child is bound: its key, size, methods, copies, tag.
+        for (what, change) in [("key", { (b: inout Blockref) in b.key ^= 0x10000 }),
+                               ("size", { $0.dataOffset = ($0.dataOffset & HAMMER2.offsetMask) | 13 }),
+                               ("methods", { $0.methods = Blockref.methods(check: .xaes256gcm, compression: .none) }),
+                               ("copies", { $0.copyid = 0 }),
+                               ("tag", { var sealed = SealedCheck($0.check); sealed.tag[0] ^= 1; $0.check = sealed.area }),
+                               ("swapped", { $0 = children[3] })] as [(String, (inout Blockref) -> Void)] {
+            XCTAssertThrowsError(try keys.verifyIndirect(edited(change), bref: parent), what)
+        }
+        // Version 1 (no flag): the locations are bound too, as they always were.
+        let v1 = keys.seal(secret: [], clear: block, type: .indirect, compression: .none, key: 0, keybits: 18, physicalBytes: 4096).check
+        parent.check = v1
+        XCTAssertNoThrow(try keys.verifyIndirect(block, bref: parent))
+        XCTAssertThrowsError(try keys.verifyIndirect(edited { $0.mirrorTID = 5 }, bref: parent))
+
+        // An inode's blockset in clear: the same.
+        var inode = [UInt8](repeating: 0, count: 1024)
+        for i in 0..<0x200 { inode[i] = UInt8(truncatingIfNeeded: i * 3) }
+        inode[0x51] = 0
+        inode.replaceSubrange(0x200..<0x400, with: block[0..<512])
+        let (sealed, check) = keys.sealInode(inode, hasBlockset: true, inum: 1025)
+        var ibref = Blockref(type: .inode, methods: Blockref.methods(check: .xaes256gcm, compression: .none), key: 1025, tid: 1)
+        ibref.check = check
+        var placed = sealed
+        placed.replaceSubrange(0x200..<0x400, with: edited { $0.dataOffset = Blockref.dataOffset(0x4444_0000, radix: 12) }[0..<512])
+        XCTAssertEqual(Array(try keys.openInode(placed, bref: ibref)[0..<0x200]), Array(inode[0..<0x200]))
+        placed.replaceSubrange(0x200..<0x400, with: edited { $0.key ^= 0x10000 }[0..<512])
+        XCTAssertThrowsError(try keys.openInode(placed, bref: ibref))
+    }
+
+    /// Snapshot roots are signed location-free: another label and placed children verify;
+    /// other roots keep their label under the MAC; the mark itself is under it.
+    func testLocationFreeRootMAC() throws {
+        let keys = PFSKeys(master: [UInt8](repeating: 6, count: 32), domain: [UInt8](repeating: 3, count: 16))
+        var raw = [UInt8](repeating: 0, count: 1024)
+        raw[0x50] = ObjectType.directory.rawValue
+        raw[0x51] = InodeMeta.opFlagPFSRoot
+        raw[0x54] = 0xED; raw[0x55] = 0x01
+        var root = try InodeData(decoding: raw)
+        root.filename = Array("origin".utf8)
+        root.meta.nameLength = 6
+        root.meta.nameKey = 0x1234_8000
+        var child = Blockref(type: .inode, methods: Blockref.methods(check: .xaes256gcm, compression: .none), key: 1024, tid: 3)
+        child.dataOffset = Blockref.dataOffset(0x10_0000, radix: 10)
+        root.content = .blockset([child, .empty, .empty, .empty])
+        func relabeled(_ inode: InodeData) -> InodeData {
+            var copy = inode
+            copy.filename = Array("a-received-copy".utf8)
+            copy.meta.nameLength = 15
+            copy.meta.nameKey = 0x9876_8000
+            var moved = child
+            moved.dataOffset = Blockref.dataOffset(0x77_0000, radix: 10)
+            moved.mirrorTID = 99
+            copy.content = .blockset([moved, .empty, .empty, .empty])
+            return copy
+        }
+        root.meta.pfsSubtype = PFSSubtype.snapshot
+        let snapshot = keys.signRoot(root, generation: 10)
+        XCTAssertTrue(PFSKeys.isLocationFree(snapshot))
+        XCTAssertTrue(keys.rootIsAuthentic(snapshot))
+        XCTAssertTrue(keys.rootIsAuthentic(relabeled(snapshot)), "placed elsewhere under another label")
+        var changed = snapshot; changed.meta.mode ^= 0o002
+        XCTAssertFalse(keys.rootIsAuthentic(changed))
+        changed = snapshot; changed.meta.opFlags &= ~InodeMeta.opFlagLocationFreeRoot
+        XCTAssertFalse(keys.rootIsAuthentic(changed), "the mark is under the MAC")
+        changed = snapshot; changed.meta.rootGeneration += 1
+        XCTAssertFalse(keys.rootIsAuthentic(changed), "the generation is under the MAC")
+        // Generations only go up, also from a root signed on another volume.
+        XCTAssertEqual(keys.signRoot(snapshot, generation: 4).meta.rootGeneration, 11)
+
+        root.meta.pfsSubtype = PFSSubtype.none
+        let master = keys.signRoot(root, generation: 10)
+        XCTAssertFalse(PFSKeys.isLocationFree(master))
+        XCTAssertTrue(keys.rootIsAuthentic(master))
+        XCTAssertFalse(keys.rootIsAuthentic(relabeled(master)), "a PFS's own root keeps its label and locations bound")
+    }
 }
