@@ -12,7 +12,7 @@ import HAMMER2Format
 
 enum RawSender {
     static func send(from filesystem: Filesystem, target: PFSEntry, base: PFSEntry?, estimate: Bool,
-                     resume: SendResumeToken?, emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
+                     resume: SendResumeToken?, expectedBytes: UInt64?, emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
         let label = target.name
         guard let record = target.inode.keyRecord.flatMap({ try? KeyRecord(decoding: $0) }) else {
             throw EngineError.invalidArgument("PFS \(label) is not encrypted but its base is: the two do not belong together")
@@ -37,7 +37,8 @@ enum RawSender {
             snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
             baseFilesystemID: base?.inode.meta.pfsFilesystemID ?? .zero,
             nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart),
-            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(label.utf8)).encoded())
+            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(label.utf8),
+            expectedBytes: expectedBytes).encoded())
         var walker = Walker(reader: reader, baseRoot: base?.inode.blockset, writer: writer, estimate: estimate)
         try walker.children(target.inode.blockset, tree: 0, base: base?.inode.blockset)
         try walker.flushPending()

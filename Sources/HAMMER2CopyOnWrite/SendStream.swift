@@ -25,8 +25,11 @@ public enum SendStream {
     /// With `resume` (a receive's token), the stream goes on where that receive stopped:
     /// the same stream (its order is fixed), the records before the token's not sent and
     /// their blocks not read.
+    /// `expectedBytes` (an estimate's streamBytes) goes into the begin record for the
+    /// receiving side's ETA.
     public static func send(from filesystem: Filesystem, snapshot: String, base: String?, estimate: Bool = false,
-                            resume: SendResumeToken? = nil, emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
+                            resume: SendResumeToken? = nil, expectedBytes: UInt64? = nil,
+                            emit: @escaping ([UInt8]) throws -> Void) throws -> SendSummary {
         let entries = try filesystem.pfsEntries()
         func entry(_ label: String) throws -> PFSEntry {
             guard let found = entries.first(where: { $0.name == label }) else {
@@ -47,7 +50,8 @@ public enum SendStream {
         }
         // An encrypted snapshot travels raw: sealed as stored, no key needed on either side.
         if Keyring.keyID(ofRoot: target.inode.meta) != nil || older.map({ Keyring.keyID(ofRoot: $0.inode.meta) != nil }) == true {
-            return try RawSender.send(from: filesystem, target: target, base: older, estimate: estimate, resume: resume, emit: emit)
+            return try RawSender.send(from: filesystem, target: target, base: older, estimate: estimate, resume: resume,
+                                      expectedBytes: expectedBytes, emit: emit)
         }
         let pfs = try filesystem.openPFS(snapshot)
         let basePFS = try base.map { try filesystem.openPFS($0) }
@@ -56,7 +60,8 @@ public enum SendStream {
             snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
             baseFilesystemID: older?.inode.meta.pfsFilesystemID ?? .zero,
             nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart),
-            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(snapshot.utf8)).encoded())
+            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(snapshot.utf8),
+            expectedBytes: expectedBytes).encoded())
         var builder = Builder(pfs: pfs, base: basePFS, writer: writer, estimate: estimate)
         // The PFS root holds the root directory's entries (keys with bit 63) and the index
         // of every other inode.

@@ -88,6 +88,9 @@ public final class VolumeDaemon: @unchecked Sendable {
         var servers: [ObjectIdentifier: FUSEServer] = [:]
         var stopping = false
         var mountCount = 0
+        /// Receives running through the control socket (DaemonReceive.swift): the daemon
+        /// stays, even with no mount left, until they end.
+        var receives = 0
     }
     private let state = Mutex(State())
     private let ended = DispatchSemaphore(value: 0)
@@ -187,8 +190,9 @@ public final class VolumeDaemon: @unchecked Sendable {
             }
             let last = state.withLock { state -> Bool in
                 state.servers[ObjectIdentifier(server)] = nil
-                if state.servers.isEmpty { state.stopping = true }
-                return state.servers.isEmpty
+                guard state.servers.isEmpty && state.receives == 0 else { return false }
+                state.stopping = true
+                return true
             }
             if last { ended.signal() }
         }
@@ -351,7 +355,22 @@ public final class VolumeDaemon: @unchecked Sendable {
         guard let line = Self.readLine(client) else { return refuse("unreadable request") }
         if state.withLock({ $0.stopping }) { return refuse("busy: the volume is being unmounted, try again") }
         if let receive = try? JSONDecoder().decode(ReceiveRequest.self, from: Data(line)) {
-            return handleReceive(receive, client: client)  // DaemonReceive.swift
+            let admitted = state.withLock { state -> Bool in
+                guard !state.stopping else { return false }
+                state.receives += 1
+                return true
+            }
+            guard admitted else { return refuse("busy: the volume is being unmounted, try again") }
+            handleReceive(receive, client: client)  // DaemonReceive.swift
+            // The last mount went while it ran: the daemon ends now.
+            let last = state.withLock { state -> Bool in
+                state.receives -= 1
+                guard state.servers.isEmpty && state.receives == 0 && !state.stopping else { return false }
+                state.stopping = true
+                return true
+            }
+            if last { ended.signal() }
+            return
         }
         guard let request = try? JSONDecoder().decode(AttachRequest.self, from: Data(line)) else {
             return refuse("unreadable request")

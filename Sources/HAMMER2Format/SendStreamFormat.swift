@@ -94,9 +94,14 @@ public struct SendStreamBegin: Equatable, Sendable {
     public var resumeSequence: UInt64  // 0x38
     public var resumeHash: UInt64  // 0x40
     public var label: [UInt8]  // 0x48: length (2), then the bytes
+    /// After the label, optional: the whole stream's size as the sender estimated it
+    /// (hammer2 send -n), for the receiving side's progress and ETA.
+    public var expectedBytes: UInt64?
 
     public init(snapshotFilesystemID: HAMMER2UUID, snapshotClusterID: HAMMER2UUID, baseFilesystemID: HAMMER2UUID,
-                nextInodeNumber: UInt64, resumeSequence: UInt64 = 0, resumeHash: UInt64 = 0, label: [UInt8]) {
+                nextInodeNumber: UInt64, resumeSequence: UInt64 = 0, resumeHash: UInt64 = 0, label: [UInt8],
+                expectedBytes: UInt64? = nil) {
+        self.expectedBytes = expectedBytes
         self.snapshotFilesystemID = snapshotFilesystemID
         self.snapshotClusterID = snapshotClusterID
         self.baseFilesystemID = baseFilesystemID
@@ -112,13 +117,15 @@ public struct SendStreamBegin: Equatable, Sendable {
         var out = snapshotFilesystemID.bytes + snapshotClusterID.bytes + baseFilesystemID.bytes
         for value in [nextInodeNumber, resumeSequence, resumeHash] { withUnsafeBytes(of: value.littleEndian) { out += $0 } }
         withUnsafeBytes(of: UInt16(label.count).littleEndian) { out += $0 }
-        return out + label
+        out += label
+        if let expectedBytes { withUnsafeBytes(of: expectedBytes.littleEndian) { out += $0 } }
+        return out
     }
 
     public init(decoding raw: UnsafeRawBufferPointer) throws {
         guard raw.count >= 0x4A else { throw FormatError.shortBuffer(structure: "send stream begin", needed: 0x4A, got: raw.count) }
         let length = Int(raw.le16(0x48))
-        guard length >= 1, length <= HAMMER2.inodeMaxName, raw.count == 0x4A + length else {
+        guard length >= 1, length <= HAMMER2.inodeMaxName, raw.count == 0x4A + length || raw.count == 0x4A + length + 8 else {
             throw FormatError.invalidField(structure: "send stream begin", field: "label length", value: UInt64(length))
         }
         snapshotFilesystemID = raw.uuid(0x00)
@@ -128,6 +135,7 @@ public struct SendStreamBegin: Equatable, Sendable {
         resumeSequence = raw.le64(0x38)
         resumeHash = raw.le64(0x40)
         label = raw.bytes(0x4A, length)
+        expectedBytes = raw.count == 0x4A + length + 8 ? raw.le64(0x4A + length) : nil
     }
 }
 

@@ -90,7 +90,7 @@ public enum FuzzSeeds {
     }
 
     /// Send streams: a full one (begin, an inodes record, a blocks record, end), one cut
-    /// short, a resumed begin, and a resume token.
+    /// short, a resumed begin, a resume token, and a raw one.
     public static func sendStreamSeeds() -> [[UInt8]] {
         var hash: UInt64 = 0
         var sequence: UInt64 = 0
@@ -116,7 +116,18 @@ public enum FuzzSeeds {
         hash = 0
         sequence = 0
         let token = SendResumeToken(snapshotFilesystemID: id, baseFilesystemID: .zero, sequence: 2, hash: 99)
-        return [full, Array(full.prefix(full.count / 2)), record(.begin, resumed.encoded()), Array(token.text.utf8), []]
+        let resumedBegin = record(.begin, resumed.encoded())
+        // A raw stream (RawSend.swift): a sealed data block, then the root.
+        hash = 0
+        sequence = 0
+        var sized = begin
+        sized.expectedBytes = 4096
+        var sealed = Blockref(type: .data, methods: Blockref.methods(check: .xaes256gcm, compression: .none), key: 0, keybits: 16, tid: 0)
+        sealed.dataOffset = 10
+        let rawBlocks = SendStreamRawBlocks(blocks: [.init(tree: 1024, bref: sealed, stored: Array(repeating: 9, count: 1024))]).encoded()
+        let raw = record(.rawBegin, sized.encoded()) + record(.rawBlocks, rawBlocks)
+            + record(.rawRoot, [UInt8](repeating: 0, count: HAMMER2.inodeBytes)) + record(.end, SendStreamEnd(inodeRecords: 2, dataBytes: 1024).encoded())
+        return [full, Array(full.prefix(full.count / 2)), resumedBegin, Array(token.text.utf8), [], raw]
     }
 
     /// Intent log commits (header + payload): an empty one, a new file with data and a

@@ -42,9 +42,10 @@ enum SendReceiveDirectives {
             snapshot = try label(resume.snapshotFilesystemID, "snapshot")
             base = resume.baseFilesystemID == .zero ? nil : try label(resume.baseFilesystemID, "base snapshot")
         }
-        // The size first (no data read) for -n, and for a terminal's ETA.
+        // The size first (no data read) for -n, for a terminal's ETA and the receiving
+        // side's (it goes into the stream's begin record); a resumed stream does without.
         var estimate: SendSummary?
-        if dryRun || isatty(STDERR_FILENO) != 0 {
+        if resume == nil {
             estimate = try SendStream.send(from: filesystem, snapshot: snapshot, base: base, estimate: true) { _ in }
         }
         if dryRun, let estimate {
@@ -52,7 +53,8 @@ enum SendReceiveDirectives {
             return 0
         }
         var progress = Progress(verb: "sent", total: estimate?.streamBytes)
-        let summary = try SendStream.send(from: filesystem, snapshot: snapshot, base: base, resume: resume) { bytes in
+        let summary = try SendStream.send(from: filesystem, snapshot: snapshot, base: base, resume: resume,
+                                          expectedBytes: estimate?.streamBytes) { bytes in
             try writeAll(STDOUT_FILENO, bytes)
             progress.add(bytes.count)
         }
@@ -89,8 +91,9 @@ enum SendReceiveDirectives {
                 var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
                 let got = buffer.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
                 guard got >= 0 else { throw ToolError.failed("reading standard input: \(String(cString: strerror(errno)))") }
-                progress.add(got)
-                return Array(buffer.prefix(got))
+                let bytes = Array(buffer.prefix(got))
+                progress.take(bytes)
+                return bytes
             }
         } catch let error as ReceiveError {
             progress.finish()
@@ -120,8 +123,9 @@ enum SendReceiveDirectives {
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             let got = buffer.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
             guard got >= 0 else { throw ToolError.failed("reading standard input: \(String(cString: strerror(errno)))") }
-            progress.add(got)
-            return Array(buffer.prefix(got))
+            let bytes = Array(buffer.prefix(got))
+            progress.take(bytes)
+            return bytes
         }
         progress.finish()
         guard let reply else { throw ToolError.failed("receive: the daemon of \(mount.mountpoint) does not answer") }
@@ -146,7 +150,10 @@ enum SendReceiveDirectives {
     struct Progress {
         let verb: String
         /// The estimated stream size, for the share done and the time left.
-        let total: UInt64?
+        var total: UInt64?
+        /// The first bytes of a stream being received, until its begin record (which says
+        /// the size the sender expects) is whole.
+        var head: [UInt8]? = []
         var bytes = 0
         let started = Date()
         var shown = Date.distantPast
@@ -171,6 +178,29 @@ enum SendReceiveDirectives {
             }
             line += String(format: ", %.1f MB/s  ", rate / 1e6)
             FileHandle.standardError.write(Data(line.utf8))
+        }
+
+        /// Received bytes: counted, and the stream's expected size read from its begin record.
+        mutating func take(_ bytes: [UInt8]) {
+            if var first = head {
+                first += bytes
+                head = first
+                if let header = try? first.withUnsafeBytes({ try SendStreamRecordHeader(decoding: $0) }),
+                   header.type == .begin || header.type == .rawBegin {
+                    let end = SendStreamRecordHeader.bytes + Int(header.payloadBytes)
+                    if first.count >= end {
+                        head = nil
+                        if header.sequence == 0,
+                           let begin = try? first[SendStreamRecordHeader.bytes..<end].withUnsafeBytes({ try SendStreamBegin(decoding: $0) }) {
+                            total = begin.expectedBytes
+                            if total != nil { shown = .distantPast }  // shown with its ETA at once
+                        }
+                    }
+                } else if first.count >= SendStreamRecordHeader.bytes {
+                    head = nil  // not a stream: the receiver says so
+                }
+            }
+            add(bytes.count)
         }
 
         func finish() {

@@ -12,6 +12,11 @@ final class SendStreamFormatTests: XCTestCase {
         let begin = SendStreamBegin(snapshotFilesystemID: id, snapshotClusterID: id, baseFilesystemID: .zero, nextInodeNumber: 9,
                                     resumeSequence: 3, resumeHash: 4, label: Array("snap".utf8))
         XCTAssertEqual(try begin.encoded().withUnsafeBytes { try SendStreamBegin(decoding: $0) }, begin)
+        var sized = begin
+        sized.expectedBytes = 123_456_789
+        XCTAssertEqual(sized.encoded().count, begin.encoded().count + 8, "the expected size follows the label")
+        XCTAssertEqual(try sized.encoded().withUnsafeBytes { try SendStreamBegin(decoding: $0) }, sized)
+        XCTAssertThrowsError(try (begin.encoded() + [1, 2, 3]).withUnsafeBytes { try SendStreamBegin(decoding: $0) })
         let blocks = SendStreamBlocks(blocks: [.init(inum: 5, offset: 65_536, methods: 0x32, stored: [UInt8](repeating: 1, count: 4096))])
         XCTAssertEqual(try blocks.encoded().withUnsafeBytes { try SendStreamBlocks(decoding: $0) }, blocks)
         let token = SendResumeToken(snapshotFilesystemID: id, baseFilesystemID: .zero, sequence: 12, hash: 0xABCDEF)
@@ -38,5 +43,28 @@ final class SendStreamFormatTests: XCTestCase {
         XCTAssertThrowsError(try big.withUnsafeBytes { try SendStreamRecordHeader(decoding: $0) })
         XCTAssertNil(SendResumeToken("1-zz"))
         XCTAssertNil(SendResumeToken("2-" + String(repeating: "0", count: 32) + "-" + String(repeating: "0", count: 32) + "-0000000000000001-0000000000000000"))
+    }
+
+    /// Raw blocks (sealed, as stored) carry location-free blockrefs of a sealed tree.
+    func testRawBlocksRoundTripAndRefuseWhatIsNotSealedOrPlaced() throws {
+        func bref(_ type: BlockrefType = .data, check: CheckMethod = .xaes256gcm, radix: Int = 12, offset: UInt64 = 0) -> Blockref {
+            var bref = Blockref(type: type, methods: Blockref.methods(check: check, compression: .lz4), key: 65_536, keybits: 16, tid: 0)
+            bref.dataOffset = offset | UInt64(radix)
+            return bref
+        }
+        func encoded(_ bref: Blockref, length: Int? = nil) -> [UInt8] {
+            SendStreamRawBlocks(blocks: [.init(tree: 1025, bref: bref, stored: [UInt8](repeating: 7, count: length ?? bref.physicalBytes))]).encoded()
+        }
+        let good = SendStreamRawBlocks(blocks: [.init(tree: 1025, bref: bref(), stored: [UInt8](repeating: 7, count: 4096)),
+                                               .init(tree: 0, bref: bref(.inode, radix: 10), stored: [UInt8](repeating: 8, count: 1024))])
+        XCTAssertEqual(try good.encoded().withUnsafeBytes { try SendStreamRawBlocks(decoding: $0) }, good)
+        var placed = bref()
+        placed.mirrorTID = 5
+        for (bytes, why) in [(encoded(bref(check: .xxhash64)), "not sealed"), (encoded(bref(offset: 1 << 20)), "with a location"),
+                             (encoded(placed), "with a transaction id"), (encoded(bref(radix: 9)), "under 1 KiB"),
+                             (encoded(bref(.inode, radix: 12)), "an inode of 4 KiB"), (encoded(bref(.freemapLeaf)), "not in a PFS tree"),
+                             (Array(encoded(bref()).dropLast()), "cut short"), (encoded(bref()) + [0], "trailing bytes")] {
+            XCTAssertThrowsError(try bytes.withUnsafeBytes { try SendStreamRawBlocks(decoding: $0) }, why)
+        }
     }
 }

@@ -151,6 +151,11 @@ final class RawSendReceiveTests: XCTestCase {
         let orphan = try bash("hammer2 -f '\(other)' receive s2 < '\(work)/s2.stream'")
         XCTAssertTrue(orphan.status == 1 && orphan.stderr.contains("does not have"), orphan.stderr)
         XCTAssertEqual(try labels(other), ["LOCAL"])
+        // On a terminal the receiving side shows the share done and the time left: the
+        // stream's begin record carries the size the sender expected.
+        let shown = try bash("script -qec \"hammer2 -f '\(other)' receive s1 < '\(work)/s1.stream'\" /dev/null")
+        XCTAssertEqual(shown.status, 0, shown.stdout)
+        XCTAssertTrue(shown.stdout.contains(" of ~") && shown.stdout.contains("ETA"), shown.stdout)
     }
 
     /// A file's bytes, or the errno a read failed with.

@@ -308,4 +308,47 @@ final class SendReceiveTests: XCTestCase {
         try live.unmount()
         XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
     }
+
+    /// The last mount of the volume going away while a receive runs through its daemon:
+    /// the daemon stays until the receive ends, then flushes and exits.
+    func testAnOnlineReceiveOutlivesTheLastUnmount() throws {
+        signal(SIGPIPE, SIG_IGN)  // a daemon gone early must fail the test, not kill it
+        let source = "\(work)/source.img", target = "\(work)/target.img"
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", source]).status, 0)
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", target]).status, 0)
+        let mount = try MountedImage(source + "@DATA", options: ["-o", "rw"])
+        var random = SplitMix64(seed: 29)
+        for i in 0..<8 { write(mount.mountpoint.path + "/f\(i)", random.bytes(1_000_000)) }
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s1"]).status, 0)
+        try mount.unmount()
+        XCTAssertEqual(try bash("hammer2 -f '\(source)' send s1 > '\(work)/full'").status, 0)
+        let full = try Data(contentsOf: URL(fileURLWithPath: "\(work)/full"))
+
+        let live = try MountedImage(target + "@DATA", options: ["-o", "rw"])
+        defer { try? live.unmount() }
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: try Binaries.path("hammer2"))
+        receiver.arguments = ["-s", live.mountpoint.path, "receive", "s1"]
+        let input = Pipe(), output = Pipe()
+        receiver.standardInput = input
+        receiver.standardOutput = output
+        receiver.standardError = output
+        try receiver.run()
+        input.fileHandleForWriting.write(full.prefix(full.count / 2))
+        usleep(500_000)
+        XCTAssertEqual(try Fixtures.run("/usr/bin/env", ["fusermount3", "-u", live.mountpoint.path]), 0)
+        usleep(500_000)
+        XCTAssertFalse(live.isStopped, "the daemon left in the middle of a receive")
+        input.fileHandleForWriting.write(full.suffix(from: full.count / 2))
+        try input.fileHandleForWriting.close()
+        receiver.waitUntilExit()
+        let said = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        XCTAssertEqual(receiver.terminationStatus, 0, said)
+        XCTAssertTrue(said.contains("received full stream as s1"), said)
+        let deadline = Date().addingTimeInterval(15)
+        while !live.isStopped && Date() < deadline { usleep(50_000) }
+        XCTAssertTrue(live.isStopped, "the daemon did not end after the receive")
+        XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
+        XCTAssertEqual(try look(target, "s1").0, try look(source, "s1").0)
+    }
 }
