@@ -21,6 +21,8 @@ extension MutableFilesystem {
         var baseRoot: [Blockref]?
         /// The base's blockset of the last inode asked for (a file's blocks come together).
         var cachedInode: (inum: UInt64, blockset: [Blockref]?)?
+        /// The most copies a received block has (the volume's version follows).
+        var copies = 1
     }
 
     func receiveRaw(_ stream: inout StreamReader, begin: SendStreamBegin, label: String, replace: Bool,
@@ -92,7 +94,7 @@ extension MutableFilesystem {
                     }
                     guard try stream.atEnd() else { throw ReceiveError.stream("bytes after the end record") }
                     guard let root else { throw ReceiveError.stream("it ends without the PFS root") }
-                    try installRawRoot(root, label: label, replace: replace, hidden: hidden)
+                    try installRawRoot(root, label: label, replace: replace, hidden: hidden, copies: pending.copies)
                     return summary
                 default:
                     throw ReceiveError.stream("a \(header.type) record in a raw stream (record \(header.sequence))")
@@ -141,6 +143,7 @@ extension MutableFilesystem {
         (located.mirrorTID, located.modifyTID) = (tid, tid)
         located.place(try sink.writeNewBlock(bytes, type: block.bref.type, copies: block.bref.copyCount))
         pending.located[block.bref] = located
+        pending.copies = max(pending.copies, block.bref.copyCount)
     }
 
     /// `child` (a blockref in a received parent) placed where the receiver has its block.
@@ -182,7 +185,7 @@ extension MutableFilesystem {
 
     /// The received root becomes PFS `label` (replacing one with -F); the hidden PFS of an
     /// earlier interruption goes.
-    private func installRawRoot(_ received: InodeData, label: String, replace: Bool, hidden: String) throws {
+    private func installRawRoot(_ received: InodeData, label: String, replace: Bool, hidden: String, copies: Int) throws {
         if try pfsLabels().contains(label) {
             guard replace else { throw ReceiveError.mismatch("PFS \(label) exists (-F replaces it)") }
             guard withLock({ mounted[label] == nil }) else { throw ReceiveError.mismatch("PFS \(label) is open; unmount it to replace it") }
@@ -196,7 +199,7 @@ extension MutableFilesystem {
             root.meta.nameLength = inode.meta.nameLength
             inode = root
             markEncrypted()
-            raiseVolumeCopies(to: inode.blockset.map(\.copyCount).max() ?? 1)
+            raiseVolumeCopies(to: copies)
             pendingRoots.append(PendingPFSRoot(inode: inode, key: key, presigned: true))
             try flushLocked(allHeaderCopies: true)
         }
@@ -237,6 +240,9 @@ extension MutableFilesystem {
             }
             point.store(in: &root.meta)
             root.content = .blockset(level)
+            // Sealed blocks (maybe with copies) on the volume: the version says so now.
+            markEncrypted()
+            raiseVolumeCopies(to: pending.copies)
             pendingRoots.removeAll { $0.key == key }
             pendingRoots.append(PendingPFSRoot(inode: root, key: key))
             try flushLocked()
