@@ -61,8 +61,11 @@ struct ReceiveCheckpoint: Equatable {
 extension MutableFilesystem {
     /// Reads a stream through `read` (up to the count asked; fewer only at its end) and
     /// makes it snapshot `label`. With `replace`, an existing PFS `label` (not mounted) is
-    /// replaced once the new one is complete; without, it is an error.
-    public func receive(label: String, replace: Bool = false, read: @escaping (Int) throws -> [UInt8]) throws -> ReceiveSummary {
+    /// replaced once the new one is complete; without, it is an error. `compression`
+    /// (comp_algo, as setcomp takes it): every received inode gets it, and blocks stored
+    /// otherwise are compressed anew instead of kept as they came.
+    public func receive(label: String, replace: Bool = false, compression: UInt8? = nil,
+                        read: @escaping (Int) throws -> [UInt8]) throws -> ReceiveSummary {
         guard !readOnly else { throw EngineError.posix(EROFS, "receive needs a read-write filesystem") }
         var stream = StreamReader(read: read)
         let (beginHeader, beginPayload) = try stream.next()
@@ -88,6 +91,9 @@ extension MutableFilesystem {
         // receive of the same snapshot goes first, unless this stream resumes it.
         let hidden = Self.hiddenReceiveLabel(begin.snapshotFilesystemID, base: begin.baseFilesystemID)
         if beginHeader.type == .rawBegin {
+            guard compression == nil else {
+                throw ReceiveError.mismatch("the stream is raw (an encrypted snapshot): its blocks keep the sender's compression, which a receiver without the key cannot change")
+            }
             return try receiveRaw(&stream, begin: begin, label: label, replace: replace, baseLabel: baseLabel, hidden: hidden,
                                   existing: entries.map(\.label))
         }
@@ -113,7 +119,7 @@ extension MutableFilesystem {
         }
         var replacedGone = false
         do {
-            try applyStream(&stream, begin: begin, into: hidden, summary: &summary)
+            try applyStream(&stream, begin: begin, into: hidden, compression: compression, summary: &summary)
             if entries.contains(where: { $0.label == label }) {
                 guard withLock({ mounted[label] == nil }) else { throw ReceiveError.mismatch("PFS \(label) is open; unmount it to replace it") }
                 _ = try deletePFS(label: label)
@@ -183,7 +189,7 @@ extension MutableFilesystem {
         return result
     }
 
-    private func applyStream(_ stream: inout StreamReader, begin: SendStreamBegin, into hidden: String,
+    private func applyStream(_ stream: inout StreamReader, begin: SendStreamBegin, into hidden: String, compression: UInt8?,
                              summary: inout ReceiveSummary) throws {
         let pfs = try withLock { try mountedPFS(hidden) }
         let copies = pfs.root.meta.ncopies
@@ -252,6 +258,7 @@ extension MutableFilesystem {
                             } else {
                                 meta.ncopies = copies
                             }
+                            if let compression { meta.compAlgo = compression }
                         }
                         if receivedInodes.insert(record.inum).inserted { summary.inodes += 1 }
                         summary.dataBytes += record.ranges.reduce(0) { $0 + UInt64($1.bytes?.count ?? 0) }
@@ -283,10 +290,13 @@ extension MutableFilesystem {
                             throw ReceiveError.stream("block at \(block.offset) of inode \(block.inum) decompresses to \(logical.count) bytes")
                         }
                         // Stored again as it came: the flush takes the stored bytes (same
-                        // methods) instead of compressing the block anew.
+                        // methods) instead of compressing the block anew, unless the
+                        // receiver asked for another compression.
                         let index = block.offset / logicalBlockBytes
                         node.setDirtyBlock(index, logical)
-                        node.encodingHints[index] = EncodingHint(source: logical, stored: block.stored, methods: block.methods)
+                        if compression == nil || CompressionMethod(rawValue: block.methods & 0x0F) == node.meta.compressionAlgorithm {
+                            node.encodingHints[index] = EncodingHint(source: logical, stored: block.stored, methods: block.methods)
+                        }
                         node.dirty = true
                         summary.dataBytes += UInt64(block.stored.count)
                     }

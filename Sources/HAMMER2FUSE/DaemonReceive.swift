@@ -11,10 +11,13 @@ import HAMMER2CopyOnWrite
 public struct ReceiveRequest: Codable, Sendable {
     public var receiveLabel: String
     public var replace: Bool
+    /// comp_algo for every received inode (receive -c); nil keeps the sender's.
+    public var compression: UInt8?
 
-    public init(receiveLabel: String, replace: Bool) {
+    public init(receiveLabel: String, replace: Bool, compression: UInt8? = nil) {
         self.receiveLabel = receiveLabel
         self.replace = replace
+        self.compression = compression
     }
 }
 
@@ -32,7 +35,8 @@ extension VolumeDaemon {
     func handleReceive(_ request: ReceiveRequest, client: Int32) {
         var reply: ReceiveReply
         do {
-            let summary = try filesystem.receive(label: request.receiveLabel, replace: request.replace) { count in
+            let summary = try filesystem.receive(label: request.receiveLabel, replace: request.replace,
+                                                 compression: request.compression) { count in
                 var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
                 while true {
                     let got = buffer.withUnsafeMutableBytes { recv(client, $0.baseAddress, $0.count, 0) }

@@ -58,9 +58,10 @@ public enum Hammer2Command {
                                           snapshot <base>) as a stream to standard output;
                                           -n: only say how large it would be
         send -t <token>                   Go on with a stream where a receive stopped
-        receive [-F] <label>              Make the stream on standard input snapshot <label>
+        receive [-F] [-c comp] <label>    Make the stream on standard input snapshot <label>
                                           of -f IMAGE, or of the mount selected (through its
-                                          daemon); -F replaces an existing <label>
+                                          daemon); -F replaces an existing <label>; -c: this
+                                          compression instead of the sender's
                                           (docs/send-receive.md)
         receive -T | -A                   Resume tokens of interrupted receives; -A drops them
         setcomp <comp[:level]> <path>...  Set comp algo {none, autozero, lz4, zlib} & level

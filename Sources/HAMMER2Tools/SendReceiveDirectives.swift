@@ -65,29 +65,30 @@ enum SendReceiveDirectives {
         return 0
     }
 
-    /// `-f IMAGE receive [-F] LABEL`.
+    /// `-f IMAGE receive [-F] [-c comp] LABEL`.
     static func receive(_ operands: [String], context: Hammer2Command.Context) throws -> Int32 {
-        let parsed = try GetOpt(operands, spec: "FTA")
+        let parsed = try GetOpt(operands, spec: "FTAc:")
         let replace = parsed.options.contains { $0.0 == "F" }
+        let compression = try parsed.options.first { $0.0 == "c" }?.1.map { try InodeDirectives.parseCompression($0) }
         let list = parsed.options.contains { $0.0 == "T" }, abandon = parsed.options.contains { $0.0 == "A" }
         guard let image = context.image else {
             guard !list && !abandon else { throw ToolError.usage("receive: -T and -A work on an unmounted volume (-f IMAGE)") }
-            return try receiveThroughDaemon(parsed.operands, replace: replace, context: context)
+            return try receiveThroughDaemon(parsed.operands, replace: replace, compression: compression, context: context)
         }
         if list || abandon {
             // Receives kept after an interruption: their tokens (-T), or gone (-A).
-            guard parsed.operands.isEmpty else { throw ToolError.usage("receive: -T and -A take no label") }
+            guard parsed.operands.isEmpty, compression == nil, !replace else { throw ToolError.usage("receive: -T and -A take no label or other option") }
             for (label, token) in try PFSDirectives.offline(image).interruptedReceives(abandon: abandon) {
                 print(abandon ? "\(label)\tdropped" : "\(token?.text ?? "-")\t\(label)")
             }
             return 0
         }
-        guard parsed.operands.count == 1, !parsed.operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] <label>") }
+        guard parsed.operands.count == 1, !parsed.operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] [-c comp] <label>") }
         let filesystem = try PFSDirectives.offline(image)
         var progress = Progress(verb: "received")
         let summary: ReceiveSummary
         do {
-            summary = try filesystem.receive(label: parsed.operands[0], replace: replace) { count in
+            summary = try filesystem.receive(label: parsed.operands[0], replace: replace, compression: compression) { count in
                 var buffer = [UInt8](repeating: 0, count: min(count, 1 << 20))
                 let got = buffer.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
                 guard got >= 0 else { throw ToolError.failed("reading standard input: \(String(cString: strerror(errno)))") }
@@ -108,8 +109,9 @@ enum SendReceiveDirectives {
 
     /// `receive [-F] LABEL` on a mount (-s, or the current directory): the stream goes to
     /// the volume's daemon, which receives it beside the mounts it serves.
-    private static func receiveThroughDaemon(_ operands: [String], replace: Bool, context: Hammer2Command.Context) throws -> Int32 {
-        guard operands.count == 1, !operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] <label>") }
+    private static func receiveThroughDaemon(_ operands: [String], replace: Bool, compression: UInt8?,
+                                             context: Hammer2Command.Context) throws -> Int32 {
+        guard operands.count == 1, !operands[0].isEmpty else { throw ToolError.usage("receive: requires [-F] [-c comp] <label>") }
         let path = context.selectedPath ?? FileManager.default.currentDirectoryPath
         guard let mount = mountedFilesystem(containing: path) else {
             throw ToolError.usage("receive: give the volume with -f IMAGE, or run it on a hammer2 mount (-s MOUNTPOINT)")
@@ -119,7 +121,8 @@ enum SendReceiveDirectives {
             throw ToolError.failed("receive: no control socket for \(mount.mountpoint)'s daemon (it belongs to another user?)")
         }
         var progress = Progress(verb: "received")
-        let reply = try VolumeDaemon.requestReceive(ReceiveRequest(receiveLabel: operands[0], replace: replace), socketPath: socket) {
+        let request = ReceiveRequest(receiveLabel: operands[0], replace: replace, compression: compression)
+        let reply = try VolumeDaemon.requestReceive(request, socketPath: socket) {
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             let got = buffer.withUnsafeMutableBytes { Glibc.read(STDIN_FILENO, $0.baseAddress, $0.count) }
             guard got >= 0 else { throw ToolError.failed("reading standard input: \(String(cString: strerror(errno)))") }

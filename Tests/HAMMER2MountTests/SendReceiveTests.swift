@@ -351,4 +351,51 @@ final class SendReceiveTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
         XCTAssertEqual(try look(target, "s1").0, try look(source, "s1").0)
     }
+
+    /// receive -c: the receiver's compression instead of the sender's (blocks stored
+    /// otherwise are compressed anew); without it they arrive as stored.
+    func testReceiveWithAnotherCompression() throws {
+        let source = "\(work)/source.img"
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", source]).status, 0)
+        let mount = try MountedImage(source + "@DATA", options: ["-o", "rw"])
+        var text = ""
+        var random = SplitMix64(seed: 30)
+        for line in 0..<60_000 { text += "line \(line): value \(random.next() % 1000) of a compressible log\n" }
+        write(mount.mountpoint.path + "/log", Array(text.utf8))
+        XCTAssertEqual(try Binaries.run("hammer2", ["snapshot", mount.mountpoint.path, "s1"]).status, 0)
+        try mount.unmount()
+        func space(_ image: String, _ label: String) throws -> (logical: Int, physical: Int) {
+            let result = try Binaries.run("hammer2", ["-j", "info", image])
+            let document = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+            let pfses = ((document?["volumes"] as? [[String: Any]])?.first?["pfses"] as? [[String: Any]]) ?? []
+            let pfs = try XCTUnwrap(pfses.first { $0["label"] as? String == label }, result.stdout)
+            return ((pfs["logical_bytes"] as? NSNumber)?.intValue ?? -1, (pfs["physical_bytes"] as? NSNumber)?.intValue ?? -1)
+        }
+        XCTAssertEqual(try bash("hammer2 -f '\(source)' send s1 > '\(work)/full'").status, 0)
+        var received: [String: (logical: Int, physical: Int)] = [:]
+        for (name, option) in [("asSent", ""), ("zlib", "-c zlib:9"), ("none", "-c none")] {
+            let target = "\(work)/\(name).img"
+            XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", target]).status, 0)
+            let result = try bash("hammer2 -f '\(target)' receive \(option) s1 < '\(work)/full'")
+            XCTAssertEqual(result.status, 0, result.stderr)
+            XCTAssertEqual(try look(target, "s1").0, try look(source, "s1").0, name)
+            XCTAssertEqual(try Binaries.run("fsck_hammer2", [target]).status, 0)
+            received[name] = try space(target, "s1")
+        }
+        let sent = try space(source, "s1")
+        XCTAssertEqual(received["asSent"]?.physical, sent.physical, "as stored")
+        XCTAssertLessThan(received["zlib"]?.physical ?? .max, sent.physical, "zlib:9 packs this text tighter than LZ4")
+        XCTAssertGreaterThanOrEqual(received["none"]?.physical ?? 0, received["none"]?.logical ?? .max, "stored whole")
+        XCTAssertEqual(Set(received.values.map(\.logical) + [sent.logical]).count, 1)
+        // Through a daemon too.
+        let target = "\(work)/online.img"
+        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", target]).status, 0)
+        let live = try MountedImage(target + "@DATA", options: ["-o", "rw"])
+        defer { try? live.unmount() }
+        let online = try bash("hammer2 -s '\(live.mountpoint.path)' receive -c zlib s1 < '\(work)/full'")
+        XCTAssertEqual(online.status, 0, online.stderr)
+        try live.unmount()
+        XCTAssertLessThan(try space(target, "s1").physical, sent.physical)
+        XCTAssertEqual(try bash("hammer2 -f '\(target)' receive -c bogus x < '\(work)/full'").status, 1)
+    }
 }

@@ -51,6 +51,10 @@ _hammer2() {
             COMPREPLY=($(compgen -W "$(_hammer2_labels)" -- "$cur")) ;;
         snapshot)
             COMPREPLY=($(compgen -W "$(_hammer2_labels)" -- "$cur")); _filedir -d ;;
+        receive)
+            if [[ $prev == -c ]]; then
+                COMPREPLY=($(compgen -W "none autozero lz4 zlib zlib:6 zlib:7 zlib:8 zlib:9" -- "$cur"))
+            elif [[ $cur == -* ]]; then COMPREPLY=($(compgen -W "-F -c -T -A" -- "$cur")); fi ;;
         setcomp)
             if [[ $prev == setcomp ]]; then
                 COMPREPLY=($(compgen -W "none autozero lz4 zlib zlib:6 zlib:7 zlib:8 zlib:9" -- "$cur"))
