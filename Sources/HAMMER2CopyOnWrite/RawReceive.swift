@@ -36,18 +36,11 @@ extension MutableFilesystem {
             }
         }
         if begin.resumeSequence > 0 {
-            let kept = try withLock { try Filesystem.findPFS(hidden, in: superRoot.flushedContent.blockset, reader: reader) }
-            guard let (_, root) = kept else {
-                throw ReceiveError.mismatch("the stream resumes a receive this volume does not have (hammer2 receive -T lists them)")
-            }
-            let checkpoint = ReceiveCheckpoint(root.meta)
-            guard checkpoint.sequence == begin.resumeSequence, checkpoint.hash == begin.resumeHash else {
-                throw ReceiveError.mismatch("the stream resumes at record \(begin.resumeSequence); the receive kept here stopped at record \(checkpoint.sequence)")
-            }
-            stream.sequence = checkpoint.sequence
-            stream.previousHash = checkpoint.hash
+            let kept = try withLock { try Filesystem.findPFS(hidden, in: superRoot.flushedContent.blockset, reader: reader)?.1 }
+            let checkpoint = try ReceiveCheckpoint.resuming(begin, kept: kept?.meta)
+            (stream.sequence, stream.previousHash) = (checkpoint.sequence, checkpoint.hash)
             summary.dataBytes = checkpoint.dataBytes
-            for bref in try rawKeptBlocks(root.blockset) { pending.located[bref.locationFree] = bref }
+            for bref in try rawKeptBlocks(kept?.blockset ?? []) { pending.located[bref.locationFree] = bref }
         } else if existing.contains(hidden) {
             _ = try deletePFS(label: hidden)
         }

@@ -33,12 +33,7 @@ enum RawSender {
         }
         let reader = filesystem.reader
         var writer = SendStream.RecordWriter(emit: estimate ? { _ in } : emit, resume: resume)
-        try writer.write(.rawBegin, SendStreamBegin(
-            snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
-            baseFilesystemID: base?.inode.meta.pfsFilesystemID ?? .zero,
-            nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart),
-            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(label.utf8),
-            expectedBytes: expectedBytes).encoded())
+        try writer.write(.rawBegin, SendStream.beginRecord(target, base: base, resume: resume, expectedBytes: expectedBytes))
         var walker = Walker(reader: reader, baseRoot: base?.inode.blockset, writer: writer, estimate: estimate)
         try walker.children(target.inode.blockset, tree: 0, base: base?.inode.blockset)
         try walker.flushPending()

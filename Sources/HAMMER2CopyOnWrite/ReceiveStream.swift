@@ -50,6 +50,20 @@ struct ReceiveCheckpoint: Equatable {
         (sequence, hash, dataBytes) = (le64(0), le64(8), meta.pfsLastSnapshotTID)
     }
 
+    /// The checkpoint a resumed stream (`begin`) goes on from: that of the receive kept
+    /// in the hidden PFS whose root is `kept`; refused when there is none or it stopped
+    /// elsewhere.
+    static func resuming(_ begin: SendStreamBegin, kept: InodeMeta?) throws -> ReceiveCheckpoint {
+        guard let kept else {
+            throw ReceiveError.mismatch("the stream resumes a receive this volume does not have (hammer2 receive -T lists them)")
+        }
+        let checkpoint = ReceiveCheckpoint(kept)
+        guard checkpoint.sequence == begin.resumeSequence, checkpoint.hash == begin.resumeHash else {
+            throw ReceiveError.mismatch("the stream resumes at record \(begin.resumeSequence); the receive kept here stopped at record \(checkpoint.sequence)")
+        }
+        return checkpoint
+    }
+
     func store(in meta: inout InodeMeta) {
         var bytes: [UInt8] = []
         for value in [sequence, hash] { withUnsafeBytes(of: value.littleEndian) { bytes += $0 } }
@@ -99,15 +113,8 @@ extension MutableFilesystem {
         }
         var summary = ReceiveSummary(label: label, incremental: begin.isIncremental)
         if begin.resumeSequence > 0 {
-            guard let kept = entries.first(where: { $0.label == hidden }) else {
-                throw ReceiveError.mismatch("the stream resumes a receive this volume does not have (hammer2 receive -T lists them)")
-            }
-            let checkpoint = ReceiveCheckpoint(kept.meta)
-            guard checkpoint.sequence == begin.resumeSequence, checkpoint.hash == begin.resumeHash else {
-                throw ReceiveError.mismatch("the stream resumes at record \(begin.resumeSequence); the receive kept here stopped at record \(checkpoint.sequence)")
-            }
-            stream.sequence = checkpoint.sequence
-            stream.previousHash = checkpoint.hash
+            let checkpoint = try ReceiveCheckpoint.resuming(begin, kept: entries.first(where: { $0.label == hidden })?.meta)
+            (stream.sequence, stream.previousHash) = (checkpoint.sequence, checkpoint.hash)
             summary.dataBytes = checkpoint.dataBytes
         } else {
             if entries.contains(where: { $0.label == hidden }) { _ = try deletePFS(label: hidden) }

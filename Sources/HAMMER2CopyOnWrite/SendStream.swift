@@ -56,12 +56,7 @@ public enum SendStream {
         let pfs = try filesystem.openPFS(snapshot)
         let basePFS = try base.map { try filesystem.openPFS($0) }
         var writer = RecordWriter(emit: estimate ? { _ in } : emit, resume: resume)
-        try writer.write(.begin, SendStreamBegin(
-            snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
-            baseFilesystemID: older?.inode.meta.pfsFilesystemID ?? .zero,
-            nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart),
-            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(snapshot.utf8),
-            expectedBytes: expectedBytes).encoded())
+        try writer.write(.begin, beginRecord(target, base: older, resume: resume, expectedBytes: expectedBytes))
         var builder = Builder(pfs: pfs, base: basePFS, writer: writer, estimate: estimate)
         // The PFS root holds the root directory's entries (keys with bit 63) and the index
         // of every other inode.
@@ -87,6 +82,16 @@ public enum SendStream {
         var summary = builder.summary
         summary.streamBytes = builder.writer.bytes + builder.skippedBytes
         return summary
+    }
+
+    /// The begin record's payload (either kind of stream).
+    static func beginRecord(_ target: PFSEntry, base: PFSEntry?, resume: SendResumeToken?, expectedBytes: UInt64?) -> [UInt8] {
+        SendStreamBegin(
+            snapshotFilesystemID: target.inode.meta.pfsFilesystemID, snapshotClusterID: target.inode.meta.pfsClusterID,
+            baseFilesystemID: base?.inode.meta.pfsFilesystemID ?? .zero,
+            nextInodeNumber: max(target.inode.meta.pfsInum + 1, HAMMER2.inodeStart),
+            resumeSequence: resume?.sequence ?? 0, resumeHash: resume?.hash ?? 0, label: Array(target.name.utf8),
+            expectedBytes: expectedBytes).encoded()
     }
 
     /// Cuts inode records into payloads and frames them.
