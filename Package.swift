@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "hammer2", targets: ["hammer2"]),
         .executable(name: "mount_hammer2", targets: ["mount_hammer2"]),
+        .executable(name: "mount_unionfs", targets: ["mount_unionfs"]),
         .executable(name: "fsck_hammer2", targets: ["fsck_hammer2"]),
         .executable(name: "newfs_hammer2", targets: ["newfs_hammer2"]),
         // For the libFuzzer build in Fuzz/ (a separate package, built with -sanitize=fuzzer).
@@ -46,6 +47,10 @@ let package = Package(
         .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Trace"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
+        // The union of directories (docs/unionfs.md): the FUSE request loop, none of HAMMER2.
+        .target(name: "CLinuxCalls"),
+        .target(name: "UnionFS", dependencies: ["CFUSE3", "CXattr", "CLinuxCalls"]),
+        .executableTarget(name: "mount_unionfs", dependencies: ["UnionFS", "CFUSE3"]),
         .executableTarget(name: "fsck_hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "newfs_hammer2", dependencies: ["HAMMER2Tools"]),
         .target(

@@ -1,0 +1,291 @@
+// The union's namespace (docs/unionfs.md): nodes the kernel knows by number, each a name
+// in its parent node, resolved in the layers below. Every metadata operation runs under
+// one lock (they are a few system calls each; data goes through file descriptors outside
+// it), which keeps copy-up, whiteouts and renames simple to reason about.
+
+import CXattr
+import Glibc
+import Synchronization
+
+/// The attributes of a name and the number the kernel knows it by.
+public struct UnionEntry: Sendable {
+    public var node: UInt64
+    public var status: stat
+}
+
+public final class UnionFilesystem: Sendable {
+    public let configuration: UnionConfiguration
+    let layers: [Layer]
+    /// Whether layers[0] is the writable upper layer.
+    let hasUpper: Bool
+    let work: Layer?
+    let names: OverlayNames
+    let state = Mutex(NodeTable())
+    /// Unique names for what is built in the work directory.
+    let temporaryCounter = Atomic<UInt64>(0)
+
+    struct Node {
+        var parent: UInt64
+        var name: String
+        var lookups: UInt64
+        var isDirectory: Bool
+        /// For a directory, every layer it is merged from (top first); else the layer of
+        /// the object.
+        var layers: [Int]
+    }
+
+    struct NodeTable {
+        var nodes: [UInt64: Node] = [:]
+        var byName: [String: UInt64] = [:]
+        var next: UInt64 = 2
+
+        static func key(_ parent: UInt64, _ name: String) -> String { "\(parent)/\(name)" }
+    }
+
+    public static let rootNode: UInt64 = 1
+
+    public init(configuration: UnionConfiguration) throws {
+        self.configuration = configuration
+        var opened: [Layer] = []
+        if let upper = configuration.upper { opened.append(try Layer(index: 0, root: upper, writable: true)) }
+        for lower in configuration.lowers { opened.append(try Layer(index: opened.count, root: lower, writable: false)) }
+        layers = opened
+        hasUpper = configuration.upper != nil
+        names = OverlayNames(userXattr: configuration.userXattr)
+        if let workRoot = configuration.work {
+            // W/work for what is being built (overlayfs's name), W/links for hard links copied up
+            // (not overlayfs's W/index, whose entries it would take for its own).
+            for sub in ["work", "links"] where mkdir(workRoot + "/" + sub, 0o700) != 0 && errno != EEXIST {
+                throw UnionError(errno)
+            }
+            work = try Layer(index: -1, root: workRoot, writable: true)
+            try removeLeftovers()
+        } else {
+            work = nil
+        }
+        guard let root = try resolve("", in: Array(layers.indices), layers: layers, names: names), root.isDirectory else {
+            throw UnionError(ENOTDIR)
+        }
+        state.withLock { $0.nodes[Self.rootNode] = Node(parent: Self.rootNode, name: "", lookups: 1, isDirectory: true, layers: root.layers) }
+    }
+
+    /// What an interrupted copy-up left in W/work: never visible, removed at mount.
+    func removeLeftovers() throws {
+        guard let work, let directory = opendir(work.root + "/work") else { return }
+        defer { closedir(directory) }
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            guard name != "." && name != ".." else { continue }
+            try removeTree("work/" + name, in: work)
+        }
+    }
+
+    // MARK: Nodes
+
+    func path(_ node: UInt64, _ table: NodeTable) throws -> String {
+        var components: [String] = []
+        var current = node
+        while current != Self.rootNode {
+            guard let info = table.nodes[current], components.count < 4096 else { throw UnionError(ESTALE) }
+            components.append(info.name)
+            current = info.parent
+        }
+        return components.reversed().joined(separator: "/")
+    }
+
+    func info(_ node: UInt64, _ table: NodeTable) throws -> Node {
+        guard let info = table.nodes[node] else { throw UnionError(ESTALE) }
+        return info
+    }
+
+    static func childPath(_ parent: String, _ name: String) -> String { parent.isEmpty ? name : parent + "/" + name }
+
+    /// The kernel learns a name: its node (the same one while the kernel holds it).
+    func remember(_ parent: UInt64, _ name: String, _ resolved: Resolved, _ table: inout NodeTable) -> UInt64 {
+        let key = NodeTable.key(parent, name)
+        if let existing = table.byName[key], var node = table.nodes[existing] {
+            node.lookups += 1
+            node.isDirectory = resolved.isDirectory
+            node.layers = resolved.layers
+            table.nodes[existing] = node
+            return existing
+        }
+        let number = table.next
+        table.next += 1
+        table.nodes[number] = Node(parent: parent, name: name, lookups: 1, isDirectory: resolved.isDirectory, layers: resolved.layers)
+        table.byName[key] = number
+        return number
+    }
+
+    /// The name no longer leads to its node (unlink, rmdir, rename over it).
+    func detach(_ parent: UInt64, _ name: String, _ table: inout NodeTable) {
+        table.byName[NodeTable.key(parent, name)] = nil
+    }
+
+    public func forget(_ node: UInt64, _ count: UInt64) {
+        guard node != Self.rootNode else { return }
+        state.withLock { table in
+            guard var info = table.nodes[node] else { return }
+            info.lookups = info.lookups > count ? info.lookups - count : 0
+            if info.lookups > 0 {
+                table.nodes[node] = info
+                return
+            }
+            table.nodes[node] = nil
+            let key = NodeTable.key(info.parent, info.name)
+            if table.byName[key] == node { table.byName[key] = nil }
+        }
+    }
+
+    /// st_ino of an object: its number in its layer, the layer in the high bits (hard
+    /// links in one layer show as such).
+    func presented(_ status: stat, layer: Int) -> stat {
+        var st = status
+        st.st_ino = UInt(UInt64(st.st_ino) & 0x00FF_FFFF_FFFF_FFFF | UInt64(layer + 1) << 56)
+        return st
+    }
+
+    // MARK: Lookup and attributes
+
+    public func lookup(_ parent: UInt64, _ name: String) throws -> UnionEntry {
+        try state.withLock { table in
+            let directory = try info(parent, table)
+            guard directory.isDirectory else { throw UnionError(ENOTDIR) }
+            let path = Self.childPath(try self.path(parent, table), name)
+            guard let resolved = try resolve(path, in: directory.layers, layers: layers, names: names) else { throw UnionError(ENOENT) }
+            let node = remember(parent, name, resolved, &table)
+            // Another name of a lower file whose hard link was copied up already: it is that
+            // upper file now (linked into place), not the lower one.
+            let st = resolved.status
+            if let work, resolved.layers[0] != 0, st.st_mode & S_IFMT == S_IFREG, st.st_nlink > 1,
+               faccessat(work.fd, "links/\(st.st_dev)-\(st.st_ino)", F_OK, AT_SYMLINK_NOFOLLOW) == 0 {
+                try copyUp(node, &table)
+                return UnionEntry(node: node, status: try attributesLocked(node, table))
+            }
+            return UnionEntry(node: node, status: presented(resolved.status, layer: resolved.layers[0]))
+        }
+    }
+
+    public func attributes(_ node: UInt64) throws -> stat {
+        try state.withLock { table in try attributesLocked(node, table) }
+    }
+
+    func attributesLocked(_ node: UInt64, _ table: NodeTable) throws -> stat {
+        let info = try info(node, table)
+        let layer = info.layers[0]
+        return presented(try layers[layer].status(try path(node, table)), layer: layer)
+    }
+
+    public func readLink(_ node: UInt64) throws -> [UInt8] {
+        try state.withLock { table in
+            let info = try info(node, table)
+            var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+            let count = readlinkat(layers[info.layers[0]].fd, Layer.at(try path(node, table)), &buffer, buffer.count)
+            guard count >= 0 else { throw UnionError(errno) }
+            return Array(buffer[0..<count])
+        }
+    }
+
+    public func statistics() throws -> statvfs {
+        var result = statvfs()
+        try check(fstatvfs(layers[0].fd, &result))
+        return result
+    }
+
+    // MARK: Directories
+
+    /// A merged directory's entries (name, type, st_ino), "." and ".." first.
+    public func listing(_ node: UInt64) throws -> [(name: String, type: UInt8, inode: UInt64)] {
+        try state.withLock { table in
+            let info = try info(node, table)
+            guard info.isDirectory else { throw UnionError(ENOTDIR) }
+            return try mergedEntries(try path(node, table), info.layers)
+        }
+    }
+
+    func mergedEntries(_ path: String, _ from: [Int]) throws -> [(name: String, type: UInt8, inode: UInt64)] {
+        var result: [(name: String, type: UInt8, inode: UInt64)] = [(".", UInt8(DT_DIR), 1), ("..", UInt8(DT_DIR), 1)]
+        var seen: Set<String> = [".", ".."]
+        for index in from {
+            let layer = layers[index]
+            let fd = openat(layer.fd, Layer.at(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard fd >= 0, let directory = fdopendir(fd) else {
+                if fd >= 0 { close(fd) }
+                if errno == ENOENT || errno == ENOTDIR { continue }
+                throw UnionError(errno)
+            }
+            defer { closedir(directory) }
+            while let entry = readdir(directory) {
+                let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                guard seen.insert(name).inserted else { continue }
+                var type = entry.pointee.d_type
+                if type == UInt8(DT_CHR) || type == UInt8(DT_UNKNOWN) {
+                    var st = stat()
+                    if fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 {
+                        if st.st_mode & S_IFMT == S_IFCHR && st.st_rdev == 0 { continue }  // whited out, here and below
+                        type = UInt8((st.st_mode & S_IFMT) >> 12)
+                    }
+                }
+                result.append((name, type, UInt64(entry.pointee.d_ino) & 0x00FF_FFFF_FFFF_FFFF | UInt64(index + 1) << 56))
+            }
+        }
+        return result
+    }
+
+    // MARK: Extended attributes
+
+    public func getAttribute(_ node: UInt64, _ name: String, into buffer: UnsafeMutableRawBufferPointer?) throws -> Int {
+        guard !names.isPrivate(name) else { throw UnionError(ENODATA) }
+        return try state.withLock { table in
+            let info = try info(node, table)
+            let full = layers[info.layers[0]].absolute(try path(node, table))
+            let count = lgetxattr(full, name, buffer?.baseAddress, buffer?.count ?? 0)
+            guard count >= 0 else { throw UnionError(errno) }
+            return count
+        }
+    }
+
+    /// The names, less the union's own, NUL-separated.
+    public func attributeNames(_ node: UInt64) throws -> [UInt8] {
+        try state.withLock { table in
+            let info = try info(node, table)
+            let full = layers[info.layers[0]].absolute(try path(node, table))
+            return try visibleAttributeNames(full)
+        }
+    }
+
+    func visibleAttributeNames(_ full: String) throws -> [UInt8] {
+        let size = llistxattr(full, nil, 0)
+        guard size >= 0 else { throw UnionError(errno) }
+        guard size > 0 else { return [] }
+        var raw = [CChar](repeating: 0, count: size)
+        let got = llistxattr(full, &raw, raw.count)
+        guard got >= 0 else { throw UnionError(errno) }
+        var result: [UInt8] = []
+        for name in raw.prefix(got).split(separator: 0) {
+            let text = String(decoding: name.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if !names.isPrivate(text) { result += Array(text.utf8) + [0] }
+        }
+        return result
+    }
+
+    public func setAttribute(_ node: UInt64, _ name: String, _ value: UnsafeRawBufferPointer, flags: Int32) throws {
+        guard !names.isPrivate(name) else { throw UnionError(EPERM) }
+        try state.withLock { table in
+            let path = try copyUp(node, &table)
+            try check(lsetxattr(layers[0].absolute(path), name, value.baseAddress, value.count, flags))
+        }
+    }
+
+    public func removeAttribute(_ node: UInt64, _ name: String) throws {
+        guard !names.isPrivate(name) else { throw UnionError(ENODATA) }
+        try state.withLock { table in
+            let info = try info(node, table)
+            // Nothing to copy up for a name the object does not have.
+            let full = layers[info.layers[0]].absolute(try path(node, table))
+            if lgetxattr(full, name, nil, 0) < 0 { throw UnionError(errno) }
+            let path = try copyUp(node, &table)
+            try check(lremovexattr(layers[0].absolute(path), name))
+        }
+    }
+}
