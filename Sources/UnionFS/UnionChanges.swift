@@ -180,7 +180,7 @@ extension UnionFilesystem {
             if flags & linux_rename_noreplace != 0 && target != nil { throw UnionError(EEXIST) }
             // A directory with lower parts cannot move without redirects (overlayfs
             // without redirect_dir): EXDEV, and mv copies it instead.
-            if source.isDirectory && (source.layers != [0] || sourceBelow) { throw UnionError(EXDEV) }
+            if source.isDirectory && source.layers != [0] { throw UnionError(EXDEV) }
             if let target {
                 if target.isDirectory {
                     guard source.isDirectory else { throw UnionError(EISDIR) }
@@ -217,6 +217,7 @@ extension UnionFilesystem {
                 moved.parent = newParent
                 moved.name = newName
                 moved.layers = [0]
+                moved.aliases.append((newParent, newName))
                 table.nodes[node] = moved
                 table.byName[NodeTable.key(newParent, newName)] = node
             }
@@ -237,10 +238,15 @@ extension UnionFilesystem {
 
     func swapNames(_ parentA: UInt64, _ nameA: String, _ parentB: UInt64, _ nameB: String, _ table: inout NodeTable) {
         let a = table.byName[NodeTable.key(parentA, nameA)], b = table.byName[NodeTable.key(parentB, nameB)]
-        table.byName[NodeTable.key(parentA, nameA)] = b
-        table.byName[NodeTable.key(parentB, nameB)] = a
-        if let a, var info = table.nodes[a] { (info.parent, info.name) = (parentB, nameB); table.nodes[a] = info }
-        if let b, var info = table.nodes[b] { (info.parent, info.name) = (parentA, nameA); table.nodes[b] = info }
+        detach(parentA, nameA, &table)
+        detach(parentB, nameB, &table)
+        for (node, parent, name) in [(a, parentB, nameB), (b, parentA, nameA)] {
+            guard let node, var info = table.nodes[node] else { continue }
+            (info.parent, info.name) = (parent, name)
+            info.aliases.append((parent, name))
+            table.nodes[node] = info
+            table.byName[NodeTable.key(parent, name)] = node
+        }
     }
 
     public func setAttributes(_ node: UInt64, _ changes: UnionAttributeChanges, fd: Int32?) throws -> stat {

@@ -48,6 +48,7 @@ extension UnionFilesystem {
                 if st.st_nlink > 1, linkat(work.fd, index, upper.fd, path, 0) == 0 {
                     info.layers = [0]
                     table.nodes[node] = info
+                    addIdentity(node, try upper.status(path), &table)
                     return path
                 }
                 try copyFile(from: source, path, to: work, temporary, size: Int(st.st_size))
@@ -72,6 +73,7 @@ extension UnionFilesystem {
         // A directory made upper merges with what it had below (it is not opaque).
         info.layers = info.isDirectory ? [0] + info.layers : [0]
         table.nodes[node] = info
+        addIdentity(node, try upper.status(path), &table)
         return path
     }
 

@@ -25,6 +25,7 @@ public final class UnionFilesystem: Sendable {
     let temporaryCounter = Atomic<UInt64>(0)
 
     struct Node {
+        /// The name the node's path goes through (one of `aliases`).
         var parent: UInt64
         var name: String
         var lookups: UInt64
@@ -32,11 +33,23 @@ public final class UnionFilesystem: Sendable {
         /// For a directory, every layer it is merged from (top first); else the layer of
         /// the object.
         var layers: [Int]
+        /// Every name the kernel knows it by (hard links are one node, as in overlayfs).
+        var aliases: [(parent: UInt64, name: String)] = []
+        /// The files it is (the lower one, and the upper one after a copy-up).
+        var identities: [Identity] = []
+    }
+
+    struct Identity: Hashable {
+        var device: UInt64
+        var inode: UInt64
+        init(_ st: stat) { (device, inode) = (UInt64(st.st_dev), UInt64(st.st_ino)) }
     }
 
     struct NodeTable {
         var nodes: [UInt64: Node] = [:]
         var byName: [String: UInt64] = [:]
+        /// Non-directories by file, so that hard links share their node.
+        var byIdentity: [Identity: UInt64] = [:]
         var next: UInt64 = 2
 
         static func key(_ parent: UInt64, _ name: String) -> String { "\(parent)/\(name)" }
@@ -100,26 +113,57 @@ public final class UnionFilesystem: Sendable {
 
     static func childPath(_ parent: String, _ name: String) -> String { parent.isEmpty ? name : parent + "/" + name }
 
-    /// The kernel learns a name: its node (the same one while the kernel holds it).
+    /// The kernel learns a name: its node (the same one while the kernel holds it; the same
+    /// for every name of one file).
     func remember(_ parent: UInt64, _ name: String, _ resolved: Resolved, _ table: inout NodeTable) -> UInt64 {
         let key = NodeTable.key(parent, name)
-        if let existing = table.byName[key], var node = table.nodes[existing] {
+        let identity = Identity(resolved.status)
+        let existing = table.byName[key] ?? (resolved.isDirectory ? nil : table.byIdentity[identity])
+        if let existing, var node = table.nodes[existing], node.isDirectory == resolved.isDirectory {
             node.lookups += 1
-            node.isDirectory = resolved.isDirectory
             node.layers = resolved.layers
+            if table.byName[key] != existing {
+                node.aliases.append((parent, name))
+                table.byName[key] = existing
+            }
+            (node.parent, node.name) = (parent, name)
+            if !resolved.isDirectory && !node.identities.contains(identity) {
+                node.identities.append(identity)
+                table.byIdentity[identity] = existing
+            }
             table.nodes[existing] = node
             return existing
         }
         let number = table.next
         table.next += 1
-        table.nodes[number] = Node(parent: parent, name: name, lookups: 1, isDirectory: resolved.isDirectory, layers: resolved.layers)
+        var node = Node(parent: parent, name: name, lookups: 1, isDirectory: resolved.isDirectory, layers: resolved.layers)
+        node.aliases = [(parent, name)]
+        if !resolved.isDirectory {
+            node.identities = [identity]
+            table.byIdentity[identity] = number
+        }
+        table.nodes[number] = node
         table.byName[key] = number
         return number
     }
 
-    /// The name no longer leads to its node (unlink, rmdir, rename over it).
+    /// The name no longer leads to its node (unlink, rmdir, rename over it); the node goes
+    /// on by another of its names, if it has one.
     func detach(_ parent: UInt64, _ name: String, _ table: inout NodeTable) {
-        table.byName[NodeTable.key(parent, name)] = nil
+        let key = NodeTable.key(parent, name)
+        guard let number = table.byName.removeValue(forKey: key), var node = table.nodes[number] else { return }
+        node.aliases.removeAll { $0.parent == parent && $0.name == name }
+        if node.parent == parent && node.name == name, let other = node.aliases.last { (node.parent, node.name) = other }
+        table.nodes[number] = node
+    }
+
+    /// A node's file changed identity (a copy-up): later lookups of its other names find it.
+    func addIdentity(_ node: UInt64, _ st: stat, _ table: inout NodeTable) {
+        guard var info = table.nodes[node], !info.isDirectory else { return }
+        let identity = Identity(st)
+        if !info.identities.contains(identity) { info.identities.append(identity) }
+        table.nodes[node] = info
+        table.byIdentity[identity] = node
     }
 
     public func forget(_ node: UInt64, _ count: UInt64) {
@@ -132,16 +176,22 @@ public final class UnionFilesystem: Sendable {
                 return
             }
             table.nodes[node] = nil
-            let key = NodeTable.key(info.parent, info.name)
-            if table.byName[key] == node { table.byName[key] = nil }
+            for alias in info.aliases {
+                let key = NodeTable.key(alias.parent, alias.name)
+                if table.byName[key] == node { table.byName[key] = nil }
+            }
+            for identity in info.identities where table.byIdentity[identity] == node { table.byIdentity[identity] = nil }
         }
     }
 
     /// st_ino of an object: its number in its layer, the layer in the high bits (hard
-    /// links in one layer show as such).
-    func presented(_ status: stat, layer: Int) -> stat {
+    /// links in one layer show as such). A directory merged from several layers has
+    /// st_nlink 1, as in overlayfs: "unknown", so that fts and find do not conclude from
+    /// the upper directory's count that the merged one has no subdirectories.
+    func presented(_ status: stat, layer: Int, merged: Bool = false) -> stat {
         var st = status
         st.st_ino = UInt(UInt64(st.st_ino) & 0x00FF_FFFF_FFFF_FFFF | UInt64(layer + 1) << 56)
+        if merged { st.st_nlink = 1 }
         return st
     }
 
@@ -162,18 +212,26 @@ public final class UnionFilesystem: Sendable {
                 try copyUp(node, &table)
                 return UnionEntry(node: node, status: try attributesLocked(node, table))
             }
-            return UnionEntry(node: node, status: presented(resolved.status, layer: resolved.layers[0]))
+            return UnionEntry(node: node, status: presented(resolved.status, layer: resolved.layers[0],
+                                                            merged: resolved.isDirectory && resolved.layers.count > 1))
         }
     }
 
-    public func attributes(_ node: UInt64) throws -> stat {
-        try state.withLock { table in try attributesLocked(node, table) }
+    /// With `fd` (an fstat of an open file, which may have no name left), its attributes.
+    public func attributes(_ node: UInt64, fd: Int32? = nil) throws -> stat {
+        try state.withLock { table in
+            guard let fd else { return try attributesLocked(node, table) }
+            var st = stat()
+            try check(fstat(fd, &st))
+            let node = try info(node, table)
+            return presented(st, layer: node.layers[0], merged: node.isDirectory && node.layers.count > 1)
+        }
     }
 
     func attributesLocked(_ node: UInt64, _ table: NodeTable) throws -> stat {
         let info = try info(node, table)
         let layer = info.layers[0]
-        return presented(try layers[layer].status(try path(node, table)), layer: layer)
+        return presented(try layers[layer].status(try path(node, table)), layer: layer, merged: info.isDirectory && info.layers.count > 1)
     }
 
     public func readLink(_ node: UInt64) throws -> [UInt8] {

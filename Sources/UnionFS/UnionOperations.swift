@@ -79,8 +79,11 @@ enum UnionOperations {
             for i in 0..<count { filesystem.forget(UInt64(forgets![i].ino), UInt64(forgets![i].nlookup)) }
             fuse_reply_none(request)
         }
-        ops.getattr = { request, ino, _ in
-            do { UnionOperations.replyAttributes(request, try UnionOperations.server(request).filesystem.attributes(UInt64(ino))) } catch {
+        ops.getattr = { request, ino, info in
+            do {
+                let fd = info.map { Int32(truncatingIfNeeded: $0.pointee.fh) }
+                UnionOperations.replyAttributes(request, try UnionOperations.server(request).filesystem.attributes(UInt64(ino), fd: fd))
+            } catch {
                 UnionOperations.fail(request, error, "getattr of node \(ino)")
             }
         }

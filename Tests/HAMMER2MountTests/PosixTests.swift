@@ -12,6 +12,8 @@ func makedev(_ major: UInt32, _ minor: UInt32) -> dev_t { dev_t(major) << 8 | de
 class MountTestCase: XCTestCase {
     /// Subclasses for encrypted PFSes run the same tests again on one.
     class var encrypted: Bool { false }
+    /// Reading a file moves its atime (relatime of a union's layer filesystem).
+    class var readsMoveAtime: Bool { false }
 
     func newVolume() throws -> ScratchVolume { try ScratchVolume(encrypted: Self.encrypted) }
 
@@ -228,11 +230,14 @@ class PosixTests: MountTestCase {
                              before.st_mtim.tv_sec * 1_000_000_000 + before.st_mtim.tv_nsec)
         try volume.verifyAfterRemount()
         XCTAssertEqual(stat(volume.path("f"), &st), 0)
-        XCTAssertEqual(st.st_atim.tv_sec, 1_000_000_000)
+        // A union's files are its layers' files: their filesystem's relatime moves atime
+        // when the remount's check reads them (so does overlayfs; docs/unionfs.md).
+        if !Self.readsMoveAtime { XCTAssertEqual(st.st_atim.tv_sec, 1_000_000_000) }
     }
 
     func testUnlinkedOpenFileStaysReadableUntilClosed() throws {
         let volume = try newVolume()
+        let initial = try FileManager.default.contentsOfDirectory(atPath: volume.root)
         var random = SplitMix64(seed: 3)
         let data = random.bytes(200_000)
         write(volume.path("doomed"), data)
@@ -251,7 +256,7 @@ class PosixTests: MountTestCase {
         XCTAssertEqual(fsync(fd), 0)
         close(fd)
         try volume.verifyAfterRemount()
-        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: volume.root), [])
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: volume.root), initial)
     }
 
     func testFsyncStatfsAndExclusiveCreate() throws {

@@ -105,15 +105,21 @@ public final class MountedImage {
     /// Mounts `spec` ("IMAGE@LABEL") at a fresh temporary directory: read-only unless
     /// `options` say otherwise (fixture images are shared and must not change).
     /// `input`: the daemon's standard input (a passphrase); else it inherits the caller's.
-    public init(_ spec: String, options: [String] = ["-o", "ro"], input: String? = nil) throws {
+    public convenience init(_ spec: String, options: [String] = ["-o", "ro"], input: String? = nil) throws {
+        try self.init(program: "mount_hammer2", arguments: options + [spec], input: input, what: spec)
+    }
+
+    /// `program -f ARGUMENTS MOUNTPOINT` (mount_unionfs, for instance) at a fresh directory.
+    public init(program: String, arguments: [String], input: String? = nil, what: String) throws {
+        let spec = what
         let base = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-mnt-\(getpid())-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         mountpoint = base
         stderrFile = base.deletingLastPathComponent().appendingPathComponent(base.lastPathComponent + ".log")
         FileManager.default.createFile(atPath: stderrFile.path, contents: nil)
         process = Process()
-        process.executableURL = URL(fileURLWithPath: try Binaries.path("mount_hammer2"))
-        process.arguments = ["-f"] + options + [spec, base.path]
+        process.executableURL = URL(fileURLWithPath: try Binaries.path(program))
+        process.arguments = ["-f"] + arguments + [base.path]
         process.standardError = try FileHandle(forWritingTo: stderrFile)
         process.standardOutput = FileHandle.nullDevice
         let inputPipe = Pipe()

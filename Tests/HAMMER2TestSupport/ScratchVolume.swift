@@ -78,13 +78,36 @@ public final class ScratchVolume {
         mount = try MountedImage("\(image.path)@\(label)", options: ["-o", (["rw"] + options + keyOptions).joined(separator: ",")])
     }
 
+    /// A union instead of a HAMMER2 volume: `image` is then a directory holding lower,
+    /// upper and work, mounted with mount_unionfs (the POSIX suite runs on it too).
+    public private(set) var isUnion = false
+
+    public init(unionWithLower populate: (String) throws -> Void = { _ in }) throws {
+        image = FileManager.default.temporaryDirectory.appendingPathComponent("unionfs-scratch-\(getpid())-\(UUID().uuidString.prefix(8))")
+        label = ""
+        isUnion = true
+        for layer in ["lower", "upper", "work"] {
+            try FileManager.default.createDirectory(atPath: image.path + "/" + layer, withIntermediateDirectories: true)
+        }
+        try populate(image.path + "/lower")
+        mount = try mountUnion()
+    }
+
+    public var unionOptions: String {
+        "lowerdir=\(image.path)/lower,upperdir=\(image.path)/upper,workdir=\(image.path)/work"
+    }
+
+    func mountUnion() throws -> MountedImage {
+        try MountedImage(program: "mount_unionfs", arguments: ["-o", unionOptions], what: unionOptions)
+    }
+
     /// The key file of an encrypted volume.
     public private(set) var keyFile: String?
     var keyOptions: [String] { keyFile.map { ["keyfile=\($0)"] } ?? [] }
 
     deinit {
         try? mount?.unmount()
-        try? FileManager.default.removeItem(at: image)
+        try? FileManager.default.removeItem(at: image)  // an image file, or a union's directory
         if let keyFile { try? FileManager.default.removeItem(atPath: keyFile) }
     }
 
@@ -109,6 +132,11 @@ public final class ScratchVolume {
 
     /// Unmounts, runs fsck_hammer2 (which must pass) and mounts again.
     public func remount(readOnly: Bool = false, file: StaticString = #filePath, line: UInt = #line) throws {
+        if isUnion {
+            XCTAssertEqual(try mount!.unmount(), 0, "mount_unionfs exit status: \(mount!.log)", file: file, line: line)
+            mount = try mountUnion()
+            return
+        }
         let status = try mount!.unmount()
         XCTAssertEqual(status, 0, "mount_hammer2 exit status: \(mount!.log)", file: file, line: line)
         let fsck = try Binaries.run("fsck_hammer2", (keyFile.map { ["-k", $0] } ?? []) + [image.path])
