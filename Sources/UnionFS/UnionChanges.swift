@@ -276,13 +276,16 @@ extension UnionFilesystem {
 
     /// open(2) of a file: copied up first when it is opened for writing.
     public func open(_ node: UInt64, flags: Int32) throws -> Int32 {
-        try state.withLock { table in
-            let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
-            let info = try info(node, table)
+        let writes = flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0
+        let openFlags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC
+        guard writes else {
+            let (info, path) = try located(node)
             guard !info.isDirectory else { throw UnionError(EISDIR) }
-            let path = writes ? try copyUp(node, &table) : try self.path(node, table)
-            let layer = writes ? try upper : layers[info.layers[0]]
-            return try check(openat(layer.fd, path, (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC))
+            return try check(openat(layers[info.layers[0]].fd, path, openFlags))
+        }
+        return try state.withLock { table in
+            guard try !info(node, table).isDirectory else { throw UnionError(EISDIR) }
+            return try check(openat(try upper.fd, try copyUp(node, &table), openFlags))
         }
     }
 }

@@ -39,6 +39,11 @@ public final class UnionFilesystem: Sendable {
         var identities: [Identity] = []
     }
 
+    struct NameKey: Hashable {
+        var parent: UInt64
+        var name: String
+    }
+
     struct Identity: Hashable {
         var device: UInt64
         var inode: UInt64
@@ -47,12 +52,12 @@ public final class UnionFilesystem: Sendable {
 
     struct NodeTable {
         var nodes: [UInt64: Node] = [:]
-        var byName: [String: UInt64] = [:]
+        var byName: [NameKey: UInt64] = [:]
         /// Non-directories by file, so that hard links share their node.
         var byIdentity: [Identity: UInt64] = [:]
         var next: UInt64 = 2
 
-        static func key(_ parent: UInt64, _ name: String) -> String { "\(parent)/\(name)" }
+        static func key(_ parent: UInt64, _ name: String) -> NameKey { NameKey(parent: parent, name: name) }
     }
 
     public static let rootNode: UInt64 = 1
@@ -197,12 +202,19 @@ public final class UnionFilesystem: Sendable {
 
     // MARK: Lookup and attributes
 
+    /// A node and its path, taken under the lock; what follows (system calls that only read)
+    /// runs outside it. The kernel holds a directory's lock across lookups in it and the
+    /// operations that change it, so a name cannot change under a lookup.
+    func located(_ node: UInt64) throws -> (Node, String) {
+        try state.withLock { table in (try info(node, table), try path(node, table)) }
+    }
+
     public func lookup(_ parent: UInt64, _ name: String) throws -> UnionEntry {
-        try state.withLock { table in
-            let directory = try info(parent, table)
-            guard directory.isDirectory else { throw UnionError(ENOTDIR) }
-            let path = Self.childPath(try self.path(parent, table), name)
-            guard let resolved = try resolve(path, in: directory.layers, layers: layers, names: names) else { throw UnionError(ENOENT) }
+        let (directory, parentPath) = try located(parent)
+        guard directory.isDirectory else { throw UnionError(ENOTDIR) }
+        let path = Self.childPath(parentPath, name)
+        guard let resolved = try resolve(path, in: directory.layers, layers: layers, names: names) else { throw UnionError(ENOENT) }
+        return try state.withLock { table in
             let node = remember(parent, name, resolved, &table)
             // Another name of a lower file whose hard link was copied up already: it is that
             // upper file now (linked into place), not the lower one.
@@ -219,13 +231,14 @@ public final class UnionFilesystem: Sendable {
 
     /// With `fd` (an fstat of an open file, which may have no name left), its attributes.
     public func attributes(_ node: UInt64, fd: Int32? = nil) throws -> stat {
-        try state.withLock { table in
-            guard let fd else { return try attributesLocked(node, table) }
+        let (info, path) = try located(node)
+        let merged = info.isDirectory && info.layers.count > 1
+        if let fd {
             var st = stat()
             try check(fstat(fd, &st))
-            let node = try info(node, table)
-            return presented(st, layer: node.layers[0], merged: node.isDirectory && node.layers.count > 1)
+            return presented(st, layer: info.layers[0], merged: merged)
         }
+        return presented(try layers[info.layers[0]].status(path), layer: info.layers[0], merged: merged)
     }
 
     func attributesLocked(_ node: UInt64, _ table: NodeTable) throws -> stat {
@@ -235,13 +248,11 @@ public final class UnionFilesystem: Sendable {
     }
 
     public func readLink(_ node: UInt64) throws -> [UInt8] {
-        try state.withLock { table in
-            let info = try info(node, table)
-            var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-            let count = readlinkat(layers[info.layers[0]].fd, Layer.at(try path(node, table)), &buffer, buffer.count)
-            guard count >= 0 else { throw UnionError(errno) }
-            return Array(buffer[0..<count])
-        }
+        let (info, path) = try located(node)
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlinkat(layers[info.layers[0]].fd, Layer.at(path), &buffer, buffer.count)
+        guard count >= 0 else { throw UnionError(errno) }
+        return Array(buffer[0..<count])
     }
 
     public func statistics() throws -> statvfs {
@@ -254,11 +265,9 @@ public final class UnionFilesystem: Sendable {
 
     /// A merged directory's entries (name, type, st_ino), "." and ".." first.
     public func listing(_ node: UInt64) throws -> [(name: String, type: UInt8, inode: UInt64)] {
-        try state.withLock { table in
-            let info = try info(node, table)
-            guard info.isDirectory else { throw UnionError(ENOTDIR) }
-            return try mergedEntries(try path(node, table), info.layers)
-        }
+        let (info, path) = try located(node)
+        guard info.isDirectory else { throw UnionError(ENOTDIR) }
+        return try mergedEntries(path, info.layers)
     }
 
     func mergedEntries(_ path: String, _ from: [Int]) throws -> [(name: String, type: UInt8, inode: UInt64)] {
@@ -294,22 +303,16 @@ public final class UnionFilesystem: Sendable {
 
     public func getAttribute(_ node: UInt64, _ name: String, into buffer: UnsafeMutableRawBufferPointer?) throws -> Int {
         guard !names.isPrivate(name) else { throw UnionError(ENODATA) }
-        return try state.withLock { table in
-            let info = try info(node, table)
-            let full = layers[info.layers[0]].absolute(try path(node, table))
-            let count = lgetxattr(full, name, buffer?.baseAddress, buffer?.count ?? 0)
-            guard count >= 0 else { throw UnionError(errno) }
-            return count
-        }
+        let (info, path) = try located(node)
+        let count = lgetxattr(layers[info.layers[0]].absolute(path), name, buffer?.baseAddress, buffer?.count ?? 0)
+        guard count >= 0 else { throw UnionError(errno) }
+        return count
     }
 
     /// The names, less the union's own, NUL-separated.
     public func attributeNames(_ node: UInt64) throws -> [UInt8] {
-        try state.withLock { table in
-            let info = try info(node, table)
-            let full = layers[info.layers[0]].absolute(try path(node, table))
-            return try visibleAttributeNames(full)
-        }
+        let (info, path) = try located(node)
+        return try visibleAttributeNames(layers[info.layers[0]].absolute(path))
     }
 
     func visibleAttributeNames(_ full: String) throws -> [UInt8] {

@@ -86,14 +86,12 @@ extension Layer {
         }
     }
 
+    /// The namespace the union writes (trusted.overlay.* as root, as the kernel's overlayfs
+    /// does; user.overlay.* unprivileged, where trusted.* cannot be read anyway).
     func isOpaque(_ path: String, names: OverlayNames) -> Bool {
-        var value = [UInt8](repeating: 0, count: 4)
-        let full = absolute(path)
-        for name in [names.opaque, names.other + "opaque"] {
-            let length = lgetxattr(full, name, &value, value.count)
-            if length == 1 && value[0] == UInt8(ascii: "y") { return true }
-        }
-        return false
+        var value: (UInt8, UInt8) = (0, 0)
+        let length = withUnsafeMutableBytes(of: &value) { lgetxattr(absolute(path), names.opaque, $0.baseAddress, $0.count) }
+        return length == 1 && value.0 == UInt8(ascii: "y")
     }
 }
 
