@@ -43,14 +43,16 @@ let package = Package(
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption", "HAMMER2Trace"]),
         .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Trace", "CAtomicMemory", "CFUSE3", "CMalloc"]),
         .target(name: "HAMMER2Trace", dependencies: ["CAtomicMemory"]),
-        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace", "HAMMER2FUSE", "CXattr"]),
+        // The release every tool reports (--version), HAMMER2's and the union's.
+        .target(name: "HAMMER2Release"),
+        .target(name: "HAMMER2Tools", dependencies: ["HAMMER2Release", "HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Encryption", "HAMMER2Trace", "HAMMER2FUSE", "CXattr"]),
         .target(name: "HAMMER2Fuzzing", dependencies: ["HAMMER2Engine", "HAMMER2CopyOnWrite", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Trace"]),
         .executableTarget(name: "hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
         // The union of directories (docs/unionfs.md): the FUSE request loop, none of HAMMER2.
         .target(name: "CLinuxCalls"),
         .target(name: "UnionFS", dependencies: ["CFUSE3", "CXattr", "CLinuxCalls"]),
-        .executableTarget(name: "mount_unionfs", dependencies: ["UnionFS", "CFUSE3"]),
+        .executableTarget(name: "mount_unionfs", dependencies: ["UnionFS", "CFUSE3", "HAMMER2Release"]),
         .executableTarget(name: "fsck_hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "newfs_hammer2", dependencies: ["HAMMER2Tools"]),
         .target(

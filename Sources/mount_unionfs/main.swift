@@ -5,6 +5,7 @@
 import CFUSE3
 import Foundation
 import Glibc
+import HAMMER2Release
 import UnionFS
 
 let usageText = """
@@ -40,7 +41,7 @@ var arguments = CommandLine.arguments.dropFirst().makeIterator()
 while let argument = arguments.next() {
     switch argument {
     case "-h", "--help": print(usageText); exit(0)
-    case "--version": print("mount_unionfs 0.9.0"); exit(0)
+    case "--version": print(Release.versionLine("mount_unionfs")); exit(0)
     case "-f": foreground = true
     case "-d": debug = true; foreground = true
     case "-o":

@@ -17,7 +17,7 @@ func shell(_ command: String, environment: [String: String] = [:]) throws -> (st
 
 final class InstallTests: XCTestCase {
     var stage = ""
-    let tools = ["newfs_hammer2", "mount_hammer2", "fsck_hammer2", "hammer2"]
+    let tools = ["newfs_hammer2", "mount_hammer2", "fsck_hammer2", "hammer2", "mount_unionfs"]
 
     override func setUpWithError() throws {
         stage = FileManager.default.temporaryDirectory.appendingPathComponent("h2-install-\(UUID().uuidString.prefix(8))").path
