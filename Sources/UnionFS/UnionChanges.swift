@@ -91,7 +91,10 @@ extension UnionFilesystem {
     }
 
     public func makeNode(_ parent: UInt64, _ name: String, mode: mode_t, device: dev_t, caller: UnionCaller) throws -> UnionEntry {
-        try state.withLock { table in
+        // A 0/0 character device is a whiteout to the union: made through it, it would
+        // delete the name instead of creating it.
+        if mode & S_IFMT == S_IFCHR && device == 0 { throw UnionError(EPERM) }
+        return try state.withLock { table in
             try place(parent, name, caller: caller, &table) { try check(mknodat($0, $1, mode, device)) }.0
         }
     }
@@ -254,7 +257,11 @@ extension UnionFilesystem {
             let path = try copyUp(node, &table)
             let upper = try self.upper
             let at = Layer.at(path)
-            if let mode = changes.mode { try check(fchmodat(upper.fd, at, mode & 0o7777, 0)) }
+            if let mode = changes.mode {
+                // fchmodat follows a symbolic link: never for one (Linux has no lchmod).
+                guard try upper.status(path).st_mode & S_IFMT != S_IFLNK else { throw UnionError(EOPNOTSUPP) }
+                try check(fchmodat(upper.fd, at, mode & 0o7777, 0))
+            }
             if changes.uid != nil || changes.gid != nil {
                 try check(fchownat(upper.fd, at, changes.uid ?? uid_t.max, changes.gid ?? gid_t.max, AT_SYMLINK_NOFOLLOW))
             }

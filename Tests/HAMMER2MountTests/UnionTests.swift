@@ -175,6 +175,10 @@ final class UnionTests: XCTestCase {
         XCTAssertFalse(String(decoding: names.prefix(max(0, length)).map { UInt8(bitPattern: $0) }, as: UTF8.self).contains("overlay"))
         XCTAssertEqual(setxattr("\(m)/whited", "trusted.overlay.opaque", "y", 1, 0), -1)
         XCTAssertEqual(contents("\(work)/lower/whited"), "deleted before", "lower layers never change")
+        // A whiteout cannot be made through the union (it would delete, not create).
+        XCTAssertEqual(mknod("\(m)/device", S_IFCHR | 0o600, 0), -1)
+        XCTAssertEqual(errno, EPERM)
+        XCTAssertEqual(mknod("\(m)/fifo", S_IFIFO | 0o600, 0), 0)
     }
 
     /// Our upper layer under the kernel's overlayfs, and the kernel's under ours: the same
