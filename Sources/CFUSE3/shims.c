@@ -107,6 +107,10 @@ static _Atomic unsigned char h2fuse_uring_negotiated[H2FUSE_MAX_FD];
 
 // FUSE_OVER_IO_URING is bit 41 of the INIT flags: bit 9 of flags2 (7.42; not in Debian 12's headers).
 #define H2FUSE_OVER_IO_URING_FLAGS2 (1u << 9)
+// FUSE_PASSTHROUGH is bit 37: bit 5 of flags2 (7.40); the reply's max_stack_depth follows flags2.
+#define H2FUSE_PASSTHROUGH_FLAGS2 (1u << 5)
+static _Atomic unsigned char h2fuse_passthrough_wanted[H2FUSE_MAX_FD];
+static _Atomic unsigned char h2fuse_passthrough_on[H2FUSE_MAX_FD];
 
 // Payload buffer of a ring entry: the kernel wants max(max_write, max_pages pages), 1 MiB here.
 #define H2FUSE_URING_PAYLOAD ((size_t)1 << 20)
@@ -122,6 +126,8 @@ static ssize_t h2fuse_io_read(int fd, void *buf, size_t len, void *userdata) {
         // flags2 exists from 7.36 on: older kernels send a 16-byte INIT.
         if (init->major == 7 && got >= (ssize_t)(sizeof *in + 20) && (init->flags & FUSE_INIT_EXT)
             && (init->flags2 & H2FUSE_OVER_IO_URING_FLAGS2)) offered |= 2;
+        if (init->major == 7 && got >= (ssize_t)(sizeof *in + 20) && (init->flags & FUSE_INIT_EXT)
+            && (init->flags2 & H2FUSE_PASSTHROUGH_FLAGS2)) offered |= 4;
         h2fuse_offered[fd] = offered;
         if (offered) h2fuse_init_unique[fd] = in->unique;
     }
@@ -147,12 +153,22 @@ static ssize_t h2fuse_io_writev(int fd, struct iovec *iov, int count, void *user
                 reply.flags |= FUSE_INIT_EXT;
                 reply.flags2 |= H2FUSE_OVER_IO_URING_FLAGS2;
             }
+            // Passthrough: reads and writes of files opened with a backing file go to it
+            // in the kernel (not with the writeback cache, which the kernel refuses with it).
+            int passthrough = (offered & 4) && h2fuse_passthrough_wanted[fd] && !(reply.flags & FUSE_WRITEBACK_CACHE)
+                && size >= offsetof(struct fuse_init_out, flags2) + 8;
+            if (passthrough) {
+                reply.flags |= FUSE_INIT_EXT;
+                reply.flags2 |= H2FUSE_PASSTHROUGH_FLAGS2;
+                reply.unused[0] = 1;  // max_stack_depth: backing files on a filesystem that is not stacked
+            }
             struct iovec patched[2] = { iov[0], { &reply, size } };
             h2fuse_init_unique[fd] = 0;
             ssize_t written = writev(fd, patched, 2);
             if (written > 0) {
                 h2fuse_killpriv_v2[fd] = offered & 1;
                 h2fuse_uring_negotiated[fd] = (unsigned char)uring;
+                h2fuse_passthrough_on[fd] = (unsigned char)passthrough;
             }
             return written;
         }
@@ -167,6 +183,7 @@ int h2fuse_take_over_io(struct fuse_session *se) {
         h2fuse_killpriv_v2[fd] = 0;
         h2fuse_offered[fd] = 0;
         h2fuse_uring_negotiated[fd] = 0;
+        h2fuse_passthrough_on[fd] = 0;
     }
     const struct fuse_custom_io io = { .writev = h2fuse_io_writev, .read = h2fuse_io_read };
     return fuse_session_custom_io(se, &io, fd);
@@ -572,4 +589,38 @@ int h2fuse_classify_mount_options(const char *options, char **ours, char **fuse,
     char **outputs[5] = { unknown, ours, fuse, ignored, refused };
     for (int i = 0; i < 5; i++) *outputs[i] = lists.lists[i] ? lists.lists[i] : strdup("");
     return result == 0 && !lists.failed ? 0 : -1;
+}
+
+// --- FUSE passthrough (kernel 6.9+; libfuse 3.17 has an API for it, 3.14 none) ------------
+
+#include <sys/ioctl.h>
+
+struct h2fuse_backing_map { int32_t fd; uint32_t flags; uint64_t padding; };
+#define H2FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct h2fuse_backing_map)
+#define H2FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+#define H2FUSE_FOPEN_PASSTHROUGH (1u << 7)
+
+void h2fuse_want_passthrough(struct fuse_session *se) {
+    int fd = fuse_session_fd(se);
+    if (fd >= 0 && fd < H2FUSE_MAX_FD) h2fuse_passthrough_wanted[fd] = 1;
+}
+
+int h2fuse_passthrough_negotiated(int device) {
+    return device >= 0 && device < H2FUSE_MAX_FD && h2fuse_passthrough_on[device];
+}
+
+int h2fuse_backing_open(int device, int fd) {
+    struct h2fuse_backing_map map = { .fd = fd, .flags = 0, .padding = 0 };
+    int id = ioctl(device, H2FUSE_DEV_IOC_BACKING_OPEN, &map);
+    return id < 0 ? -errno : id;
+}
+
+void h2fuse_backing_close(int device, int id) {
+    uint32_t backing = (uint32_t)id;
+    ioctl(device, H2FUSE_DEV_IOC_BACKING_CLOSE, &backing);
+}
+
+int h2fuse_reply_open_passthrough(fuse_req_t req, uint64_t fh, int backing_id) {
+    struct { uint64_t fh; uint32_t open_flags; int32_t backing_id; } out = { fh, H2FUSE_FOPEN_PASSTHROUGH, backing_id };
+    return fuse_reply_buf(req, (const char *)&out, sizeof out);
 }

@@ -15,6 +15,9 @@ public struct UnionConfiguration: Sendable, Equatable {
     public var timeout: Double = 1
     /// Copy-ups are not synced before they are renamed into place (overlayfs's volatile).
     public var volatile = false
+    /// FUSE passthrough of open files' reads and writes where the kernel offers it and the
+    /// daemon may (CAP_SYS_ADMIN); `nopassthrough` turns it off.
+    public var passthrough = true
 
     public init(lowers: [String], upper: String? = nil, work: String? = nil, userXattr: Bool = geteuid() != 0) {
         self.lowers = lowers
@@ -36,12 +39,12 @@ public struct UnionConfiguration: Sendable, Equatable {
         }
     }
 
-    /// Parses `-o` options: lowerdir, upperdir, workdir, userxattr, timeout=, volatile;
+    /// Parses `-o` options: lowerdir, upperdir, workdir, userxattr, timeout=, volatile, nopassthrough;
     /// `others` gets what is not ours (for libfuse: allow_other, ...).
     public static func parse(_ options: [String], others: inout [String]) throws -> UnionConfiguration {
         var lowers: [String]?, upper: String?, work: String?
         var userXattr = geteuid() != 0
-        var timeout = 1.0, volatile = false
+        var timeout = 1.0, volatile = false, passthrough = true
         for option in options where !option.isEmpty {
             let parts = option.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             let value = parts.count == 2 ? parts[1] : nil
@@ -59,6 +62,7 @@ public struct UnionConfiguration: Sendable, Equatable {
                 work = value
             case "userxattr": userXattr = true
             case "volatile": volatile = true
+            case "nopassthrough": passthrough = false
             case "timeout":
                 guard let value, let seconds = Double(value), seconds >= 0, seconds <= 3600 else {
                     throw ConfigurationError.usage("timeout= takes seconds (0 to 3600)")
@@ -73,6 +77,7 @@ public struct UnionConfiguration: Sendable, Equatable {
         var configuration = UnionConfiguration(lowers: lowers, upper: upper, work: work, userXattr: userXattr)
         configuration.timeout = timeout
         configuration.volatile = volatile
+        configuration.passthrough = passthrough
         return configuration
     }
 

@@ -183,13 +183,26 @@ enum UnionOperations {
         }
         ops.open = { request, ino, info in
             do {
-                info!.pointee.fh = UInt64(try UnionOperations.server(request).filesystem.open(UInt64(ino), flags: info!.pointee.flags))
+                let server = UnionOperations.server(request)
+                let fd = try server.filesystem.open(UInt64(ino), flags: info!.pointee.flags)
+                // Passthrough: the layer file becomes the kernel's backing file; its reads and
+                // writes no longer come here. The handle keeps the backing id (high half).
+                if let device = server.passthroughDevice {
+                    let backing = h2fuse_backing_open(device, fd)
+                    if backing > 0 {
+                        server.passthroughOpens.add(1, ordering: .relaxed)
+                        _ = h2fuse_reply_open_passthrough(request, UInt64(UInt32(bitPattern: fd)) | UInt64(backing) << 32, backing)
+                        return
+                    }
+                }
+                info!.pointee.fh = UInt64(UInt32(bitPattern: fd))
                 fuse_reply_open(request, info)
             } catch {
                 UnionOperations.fail(request, error, "open of node \(ino)")
             }
         }
         ops.read = { request, _, size, offset, info in
+            UnionOperations.server(request).servedReads.add(1, ordering: .relaxed)
             var buffer = [UInt8](repeating: 0, count: size)
             let count = pread(Int32(truncatingIfNeeded: info!.pointee.fh), &buffer, size, offset)
             if count < 0 { fuse_reply_err(request, errno) } else { _ = fuse_reply_buf(request, buffer, count) }
@@ -200,7 +213,10 @@ enum UnionOperations {
         }
         ops.flush = { request, _, _ in fuse_reply_err(request, 0) }
         ops.release = { request, _, info in
-            close(Int32(truncatingIfNeeded: info!.pointee.fh))
+            let handle = info!.pointee.fh
+            let backing = Int32(truncatingIfNeeded: handle >> 32)
+            if backing > 0, let device = UnionOperations.server(request).passthroughDevice { h2fuse_backing_close(device, backing) }
+            close(Int32(truncatingIfNeeded: handle))
             fuse_reply_err(request, 0)
         }
         ops.fsync = { request, _, dataOnly, info in

@@ -15,6 +15,12 @@ public final class UnionServer: Sendable {
     let threads: UInt32
     let logger: @Sendable (String) -> Void
     private let session = Mutex<SessionPointer?>(nil)
+    /// The session's /dev/fuse descriptor (passthrough's ioctls), -1 before mount.
+    let device = Atomic<Int32>(-1)
+    /// Opens whose reads and writes the kernel passes to the layer file, and reads the
+    /// daemon served itself (said at unmount).
+    let passthroughOpens = Atomic<Int>(0)
+    let servedReads = Atomic<Int>(0)
 
     struct SessionPointer: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -66,13 +72,23 @@ public final class UnionServer: Sendable {
             fuse_session_destroy(created)
             throw MountError(description: "cannot set up the request loop of \(mountpoint)")
         }
+        if filesystem.configuration.passthrough { h2fuse_want_passthrough(created) }
+        device.store(fuse_session_fd(created), ordering: .releasing)
         session.withLock { $0 = SessionPointer(pointer: created, loop: loop) }
+    }
+
+    /// The FUSE device when the kernel took passthrough at INIT, else nil.
+    var passthroughDevice: Int32? {
+        let fd = device.load(ordering: .acquiring)
+        return fd >= 0 && h2fuse_passthrough_negotiated(fd) != 0 ? fd : nil
     }
 
     /// Serves until unmounted (or `stop`).
     public func run() {
         guard let current = session.withLock({ $0 }) else { return }
         _ = h2fuse_loop_run(current.loop)
+        logger("\(mountpoint): \(passthroughOpens.load(ordering: .relaxed)) opens passed through to their layer file, "
+               + "\(servedReads.load(ordering: .relaxed)) reads served by the daemon")
         session.withLock { $0 = nil }
         fuse_session_unmount(current.pointer)
         fuse_session_destroy(current.pointer)

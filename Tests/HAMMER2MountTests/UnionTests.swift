@@ -289,6 +289,43 @@ final class UnionTests: XCTestCase {
         XCTAssertGreaterThan(interrupted, 0, "no kill landed inside a copy-up")
     }
 
+    /// FUSE passthrough (kernel 6.9+, root): reads and writes of open files go to the layer
+    /// file in the kernel, none through the daemon; `nopassthrough` keeps them in it.
+    func testReadsAndWritesPassThroughToTheLayerFiles() throws {
+        var name = utsname()
+        uname(&name)
+        let release = withUnsafeBytes(of: name.release) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        let version = release.split(separator: ".").prefix(2).compactMap { Int($0) }
+        guard geteuid() == 0, version.count == 2, version[0] * 100 + version[1] >= 609 else {
+            throw XCTSkip("FUSE passthrough needs Linux 6.9 and root (here \(release))")
+        }
+        var random = SplitMix64(seed: 28)
+        let data = random.bytes(3 << 20)
+        FileManager.default.createFile(atPath: "\(work)/lower/data", contents: Data(data))
+        for (extra, passes) in [("", true), (",nopassthrough", false)] {
+            try? FileManager.default.removeItem(atPath: "\(work)/upper/data")
+            let union = try mountUnion(extra)
+            let m = union.mountpoint.path
+            XCTAssertEqual(FileManager.default.contents(atPath: m + "/data"), Data(data))
+            let fd = open(m + "/data", O_WRONLY | O_APPEND)  // copied up, then written
+            XCTAssertEqual(Glibc.write(fd, "tail", 4), 4)
+            close(fd)
+            XCTAssertEqual(FileManager.default.contents(atPath: m + "/data"), Data(data + Array("tail".utf8)))
+            var st = stat()
+            XCTAssertEqual(stat(m + "/data", &st), 0)
+            XCTAssertEqual(Int(st.st_size), data.count + 4)
+            try union.unmount()
+            XCTAssertEqual(FileManager.default.contents(atPath: "\(work)/upper/data"), Data(data + Array("tail".utf8)))
+            XCTAssertEqual(FileManager.default.contents(atPath: "\(work)/lower/data"), Data(data))
+            let said = try XCTUnwrap(union.log.split(separator: "\n").last { $0.contains("passed through") }.map(String.init), union.log)
+            if passes {
+                XCTAssertTrue(said.contains("3 opens passed through") && said.contains(" 0 reads served"), said)
+            } else {
+                XCTAssertTrue(said.contains(" 0 opens passed through") && !said.contains(" 0 reads served"), said)
+            }
+        }
+    }
+
     func testBadLayersAreRefusedBeforeMounting() throws {
         let mountpoint = "\(work)/mnt"
         try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)

@@ -100,4 +100,12 @@ void h2fuse_note_waiting(int delta);
 // The user id of a Unix socket's peer (SO_PEERCRED).
 int h2fuse_peer_uid(int fd, uint32_t *uid);
 
+// FUSE passthrough (shims.c): offered at INIT when asked for; a layer file registered as a
+// backing file (CAP_SYS_ADMIN) and an open answered with its id.
+void h2fuse_want_passthrough(struct fuse_session *se);
+int h2fuse_passthrough_negotiated(int device);
+int h2fuse_backing_open(int device, int fd);
+void h2fuse_backing_close(int device, int id);
+int h2fuse_reply_open_passthrough(fuse_req_t req, uint64_t fh, int backing_id);
+
 #endif
