@@ -172,21 +172,29 @@ public final class UnionFilesystem: Sendable {
     }
 
     public func forget(_ node: UInt64, _ count: UInt64) {
-        guard node != Self.rootNode else { return }
+        state.withLock { table in forgetLocked(node, count, &table) }
+    }
+
+    /// A FORGET batch (the kernel evicting many inodes at once) under one taking of the lock.
+    public func forget(_ batch: [(node: UInt64, count: UInt64)]) {
         state.withLock { table in
-            guard var info = table.nodes[node] else { return }
-            info.lookups = info.lookups > count ? info.lookups - count : 0
-            if info.lookups > 0 {
-                table.nodes[node] = info
-                return
-            }
-            table.nodes[node] = nil
-            for alias in info.aliases {
-                let key = NodeTable.key(alias.parent, alias.name)
-                if table.byName[key] == node { table.byName[key] = nil }
-            }
-            for identity in info.identities where table.byIdentity[identity] == node { table.byIdentity[identity] = nil }
+            for (node, count) in batch { forgetLocked(node, count, &table) }
         }
+    }
+
+    func forgetLocked(_ node: UInt64, _ count: UInt64, _ table: inout NodeTable) {
+        guard node != Self.rootNode, var info = table.nodes[node] else { return }
+        info.lookups = info.lookups > count ? info.lookups - count : 0
+        if info.lookups > 0 {
+            table.nodes[node] = info
+            return
+        }
+        table.nodes[node] = nil
+        for alias in info.aliases {
+            let key = NodeTable.key(alias.parent, alias.name)
+            if table.byName[key] == node { table.byName[key] = nil }
+        }
+        for identity in info.identities where table.byIdentity[identity] == node { table.byIdentity[identity] = nil }
     }
 
     /// st_ino of an object: its number in its layer, the layer in the high bits (hard

@@ -63,7 +63,8 @@ enum UnionOperations {
             // No writeback cache (writes reach the layer file at once), no kernel-side ACLs.
             _ = h2fuse_init_connection(connection, 0, 0)
             connection.pointee.time_gran = 1
-            connection.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS)  // readdir only: entries come from the listing
+            // READDIRPLUS stays on (h2fuse_init_connection): a listing answers the lookups of its
+            // entries in the same requests, as the kernel's readdirplus heuristic asks.
         }
         ops.lookup = { request, parent, name in
             do { UnionOperations.replyEntry(request, try UnionOperations.server(request).filesystem.lookup(UInt64(parent), UnionOperations.name(name))) } catch {
@@ -75,8 +76,7 @@ enum UnionOperations {
             fuse_reply_none(request)
         }
         ops.forget_multi = { request, count, forgets in
-            let filesystem = UnionOperations.server(request).filesystem
-            for i in 0..<count { filesystem.forget(UInt64(forgets![i].ino), UInt64(forgets![i].nlookup)) }
+            UnionOperations.server(request).filesystem.forget((0..<count).map { (UInt64(forgets![$0].ino), UInt64(forgets![$0].nlookup)) })
             fuse_reply_none(request)
         }
         ops.getattr = { request, ino, info in
@@ -254,6 +254,40 @@ enum UnionOperations {
                     fuse_add_direntry(request, buf.baseAddress! + used, size - used, entry.name, &st, off_t(index + 1))
                 }
                 if needed > size - used { break }
+                used += needed
+                index += 1
+            }
+            buffer.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, used) }
+        }
+        ops.readdirplus = { request, ino, size, offset, info in
+            let server = UnionOperations.server(request)
+            let handle = Unmanaged<UnionDirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info!.pointee.fh))!).takeUnretainedValue()
+            var buffer = [CChar](repeating: 0, count: size)
+            var used = 0
+            var index = max(0, Int(offset))
+            let timeout = server.filesystem.configuration.timeout
+            while index < handle.entries.count {
+                let entry = handle.entries[index]
+                var parameters = fuse_entry_param()
+                if entry.name == "." || entry.name == ".." {
+                    parameters.attr.st_ino = UInt(entry.inode)
+                    parameters.attr.st_mode = S_IFDIR
+                } else {
+                    // Each entry given with its attributes is a lookup the kernel will forget.
+                    guard let found = try? server.filesystem.lookup(UInt64(ino), entry.name) else { index += 1; continue }
+                    parameters.ino = fuse_ino_t(found.node)
+                    parameters.attr = found.status
+                    parameters.attr_timeout = timeout
+                    parameters.entry_timeout = timeout
+                }
+                let needed = buffer.withUnsafeMutableBufferPointer { buf in
+                    fuse_add_direntry_plus(request, buf.baseAddress! + used, size - used, entry.name, &parameters, off_t(index + 1))
+                }
+                if needed > size - used {
+                    // Not sent: the lookup it counted is given back.
+                    if parameters.ino != 0 { server.filesystem.forget(UInt64(parameters.ino), 1) }
+                    break
+                }
                 used += needed
                 index += 1
             }
