@@ -70,7 +70,7 @@ extension UnionFilesystem {
         let resolved = Resolved(isDirectory: st.st_mode & S_IFMT == S_IFDIR, layers: [0], status: st)
         detach(parent, name, &table)
         let node = remember(parent, name, resolved, &table)
-        return (UnionEntry(node: node, status: presented(st, layer: 0)), path)
+        return (UnionEntry(node: node, status: presented(st, layer: 0, inode: table.nodes[node]?.inode ?? 0)), path)
     }
 
     /// create(2): the new file open with `flags`; returns its descriptor too.

@@ -37,6 +37,9 @@ public final class UnionFilesystem: Sendable {
         var aliases: [(parent: UInt64, name: String)] = []
         /// The files it is (the lower one, and the upper one after a copy-up).
         var identities: [Identity] = []
+        /// st_ino as first shown, kept through a copy-up (tar checks that a directory it
+        /// extracts into keeps its inode number; overlayfs keeps it too).
+        var inode: UInt64 = 0
     }
 
     struct NameKey: Hashable {
@@ -142,6 +145,7 @@ public final class UnionFilesystem: Sendable {
         let number = table.next
         table.next += 1
         var node = Node(parent: parent, name: name, lookups: 1, isDirectory: resolved.isDirectory, layers: resolved.layers)
+        node.inode = Self.inodeNumber(resolved.status, layer: resolved.layers[0])
         node.aliases = [(parent, name)]
         if !resolved.isDirectory {
             node.identities = [identity]
@@ -201,11 +205,15 @@ public final class UnionFilesystem: Sendable {
     /// links in one layer show as such). A directory merged from several layers has
     /// st_nlink 1, as in overlayfs: "unknown", so that fts and find do not conclude from
     /// the upper directory's count that the merged one has no subdirectories.
-    func presented(_ status: stat, layer: Int, merged: Bool = false) -> stat {
+    func presented(_ status: stat, layer: Int, merged: Bool = false, inode: UInt64 = 0) -> stat {
         var st = status
-        st.st_ino = UInt(UInt64(st.st_ino) & 0x00FF_FFFF_FFFF_FFFF | UInt64(layer + 1) << 56)
+        st.st_ino = UInt(inode != 0 ? inode : Self.inodeNumber(status, layer: layer))
         if merged { st.st_nlink = 1 }
         return st
+    }
+
+    static func inodeNumber(_ status: stat, layer: Int) -> UInt64 {
+        UInt64(status.st_ino) & 0x00FF_FFFF_FFFF_FFFF | UInt64(layer + 1) << 56
     }
 
     // MARK: Lookup and attributes
@@ -233,7 +241,8 @@ public final class UnionFilesystem: Sendable {
                 return UnionEntry(node: node, status: try attributesLocked(node, table))
             }
             return UnionEntry(node: node, status: presented(resolved.status, layer: resolved.layers[0],
-                                                            merged: resolved.isDirectory && resolved.layers.count > 1))
+                                                            merged: resolved.isDirectory && resolved.layers.count > 1,
+                                                            inode: table.nodes[node]?.inode ?? 0))
         }
     }
 
@@ -244,15 +253,16 @@ public final class UnionFilesystem: Sendable {
         if let fd {
             var st = stat()
             try check(fstat(fd, &st))
-            return presented(st, layer: info.layers[0], merged: merged)
+            return presented(st, layer: info.layers[0], merged: merged, inode: info.inode)
         }
-        return presented(try layers[info.layers[0]].status(path), layer: info.layers[0], merged: merged)
+        return presented(try layers[info.layers[0]].status(path), layer: info.layers[0], merged: merged, inode: info.inode)
     }
 
     func attributesLocked(_ node: UInt64, _ table: NodeTable) throws -> stat {
         let info = try info(node, table)
         let layer = info.layers[0]
-        return presented(try layers[layer].status(try path(node, table)), layer: layer, merged: info.isDirectory && info.layers.count > 1)
+        return presented(try layers[layer].status(try path(node, table)), layer: layer, merged: info.isDirectory && info.layers.count > 1,
+                         inode: info.inode)
     }
 
     public func readLink(_ node: UInt64) throws -> [UInt8] {

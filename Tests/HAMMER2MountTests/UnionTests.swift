@@ -112,8 +112,13 @@ final class UnionTests: XCTestCase {
         XCTAssertEqual(contents("\(m)/below"), "below+")
         XCTAssertEqual(contents("\(work)/lower/below"), "below")
         XCTAssertEqual(contents("\(work)/upper/below"), "below+")
-        // chmod of a lower file in a merged directory: the parent is copied up too.
+        // chmod of a lower file in a merged directory: the parent is copied up too, and
+        // keeps its inode number (tar checks the directories it extracts into).
+        var directoryBefore = stat(), directoryAfter = stat()
+        XCTAssertEqual(stat("\(m)/merged", &directoryBefore), 0)
         XCTAssertEqual(chmod("\(m)/merged/b", 0o600), 0)
+        XCTAssertEqual(stat("\(m)/merged", &directoryAfter), 0)
+        XCTAssertEqual(directoryAfter.st_ino, directoryBefore.st_ino)
         var st = stat()
         XCTAssertEqual(lstat("\(work)/upper/merged/b", &st), 0)
         XCTAssertEqual(st.st_mode & 0o777, 0o600)
