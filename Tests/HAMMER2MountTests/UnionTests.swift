@@ -186,6 +186,105 @@ final class UnionTests: XCTestCase {
         XCTAssertEqual(mknod("\(m)/fifo", S_IFIFO | 0o600, 0), 0)
     }
 
+    /// Every operation over every layering a name can have, one fresh name per pair, checked
+    /// against what the name shows (a model), what the lower layer keeps (never changed) and
+    /// what the upper layer must hold afterwards (the object, a whiteout, or nothing).
+    func testOperationMatrix() throws {
+        enum Layering: String, CaseIterable { case below, above, both, whitedOut, underOpaque }
+        enum Operation: String, CaseIterable {
+            case stat, read, append, chmod, chown, utimes, truncate, setxattr, unlink, rename, link, create
+        }
+        let fm = FileManager.default
+        try fm.createDirectory(atPath: "\(work)/lower/opaque", withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: "\(work)/upper/opaque", withIntermediateDirectories: true)
+        XCTAssertEqual(lsetxattr("\(work)/upper/opaque", "trusted.overlay.opaque", "y", 1, 0), 0)
+        func relative(_ layering: Layering, _ operation: Operation) -> String {
+            (layering == .underOpaque ? "opaque/" : "") + "\(operation.rawValue)-\(layering.rawValue)"
+        }
+        for layering in Layering.allCases {
+            for operation in Operation.allCases {
+                let name = relative(layering, operation)
+                switch layering {
+                case .below, .underOpaque: write("\(work)/lower/\(name)", "lower")
+                case .above: write("\(work)/upper/\(name)", "upper")
+                case .both: write("\(work)/lower/\(name)", "lower"); write("\(work)/upper/\(name)", "upper")
+                case .whitedOut: write("\(work)/lower/\(name)", "lower"); XCTAssertEqual(mknod("\(work)/upper/\(name)", S_IFCHR, 0), 0)
+                }
+            }
+        }
+        let union = try mountUnion()
+        defer { try? union.unmount() }
+        let m = union.mountpoint.path
+        for layering in Layering.allCases {
+            for operation in Operation.allCases {
+                let name = relative(layering, operation), path = "\(m)/\(name)", what = "\(operation) of a name \(layering)"
+                let visible = [.below, .above, .both].contains(layering)
+                let shown = layering == .below ? "lower" : "upper"
+                let lowerHas = layering != .above
+                var st = stat()
+                var result: Int32
+                var expectedAfter: String? = visible ? shown : nil  // what the name holds afterwards
+                switch operation {
+                case .stat: result = lstat(path, &st)
+                case .read: result = contents(path).map { $0 == shown ? 0 : -2 } ?? -1
+                case .append:
+                    let fd = open(path, O_WRONLY | O_APPEND)
+                    result = fd < 0 ? -1 : Int32(Glibc.write(fd, "+", 1) == 1 ? 0 : -2)
+                    if fd >= 0 { close(fd) }
+                    if visible { expectedAfter = shown + "+" }
+                case .chmod: result = chmod(path, 0o600)
+                case .chown: result = chown(path, 4321, 4321)
+                case .utimes:
+                    var times = [timespec(tv_sec: 123, tv_nsec: 0), timespec(tv_sec: 456, tv_nsec: 0)]
+                    result = utimensat(AT_FDCWD, path, &times, AT_SYMLINK_NOFOLLOW)
+                case .truncate: result = truncate(path, 2); if visible { expectedAfter = String(shown.prefix(2)) }
+                case .setxattr: result = setxattr(path, "user.matrix", "1", 1, 0)
+                case .unlink: result = unlink(path); expectedAfter = nil
+                case .rename: result = rename(path, path + ".moved"); expectedAfter = nil
+                case .link: result = link(path, path + ".linked")
+                case .create:
+                    let fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0o644)
+                    result = fd < 0 ? -1 : Int32(Glibc.write(fd, "new", 3) == 3 ? 0 : -2)
+                    if fd >= 0 { close(fd) }
+                    expectedAfter = visible ? shown : "new"
+                }
+                let error = errno
+                if operation == .create {
+                    // O_EXCL: refused exactly when the name shows.
+                    XCTAssertEqual(result, visible ? -1 : 0, what)
+                    if visible { XCTAssertEqual(error, EEXIST, what) }
+                } else {
+                    XCTAssertEqual(result, visible ? 0 : -1, "\(what): \(String(cString: strerror(error)))")
+                    if !visible { XCTAssertEqual(error, ENOENT, what) }
+                }
+                XCTAssertEqual(contents(path), expectedAfter, "\(what): what the name holds afterwards")
+                if operation == .rename && visible { XCTAssertEqual(contents(path + ".moved"), shown, what) }
+                if operation == .link && visible {
+                    XCTAssertEqual(contents(path + ".linked"), shown, what)
+                    var a = stat(), b = stat()
+                    XCTAssertEqual(stat(path, &a), 0); XCTAssertEqual(stat(path + ".linked", &b), 0)
+                    XCTAssertEqual(a.st_ino, b.st_ino, "\(what): one file")
+                }
+                // The lower layer never changes.
+                if lowerHas { XCTAssertEqual(contents("\(work)/lower/\(name)"), "lower", "\(what): the lower file") }
+                // The upper layer: a whiteout where a lower name went, the object where it
+                // changed, nothing new where nothing changed.
+                let upper = "\(work)/upper/\(name)"
+                let changes = visible && ![.stat, .read, .create].contains(operation)
+                if (operation == .unlink || operation == .rename) && visible {
+                    if lowerHas { XCTAssertTrue(isWhiteout(upper), "\(what): a whiteout") } else { XCTAssertFalse(fm.fileExists(atPath: upper), what) }
+                } else if changes || layering == .above || layering == .both {
+                    XCTAssertEqual(contents(upper), expectedAfter, "\(what): the upper copy")
+                } else if layering == .whitedOut && operation != .create {
+                    XCTAssertTrue(isWhiteout(upper), "\(what): the whiteout stays")
+                } else if layering == .below || layering == .underOpaque {
+                    // Nothing copied up; a name hidden by the opaque directory is created above.
+                    XCTAssertEqual(contents(upper), operation == .create && !visible ? "new" : nil, "\(what): the upper layer")
+                }
+            }
+        }
+    }
+
     /// Our upper layer under the kernel's overlayfs, and the kernel's under ours: the same
     /// tree either way.
     func testKernelOverlayfsReadsOurUpperLayerAndTheOtherWayRound() throws {

@@ -82,7 +82,7 @@ public final class ScratchVolume {
     /// upper and work, mounted with mount_unionfs (the POSIX suite runs on it too).
     public private(set) var isUnion = false
 
-    public init(unionWithLower populate: (String) throws -> Void = { _ in }) throws {
+    public init(unionWithLower populate: (String) throws -> Void) throws {
         image = FileManager.default.temporaryDirectory.appendingPathComponent("unionfs-scratch-\(getpid())-\(UUID().uuidString.prefix(8))")
         label = ""
         isUnion = true
