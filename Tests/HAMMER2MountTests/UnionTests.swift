@@ -393,6 +393,27 @@ final class UnionTests: XCTestCase {
         XCTAssertGreaterThan(interrupted, 0, "no kill landed inside a copy-up")
     }
 
+    /// userxattr (overlayfs's, the default unprivileged): the union's xattrs are user.overlay.*.
+    func testUserXattrUnionsWriteUserOverlayNames() throws {
+        try FileManager.default.createDirectory(atPath: "\(work)/lower/gone/sub", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(work)/upper/hidden", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(work)/lower/hidden", withIntermediateDirectories: true)
+        write("\(work)/lower/hidden/below", "x")
+        XCTAssertEqual(lsetxattr("\(work)/upper/hidden", "user.overlay.opaque", "y", 1, 0), 0)
+        let union = try mountUnion(",userxattr")
+        defer { try? union.unmount() }
+        let m = union.mountpoint.path
+        XCTAssertEqual(listing("\(m)/hidden"), [], "user.overlay.opaque is read")
+        XCTAssertEqual(rmdir("\(m)/gone/sub"), 0)
+        XCTAssertEqual(rmdir("\(m)/gone"), 0)
+        XCTAssertEqual(mkdir("\(m)/gone", 0o755), 0)
+        var value = [UInt8](repeating: 0, count: 4)
+        XCTAssertEqual(lgetxattr("\(work)/upper/gone", "user.overlay.opaque", &value, value.count), 1)
+        XCTAssertEqual(lgetxattr("\(work)/upper/gone", "trusted.overlay.opaque", &value, value.count), -1)
+        XCTAssertEqual(setxattr("\(m)/gone", "user.overlay.opaque", "n", 1, 0), -1, "the union's own names stay its own")
+        XCTAssertEqual(listing("\(m)/gone"), [])
+    }
+
     /// FUSE passthrough (kernel 6.9+, root): reads and writes of open files go to the layer
     /// file in the kernel, none through the daemon; `nopassthrough` keeps them in it.
     func testReadsAndWritesPassThroughToTheLayerFiles() throws {
