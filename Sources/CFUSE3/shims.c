@@ -227,28 +227,16 @@ static void h2fuse_reply_raw(struct fuse_session *se, uint64_t unique, int error
     (void)ignored;  // the kernel may have dropped the request (interrupted): nothing to do
 }
 
-static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf) {
-    const struct fuse_in_header *in = buf->mem;
-    struct { struct fuse_entry_out entry; struct fuse_open_out open; } out;
-    memset(&out, 0, sizeof out);
-    if (buf->size < sizeof *in + sizeof(struct fuse_create_in)) {
-        h2fuse_reply_raw(loop->se, in->unique, EINVAL, NULL, 0);
-        return;
-    }
-    const struct fuse_create_in *create = (const void *)((const char *)buf->mem + sizeof *in);
-    struct h2fuse_tmpfile_result result;
-    memset(&result, 0, sizeof result);
-    int error = loop->tmpfile(loop->userdata, in->nodeid, in->uid, in->gid, create->mode, create->umask,
-                              create->flags, &result);
-    const struct stat *st = &result.attr;
-    uint64_t seconds = (uint64_t)result.timeout;
-    uint32_t nanoseconds = (uint32_t)((result.timeout - (double)seconds) * 1e9);
-    out.entry.nodeid = st->st_ino;
-    out.entry.entry_valid = seconds;
-    out.entry.entry_valid_nsec = nanoseconds;
-    out.entry.attr_valid = seconds;
-    out.entry.attr_valid_nsec = nanoseconds;
-    struct fuse_attr *attr = &out.entry.attr;
+/// An entry reply's body: `nodeid` and `st` valid for `timeout` seconds.
+static void h2fuse_fill_entry(struct fuse_entry_out *entry, uint64_t nodeid, const struct stat *st, double timeout) {
+    uint64_t seconds = (uint64_t)timeout;
+    uint32_t nanoseconds = (uint32_t)((timeout - (double)seconds) * 1e9);
+    entry->nodeid = nodeid;
+    entry->entry_valid = seconds;
+    entry->entry_valid_nsec = nanoseconds;
+    entry->attr_valid = seconds;
+    entry->attr_valid_nsec = nanoseconds;
+    struct fuse_attr *attr = &entry->attr;
     attr->ino = st->st_ino;
     attr->size = st->st_size;
     attr->blocks = st->st_blocks;
@@ -264,6 +252,22 @@ static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf)
     attr->gid = st->st_gid;
     attr->rdev = st->st_rdev;
     attr->blksize = st->st_blksize;
+}
+
+static void h2fuse_tmpfile(struct h2fuse_loop *loop, const struct fuse_buf *buf) {
+    const struct fuse_in_header *in = buf->mem;
+    struct { struct fuse_entry_out entry; struct fuse_open_out open; } out;
+    memset(&out, 0, sizeof out);
+    if (buf->size < sizeof *in + sizeof(struct fuse_create_in)) {
+        h2fuse_reply_raw(loop->se, in->unique, EINVAL, NULL, 0);
+        return;
+    }
+    const struct fuse_create_in *create = (const void *)((const char *)buf->mem + sizeof *in);
+    struct h2fuse_tmpfile_result result;
+    memset(&result, 0, sizeof result);
+    int error = loop->tmpfile(loop->userdata, in->nodeid, in->uid, in->gid, create->mode, create->umask,
+                              create->flags, &result);
+    h2fuse_fill_entry(&out.entry, result.attr.st_ino, &result.attr, result.timeout);
     out.open.open_flags = FOPEN_KEEP_CACHE;
     h2fuse_reply_raw(loop->se, in->unique, error, &out, sizeof out);
 }
@@ -622,5 +626,19 @@ void h2fuse_backing_close(int device, int id) {
 
 int h2fuse_reply_open_passthrough(fuse_req_t req, uint64_t fh, int backing_id) {
     struct { uint64_t fh; uint32_t open_flags; int32_t backing_id; } out = { fh, H2FUSE_FOPEN_PASSTHROUGH, backing_id };
+    return fuse_reply_buf(req, (const char *)&out, sizeof out);
+}
+
+int h2fuse_reply_create_passthrough(fuse_req_t req, uint64_t nodeid, const struct stat *st, double timeout, uint64_t fh,
+                                    int backing_id) {
+    struct {
+        struct fuse_entry_out entry;
+        struct { uint64_t fh; uint32_t open_flags; int32_t backing_id; } open;
+    } out;
+    memset(&out, 0, sizeof out);
+    h2fuse_fill_entry(&out.entry, nodeid, st, timeout);
+    out.open.fh = fh;
+    out.open.open_flags = H2FUSE_FOPEN_PASSTHROUGH;
+    out.open.backing_id = backing_id;
     return fuse_reply_buf(req, (const char *)&out, sizeof out);
 }

@@ -168,9 +168,20 @@ enum UnionOperations {
         }
         ops.create = { request, parent, name, mode, info in
             do {
-                let (entry, fd) = try UnionOperations.server(request).filesystem.create(UInt64(parent), UnionOperations.name(name), mode: mode,
-                                                                        flags: info!.pointee.flags, caller: UnionOperations.caller(request))
-                info!.pointee.fh = UInt64(fd)
+                let server = UnionOperations.server(request)
+                let (entry, fd) = try server.filesystem.create(UInt64(parent), UnionOperations.name(name), mode: mode,
+                                                               flags: info!.pointee.flags, caller: UnionOperations.caller(request))
+                if let device = server.passthroughDevice {
+                    let backing = h2fuse_backing_open(device, fd)
+                    if backing > 0 {
+                        server.passthroughOpens.add(1, ordering: .relaxed)
+                        var st = entry.status
+                        _ = h2fuse_reply_create_passthrough(request, entry.node, &st, server.filesystem.configuration.timeout,
+                                                            UInt64(UInt32(bitPattern: fd)) | UInt64(backing) << 32, backing)
+                        return
+                    }
+                }
+                info!.pointee.fh = UInt64(UInt32(bitPattern: fd))
                 var parameters = fuse_entry_param()
                 parameters.ino = fuse_ino_t(entry.node)
                 parameters.attr = entry.status
@@ -208,6 +219,7 @@ enum UnionOperations {
             if count < 0 { fuse_reply_err(request, errno) } else { _ = fuse_reply_buf(request, buffer, count) }
         }
         ops.write = { request, _, data, size, offset, info in
+            UnionOperations.server(request).servedWrites.add(1, ordering: .relaxed)
             let count = pwrite(Int32(truncatingIfNeeded: info!.pointee.fh), data, size, offset)
             if count < 0 { fuse_reply_err(request, errno) } else { fuse_reply_write(request, count) }
         }

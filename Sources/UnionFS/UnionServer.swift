@@ -17,10 +17,11 @@ public final class UnionServer: Sendable {
     private let session = Mutex<SessionPointer?>(nil)
     /// The session's /dev/fuse descriptor (passthrough's ioctls), -1 before mount.
     let device = Atomic<Int32>(-1)
-    /// Opens whose reads and writes the kernel passes to the layer file, and reads the
-    /// daemon served itself (said at unmount).
+    /// Opens whose reads and writes the kernel passes to the layer file, and the reads and
+    /// writes the daemon served itself (said at unmount).
     let passthroughOpens = Atomic<Int>(0)
     let servedReads = Atomic<Int>(0)
+    let servedWrites = Atomic<Int>(0)
 
     struct SessionPointer: @unchecked Sendable {
         let pointer: OpaquePointer
@@ -88,7 +89,7 @@ public final class UnionServer: Sendable {
         guard let current = session.withLock({ $0 }) else { return }
         _ = h2fuse_loop_run(current.loop)
         logger("\(mountpoint): \(passthroughOpens.load(ordering: .relaxed)) opens passed through to their layer file, "
-               + "\(servedReads.load(ordering: .relaxed)) reads served by the daemon")
+               + "\(servedReads.load(ordering: .relaxed)) reads and \(servedWrites.load(ordering: .relaxed)) writes served by the daemon")
         session.withLock { $0 = nil }
         fuse_session_unmount(current.pointer)
         fuse_session_destroy(current.pointer)

@@ -436,6 +436,8 @@ final class UnionTests: XCTestCase {
             XCTAssertEqual(Glibc.write(fd, "tail", 4), 4)
             close(fd)
             XCTAssertEqual(FileManager.default.contents(atPath: m + "/data"), Data(data + Array("tail".utf8)))
+            XCTAssertTrue(FileManager.default.createFile(atPath: m + "/created", contents: Data(data)))  // create, then write
+            XCTAssertEqual(FileManager.default.contents(atPath: "\(work)/upper/created"), Data(data))
             var st = stat()
             XCTAssertEqual(stat(m + "/data", &st), 0)
             XCTAssertEqual(Int(st.st_size), data.count + 4)
@@ -444,10 +446,11 @@ final class UnionTests: XCTestCase {
             XCTAssertEqual(FileManager.default.contents(atPath: "\(work)/lower/data"), Data(data))
             let said = try XCTUnwrap(union.log.split(separator: "\n").last { $0.contains("passed through") }.map(String.init), union.log)
             if passes {
-                XCTAssertTrue(said.contains("3 opens passed through") && said.contains(" 0 reads served"), said)
+                XCTAssertTrue(said.contains(" 4 opens passed through") && said.contains(" 0 reads and 0 writes served"), said)
             } else {
-                XCTAssertTrue(said.contains(" 0 opens passed through") && !said.contains(" 0 reads served"), said)
+                XCTAssertTrue(said.contains(" 0 opens passed through") && !said.contains(" 0 reads and 0 writes served"), said)
             }
+            try? FileManager.default.removeItem(atPath: "\(work)/upper/created")
         }
     }
 

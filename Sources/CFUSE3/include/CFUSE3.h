@@ -107,5 +107,7 @@ int h2fuse_passthrough_negotiated(int device);
 int h2fuse_backing_open(int device, int fd);
 void h2fuse_backing_close(int device, int id);
 int h2fuse_reply_open_passthrough(fuse_req_t req, uint64_t fh, int backing_id);
+int h2fuse_reply_create_passthrough(fuse_req_t req, uint64_t nodeid, const struct stat *st, double timeout, uint64_t fh,
+                                    int backing_id);
 
 #endif
