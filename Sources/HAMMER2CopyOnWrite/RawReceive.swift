@@ -25,6 +25,10 @@ extension MutableFilesystem {
         var copies = 1
     }
 
+    static var rawPendingLimit: Int {
+        ProcessInfo.processInfo.environment["HAMMER2_RAW_RECEIVE_PENDING_LIMIT"].flatMap { Int($0) } ?? 1 << 20
+    }
+
     func receiveRaw(_ stream: inout StreamReader, begin: SendStreamBegin, label: String, replace: Bool,
                     baseLabel: String?, hidden: String, existing: [String]) throws -> ReceiveSummary {
         guard label.utf8.count < 128 else { throw EngineError.invalidArgument("labels of encrypted PFSes are at most 127 bytes") }
@@ -117,6 +121,12 @@ extension MutableFilesystem {
             throw ReceiveError.stream("a block of \(block.stored.count) bytes under a blockref of \(block.bref.physicalBytes)")
         }
         guard pending.located[block.bref] == nil else { throw ReceiveError.stream("a block arrives twice (\(describe(block.bref)))") }
+        // Children come right before their parents, so few blocks wait at any time (a few
+        // thousand: siblings along one path); a stream whose blocks never find a parent
+        // would otherwise grow this table as long as it runs.
+        guard pending.located.count < Self.rawPendingLimit else {
+            throw ReceiveError.stream("more than \(Self.rawPendingLimit) blocks wait for a parent (not a tree in post-order)")
+        }
         var bytes = block.stored
         switch block.bref.type {
         case .indirect:

@@ -134,7 +134,11 @@ final class RawSendReceiveTests: XCTestCase {
         XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "512m", "-L", "none", other]).status, 0)
         let orphan = try bash("hammer2 -f '\(other)' receive s2 < '\(work)/s2.stream'")
         XCTAssertTrue(orphan.status == 1 && orphan.stderr.contains("does not have"), orphan.stderr)
-        let recompress = try bash("hammer2 -f '\(other)' receive -c zlib s1 < '\(work)/s1.stream'")
+        // A stream whose blocks wait for parents past the limit (here lowered) is refused.
+        let flood = try bash("hammer2 -f '\(other)' receive s1 < '\(work)/s1.stream'", environment: ["HAMMER2_RAW_RECEIVE_PENDING_LIMIT": "5"])
+        XCTAssertTrue(flood.status == 1 && flood.stderr.contains("wait for a parent"), flood.stderr)
+        XCTAssertEqual(try bash("hammer2 -f '\(other)' receive -A").status, 0)
+                let recompress = try bash("hammer2 -f '\(other)' receive -c zlib s1 < '\(work)/s1.stream'")
         XCTAssertTrue(recompress.status == 1 && recompress.stderr.contains("raw"), recompress.stderr)
         XCTAssertEqual(try labels(other), ["LOCAL"])
         // On a terminal the receiving side shows the share done and the time left: the
