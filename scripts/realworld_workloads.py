@@ -287,6 +287,10 @@ while limit == 0 or n < limit:
         h2.unmount(lazy=True)
         h2.fsck()
         h2.mount()
+        # What the crash left, before sqlite looks (opening rolls a hot journal back and
+        # deletes it): said with a failure, to tell a journal that came back from lost pages.
+        left = {suffix: os.path.getsize(db + suffix) for suffix in ("-journal", "-wal") if os.path.exists(db + suffix)}
+        found = ", ".join(f"{db}{k}: {v} bytes" for k, v in left.items()) or "no journal or WAL file"
         try:
             con = sqlite3.connect(db, isolation_level=None, timeout=60)
             integrity = "; ".join(r[0] for r in con.execute("PRAGMA integrity_check").fetchall())
@@ -301,7 +305,7 @@ while limit == 0 or n < limit:
         missing = sorted(set(committed) - set(ids))
         wl.check(not missing, f"kill -9 ({mode}): {len(missing)} committed ids missing after the remount, "
                               f"e.g. {missing[:10]} (client saw {len(committed)} commits up to {top}; "
-                              f"database holds {len(ids)} rows up to {ids[-1] if ids else 0})")
+                              f"database holds {len(ids)} rows up to {ids[-1] if ids else 0}; after the remount: {found})")
         wl.check(ids == list(range(1, len(ids) + 1)),
                  f"kill -9 ({mode}): the ids present are not 1..N: {len(ids)} rows, "
                  f"first gaps {[i for i in range(1, len(ids) + 1) if i not in set(ids)][:10]}")
