@@ -132,8 +132,13 @@ enum RawSender {
 enum RawTree {
     static func find(_ target: Blockref, in refs: [Blockref], reader: BlockReader, depth: Int = 0) throws -> Blockref? {
         guard depth <= BlockTree.maximumDepth * 2 else { throw EngineError.corrupt("block tree deeper than \(BlockTree.maximumDepth) levels (loop?)") }
-        let wanted = target.locationFree
-        if let found = refs.first(where: { $0.type != .empty && $0.locationFree == wanted }) { return found }
+        // The nonce (check words 0-2, random per sealing, never a location) rules out all but
+        // the one candidate cheaply; the location-free comparison then decides.
+        let wanted = target.locationFree, nonce = target.check.words
+        if let found = refs.first(where: {
+            $0.type != .empty && $0.check.words.0 == nonce.0 && $0.check.words.1 == nonce.1 && $0.check.words.2 == nonce.2
+                && $0.locationFree == wanted
+        }) { return found }
         for ref in refs where ref.type == .indirect && covers(ref, target.key, target.keybits) {
             return try find(target, in: try reader.childBlockrefs(ref), reader: reader, depth: depth + 1)
         }
