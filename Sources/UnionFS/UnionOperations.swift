@@ -19,6 +19,25 @@ enum UnionOperations {
 
     static func name(_ pointer: UnsafePointer<CChar>?) -> String { String(cString: pointer!) }
 
+    /// readdir and readdirplus: the open directory's entries from cookie `offset` on, as
+    /// many as `add` fits in `size` bytes (each entry's cookie is its index + 1). `add` gets
+    /// the free space and returns the bytes the entry needs (0: the entry is left out; more
+    /// than the room: it was not added, and the reply ends before it).
+    static func replyListing(_ request: fuse_req_t?, _ info: UnsafeMutablePointer<fuse_file_info>?, _ size: Int, _ offset: off_t,
+                             _ add: (UnsafeMutablePointer<CChar>, Int, (name: String, type: UInt8, inode: UInt64), off_t) -> Int) {
+        let handle = Unmanaged<UnionDirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info!.pointee.fh))!).takeUnretainedValue()
+        var buffer = [CChar](repeating: 0, count: size)
+        var used = 0
+        var index = max(0, Int(offset))
+        while index < handle.entries.count {
+            let needed = buffer.withUnsafeMutableBufferPointer { add($0.baseAddress! + used, size - used, handle.entries[index], off_t(index + 1)) }
+            if needed > size - used { break }
+            used += needed
+            index += 1
+        }
+        buffer.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, used) }
+    }
+
     static func caller(_ request: fuse_req_t?) -> UnionCaller {
         let context = fuse_req_ctx(request)!.pointee
         return UnionCaller(uid: context.uid, gid: context.gid)
@@ -253,57 +272,34 @@ enum UnionOperations {
             }
         }
         ops.readdir = { request, _, size, offset, info in
-            let handle = Unmanaged<UnionDirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info!.pointee.fh))!).takeUnretainedValue()
-            var buffer = [CChar](repeating: 0, count: size)
-            var used = 0
-            var index = max(0, Int(offset))
-            while index < handle.entries.count {
-                let entry = handle.entries[index]
+            UnionOperations.replyListing(request, info, size, offset) { buffer, room, entry, next in
                 var st = stat()
                 st.st_ino = UInt(entry.inode)
                 st.st_mode = mode_t(entry.type) << 12
-                let needed = buffer.withUnsafeMutableBufferPointer { buf in
-                    fuse_add_direntry(request, buf.baseAddress! + used, size - used, entry.name, &st, off_t(index + 1))
-                }
-                if needed > size - used { break }
-                used += needed
-                index += 1
+                return fuse_add_direntry(request, buffer, room, entry.name, &st, next)
             }
-            buffer.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, used) }
         }
         ops.readdirplus = { request, ino, size, offset, info in
             let server = UnionOperations.server(request)
-            let handle = Unmanaged<UnionDirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info!.pointee.fh))!).takeUnretainedValue()
-            var buffer = [CChar](repeating: 0, count: size)
-            var used = 0
-            var index = max(0, Int(offset))
             let timeout = server.filesystem.configuration.timeout
-            while index < handle.entries.count {
-                let entry = handle.entries[index]
+            UnionOperations.replyListing(request, info, size, offset) { buffer, room, entry, next in
                 var parameters = fuse_entry_param()
                 if entry.name == "." || entry.name == ".." {
                     parameters.attr.st_ino = UInt(entry.inode)
                     parameters.attr.st_mode = S_IFDIR
                 } else {
                     // Each entry given with its attributes is a lookup the kernel will forget.
-                    guard let found = try? server.filesystem.lookup(UInt64(ino), entry.name) else { index += 1; continue }
+                    guard let found = try? server.filesystem.lookup(UInt64(ino), entry.name) else { return 0 }
                     parameters.ino = fuse_ino_t(found.node)
                     parameters.attr = found.status
                     parameters.attr_timeout = timeout
                     parameters.entry_timeout = timeout
                 }
-                let needed = buffer.withUnsafeMutableBufferPointer { buf in
-                    fuse_add_direntry_plus(request, buf.baseAddress! + used, size - used, entry.name, &parameters, off_t(index + 1))
-                }
-                if needed > size - used {
-                    // Not sent: the lookup it counted is given back.
-                    if parameters.ino != 0 { server.filesystem.forget(UInt64(parameters.ino), 1) }
-                    break
-                }
-                used += needed
-                index += 1
+                let needed = fuse_add_direntry_plus(request, buffer, room, entry.name, &parameters, next)
+                // Not sent: the lookup it counted is given back.
+                if needed > room && parameters.ino != 0 { server.filesystem.forget(UInt64(parameters.ino), 1) }
+                return needed
             }
-            buffer.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, used) }
         }
         ops.releasedir = { request, _, info in
             Unmanaged<UnionDirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(info!.pointee.fh))!).release()
