@@ -41,7 +41,8 @@ let package = Package(
         ),
         .target(name: "HAMMER2Engine", dependencies: ["HAMMER2Format", "HAMMER2Codecs", "HAMMER2Encryption", "HAMMER2Trace"]),
         .target(name: "HAMMER2CopyOnWrite", dependencies: ["HAMMER2Engine", "HAMMER2Codecs", "HAMMER2Format", "HAMMER2Encryption", "HAMMER2Trace"]),
-        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Trace", "CAtomicMemory", "CFUSE3", "CMalloc"]),
+        .target(name: "FUSEServing", dependencies: ["CFUSE3"]),
+        .target(name: "HAMMER2FUSE", dependencies: ["HAMMER2CopyOnWrite", "HAMMER2Trace", "CAtomicMemory", "CFUSE3", "FUSEServing", "CMalloc"]),
         .target(name: "HAMMER2Trace", dependencies: ["CAtomicMemory"]),
         // The release every tool reports (--version), HAMMER2's and the union's.
         .target(name: "HAMMER2Release"),
@@ -51,7 +52,7 @@ let package = Package(
         .executableTarget(name: "mount_hammer2", dependencies: ["HAMMER2Tools", "HAMMER2FUSE"]),
         // The union of directories (docs/unionfs.md): the FUSE request loop, none of HAMMER2.
         .target(name: "CLinuxCalls"),
-        .target(name: "UnionFS", dependencies: ["CFUSE3", "CXattr", "CLinuxCalls"]),
+        .target(name: "UnionFS", dependencies: ["CFUSE3", "FUSEServing", "CXattr", "CLinuxCalls"]),
         .executableTarget(name: "mount_unionfs", dependencies: ["UnionFS", "CFUSE3", "HAMMER2Release"]),
         .executableTarget(name: "fsck_hammer2", dependencies: ["HAMMER2Tools"]),
         .executableTarget(name: "newfs_hammer2", dependencies: ["HAMMER2Tools"]),

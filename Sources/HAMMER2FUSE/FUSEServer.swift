@@ -4,6 +4,7 @@
 // user data (an unretained reference to this server), never in globals.
 
 import CFUSE3
+import FUSEServing
 import CAtomicMemory
 import CMalloc
 import Foundation
@@ -60,13 +61,9 @@ public final class FUSEServer: Sendable {
     public let filesystem: MutableFilesystem
     public let options: MountOptions
     let logger: @Sendable (String) -> Void
-    /// The running session, for notifications to the kernel (nil before mount and after).
-    private let session = Mutex<SessionPointer?>(nil)
-
-    struct SessionPointer: @unchecked Sendable {
-        let pointer: OpaquePointer
-        let loop: OpaquePointer
-    }
+    /// The FUSE session; serving between mount and the end of run (notifications to the
+    /// kernel use it then).
+    private let fuse = FUSESession()
 
     public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem
@@ -85,39 +82,21 @@ public final class FUSEServer: Sendable {
     /// Creates the FUSE session and mounts it (the mount point resolved first: once mounted,
     /// any call on it would wait for this very daemon, which is not serving yet).
     public func mount() throws {
-        var arguments = ["mount_hammer2"]
         var mountOptions = [pfs.isReadOnly ? "ro" : "rw", "fsname=\(options.fsname)", "subtype=hammer2", "default_permissions"]
         if options.allowOther { mountOptions.append("allow_other") }
         mountOptions += options.extraOptions
-        arguments += ["-o", mountOptions.joined(separator: ",")]
-        if options.debug { arguments.append("-d") }
-        var cArguments: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) }
-        defer { cArguments.forEach { free($0) } }
-        var operations = FUSEOperations.table()
-        let userdata = Unmanaged.passUnretained(self).toOpaque()
-        let created: OpaquePointer? = cArguments.withUnsafeMutableBufferPointer { argv in
-            var args = h2fuse_args(Int32(arguments.count), argv.baseAddress)
-            defer { fuse_opt_free_args(&args) }
-            return fuse_session_new(&args, &operations, MemoryLayout<fuse_lowlevel_ops>.size, userdata)
-        }
-        guard let created else { throw ServeError.session("cannot create the FUSE session (bad options?)") }
-        // The absolute path: libfuse unmounts by the name it was given, after the daemon
-        // changed to "/" (a relative name then fails, EINVAL, and a signalled daemon would
-        // leave its mount point disconnected).
         let resolvedMountpoint = Self.resolvedPath(options.mountpoint)
-        guard fuse_session_mount(created, resolvedMountpoint) == 0 else {
-            fuse_session_destroy(created)
-            throw ServeError.session("cannot mount on \(options.mountpoint) (is /dev/fuse available and the mount point a directory?)")
+        let userdata = Unmanaged.passUnretained(self).toOpaque()
+        do {
+            // Our loop also offers FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not know (shims.c).
+            try fuse.mount(program: "mount_hammer2", options: mountOptions, debug: options.debug, operations: FUSEOperations.table(),
+                           userdata: userdata, mountpoint: resolvedMountpoint) { session in
+                h2fuse_loop_new(session, options.maxThreads, options.uringThreads, FUSEOperations.temporaryFile,
+                                FUSEOperations.killPrivileges, userdata)
+            }
+        } catch let failure as FUSESession.Failure {
+            throw ServeError.session(failure.description)
         }
-        // To offer FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14 does not know (shims.c).
-        guard h2fuse_take_over_io(created) == 0,
-              let loop = h2fuse_loop_new(created, options.maxThreads, options.uringThreads, FUSEOperations.temporaryFile,
-                                         FUSEOperations.killPrivileges, userdata) else {
-            fuse_session_unmount(created)
-            fuse_session_destroy(created)
-            throw ServeError.session("cannot set up the request loop of \(options.mountpoint)")
-        }
-        session.withLock { $0 = SessionPointer(pointer: created, loop: loop) }
         tuneBackingDevice(readaheadKiB: options.readaheadKiB,
                           maxDirtyBytes: options.writebackCache && !pfs.isReadOnly ? options.kernelDirtyMiB << 20 : 0,
                           mountpoint: resolvedMountpoint)
@@ -126,27 +105,18 @@ public final class FUSEServer: Sendable {
     /// Serves requests until the kernel ends the session (unmount) or `stop()`, then
     /// unmounts (if still mounted) and frees the session.
     public func run() {
-        guard let current = session.withLock({ $0 }) else { return }
         if options.uringThreads > 0 {
             // The rings start once the kernel's INIT is answered: say which transport serves.
             DispatchQueue.global().asyncAfter(deadline: .now() + 1) { [self] in
-                let active = session.withLock { $0.map { h2fuse_uring_active($0.loop) != 0 } ?? false }
+                let active = fuse.current.map { h2fuse_uring_active($0.loop) != 0 } ?? false
                 if active { logger("\(options.fsname) on \(options.mountpoint): requests through FUSE over io_uring") }
             }
         }
-        _ = h2fuse_loop_run(current.loop)
-        session.withLock { $0 = nil }
-        fuse_session_unmount(current.pointer)
-        fuse_session_destroy(current.pointer)
-        h2fuse_loop_free(current.loop)
+        fuse.run()
     }
 
     /// Ends `run()` from another thread (a signal, the daemon stopping).
-    public func stop() {
-        session.withLock { current in
-            if let current { h2fuse_loop_stop(current.loop) }
-        }
-    }
+    public func stop() { fuse.stop() }
 
     /// `path` with symbolic links resolved (realpath), or as given when it cannot be. For a
     /// mount point, call it before mounting there.
@@ -182,7 +152,7 @@ public final class FUSEServer: Sendable {
     /// arrived by writeback), without waiting.
     func invalidateAttributes(_ inum: UInt64) {
         DispatchQueue.global().async { [self] in
-            if let current = session.withLock({ $0 }) { _ = fuse_lowlevel_notify_inval_inode(current.pointer, fuse_ino_t(inum), -1, 0) }
+            if let current = fuse.current { _ = fuse_lowlevel_notify_inval_inode(current.session, fuse_ino_t(inum), -1, 0) }
         }
     }
 
@@ -191,7 +161,7 @@ public final class FUSEServer: Sendable {
     private func notify(waiting seconds: Double = 2, _ body: @escaping @Sendable (OpaquePointer) -> Void) {
         let done = DispatchSemaphore(value: 0)
         DispatchQueue.global().async { [self] in
-            if let current = session.withLock({ $0 }) { body(current.pointer) }
+            if let current = fuse.current { body(current.session) }
             done.signal()
         }
         _ = done.wait(timeout: .now() + seconds)
