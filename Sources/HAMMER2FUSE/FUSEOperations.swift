@@ -57,6 +57,13 @@ enum FUSEOperations {
             let nameBytes = FUSEOperations.name(name)
             do {
                 FUSEOperations.replyEntry(request, server, try server.pfs.lookup(UInt64(parent), nameBytes))
+            } catch let error as EngineError where error.errno == ENOENT {
+                // A negative entry: the kernel may remember the name is missing as long as it
+                // keeps names. Every name of the PFS is made through this mount (a PFS mounts
+                // once; what directives remove they invalidate), so the kernel knows when it
+                // appears, and repeated lookups of a missing name stay in the kernel (sqlite
+                // looks its journal up three times a transaction).
+                server.replyMissing(request)
             } catch {
                 server.fail(request, error, "lookup of \(server.loggable(nameBytes)) in inode \(parent)")
             }

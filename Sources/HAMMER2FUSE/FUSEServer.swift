@@ -226,6 +226,16 @@ public final class FUSEServer: Sendable {
         replyError(request, code)
     }
 
+    /// Answers a lookup of a missing name with a negative entry the kernel keeps as long
+    /// as names (FUSEOperations' lookup says why that is safe); a failed lookup (ENOENT)
+    /// for the request's trace event.
+    func replyMissing(_ request: fuse_req_t?) {
+        h2_thread_error_set(ENOENT)
+        var entry = fuse_entry_param()
+        entry.entry_timeout = options.cacheTimeout
+        fuse_reply_entry(request, &entry)
+    }
+
     /// Answers with an error, noted for the request's trace event.
     func replyError(_ request: fuse_req_t?, _ code: Int32) {
         h2_thread_error_set(code)
