@@ -37,6 +37,12 @@ int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback, int acl) 
 
 int h2fuse_posix_acl(const struct fuse_conn_info *conn) { return (conn->want & FUSE_CAP_POSIX_ACL) != 0; }
 
+int h2fuse_want_no_opendir(struct fuse_conn_info *conn) {
+    if (!(conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT)) return 0;
+    conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+    return 1;
+}
+
 // --- The request loop ----------------------------------------------------------------------
 // libfuse 3.14's loop answers opcodes it does not know with ENOSYS, FUSE_TMPFILE (kernel
 // 6.1+, libfuse 3.17+) among them, and the kernel then turns O_TMPFILE into EOPNOTSUPP for

@@ -47,6 +47,7 @@ enum FUSEOperations {
             let writeback = h2fuse_init_connection(connection, server.options.writebackCache && !server.pfs.isReadOnly ? 1 : 0,
                                                    server.options.posixACL ? 1 : 0)
             server.pfs.kernelOwnsFileTimes = writeback != 0
+            server.opendirInKernel.store(h2fuse_want_no_opendir(connection) != 0, ordering: .releasing)
             server.pfs.allocationChanged = { [unowned server] inum in server.invalidateAttributes(inum) }
             server.filesystem.waitingForFlush = { delta in h2fuse_note_waiting(delta) }
         }
@@ -306,6 +307,10 @@ enum FUSEOperations {
             let trace = RequestTrace(.opendir, UInt64(ino))
             defer { trace.end() }
             let server = FUSEOperations.server(request)
+            // Directories need no open state here (readdir goes by inode and cookie): the
+            // kernel opens them itself after this ENOSYS, sends no RELEASEDIR either, and
+            // keeps their listings in its cache, which every change through the mount resets.
+            if server.opendirInKernel.load(ordering: .acquiring) { return server.replyError(request, ENOSYS) }
             do {
                 let status = try server.pfs.attributes(UInt64(ino))
                 guard status.meta.type == .directory else { throw EngineError.notDirectory }
@@ -396,6 +401,7 @@ enum FUSEOperations {
                     case ControlRequest.destroyEntry:
                         try server.pfs.destroyEntry(in: UInt64(ino), name: request.name)
                         server.invalidateEntry(parent: UInt64(ino), name: request.name)
+                        server.invalidateInode(UInt64(ino))  // the kernel's cached listing of the directory
                     case ControlRequest.destroyInode:
                         try server.pfs.destroyInode(request.inum)
                         server.invalidateInode(request.inum)

@@ -64,6 +64,8 @@ public final class FUSEServer: Sendable {
     /// The FUSE session; serving between mount and the end of run (notifications to the
     /// kernel use it then).
     private let fuse = FUSESession()
+    /// The kernel opens directories itself (zero-message opendir, set at INIT).
+    let opendirInKernel = Atomic<Bool>(false)
 
     public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem

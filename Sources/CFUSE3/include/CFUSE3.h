@@ -73,6 +73,10 @@ struct fuse_args h2fuse_args(int argc, char **argv);
 int h2fuse_init_connection(struct fuse_conn_info *conn, int writeback, int acl);
 // Whether POSIX ACLs were granted (after INIT).
 int h2fuse_posix_acl(const struct fuse_conn_info *conn);
+// Zero-message opendir (kernel 5.1+): when the kernel offers it, asks for it and returns 1;
+// the filesystem then answers OPENDIR with ENOSYS once, and the kernel opens directories
+// by itself from then on (no OPENDIR or RELEASEDIR) and caches their listings.
+int h2fuse_want_no_opendir(struct fuse_conn_info *conn);
 
 // The volume daemon's stop signals (SIGINT, SIGTERM, SIGHUP): install once; wait returns
 // the signal number (0 after wake, -1 on error).
