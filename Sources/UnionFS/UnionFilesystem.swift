@@ -249,20 +249,20 @@ public final class UnionFilesystem: Sendable {
     /// With `fd` (an fstat of an open file, which may have no name left), its attributes.
     public func attributes(_ node: UInt64, fd: Int32? = nil) throws -> stat {
         let (info, path) = try located(node)
-        let merged = info.isDirectory && info.layers.count > 1
-        if let fd {
-            var st = stat()
-            try check(fstat(fd, &st))
-            return presented(st, layer: info.layers[0], merged: merged, inode: info.inode)
-        }
-        return presented(try layers[info.layers[0]].status(path), layer: info.layers[0], merged: merged, inode: info.inode)
+        guard let fd else { return try presented(info, path) }
+        var st = stat()
+        try check(fstat(fd, &st))
+        return presented(st, layer: info.layers[0], merged: info.isDirectory && info.layers.count > 1, inode: info.inode)
     }
 
     func attributesLocked(_ node: UInt64, _ table: NodeTable) throws -> stat {
-        let info = try info(node, table)
-        let layer = info.layers[0]
-        return presented(try layers[layer].status(try path(node, table)), layer: layer, merged: info.isDirectory && info.layers.count > 1,
-                         inode: info.inode)
+        try presented(try info(node, table), try path(node, table))
+    }
+
+    /// The attributes of `info` at `path` in its top layer, as the union shows them.
+    private func presented(_ info: Node, _ path: String) throws -> stat {
+        presented(try layers[info.layers[0]].status(path), layer: info.layers[0], merged: info.isDirectory && info.layers.count > 1,
+                  inode: info.inode)
     }
 
     public func readLink(_ node: UInt64) throws -> [UInt8] {

@@ -38,6 +38,21 @@ enum UnionOperations {
         buffer.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, used) }
     }
 
+    /// Passthrough: the layer file `fd` registered as the kernel's backing file (its reads
+    /// and writes then no longer come here), or nil when passthrough is off or refused.
+    static func backing(_ server: UnionServer, _ fd: Int32) -> Int32? {
+        guard let device = server.passthroughDevice else { return nil }
+        let backing = h2fuse_backing_open(device, fd)
+        guard backing > 0 else { return nil }
+        server.passthroughOpens.add(1, ordering: .relaxed)
+        return backing
+    }
+
+    /// An open file's handle: the layer file's descriptor, the backing id in the high half.
+    static func handle(_ fd: Int32, _ backing: Int32 = 0) -> UInt64 {
+        UInt64(UInt32(bitPattern: fd)) | UInt64(UInt32(bitPattern: backing)) << 32
+    }
+
     static func caller(_ request: fuse_req_t?) -> UnionCaller {
         let context = fuse_req_ctx(request)!.pointee
         return UnionCaller(uid: context.uid, gid: context.gid)
@@ -190,17 +205,13 @@ enum UnionOperations {
                 let server = UnionOperations.server(request)
                 let (entry, fd) = try server.filesystem.create(UInt64(parent), UnionOperations.name(name), mode: mode,
                                                                flags: info!.pointee.flags, caller: UnionOperations.caller(request))
-                if let device = server.passthroughDevice {
-                    let backing = h2fuse_backing_open(device, fd)
-                    if backing > 0 {
-                        server.passthroughOpens.add(1, ordering: .relaxed)
-                        var st = entry.status
-                        _ = h2fuse_reply_create_passthrough(request, entry.node, &st, server.filesystem.configuration.timeout,
-                                                            UInt64(UInt32(bitPattern: fd)) | UInt64(backing) << 32, backing)
-                        return
-                    }
+                if let backing = UnionOperations.backing(server, fd) {
+                    var st = entry.status
+                    _ = h2fuse_reply_create_passthrough(request, entry.node, &st, server.filesystem.configuration.timeout,
+                                                        UnionOperations.handle(fd, backing), backing)
+                    return
                 }
-                info!.pointee.fh = UInt64(UInt32(bitPattern: fd))
+                info!.pointee.fh = UnionOperations.handle(fd)
                 var parameters = fuse_entry_param()
                 parameters.ino = fuse_ino_t(entry.node)
                 parameters.attr = entry.status
@@ -215,17 +226,11 @@ enum UnionOperations {
             do {
                 let server = UnionOperations.server(request)
                 let fd = try server.filesystem.open(UInt64(ino), flags: info!.pointee.flags)
-                // Passthrough: the layer file becomes the kernel's backing file; its reads and
-                // writes no longer come here. The handle keeps the backing id (high half).
-                if let device = server.passthroughDevice {
-                    let backing = h2fuse_backing_open(device, fd)
-                    if backing > 0 {
-                        server.passthroughOpens.add(1, ordering: .relaxed)
-                        _ = h2fuse_reply_open_passthrough(request, UInt64(UInt32(bitPattern: fd)) | UInt64(backing) << 32, backing)
-                        return
-                    }
+                if let backing = UnionOperations.backing(server, fd) {
+                    _ = h2fuse_reply_open_passthrough(request, UnionOperations.handle(fd, backing), backing)
+                    return
                 }
-                info!.pointee.fh = UInt64(UInt32(bitPattern: fd))
+                info!.pointee.fh = UnionOperations.handle(fd)
                 fuse_reply_open(request, info)
             } catch {
                 UnionOperations.fail(request, error, "open of node \(ino)")

@@ -14,16 +14,10 @@ import HAMMER2Trace
 import XCTest
 
 final class KernelCacheTests: XCTestCase {
-    var image = ""
-
-    override func setUpWithError() throws {
-        image = FileManager.default.temporaryDirectory.appendingPathComponent("hammer2-kcache-\(getpid())-\(UUID().uuidString.prefix(6)).img").path
-        XCTAssertEqual(try Binaries.run("newfs_hammer2", ["-s", "1g", image]).status, 0)
-    }
-
-    override func tearDown() {
-        unlink(image)
-        super.tearDown()
+    /// The daemon's request counter for `op` (its trace statistics).
+    private func requests(_ op: String, _ volume: ScratchVolume) throws -> UInt64 {
+        let reader = try TraceReader(path: TraceFiles.defaultPath(pid: try XCTUnwrap(volume.mount).daemonPID))
+        return reader.statistics("fuse")?["\(op).requests"] ?? 0
     }
 
     private func exists(_ path: String) -> Bool {
@@ -38,15 +32,14 @@ final class KernelCacheTests: XCTestCase {
     }
 
     func testMissingNamesStayInTheKernelAndNamesMadeThroughTheMountAreSeenAtOnce() throws {
-        let mount = try MountedImage("\(image)@DATA", options: ["-o", "rw"])
-        let root = mount.mountpoint.path
-        let reader = try TraceReader(path: TraceFiles.defaultPath(pid: mount.daemonPID))
-        func lookups() -> UInt64 { reader.statistics("fuse")?["lookup.requests"] ?? 0 }
+        let volume = try ScratchVolume()
+        let root = volume.root
+        func lookups() throws -> UInt64 { try requests("lookup", volume) }
 
         // Twenty lookups of a missing name: the daemon answers the first.
-        var before = lookups()
+        var before = try lookups()
         for _ in 0..<20 { missing("\(root)/journal") }
-        XCTAssertLessThanOrEqual(lookups() - before, 2, "repeated lookups of a missing name reached the daemon")
+        XCTAssertLessThanOrEqual(try lookups() - before, 2, "repeated lookups of a missing name reached the daemon")
 
         // Every way of making a name, each over a name the kernel holds as missing.
         let fd = open("\(root)/journal", O_CREAT | O_WRONLY | O_EXCL, 0o644)
@@ -77,9 +70,9 @@ final class KernelCacheTests: XCTestCase {
         // Removed names are missing at once, also for the lookups the kernel answers itself,
         // and made again they are there.
         XCTAssertEqual(unlink("\(root)/journal"), 0)
-        before = lookups()
+        before = try lookups()
         for _ in 0..<20 { missing("\(root)/journal") }
-        XCTAssertLessThanOrEqual(lookups() - before, 2)
+        XCTAssertLessThanOrEqual(try lookups() - before, 2)
         let again = open("\(root)/journal", O_CREAT | O_WRONLY | O_EXCL, 0o644)
         XCTAssertGreaterThanOrEqual(again, 0)
         close(again)
@@ -88,13 +81,10 @@ final class KernelCacheTests: XCTestCase {
         XCTAssertEqual(rmdir("\(root)/dir"), 0)
         missing("\(root)/dir")
 
-        // The same names after a remount: what the kernel was told is what is on disk.
-        XCTAssertEqual(try mount.unmount(), 0)
-        let remounted = try MountedImage("\(image)@DATA", options: ["-o", "rw"])
-        let again2 = remounted.mountpoint.path
-        for name in ["journal", "moved", "published"] { XCTAssertTrue(exists("\(again2)/\(name)"), name) }
-        for name in ["dir", "hard"] { missing("\(again2)/\(name)") }
-        XCTAssertEqual(try remounted.unmount(), 0)
+        // The same names after a remount (and fsck): what the kernel was told is on disk.
+        try volume.remount()
+        for name in ["journal", "moved", "published"] { XCTAssertTrue(exists(volume.path(name)), name) }
+        for name in ["dir", "hard"] { missing(volume.path(name)) }
     }
 
     /// The names readdir gives for `path` (without "." and ".."), sorted, through one DIR*.
@@ -114,11 +104,10 @@ final class KernelCacheTests: XCTestCase {
     }
 
     func testTheKernelListsUnchangedDirectoriesItselfAndEveryChangeShowsInTheNextListing() throws {
-        let mount = try MountedImage("\(image)@DATA", options: ["-o", "rw"])
-        let root = mount.mountpoint.path
-        let reader = try TraceReader(path: TraceFiles.defaultPath(pid: mount.daemonPID))
-        func count(_ op: String) -> UInt64 { reader.statistics("fuse")?["\(op).requests"] ?? 0 }
-        func listings() -> UInt64 { count("readdir") + count("readdirplus") }
+        let volume = try ScratchVolume()
+        let root = volume.root
+        func count(_ op: String) throws -> UInt64 { try requests(op, volume) }
+        func listings() throws -> UInt64 { try count("readdir") + count("readdirplus") }
 
         let dir = "\(root)/dir"
         XCTAssertEqual(mkdir(dir, 0o755), 0)
@@ -130,14 +119,14 @@ final class KernelCacheTests: XCTestCase {
             close(fd)
             model.insert(name)
         }
-        var before = listings()
+        var before = try listings()
         XCTAssertEqual(listing(dir), model.sorted())
-        let uncached = listings() - before
+        let uncached = try listings() - before
         XCTAssertGreaterThan(uncached, 0)
         // Five more listings of the unchanged directory: fewer requests than one listing took.
-        before = listings()
+        before = try listings()
         for _ in 0..<5 { XCTAssertEqual(listing(dir), model.sorted()) }
-        XCTAssertLessThan(listings() - before, uncached, "an unchanged directory was listed by the daemon again")
+        XCTAssertLessThan(try listings() - before, uncached, "an unchanged directory was listed by the daemon again")
 
         // Each change through the mount shows in the next listing.
         func changed(_ what: String, _ line: UInt = #line) { XCTAssertEqual(listing(dir), model.sorted(), what, line: line) }
@@ -175,12 +164,10 @@ final class KernelCacheTests: XCTestCase {
         XCTAssertEqual(listing(dir), model.sorted(), "a destroyed name still listed")
 
         // The kernel opened the directories itself: one OPENDIR (answered ENOSYS), no RELEASEDIR.
-        XCTAssertLessThanOrEqual(count("opendir"), 1)
-        XCTAssertEqual(count("releasedir"), 0)
+        XCTAssertLessThanOrEqual(try count("opendir"), 1)
+        XCTAssertEqual(try count("releasedir"), 0)
 
-        XCTAssertEqual(try mount.unmount(), 0)
-        let remounted = try MountedImage("\(image)@DATA", options: ["-o", "rw"])
-        XCTAssertEqual(listing("\(remounted.mountpoint.path)/dir"), model.sorted())
-        XCTAssertEqual(try remounted.unmount(), 0)
+        try volume.remount()
+        XCTAssertEqual(listing(volume.path("dir")), model.sorted())
     }
 }
