@@ -144,35 +144,62 @@ extension MutableFilesystem {
         // changes it would be copied whole.
         let jobs = Self.prewriteJobs(from: timedLock { dirtyFiles() }, limit: limit)
         guard !jobs.isEmpty else { return 0 }
-        // (2)-(4) a batch at a time (one file's blocks, at most 64: 4 MiB), so that the
-        // encoded bytes in memory stay bounded and each lock is held briefly.
         let sink = prewriteSink  // kept from one prewrite to the next: fresh buffers cost page faults
         var written = 0, writtenBytes = 0
         var heuristics: [ObjectIdentifier: Int] = [:]
+        // (2)-(4) a batch at a time (at most 64 blocks, 4 MiB: one large file's blocks, or
+        // many small files together), so that the encoded bytes in memory stay bounded, each
+        // lock is held briefly, and small files cost one lock round and one write per batch
+        // rather than per file (a tar extraction makes thousands).
         var start = 0
         while start < jobs.count {
-            var end = start + 1
-            while end < jobs.count && end - start < Self.flushBatchBlocks && jobs[end].node === jobs[start].node { end += 1 }
+            let end = min(jobs.count, start + Self.flushBatchBlocks)
             let batch = Array(jobs[start..<end])
             start = end
+            // The batch's files: runs of consecutive blocks of one node (the jobs come file
+            // by file), each encoded in order with its file's heuristic.
+            var runBounds: [Range<Int>] = []
+            var runStart = 0
+            while runStart < batch.count {
+                var runEnd = runStart + 1
+                while runEnd < batch.count && batch[runEnd].node === batch[runStart].node { runEnd += 1 }
+                runBounds.append(runStart..<runEnd)
+                runStart = runEnd
+            }
+            let runs = runBounds
             // (2) Encode, without the lock, on every core: the blocks' bytes as written and
-            // their blockrefs, check codes set (not yet placed).
-            let logical = batch.map { Self.logical($0.source, $0.physical)[...] }
-            let fileID = ObjectIdentifier(batch[0].node)
-            var heuristic = heuristics[fileID] ?? batch[0].heuristic
-            let stored = DataBlockEncoding.encodeAll(logical, hints: batch.map(\.hint), compAlgo: batch[0].compAlgo,
-                                                     check: batch[0].check, heuristic: &heuristic)
-            heuristics[fileID] = heuristic
-            let keys = batch[0].keys
-            let offsets = batch.map { $0.index * logicalBlockBytes }
-            let check = batch[0].check
+            // their blockrefs, check codes set (not yet placed). Files run in parallel; one
+            // file's blocks also do inside encodeAll.
+            let runInputs = runs.map { run in
+                (logical: batch[run].map { Self.logical($0.source, $0.physical)[...] }, hints: batch[run].map(\.hint),
+                 compAlgo: batch[run.lowerBound].compAlgo, check: batch[run.lowerBound].check,
+                 heuristic: heuristics[ObjectIdentifier(batch[run.lowerBound].node)] ?? batch[run.lowerBound].heuristic)
+            }
+            let storedRuns = ConcurrentResults<(stored: [DataBlockEncoding.Stored], heuristic: Int)>(count: runs.count)
+            DispatchQueue.concurrentPerform(iterations: runs.count) { r in
+                let input = runInputs[r]
+                var heuristic = input.heuristic
+                let stored = DataBlockEncoding.encodeAll(input.logical, hints: input.hints, compAlgo: input.compAlgo,
+                                                         check: input.check, heuristic: &heuristic)
+                storedRuns[r] = (stored, heuristic)
+            }
+            var storedBlocks: [DataBlockEncoding.Stored] = []
+            storedBlocks.reserveCapacity(batch.count)
+            for (r, run) in runs.enumerated() {
+                let result = storedRuns[r]!
+                storedBlocks += result.stored
+                heuristics[ObjectIdentifier(batch[run.lowerBound].node)] = result.heuristic
+            }
+            let stored = storedBlocks
+            let sealing = batch.map { (offset: $0.index * logicalBlockBytes, keys: $0.keys, check: $0.check) }
             let encoded = ConcurrentResults<(bytes: [UInt8], bref: Blockref)>(count: batch.count)
             DispatchQueue.concurrentPerform(iterations: batch.count) { i in
                 guard let (bytes, methods) = stored[i] else { return }  // all zeros: the flush makes it a hole
-                var bref = Blockref(type: .data, methods: methods, key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix), tid: 0)
+                let (offset, keys, check) = sealing[i]
+                var bref = Blockref(type: .data, methods: methods, key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix), tid: 0)
                 if let keys {
                     let (sealed, area) = keys.sealData(bytes, type: .data, compression: CompressionMethod(rawValue: methods & 0x0F),
-                                                       key: offsets[i], keybits: UInt8(HAMMER2.allocationMaxRadix))
+                                                       key: offset, keybits: UInt8(HAMMER2.allocationMaxRadix))
                     bref.check = area
                     encoded[i] = (sealed, bref)
                 } else {
@@ -202,8 +229,11 @@ extension MutableFilesystem {
             }
             // (4) Write, without the lock, then hand over what is still current.
             do {
-                for item in placed {
-                    for (copy, piece) in item.space.enumerated() { try sink.write(item.bytes, at: piece.offset, run: copy) }
+                // In media order: blocks of different sizes are placed apart (small ones fill
+                // partly used 64 KiB buffers), so in batch order neighbours would not merge.
+                let pieces = placed.indices.flatMap { i in placed[i].space.indices.map { (item: i, copy: $0, offset: placed[i].space[$0].offset) } }
+                for piece in pieces.sorted(by: { ($0.copy, $0.offset) < ($1.copy, $1.offset) }) {
+                    try sink.write(placed[piece.item].bytes, at: piece.offset, run: piece.copy)
                 }
                 try sink.drain()
             } catch {
@@ -212,7 +242,10 @@ extension MutableFilesystem {
                 throw error
             }
             timedLock {
-                batch[0].node.compressionHeuristic = heuristic
+                for run in runs {
+                    let node = batch[run.lowerBound].node
+                    node.compressionHeuristic = heuristics[ObjectIdentifier(node)]!
+                }
                 for item in placed {
                     let node = item.job.node
                     if node.dirtyBlocks[item.job.index] == item.job.source && node.prewritten[item.job.index] == nil {
