@@ -96,22 +96,34 @@ public struct BlockTree: Sendable {
     /// inodes of a READDIRPLUS reply) overlaps its reads.
     public func findAll(in refs: [Blockref], keys: [UInt64], type: BlockrefType) throws -> [UInt64: Blockref] {
         var found: [UInt64: Blockref] = [:]
+        guard !keys.isEmpty else { return found }
         var level = [(children: try Self.orderedChildren(refs, parentRange: 0...UInt64.max, insideIndirect: false), keys: keys[...])]
         for _ in 0...Self.maximumDepth {
             var descend: [(bref: Blockref, keys: ArraySlice<UInt64>)] = []
             for (children, keys) in level {
-                var next = keys.startIndex
-                for bref in children where next < keys.endIndex {
-                    while next < keys.endIndex && keys[next] < bref.key { next += 1 }
-                    var end = next
-                    while end < keys.endIndex && keys[end] <= bref.keyEnd { end += 1 }
-                    guard end > next else { continue }
-                    if bref.type == .indirect || bref.type == .freemapNode {
-                        descend.append((bref, keys[next..<end]))
-                    } else if bref.type == type, end - next == 1, keys[next] == bref.key {
-                        found[bref.key] = bref
+                children.withUnsafeBufferPointer { children in
+                    // Siblings are disjoint and sorted: start at the first that can hold the
+                    // lowest key, and stop with the keys (a few keys among an indirect
+                    // block's 512 children look at a few of them, not all).
+                    var next = keys.startIndex
+                    var index = Self.firstChild(in: children, endingAtOrAfter: keys[next])
+                    while index < children.count && next < keys.endIndex {
+                        let bref = children[index]
+                        index += 1
+                        while next < keys.endIndex && keys[next] < bref.key { next += 1 }
+                        var end = next
+                        while end < keys.endIndex && keys[end] <= bref.keyEnd { end += 1 }
+                        guard end > next else { continue }
+                        if bref.type == .indirect || bref.type == .freemapNode {
+                            descend.append((bref, keys[next..<end]))
+                        } else if bref.type == type, end - next == 1, keys[next] == bref.key {
+                            found[bref.key] = bref
+                        }
+                        next = end
+                        if next < keys.endIndex, index < children.count, children[index].keyEnd < keys[next] {
+                            index = Self.firstChild(in: children, endingAtOrAfter: keys[next], from: index)
+                        }
                     }
-                    next = end
                 }
             }
             guard !descend.isEmpty else { return found }
@@ -119,6 +131,17 @@ public struct BlockTree: Sendable {
             level = try descend.map { (try reader.orderedChildBlockrefs($0.bref), $0.keys) }
         }
         throw EngineError.corrupt("block tree deeper than \(Self.maximumDepth) levels (loop?)")
+    }
+
+    /// The index of the first of `ordered` (sorted, disjoint) whose range ends at or after
+    /// `key`, searching from `start`; `ordered.count` when none does.
+    static func firstChild(in ordered: UnsafeBufferPointer<Blockref>, endingAtOrAfter key: UInt64, from start: Int = 0) -> Int {
+        var low = start, high = ordered.count
+        while low < high {
+            let mid = (low + high) / 2
+            if ordered[mid].keyEnd < key { low = mid + 1 } else { high = mid }
+        }
+        return low
     }
 
     /// The leaf with exactly `key` and `type`, if any.

@@ -48,6 +48,10 @@ public final class PFS: Sendable {
     /// budget (which holds the inode blocks themselves), so it stays small: 2 x 2048
     /// records of ~2 KiB bound it to ~8 MiB whatever the number of files walked.
     private static let inodeCacheGeneration = 2_048
+    /// The blockrefs of the inodes the last prefetch found (one READDIRPLUS reply's, found
+    /// together level by level): the loads that follow skip each one's walk from the root.
+    /// This PFS's tree never changes, so they stay right; another prefetch replaces them.
+    private let prefetchedInodeBrefs = Mutex<[UInt64: Blockref]>([:])
 
     /// The inode number of every PFS root directory.
     public static let rootInodeNumber: UInt64 = 1
@@ -105,7 +109,7 @@ public final class PFS: Sendable {
         }) {
             return cached
         }
-        guard let bref = try tree.find(in: root.blockset, key: inum, type: .inode) else {
+        guard let bref = try prefetchedInodeBrefs.withLock({ $0[inum] }) ?? tree.find(in: root.blockset, key: inum, type: .inode) else {
             throw EngineError.notFound
         }
         let inode = try reader.inode(bref)
@@ -125,6 +129,7 @@ public final class PFS: Sendable {
         let missing = inodeCache.withLock { cache in inums.filter { cache.young[$0] == nil && cache.old[$0] == nil } }
         guard !missing.isEmpty else { return }
         guard let found = try? tree.findAll(in: root.blockset, keys: missing.sorted(), type: .inode) else { return }
+        prefetchedInodeBrefs.withLock { $0 = found }
         reader.prefetchInodes(Array(found.values))
     }
 
@@ -198,9 +203,10 @@ public final class PFS: Sendable {
                         collectingKeys: Bool) throws -> (entry: DirectoryEntry?, keys: [UInt64]) {
         var found: DirectoryEntry?
         var keys: [UInt64] = []
+        let directory = dir.meta.inum  // the closure then captures a number, not the inode (a copy per leaf)
         try tree.forEachLeaf(in: dir.blockset, from: hash, through: hash | HAMMER2.dirhashLowMask) { bref in
             if collectingKeys && (bref.type == .dirent || bref.type == .inode) { keys.append(bref.key) }
-            if found == nil, let entry = try entry(for: bref, directory: dir.meta.inum), entry.name == name {
+            if found == nil, let entry = try entry(for: bref, directory: directory), entry.name == name {
                 found = entry
                 return collectingKeys
             }
