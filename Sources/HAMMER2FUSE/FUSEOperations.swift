@@ -57,7 +57,9 @@ enum FUSEOperations {
             let server = FUSEOperations.server(request)
             let nameBytes = FUSEOperations.name(name)
             do {
-                FUSEOperations.replyEntry(request, server, try server.pfs.lookup(UInt64(parent), nameBytes))
+                let status = try server.pfs.lookup(UInt64(parent), nameBytes)
+                server.lookedUp(in: UInt64(parent))
+                FUSEOperations.replyEntry(request, server, status)
             } catch let error as EngineError where error.errno == ENOENT {
                 // A negative entry: the kernel may remember the name is missing as long as it
                 // keeps names. Every name of the PFS is made through this mount (a PFS mounts
@@ -498,6 +500,7 @@ enum FUSEOperations {
                 let st = status.map { Attributes.stat(for: $0) } ?? Attributes.direntStat(inum: entry.inum, type: entry.type)
                 return add(entry.name, entry.nextCookie, st, status)
             }
+            if !plus { server.listedNamesOnly(UInt64(ino)) }
             replyBuffer(request, buffer, used)
         } catch {
             server.fail(request, error, "readdir of inode \(ino)")

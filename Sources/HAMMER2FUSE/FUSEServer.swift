@@ -66,6 +66,12 @@ public final class FUSEServer: Sendable {
     private let fuse = FUSESession()
     /// The kernel opens directories itself (zero-message opendir, set at INIT).
     let opendirInKernel = Atomic<Bool>(false)
+    /// Directories whose listing the kernel caches with names only (answered by READDIR).
+    /// A listing served from that cache brings no attributes, so a walk that stats each
+    /// name (`ls -l` after `ls`, `du`, `rsync`) would send a LOOKUP per name: the first
+    /// lookup in such a directory drops its cached listing instead, and the kernel lists
+    /// the rest by READDIRPLUS, the lookups having advised it to.
+    private let namesOnlyListings = Mutex<Set<UInt64>>([])
 
     public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem
@@ -135,6 +141,25 @@ public final class FUSEServer: Sendable {
         notify { session in
             let cName = name.map { CChar(bitPattern: $0) } + [0]
             _ = fuse_lowlevel_notify_inval_entry(session, fuse_ino_t(parent), cName, name.count)
+        }
+    }
+
+    /// A READDIR (names only) of `directory` was answered: the kernel may cache it.
+    func listedNamesOnly(_ directory: UInt64) {
+        guard opendirInKernel.load(ordering: .acquiring) else { return }
+        namesOnlyListings.withLock { listings in
+            if listings.count >= 4096 { listings.removeAll() }  // a forgotten one costs a LOOKUP per name, no more
+            listings.insert(directory)
+        }
+    }
+
+    /// A name in `directory` was looked up: if the kernel caches its listing with names
+    /// only, that listing is dropped (asynchronously: the lookup in progress holds the
+    /// directory), once.
+    func lookedUp(in directory: UInt64) {
+        guard namesOnlyListings.withLock({ $0.remove(directory) != nil }) else { return }
+        DispatchQueue.global().async { [self] in
+            if let current = fuse.current { _ = fuse_lowlevel_notify_inval_inode(current.session, fuse_ino_t(directory), 0, 0) }
         }
     }
 

@@ -5,7 +5,9 @@
 // once, and stays so across a remount. Directories: the kernel opens them itself (no
 // OPENDIR or RELEASEDIR after the first ENOSYS) and lists an unchanged directory from its
 // cache, and every change — through the mount, or by hammer2 destroy — shows in the next
-// listing, after rewinddir too, with telldir/seekdir positions that hold.
+// listing, after rewinddir too, with telldir/seekdir positions that hold. A walk that stats
+// every name of a listing the kernel cached with names only (ls -l after ls) gets most
+// attributes by READDIRPLUS, not by a LOOKUP per name.
 
 import Foundation
 import Glibc
@@ -169,5 +171,49 @@ final class KernelCacheTests: XCTestCase {
 
         try volume.remount()
         XCTAssertEqual(listing(volume.path("dir")), model.sorted())
+    }
+
+    func testStatingEveryNameOfACachedNamesOnlyListingGetsAttributesByReaddirplus() throws {
+        let volume = try ScratchVolume()
+        let made = "\(volume.root)/many"
+        XCTAssertEqual(mkdir(made, 0o755), 0)
+        var sizes: [String: Int] = [:]
+        for i in 0..<5000 {
+            let name = String(format: "f%04d", i)
+            let fd = open("\(made)/\(name)", O_CREAT | O_WRONLY | O_EXCL, 0o644)
+            XCTAssertGreaterThanOrEqual(fd, 0)
+            XCTAssertEqual(write(fd, name, i % 5), i % 5)
+            close(fd)
+            sizes[name] = i % 5
+        }
+        // A remount: the kernel knows none of the names; then `ls` (names only, cached).
+        try volume.remount()
+        let dir = volume.path("many")
+        XCTAssertEqual(listing(dir), sizes.keys.sorted())
+        // `ls -l`: each name of the cached listing stated in turn.
+        let lookupsBefore = try requests("lookup", volume)
+        let plusBefore = try requests("readdirplus", volume)
+        let open = try XCTUnwrap(opendir(dir))
+        var seen = 0
+        while let entry = readdir(open) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name == "." || name == ".." { continue }
+            var st = stat()
+            XCTAssertEqual(lstat("\(dir)/\(name)", &st), 0, name)
+            XCTAssertEqual(st.st_ino, entry.pointee.d_ino, name)
+            XCTAssertEqual(Int(st.st_size), sizes[name], name)
+            XCTAssertEqual(st.st_mode & S_IFMT, S_IFREG, name)
+            seen += 1
+        }
+        closedir(open)
+        XCTAssertEqual(seen, sizes.count)
+        // The names of the first getdents buffer are looked up (about 1,400 here); the rest
+        // came with their attributes.
+        XCTAssertLessThan(try requests("lookup", volume) - lookupsBefore, 2_500, "a LOOKUP per name")
+        XCTAssertGreaterThan(try requests("readdirplus", volume) - plusBefore, 0)
+        // Listings stay whole and current.
+        XCTAssertEqual(listing(dir), sizes.keys.sorted())
+        let fd = Glibc.open("\(dir)/late", O_CREAT | O_WRONLY, 0o644); close(fd)
+        XCTAssertEqual(listing(dir), (Array(sizes.keys) + ["late"]).sorted())
     }
 }
