@@ -69,9 +69,12 @@ public final class FUSEServer: Sendable {
     /// Directories whose listing the kernel caches with names only (answered by READDIR).
     /// A listing served from that cache brings no attributes, so a walk that stats each
     /// name (`ls -l` after `ls`, `du`, `rsync`) would send a LOOKUP per name: the first
-    /// lookup in such a directory drops its cached listing instead, and the kernel lists
-    /// the rest by READDIRPLUS, the lookups having advised it to.
-    private let namesOnlyListings = Mutex<Set<UInt64>>([])
+    /// lookups in such a directory drop its cached listing instead, and the kernel lists
+    /// the rest by READDIRPLUS, the lookups having advised it to. Values: lookups so far.
+    private let namesOnlyListings = Mutex<[UInt64: Int]>([:])
+    /// Lookups in a names-only listed directory that drop its cached listing: a walk
+    /// makes them at once, opening a file or two after `ls` does not.
+    static let lookupsDroppingListing = 4
 
     public init(filesystem: MutableFilesystem, pfs: PFSHandle, options: MountOptions, logger: @escaping @Sendable (String) -> Void) {
         self.filesystem = filesystem
@@ -149,15 +152,24 @@ public final class FUSEServer: Sendable {
         guard opendirInKernel.load(ordering: .acquiring) else { return }
         namesOnlyListings.withLock { listings in
             if listings.count >= 4096 { listings.removeAll() }  // a forgotten one costs a LOOKUP per name, no more
-            listings.insert(directory)
+            if listings[directory] == nil { listings[directory] = 0 }
         }
     }
 
     /// A name in `directory` was looked up: if the kernel caches its listing with names
-    /// only, that listing is dropped (asynchronously: the lookup in progress holds the
-    /// directory), once.
+    /// only, that listing is dropped at the `lookupsDroppingListing`th such lookup
+    /// (asynchronously: the lookup in progress holds the directory), once.
     func lookedUp(in directory: UInt64) {
-        guard namesOnlyListings.withLock({ $0.remove(directory) != nil }) else { return }
+        let drop = namesOnlyListings.withLock { listings -> Bool in
+            guard let count = listings[directory] else { return false }
+            if count + 1 < Self.lookupsDroppingListing {
+                listings[directory] = count + 1
+                return false
+            }
+            listings.removeValue(forKey: directory)
+            return true
+        }
+        guard drop else { return }
         DispatchQueue.global().async { [self] in
             if let current = fuse.current { _ = fuse_lowlevel_notify_inval_inode(current.session, fuse_ino_t(directory), 0, 0) }
         }

@@ -7,7 +7,8 @@
 // cache, and every change — through the mount, or by hammer2 destroy — shows in the next
 // listing, after rewinddir too, with telldir/seekdir positions that hold. A walk that stats
 // every name of a listing the kernel cached with names only (ls -l after ls) gets most
-// attributes by READDIRPLUS, not by a LOOKUP per name.
+// attributes by READDIRPLUS, not by a LOOKUP per name; a file or two opened after ls keeps
+// that listing cached.
 
 import Foundation
 import Glibc
@@ -190,6 +191,14 @@ final class KernelCacheTests: XCTestCase {
         try volume.remount()
         let dir = volume.path("many")
         XCTAssertEqual(listing(dir), sizes.keys.sorted())
+        // Opening a file or two after `ls` keeps the cached listing.
+        var st = stat()
+        XCTAssertEqual(lstat("\(dir)/f3000", &st), 0)
+        XCTAssertEqual(lstat("\(dir)/f4000", &st), 0)
+        let listingsBefore = try requests("readdir", volume) + requests("readdirplus", volume)
+        XCTAssertEqual(listing(dir), sizes.keys.sorted())
+        XCTAssertEqual(try requests("readdir", volume) + requests("readdirplus", volume), listingsBefore,
+                       "two lookups dropped the cached listing")
         // `ls -l`: each name of the cached listing stated in turn.
         let lookupsBefore = try requests("lookup", volume)
         let plusBefore = try requests("readdirplus", volume)
