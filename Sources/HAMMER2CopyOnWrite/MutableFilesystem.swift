@@ -401,7 +401,7 @@ final class MountedPFS {
     func node(_ inum: UInt64) throws -> Node {
         if let node = nodes[inum] { return node }
         if destroyedInodes.contains(inum) { throw EngineError.notFound }
-        let record = try disk.record(inum)
+        let record = try disk.record(inum, remembering: false)  // the node is the cache
         let node = Node(inum: inum, meta: record.meta, filename: record.data.filename,
                         content: record.data.content, bref: record.bref, owner: self)
         nodes[inum] = node

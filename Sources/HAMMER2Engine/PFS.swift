@@ -99,8 +99,10 @@ public final class PFS: Sendable {
     /// The inode numbered `inum` in this PFS.
     public func inode(_ inum: UInt64) throws -> InodeData { try record(inum).data }
 
-    /// The inode numbered `inum` and its blockref.
-    public func record(_ inum: UInt64) throws -> InodeRecord {
+    /// The inode numbered `inum` and its blockref. `remembering`: kept in this PFS's inode
+    /// cache (a caller that keeps the inode itself, as the mounted PFS's nodes do, passes
+    /// false: a second copy would only cost the insert).
+    public func record(_ inum: UInt64, remembering: Bool = true) throws -> InodeRecord {
         if inum == Self.rootInodeNumber { return InodeRecord(bref: rootBref, data: root) }
         if let cached = inodeCache.withLock({ cache -> InodeRecord? in
             if let hit = cache.young[inum] { return hit }
@@ -117,6 +119,7 @@ public final class PFS: Sendable {
             throw EngineError.corrupt("inode index entry \(inum) holds inode \(inode.meta.inum)")
         }
         let record = InodeRecord(bref: bref, data: inode)
+        guard remembering else { return record }
         inodeCache.withLock { cache in
             cache.young[inum] = record
             if cache.young.count >= Self.inodeCacheGeneration { cache.old = cache.young; cache.young = [:] }
