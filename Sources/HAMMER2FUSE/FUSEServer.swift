@@ -68,7 +68,7 @@ public final class FUSEServer: Sendable {
     let opendirInKernel = Atomic<Bool>(false)
     /// Directories whose listing the kernel caches with names only (answered by READDIR).
     /// A listing served from that cache brings no attributes, so a walk that stats each
-    /// name (`ls -l` after `ls`, `du`, `rsync`) would send a LOOKUP per name: the first
+    /// name (`ls -l` after `ls`, `du`, `rsync`) would send a LOOKUP per name: a few
     /// lookups in such a directory drop its cached listing instead, and the kernel lists
     /// the rest by READDIRPLUS, the lookups having advised it to. Values: lookups so far.
     private let namesOnlyListings = Mutex<[UInt64: Int]>([:])
@@ -169,10 +169,7 @@ public final class FUSEServer: Sendable {
             listings.removeValue(forKey: directory)
             return true
         }
-        guard drop else { return }
-        DispatchQueue.global().async { [self] in
-            if let current = fuse.current { _ = fuse_lowlevel_notify_inval_inode(current.session, fuse_ino_t(directory), 0, 0) }
-        }
+        if drop { notifyWithoutWaiting { _ = fuse_lowlevel_notify_inval_inode($0, fuse_ino_t(directory), 0, 0) } }
     }
 
     /// Tells the kernel to forget an inode's cached attributes and data.
@@ -190,8 +187,13 @@ public final class FUSEServer: Sendable {
     /// Tells the kernel its cached attributes of `inum` are stale (st_blocks after data
     /// arrived by writeback), without waiting.
     func invalidateAttributes(_ inum: UInt64) {
+        notifyWithoutWaiting { _ = fuse_lowlevel_notify_inval_inode($0, fuse_ino_t(inum), -1, 0) }
+    }
+
+    /// Runs a kernel notification on another thread, without waiting for it.
+    private func notifyWithoutWaiting(_ body: @escaping @Sendable (OpaquePointer) -> Void) {
         DispatchQueue.global().async { [self] in
-            if let current = fuse.current { _ = fuse_lowlevel_notify_inval_inode(current.session, fuse_ino_t(inum), -1, 0) }
+            if let current = fuse.current { body(current.session) }
         }
     }
 
