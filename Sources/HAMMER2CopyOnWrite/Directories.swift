@@ -29,7 +29,9 @@ extension MountedPFS {
     func listEntries(_ dir: Node, from cookie: UInt64, _ visit: (DirectoryEntry) throws -> Bool) throws {
         guard dir.isDirectory else { throw EngineError.notDirectory }
         let first = HAMMER2.dirhashVisible | (cookie & HAMMER2.dirhashUserMask)
-        let added = dir.entryChanges.compactMap { $0.value }.filter { $0.key >= first }.sorted { $0.key < $1.key }
+        // Read once: a listing visits thousands of entries, each checked against the changes.
+        let changes = dir.entryChanges
+        let added = changes.compactMap { $0.value }.filter { $0.key >= first }.sorted { $0.key < $1.key }
         var next = 0
         var stopped = false
         if dir.flushedBref != nil {
@@ -38,7 +40,7 @@ extension MountedPFS {
                     guard try visit(added[next]) else { stopped = true; return false }
                     next += 1
                 }
-                if dir.entryChanges[entry.key] != nil { return true }
+                if !changes.isEmpty && changes[entry.key] != nil { return true }
                 guard try visit(entry) else { stopped = true; return false }
                 return true
             }

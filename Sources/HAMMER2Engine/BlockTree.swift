@@ -72,7 +72,11 @@ public struct BlockTree: Sendable {
     public static func orderedChildren(_ refs: [Blockref], parentRange: ClosedRange<UInt64>, insideIndirect: Bool) throws -> [Blockref] {
         // An inode's blockset is usually full and in order already: then no copy is made.
         let inOrder = refs.indices.allSatisfy { i in refs[i].type != .empty && (i == 0 || refs[i - 1].key < refs[i].key) }
-        let sorted = inOrder ? refs : refs.filter { $0.type != .empty }.sorted { $0.key < $1.key }
+        var sorted = refs
+        if !inOrder {
+            if sorted.contains(where: { $0.type == .empty }) { sorted.removeAll { $0.type == .empty } }
+            sorted.sort { $0.key < $1.key }
+        }
         var previous: Blockref?
         for bref in sorted {
             guard parentRange.contains(bref.key), parentRange.contains(bref.keyEnd) else {

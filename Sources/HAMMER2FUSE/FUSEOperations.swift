@@ -461,53 +461,81 @@ enum FUSEOperations {
     /// however large the directory and however the listing is split across calls.
     static func readDirectory(_ request: fuse_req_t?, _ ino: fuse_ino_t, _ size: Int, _ offset: off_t, plus: Bool) {
         let server = FUSEOperations.server(request)
+        var reply = DirentReply(request: request, server: server, size: size, plus: plus)
+        defer { reply.deallocate() }
         do {
             let pfs = server.pfs
-            var buffer = [CChar](repeating: 0, count: size)
-            var used = 0
-            // Appends one entry; false when the buffer is full.
-            func add(_ name: [UInt8], _ next: UInt64, _ st: Glibc.stat, _ status: NodeStatus?) -> Bool {
-                let cName = name.map { CChar(bitPattern: $0) } + [0]
-                let needed: Int = buffer.withUnsafeMutableBufferPointer { buf in
-                    if plus {
-                        var entry = fuse_entry_param()
-                        if let status { entry = FUSEOperations.entry(server, status) } else { entry.attr = st }
-                        return fuse_add_direntry_plus(request, buf.baseAddress! + used, size - used, cName, &entry, off_t(next))
-                    } else {
-                        var st = st
-                        return fuse_add_direntry(request, buf.baseAddress! + used, size - used, cName, &st, off_t(next))
-                    }
-                }
-                if needed > size - used { return false }
-                used += needed
-                return true
-            }
             var cookie = UInt64(max(offset, 0))
             if cookie == 0 {
-                guard add(Array(".".utf8), 1, Attributes.direntStat(inum: UInt64(ino), type: .directory), nil) else {
-                    return replyBuffer(request, buffer, used)
+                guard reply.add(Array(".".utf8), 1, Attributes.direntStat(inum: UInt64(ino), type: .directory), nil) else {
+                    return reply.send()
                 }
                 cookie = 1
             }
             if cookie == 1 {
                 let parent = try pfs.parent(of: UInt64(ino))
-                guard add(Array("..".utf8), 2, Attributes.direntStat(inum: parent, type: .directory), nil) else {
-                    return replyBuffer(request, buffer, used)
+                guard reply.add(Array("..".utf8), 2, Attributes.direntStat(inum: parent, type: .directory), nil) else {
+                    return reply.send()
                 }
                 cookie = 2
             }
             try pfs.readDirectory(UInt64(ino), from: cookie <= 2 ? 0 : cookie, withAttributes: plus, boundedLoads: plus) { entry, status in
                 let st = status.map { Attributes.stat(for: $0) } ?? Attributes.direntStat(inum: entry.inum, type: entry.type)
-                return add(entry.name, entry.nextCookie, st, status)
+                return reply.add(entry.name, entry.nextCookie, st, status)
             }
             if !plus { server.listedNamesOnly(UInt64(ino)) }
-            replyBuffer(request, buffer, used)
+            reply.send()
         } catch {
             server.fail(request, error, "readdir of inode \(ino)")
         }
     }
+}
 
-    static func replyBuffer(_ request: fuse_req_t?, _ buffer: [CChar], _ count: Int) {
-        buffer.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress, count) }
+/// A READDIR(PLUS) reply being filled: raw memory and a NUL-terminated name scratch,
+/// not arrays, so that adding one of a listing's thousands of entries allocates nothing.
+private struct DirentReply {
+    let request: fuse_req_t?
+    let server: FUSEServer
+    let size: Int
+    let plus: Bool
+    let buffer: UnsafeMutablePointer<CChar>
+    let name: UnsafeMutablePointer<CChar>
+    var used = 0
+
+    init(request: fuse_req_t?, server: FUSEServer, size: Int, plus: Bool) {
+        self.request = request
+        self.server = server
+        self.size = size
+        self.plus = plus
+        buffer = .allocate(capacity: max(size, 1))
+        name = .allocate(capacity: HAMMER2.inodeMaxName + 1)
+    }
+
+    /// Appends one entry; false when the buffer is full.
+    mutating func add(_ entryName: [UInt8], _ next: UInt64, _ st: Glibc.stat, _ status: NodeStatus?) -> Bool {
+        let length = min(entryName.count, HAMMER2.inodeMaxName)
+        entryName.withUnsafeBufferPointer { bytes in
+            UnsafeMutableRawPointer(name).copyMemory(from: bytes.baseAddress!, byteCount: length)
+        }
+        name[length] = 0
+        let needed: Int
+        if plus {
+            var entry = fuse_entry_param()
+            if let status { entry = FUSEOperations.entry(server, status) } else { entry.attr = st }
+            needed = fuse_add_direntry_plus(request, buffer + used, size - used, name, &entry, off_t(next))
+        } else {
+            var st = st
+            needed = fuse_add_direntry(request, buffer + used, size - used, name, &st, off_t(next))
+        }
+        if needed > size - used { return false }
+        used += needed
+        return true
+    }
+
+    func send() { _ = fuse_reply_buf(request, buffer, used) }
+
+    func deallocate() {
+        buffer.deallocate()
+        name.deallocate()
     }
 }

@@ -100,13 +100,14 @@ public struct CheckArea: Hashable, Sendable {
     public static let zero = CheckArea(words: (0, 0, 0, 0, 0, 0, 0, 0))
 
     /// The area as the 64 bytes it is on disk.
-    public var bytes: [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(64)
-        for word in [words.0, words.1, words.2, words.3, words.4, words.5, words.6, words.7] {
-            for shift in stride(from: 0, to: 64, by: 8) { out.append(UInt8(truncatingIfNeeded: word >> UInt64(shift))) }
-        }
-        return out
+    public var bytes: [UInt8] { prefix(64) }
+
+    /// The first `count` (at most 64) bytes of the area as on disk: a directory entry's
+    /// inline name, copied once (a listing takes one per entry).
+    public func prefix(_ count: Int) -> [UInt8] {
+        let onDisk = (words.0.littleEndian, words.1.littleEndian, words.2.littleEndian, words.3.littleEndian,
+                      words.4.littleEndian, words.5.littleEndian, words.6.littleEndian, words.7.littleEndian)
+        return withUnsafeBytes(of: onDisk) { Array($0.prefix(count)) }
     }
 
     /// check.iscsi32.value
@@ -233,7 +234,7 @@ public struct Blockref: Hashable, Sendable {
         guard type == .dirent, length > 0, length <= HAMMER2.inodeMaxName else {
             throw FormatError.invalidField(structure: "dirent", field: "namlen", value: UInt64(length))
         }
-        if length <= 64 { return Array(check.bytes[0..<length]) }
+        if length <= 64 { return check.prefix(length) }
         guard let nameBlock, nameBlock.count >= length else {
             throw FormatError.shortBuffer(structure: "dirent name block", needed: length, got: nameBlock?.count ?? 0)
         }
@@ -258,6 +259,24 @@ public func decodeBlockrefs(_ raw: UnsafeRawBufferPointer, count: Int) throws ->
     refs.reserveCapacity(count)
     for i in 0..<count {
         refs.append(try Blockref(decoding: raw.slice(i * HAMMER2.blockrefBytes, HAMMER2.blockrefBytes)))
+    }
+    return refs
+}
+
+/// Decodes the non-empty blockrefs among `count` consecutive ones, in array order: an
+/// indirect block's 512 slots are often half empty, and a walk wants only the others, in
+/// one array of the size they need.
+public func decodeNonEmptyBlockrefs(_ raw: UnsafeRawBufferPointer, count: Int) throws -> [Blockref] {
+    let needed = count * HAMMER2.blockrefBytes
+    guard raw.count >= needed else {
+        throw FormatError.shortBuffer(structure: "blockref array", needed: needed, got: raw.count)
+    }
+    let slots = (0..<count).lazy.map { $0 * HAMMER2.blockrefBytes }
+    let used = slots.filter { raw.u8($0) != BlockrefType.empty.rawValue }.count
+    var refs: [Blockref] = []
+    refs.reserveCapacity(used)
+    for start in slots where raw.u8(start) != BlockrefType.empty.rawValue {
+        refs.append(try Blockref(decoding: raw.slice(start, HAMMER2.blockrefBytes)))
     }
     return refs
 }

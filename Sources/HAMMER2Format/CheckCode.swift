@@ -46,7 +46,7 @@ public enum CheckCode {
                 ? .valid : .mismatch(expected: hex64(bref.check.xxhash64), computed: hex64(computed))
         case .sha192:
             let computed = sha192(data)
-            let stored = Array(bref.check.bytes[0..<24])
+            let stored = bref.check.prefix(24)
             return computed == stored
                 ? .valid : .mismatch(expected: hexBytes(stored), computed: hexBytes(computed))
         case .freemap:

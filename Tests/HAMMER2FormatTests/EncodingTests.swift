@@ -27,6 +27,31 @@ final class EncodingTests: XCTestCase {
         }
     }
 
+    /// A walk decodes an indirect block's used slots only, in slot order, and a dirent's
+    /// inline name is the check area's first bytes as on disk.
+    func testNonEmptyBlockrefsAndInlineNames() throws {
+        var generator = SplitMix64(seed: 11)
+        var raw: [UInt8] = []
+        var expected: [Blockref] = []
+        for slot in 0..<512 {
+            guard generator.next() % 3 != 0 else { raw += Blockref.empty.encoded(); continue }
+            var bref = Blockref.empty
+            bref.type = .dirent
+            bref.key = UInt64(slot) << 20 | generator.next() & 0xFFFF
+            let name = (0..<(1 + Int(generator.next() % 64))).map { _ in UInt8(0x21 + generator.next() % 90) }
+            (bref.embed0, bref.embed1) = Blockref.direntEmbed(inum: UInt64(slot), nameLength: name.count, type: .regularFile)
+            bref.check = CheckArea(bytes: name)
+            XCTAssertEqual(try bref.direntName(nameBlock: nil), name)
+            XCTAssertEqual(bref.check.prefix(name.count), name)
+            raw += bref.encoded()
+            expected.append(bref)
+        }
+        let decoded = try raw.withUnsafeBytes { try decodeNonEmptyBlockrefs($0, count: 512) }
+        XCTAssertEqual(decoded, expected)
+        XCTAssertEqual(try raw.withUnsafeBytes { try decodeNonEmptyBlockrefs($0, count: 0) }, [])
+        XCTAssertThrowsError(try raw.withUnsafeBytes { try decodeNonEmptyBlockrefs($0, count: 513) })
+    }
+
     func testBlockrefFieldOffsets() throws {
         var bref = Blockref.empty
         bref.type = .dirent
