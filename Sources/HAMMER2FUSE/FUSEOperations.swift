@@ -515,7 +515,8 @@ private struct DirentReply {
     mutating func add(_ entryName: [UInt8], _ next: UInt64, _ st: Glibc.stat, _ status: NodeStatus?) -> Bool {
         let length = min(entryName.count, HAMMER2.inodeMaxName)
         entryName.withUnsafeBufferPointer { bytes in
-            UnsafeMutableRawPointer(name).copyMemory(from: bytes.baseAddress!, byteCount: length)
+            guard let start = bytes.baseAddress, length > 0 else { return }  // an empty name: a damaged inode entry
+            UnsafeMutableRawPointer(name).copyMemory(from: start, byteCount: length)
         }
         name[length] = 0
         let needed: Int
