@@ -184,8 +184,12 @@ public final class PFSHandle: @unchecked Sendable {
                               _ visit: (DirectoryEntry, NodeStatus?) throws -> Bool) throws {
         try locked {
             let dir = try pfs.node(inum)
+            guard withAttributes else {
+                // Names only: a loop of its own, without an attribute record to carry.
+                return try pfs.listEntries(dir, from: cookie) { entry in try visit(entry, nil) }
+            }
             let loads = cookie == 0 ? Self.firstReplyLoads : Self.readDirectoryPlusLoads
-            if withAttributes && boundedLoads {
+            if boundedLoads {
                 // The inodes this reply will load, read ahead together (a cold directory).
                 var upcoming: [UInt64] = []
                 var scanned = 0
@@ -199,12 +203,11 @@ public final class PFSHandle: @unchecked Sendable {
             var visited = 0
             try pfs.listEntries(dir, from: cookie) { entry in
                 // Past the first entries, only those in memory (a listing read again).
-                if withAttributes && boundedLoads && visited >= loads && pfs.nodes[entry.inum] == nil {
+                if boundedLoads && visited >= loads && pfs.nodes[entry.inum] == nil {
                     return false
                 }
                 visited += 1
-                let attributes = withAttributes ? status(try pfs.node(entry.inum)) : nil
-                return try visit(entry, attributes)
+                return try visit(entry, status(try pfs.node(entry.inum)))
             }
         }
     }

@@ -467,21 +467,25 @@ enum FUSEOperations {
             let pfs = server.pfs
             var cookie = UInt64(max(offset, 0))
             if cookie == 0 {
-                guard reply.add(Array(".".utf8), 1, Attributes.direntStat(inum: UInt64(ino), type: .directory), nil) else {
-                    return reply.send()
-                }
+                guard reply.add(Array(".".utf8), 1, inum: UInt64(ino), type: .directory) else { return reply.send() }
                 cookie = 1
             }
             if cookie == 1 {
                 let parent = try pfs.parent(of: UInt64(ino))
-                guard reply.add(Array("..".utf8), 2, Attributes.direntStat(inum: parent, type: .directory), nil) else {
-                    return reply.send()
-                }
+                guard reply.add(Array("..".utf8), 2, inum: parent, type: .directory) else { return reply.send() }
                 cookie = 2
             }
-            try pfs.readDirectory(UInt64(ino), from: cookie <= 2 ? 0 : cookie, withAttributes: plus, boundedLoads: plus) { entry, status in
-                let st = status.map { Attributes.stat(for: $0) } ?? Attributes.direntStat(inum: entry.inum, type: entry.type)
-                return reply.add(entry.name, entry.nextCookie, st, status)
+            let from = cookie <= 2 ? 0 : cookie
+            if plus {
+                try pfs.readDirectory(UInt64(ino), from: from, withAttributes: true, boundedLoads: true) { entry, status in
+                    guard let status else { return reply.add(entry.name, entry.nextCookie, inum: entry.inum, type: entry.type) }
+                    return reply.add(entry.name, entry.nextCookie, status)
+                }
+            } else {
+                // A closure of its own, with no attribute record to copy for each entry.
+                try pfs.readDirectory(UInt64(ino), from: from, withAttributes: false) { entry, _ in
+                    reply.add(entry.name, entry.nextCookie, inum: entry.inum, type: entry.type)
+                }
             }
             if !plus { server.listedNamesOnly(UInt64(ino)) }
             reply.send()
@@ -511,23 +515,39 @@ private struct DirentReply {
         name = .allocate(capacity: HAMMER2.inodeMaxName + 1)
     }
 
-    /// Appends one entry; false when the buffer is full.
-    mutating func add(_ entryName: [UInt8], _ next: UInt64, _ st: Glibc.stat, _ status: NodeStatus?) -> Bool {
+    /// Appends an entry without attributes (a READDIR entry, or "." and ".." in either
+    /// reply: the kernel takes their inode number and type only); false when full.
+    mutating func add(_ entryName: [UInt8], _ next: UInt64, inum: UInt64, type: ObjectType) -> Bool {
+        copyName(entryName)
+        var st = Attributes.direntStat(inum: inum, type: type)
+        let needed: Int
+        if plus {
+            var entry = fuse_entry_param()  // inode 0: no attributes, the kernel looks the name up if it needs them
+            entry.attr = st
+            needed = fuse_add_direntry_plus(request, buffer + used, size - used, name, &entry, off_t(next))
+        } else {
+            needed = fuse_add_direntry(request, buffer + used, size - used, name, &st, off_t(next))
+        }
+        return advance(needed)
+    }
+
+    /// Appends a READDIRPLUS entry with its attributes; false when full.
+    mutating func add(_ entryName: [UInt8], _ next: UInt64, _ status: NodeStatus) -> Bool {
+        copyName(entryName)
+        var entry = FUSEOperations.entry(server, status)
+        return advance(fuse_add_direntry_plus(request, buffer + used, size - used, name, &entry, off_t(next)))
+    }
+
+    private func copyName(_ entryName: [UInt8]) {
         let length = min(entryName.count, HAMMER2.inodeMaxName)
         entryName.withUnsafeBufferPointer { bytes in
             guard let start = bytes.baseAddress, length > 0 else { return }  // an empty name: a damaged inode entry
             UnsafeMutableRawPointer(name).copyMemory(from: start, byteCount: length)
         }
         name[length] = 0
-        let needed: Int
-        if plus {
-            var entry = fuse_entry_param()
-            if let status { entry = FUSEOperations.entry(server, status) } else { entry.attr = st }
-            needed = fuse_add_direntry_plus(request, buffer + used, size - used, name, &entry, off_t(next))
-        } else {
-            var st = st
-            needed = fuse_add_direntry(request, buffer + used, size - used, name, &st, off_t(next))
-        }
+    }
+
+    private mutating func advance(_ needed: Int) -> Bool {
         if needed > size - used { return false }
         used += needed
         return true
