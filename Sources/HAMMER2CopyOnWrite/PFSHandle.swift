@@ -182,12 +182,9 @@ public final class PFSHandle: @unchecked Sendable {
     /// last cookie.
     public func readDirectory(_ inum: UInt64, from cookie: UInt64, withAttributes: Bool, boundedLoads: Bool = false,
                               _ visit: (DirectoryEntry, NodeStatus?) throws -> Bool) throws {
+        guard withAttributes else { return try listDirectory(inum, from: cookie) { try visit($0, nil) } }
         try locked {
             let dir = try pfs.node(inum)
-            guard withAttributes else {
-                // Names only: a loop of its own, without an attribute record to carry.
-                return try pfs.listEntries(dir, from: cookie) { entry in try visit(entry, nil) }
-            }
             let loads = cookie == 0 ? Self.firstReplyLoads : Self.readDirectoryPlusLoads
             if boundedLoads {
                 // The inodes this reply will load, read ahead together (a cold directory).
@@ -210,6 +207,12 @@ public final class PFSHandle: @unchecked Sendable {
                 return try visit(entry, status(try pfs.node(entry.inum)))
             }
         }
+    }
+
+    /// Lists `dir`'s names from readdir cookie `cookie` (a READDIR reply): no attribute
+    /// record passes through the loop (an empty optional one was a 208-byte copy per entry).
+    public func listDirectory(_ inum: UInt64, from cookie: UInt64, _ visit: (DirectoryEntry) throws -> Bool) throws {
+        try locked { try pfs.listEntries(try pfs.node(inum), from: cookie, visit) }
     }
 
     public func parent(of inum: UInt64) throws -> UInt64 {

@@ -482,8 +482,7 @@ enum FUSEOperations {
                     return reply.add(entry.name, entry.nextCookie, status)
                 }
             } else {
-                // A closure of its own, with no attribute record to copy for each entry.
-                try pfs.readDirectory(UInt64(ino), from: from, withAttributes: false) { entry, _ in
+                try pfs.listDirectory(UInt64(ino), from: from) { entry in
                     reply.add(entry.name, entry.nextCookie, inum: entry.inum, type: entry.type)
                 }
             }
