@@ -117,6 +117,28 @@ final class HostileTreeTests: XCTestCase {
         return bref
     }
 
+    /// An indirect block's used slots may sit anywhere among empty ones and out of key
+    /// order: a walk decodes the used ones only and visits them once each, in key order.
+    func testScatteredUnorderedSlotsAreWalkedInKeyOrder() throws {
+        let offset: UInt64 = 64 << 20
+        let root = [indirect(key: 0, keybits: 64, to: offset)]
+        var slots = [Blockref](repeating: .empty, count: 512)
+        let keys: [UInt64] = [900, 5, 77, 4096, 12, 300]
+        for (i, key) in keys.enumerated() {
+            var leaf = Blockref.empty
+            leaf.type = .data
+            leaf.key = key
+            slots[(i * 97) % 512] = leaf
+        }
+        let tree = BlockTree(reader: try makeReader(indirectEntries: slots, at: offset))
+        var visited: [UInt64] = []
+        try tree.forEachLeaf(in: root, from: 0, through: UInt64.max) { visited.append($0.key); return true }
+        XCTAssertEqual(visited, keys.sorted())
+        var ranged: [UInt64] = []
+        try tree.forEachLeaf(in: root, from: 10, through: 800) { ranged.append($0.key); return true }
+        XCTAssertEqual(ranged, [12, 77, 300])
+    }
+
     func testSelfReferencesAndOverlapsAreCorruptNotEndless() throws {
         let offset: UInt64 = 64 << 20
         let root = [indirect(key: 0, keybits: 64, to: offset)]
